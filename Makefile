@@ -1,0 +1,31 @@
+# dlb developer tasks.
+
+SHELL := /bin/bash
+
+.PHONY: bootstrap testenv-up testenv-down testenv-status
+
+# Install missing prerequisites (PostgreSQL, Redis, gcc, make, valgrind, ...).
+bootstrap:
+	bash scripts/bootstrap.sh
+
+# Start (or repair) the local test environment: PG primary + 2 replicas + Redis.
+testenv-up:
+	bash scripts/testenv.sh up
+
+# Stop the test environment and remove its directory.
+testenv-down:
+	bash scripts/testenv.sh down
+
+# Show what is running; fails unless everything is up.
+testenv-status:
+	bash scripts/testenv.sh status
+
+.PHONY: demo test
+
+# The main demo: a local primary + two replicas, routing shown live. Leaves nothing running.
+demo:
+	bash scripts/demo.sh
+
+# Every check and test (installs prerequisites, starts the test environment).
+test:
+	bash scripts/test.sh

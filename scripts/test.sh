@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Runs every check and test of dlb: formatting, clippy, rustdoc, Rust unit and integration tests
+# against a real PostgreSQL primary + two streaming replicas and Redis (scripts/testenv.sh), and
+# the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and valgrind).
+#
+# Installs missing Debian prerequisites first (scripts/bootstrap.sh). The test environment is
+# stopped at the end if this script started it (set DLB_KEEP_TESTENV=1 to keep it).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "prerequisites"
+bash scripts/bootstrap.sh
+
+step "test environment"
+started=0
+if ! bash scripts/testenv.sh status >/dev/null 2>&1; then
+    started=1
+fi
+bash scripts/testenv.sh up
+if [[ $started == 1 && ${DLB_KEEP_TESTENV:-0} != 1 ]]; then
+    trap 'bash scripts/testenv.sh down >/dev/null 2>&1 || true' EXIT
+fi
+eval "$(bash scripts/testenv.sh env)"
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+step "cargo doc"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
+
+step "cargo test"
+cargo test --all-targets
+cargo test --doc
+
+if [[ -f ffi-tests/run.sh ]]; then
+    step "C ABI tests (static and shared, ASan and valgrind)"
+    bash ffi-tests/run.sh
+fi
+
+step "all tests passed"
