@@ -1,0 +1,748 @@
+//! Configuration: JSON (unknown fields rejected) or the typed [`ConfigBuilder`].
+//!
+//! ```json
+//! { "primary": "host=127.0.0.1 port=5432 user=app dbname=app",
+//!   "replicas": { "hosts": ["127.0.0.1:5433", "127.0.0.1:5434"] },
+//!   "replica_check_interval_ms": 1000,
+//!   "max_lag_bytes": 8388608, "max_lag_ms": 30000,
+//!   "pool": { "max_size": 10, "connect_timeout_ms": 2000, "max_lifetime_s": 1800 } }
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dsn::{Dsn, HostPort};
+use crate::error::{Error, Result};
+
+/// Longest accepted sticking key, in bytes.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// Balancer configuration. Build it with [`Config::from_json`] or [`Config::builder`]; both
+/// validate, and [`crate::Balancer::new`] validates again.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// The primary's connection string: libpq `key=value` or a `postgres://` URL. Required.
+    /// Replica connection strings are this one with host and port replaced.
+    pub primary: String,
+    /// Where the replicas are. Absent, `null` or empty: every read goes to the primary.
+    #[serde(default)]
+    pub replicas: Option<ReplicasConfig>,
+    /// How often the background monitor polls the primary's LSN and every replica's replay
+    /// position. Default 1000 ms; at least 10.
+    #[serde(default = "defaults::check_interval_ms")]
+    pub replica_check_interval_ms: u64,
+    /// Replication lag, in bytes of WAL, over which (together with `max_lag_ms`) a replica is
+    /// quarantined. Default 8 MiB (8388608).
+    #[serde(default = "defaults::max_lag_bytes")]
+    pub max_lag_bytes: u64,
+    /// Replication lag, in milliseconds since the last replayed transaction, over which
+    /// (together with `max_lag_bytes`) a replica is quarantined. Counts only while the replica
+    /// is behind in bytes, so an idle primary never quarantines a caught-up replica.
+    /// Default 30000.
+    #[serde(default = "defaults::max_lag_ms")]
+    pub max_lag_ms: u64,
+    /// Client-side timeout of each monitor probe and of each live replay-LSN check.
+    /// A replica that does not answer in time counts as failed. Default 100 ms.
+    #[serde(default = "defaults::probe_timeout_ms")]
+    pub probe_timeout_ms: u64,
+    /// Connection pools, one per host.
+    #[serde(default)]
+    pub pool: PoolConfig,
+    /// How long a recorded LSN is kept for a key (primary sticking). Default 3600 s.
+    #[serde(default = "defaults::sticky_ttl_s")]
+    pub sticky_ttl_s: u64,
+    /// Total time a sticky pick may spend checking live replicas when the cached replay
+    /// positions do not show one caught up. Default 100 ms; 0 disables live checks.
+    #[serde(default = "defaults::sticky_check_budget_ms")]
+    pub sticky_check_budget_ms: u64,
+    /// What a sticky pick does when no replica has replayed the key's LSN: `"primary"`
+    /// (default) or `"error"` ([`crate::Error::NoCaughtUpReplica`], retryable).
+    #[serde(default)]
+    pub no_caught_up_replica: NoCaughtUpPolicy,
+    /// Where recorded LSNs live: `{"memory": {}}` (default, in-process) or `{"redis": {...}}`
+    /// (shared by a fleet).
+    #[serde(default)]
+    pub lsn_store: LsnStoreConfig,
+    /// Connectivity quarantine of replicas that fail probes.
+    #[serde(default)]
+    pub connectivity: ConnectivityConfig,
+}
+
+/// Which [`crate::LsnStore`] to use.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum LsnStoreConfig {
+    /// The embedded in-process store ([`crate::MemoryStore`]).
+    Memory {},
+    /// Redis (standalone or Cluster).
+    Redis(RedisStoreConfig),
+}
+
+impl Default for LsnStoreConfig {
+    fn default() -> Self {
+        LsnStoreConfig::Memory {}
+    }
+}
+
+/// Redis LSN store settings. Exactly one of `url` and `cluster` is required.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RedisStoreConfig {
+    /// A standalone Redis: `redis://[:password@]host:port[/db]` or `rediss://...` (TLS).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes (`redis://host:port`, ...).
+    #[serde(default)]
+    pub cluster: Vec<String>,
+    /// Prefix of every stored key. Default `dlb:lsn:`.
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Timeout of each Redis operation (connect, read, write). Default 500 ms.
+    #[serde(default = "defaults::redis_op_timeout_ms")]
+    pub op_timeout_ms: u64,
+    /// Pooled Redis connections. Default 8.
+    #[serde(default = "defaults::redis_pool_size")]
+    pub pool_size: u32,
+}
+
+/// Connectivity quarantine: consecutive probe failures put a replica aside; it is probed again
+/// with exponential backoff and re-admitted after a successful probe. A replica that flaps
+/// (many quarantines or list changes within a window) is held out longer.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ConnectivityConfig {
+    /// Consecutive failed probes (errors or timeouts) before quarantine. Default 1: the first
+    /// failure takes a replica out (reads then go to the others).
+    #[serde(default = "defaults::failure_threshold")]
+    pub failure_threshold: u32,
+    /// First wait before re-probing a quarantined replica. Default 1000 ms.
+    #[serde(default = "defaults::backoff_initial_ms")]
+    pub backoff_initial_ms: u64,
+    /// Longest wait between probes of a quarantined replica. Default 30000 ms.
+    #[serde(default = "defaults::backoff_max_ms")]
+    pub backoff_max_ms: u64,
+    /// Window over which flapping is counted. Default 60000 ms.
+    #[serde(default = "defaults::flap_window_ms")]
+    pub flap_window_ms: u64,
+    /// Quarantines (or add/remove events) within the window that make a replica a flapper.
+    /// Default 5.
+    #[serde(default = "defaults::flap_threshold")]
+    pub flap_threshold: u32,
+    /// How long a flapping replica is held out. Default 300000 ms.
+    #[serde(default = "defaults::flap_hold_ms")]
+    pub flap_hold_ms: u64,
+}
+
+impl Default for ConnectivityConfig {
+    fn default() -> Self {
+        ConnectivityConfig {
+            failure_threshold: defaults::failure_threshold(),
+            backoff_initial_ms: defaults::backoff_initial_ms(),
+            backoff_max_ms: defaults::backoff_max_ms(),
+            flap_window_ms: defaults::flap_window_ms(),
+            flap_threshold: defaults::flap_threshold(),
+            flap_hold_ms: defaults::flap_hold_ms(),
+        }
+    }
+}
+
+/// Replica source.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ReplicasConfig {
+    /// Fixed replica list: `host`, `host:port` or `[v6]:port`. A missing port means the
+    /// primary's.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// DNS service discovery (instead of, or on top of, `hosts`).
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+    /// How long a replica that left the list may keep its in-flight connections before its
+    /// pool is closed. Default 30000 ms.
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ReplicasConfig {
+    fn default() -> Self {
+        ReplicasConfig {
+            hosts: Vec::new(),
+            dns: None,
+            drain_timeout_ms: defaults::drain_timeout_ms(),
+        }
+    }
+}
+
+impl DnsConfig {
+    /// SRV discovery of `record` at `nameserver:port`, every other setting at its default.
+    pub fn new(record: impl Into<String>, nameserver: impl Into<String>, port: u16) -> DnsConfig {
+        DnsConfig {
+            record: record.into(),
+            nameserver: nameserver.into(),
+            port,
+            record_type: DnsRecordType::Srv,
+            tcp: false,
+            refresh_interval_ms: defaults::dns_refresh_interval_ms(),
+            timeout_ms: defaults::dns_timeout_ms(),
+        }
+    }
+}
+
+impl RedisStoreConfig {
+    /// A standalone Redis at `url`, every other setting at its default.
+    pub fn standalone(url: impl Into<String>) -> RedisStoreConfig {
+        RedisStoreConfig {
+            url: Some(url.into()),
+            cluster: Vec::new(),
+            key_prefix: defaults::key_prefix(),
+            op_timeout_ms: defaults::redis_op_timeout_ms(),
+            pool_size: defaults::redis_pool_size(),
+        }
+    }
+
+    /// A Redis Cluster reached through the seed `nodes`, every other setting at its default.
+    pub fn cluster<I: IntoIterator<Item = S>, S: Into<String>>(nodes: I) -> RedisStoreConfig {
+        RedisStoreConfig {
+            url: None,
+            cluster: nodes.into_iter().map(Into::into).collect(),
+            ..RedisStoreConfig::standalone("")
+        }
+    }
+}
+
+/// DNS service discovery of replicas.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DnsConfig {
+    /// The name to resolve, e.g. `replica.pg.service.consul`.
+    pub record: String,
+    /// Nameserver IP address. Default `127.0.0.1`.
+    #[serde(default = "defaults::nameserver")]
+    pub nameserver: String,
+    /// Nameserver port. Default 53.
+    #[serde(default = "defaults::dns_port")]
+    pub port: u16,
+    /// `SRV` (default: host and port from the answer, targets resolved with A/AAAA) or `A`
+    /// (A and AAAA records; the primary's port).
+    #[serde(default)]
+    pub record_type: DnsRecordType,
+    /// Query over TCP instead of UDP. Default false.
+    #[serde(default)]
+    pub tcp: bool,
+    /// Longest time between refreshes; answers with a shorter TTL refresh sooner. Default
+    /// 30000 ms. Refreshes carry up to 10% jitter so a fleet does not refresh in lockstep.
+    #[serde(default = "defaults::dns_refresh_interval_ms")]
+    pub refresh_interval_ms: u64,
+    /// Timeout of one DNS exchange. Default 1000 ms.
+    #[serde(default = "defaults::dns_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// DNS record type used for discovery.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DnsRecordType {
+    /// SRV records.
+    #[default]
+    #[serde(rename = "SRV")]
+    Srv,
+    /// A and AAAA records.
+    #[serde(rename = "A")]
+    A,
+}
+
+/// Per-host connection pool settings.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Most connections per host. Default 10; at least 1.
+    #[serde(default = "defaults::max_size")]
+    pub max_size: u32,
+    /// Idle connections each pool tries to keep open. Default 0 (connect lazily).
+    #[serde(default)]
+    pub min_idle: u32,
+    /// TCP connect timeout. Default 2000 ms.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// How long `write_conn`/`read_conn` wait for a free pooled connection. Default 5000 ms.
+    #[serde(default = "defaults::checkout_timeout_ms")]
+    pub checkout_timeout_ms: u64,
+    /// Connections are closed after this age. Default 1800 s; 0 means no limit.
+    #[serde(default = "defaults::max_lifetime_s")]
+    pub max_lifetime_s: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_size: defaults::max_size(),
+            min_idle: 0,
+            connect_timeout_ms: defaults::connect_timeout_ms(),
+            checkout_timeout_ms: defaults::checkout_timeout_ms(),
+            max_lifetime_s: defaults::max_lifetime_s(),
+        }
+    }
+}
+
+/// What a sticky pick does when no replica has caught up.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NoCaughtUpPolicy {
+    /// Route the read to the primary (default).
+    #[default]
+    Primary,
+    /// Return [`crate::Error::NoCaughtUpReplica`], which the caller may retry.
+    Error,
+}
+
+mod defaults {
+    pub(super) fn check_interval_ms() -> u64 {
+        1000
+    }
+    pub(super) fn max_lag_bytes() -> u64 {
+        8 * 1024 * 1024
+    }
+    pub(super) fn max_lag_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn probe_timeout_ms() -> u64 {
+        100
+    }
+    pub(super) fn max_size() -> u32 {
+        10
+    }
+    pub(super) fn connect_timeout_ms() -> u64 {
+        2000
+    }
+    pub(super) fn checkout_timeout_ms() -> u64 {
+        5000
+    }
+    pub(super) fn max_lifetime_s() -> u64 {
+        1800
+    }
+    pub(super) fn sticky_ttl_s() -> u64 {
+        3600
+    }
+    pub(super) fn sticky_check_budget_ms() -> u64 {
+        100
+    }
+    pub(super) fn key_prefix() -> String {
+        "dlb:lsn:".into()
+    }
+    pub(super) fn redis_op_timeout_ms() -> u64 {
+        500
+    }
+    pub(super) fn redis_pool_size() -> u32 {
+        8
+    }
+    pub(super) fn drain_timeout_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn nameserver() -> String {
+        "127.0.0.1".into()
+    }
+    pub(super) fn dns_port() -> u16 {
+        53
+    }
+    pub(super) fn dns_refresh_interval_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn dns_timeout_ms() -> u64 {
+        1000
+    }
+    pub(super) fn failure_threshold() -> u32 {
+        1
+    }
+    pub(super) fn backoff_initial_ms() -> u64 {
+        1000
+    }
+    pub(super) fn backoff_max_ms() -> u64 {
+        30_000
+    }
+    pub(super) fn flap_window_ms() -> u64 {
+        60_000
+    }
+    pub(super) fn flap_threshold() -> u32 {
+        5
+    }
+    pub(super) fn flap_hold_ms() -> u64 {
+        300_000
+    }
+}
+
+impl Config {
+    /// A configuration with every default and no replicas.
+    pub fn new(primary: impl Into<String>) -> Config {
+        Config {
+            primary: primary.into(),
+            replicas: None,
+            replica_check_interval_ms: defaults::check_interval_ms(),
+            max_lag_bytes: defaults::max_lag_bytes(),
+            max_lag_ms: defaults::max_lag_ms(),
+            probe_timeout_ms: defaults::probe_timeout_ms(),
+            pool: PoolConfig::default(),
+            sticky_ttl_s: defaults::sticky_ttl_s(),
+            sticky_check_budget_ms: defaults::sticky_check_budget_ms(),
+            no_caught_up_replica: NoCaughtUpPolicy::Primary,
+            lsn_store: LsnStoreConfig::default(),
+            connectivity: ConnectivityConfig::default(),
+        }
+    }
+
+    /// Starts a typed builder; see [`ConfigBuilder`].
+    pub fn builder(primary: impl Into<String>) -> ConfigBuilder {
+        ConfigBuilder(Config::new(primary))
+    }
+
+    /// Parses and validates a JSON document.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the offending field (`pool.max_size`), for malformed JSON,
+    /// unknown fields, wrong types, a bad DSN or an out-of-range value.
+    pub fn from_json(json: &str) -> Result<Config> {
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            Error::config(field, e.into_inner().to_string())
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Renders the configuration as JSON (the primary DSN as configured, password included).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("config serializes")
+    }
+
+    /// Checks every field; [`Config::from_json`] and [`ConfigBuilder::build`] call it.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first offending field.
+    pub fn validate(&self) -> Result<()> {
+        self.resolve().map(|_| ())
+    }
+
+    pub(crate) fn resolve(&self) -> Result<Resolved> {
+        let primary = Dsn::parse(&self.primary, "primary")?;
+        let primary_hp = primary.host_port();
+        let mut replicas: Vec<HostPort> = Vec::new();
+        for (i, h) in self
+            .replicas
+            .iter()
+            .flat_map(|r| r.hosts.iter())
+            .enumerate()
+        {
+            let field = format!("replicas.hosts[{i}]");
+            let hp = HostPort::parse(h, primary_hp.port).map_err(|m| Error::config(&field, m))?;
+            if replicas.contains(&hp) {
+                return Err(Error::config(field, format!("duplicate replica {hp}")));
+            }
+            if hp == primary_hp {
+                return Err(Error::config(field, format!("{hp} is the primary")));
+            }
+            replicas.push(hp);
+        }
+        let at_least = |field: &str, v: u64, min: u64| -> Result<()> {
+            if v < min {
+                Err(Error::config(
+                    field,
+                    format!("must be at least {min} (got {v})"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        at_least(
+            "replica_check_interval_ms",
+            self.replica_check_interval_ms,
+            10,
+        )?;
+        at_least("probe_timeout_ms", self.probe_timeout_ms, 1)?;
+        at_least("pool.max_size", self.pool.max_size.into(), 1)?;
+        at_least("pool.connect_timeout_ms", self.pool.connect_timeout_ms, 1)?;
+        at_least("pool.checkout_timeout_ms", self.pool.checkout_timeout_ms, 1)?;
+        at_least("sticky_ttl_s", self.sticky_ttl_s, 1)?;
+        if let Some(dns) = self.replicas.as_ref().and_then(|r| r.dns.as_ref()) {
+            if dns.record.trim().is_empty() {
+                return Err(Error::config("replicas.dns.record", "must not be empty"));
+            }
+            if dns.nameserver.parse::<std::net::IpAddr>().is_err() {
+                return Err(Error::config(
+                    "replicas.dns.nameserver",
+                    format!("{:?} is not an IP address", dns.nameserver),
+                ));
+            }
+            at_least("replicas.dns.port", dns.port.into(), 1)?;
+            at_least(
+                "replicas.dns.refresh_interval_ms",
+                dns.refresh_interval_ms,
+                10,
+            )?;
+            at_least("replicas.dns.timeout_ms", dns.timeout_ms, 1)?;
+        }
+        if let LsnStoreConfig::Redis(r) = &self.lsn_store {
+            match (&r.url, r.cluster.is_empty()) {
+                (Some(_), false) => {
+                    return Err(Error::config(
+                        "lsn_store.redis",
+                        "give either url or cluster, not both",
+                    ));
+                }
+                (None, true) => {
+                    return Err(Error::config(
+                        "lsn_store.redis",
+                        "url or cluster is required",
+                    ));
+                }
+                _ => {}
+            }
+            at_least("lsn_store.redis.op_timeout_ms", r.op_timeout_ms, 1)?;
+            at_least("lsn_store.redis.pool_size", r.pool_size.into(), 1)?;
+        }
+        let c = &self.connectivity;
+        at_least(
+            "connectivity.failure_threshold",
+            c.failure_threshold.into(),
+            1,
+        )?;
+        at_least("connectivity.backoff_initial_ms", c.backoff_initial_ms, 1)?;
+        at_least("connectivity.flap_threshold", c.flap_threshold.into(), 1)?;
+        if c.backoff_max_ms < c.backoff_initial_ms {
+            return Err(Error::config(
+                "connectivity.backoff_max_ms",
+                "must be at least connectivity.backoff_initial_ms",
+            ));
+        }
+        if self.pool.min_idle > self.pool.max_size {
+            return Err(Error::config(
+                "pool.min_idle",
+                format!("must not exceed pool.max_size ({})", self.pool.max_size),
+            ));
+        }
+        Ok(Resolved { primary, replicas })
+    }
+
+    pub(crate) fn check_interval(&self) -> Duration {
+        Duration::from_millis(self.replica_check_interval_ms)
+    }
+
+    pub(crate) fn probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+/// Parsed parts of a validated [`Config`].
+#[derive(Debug)]
+pub(crate) struct Resolved {
+    pub(crate) primary: Dsn,
+    pub(crate) replicas: Vec<HostPort>,
+}
+
+/// Typed builder for [`Config`]; setters take and return the builder by value.
+///
+/// ```
+/// use std::time::Duration;
+/// let cfg = dlb::Config::builder("host=127.0.0.1 port=5432 user=app dbname=app")
+///     .replica_hosts(["127.0.0.1:5433", "127.0.0.1:5434"])
+///     .replica_check_interval(Duration::from_millis(500))
+///     .pool_max_size(20)
+///     .build()
+///     .unwrap();
+/// assert_eq!(cfg.pool.max_size, 20);
+/// ```
+#[derive(Clone, Debug)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// Sets the fixed replica list (`host[:port]`).
+    pub fn replica_hosts<I, S>(mut self, hosts: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let r = self.0.replicas.get_or_insert_with(ReplicasConfig::default);
+        r.hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+    /// Discovers replicas through DNS (see [`DnsConfig`]).
+    pub fn replica_dns(mut self, dns: DnsConfig) -> Self {
+        self.0
+            .replicas
+            .get_or_insert_with(ReplicasConfig::default)
+            .dns = Some(dns);
+        self
+    }
+    /// See [`ReplicasConfig::drain_timeout_ms`].
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.0
+            .replicas
+            .get_or_insert_with(ReplicasConfig::default)
+            .drain_timeout_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`Config::lsn_store`].
+    pub fn lsn_store(mut self, store: LsnStoreConfig) -> Self {
+        self.0.lsn_store = store;
+        self
+    }
+    /// See [`Config::connectivity`].
+    pub fn connectivity(mut self, c: ConnectivityConfig) -> Self {
+        self.0.connectivity = c;
+        self
+    }
+    /// See [`Config::replica_check_interval_ms`].
+    pub fn replica_check_interval(mut self, d: Duration) -> Self {
+        self.0.replica_check_interval_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`Config::max_lag_bytes`].
+    pub fn max_lag_bytes(mut self, bytes: u64) -> Self {
+        self.0.max_lag_bytes = bytes;
+        self
+    }
+    /// See [`Config::max_lag_ms`].
+    pub fn max_lag(mut self, d: Duration) -> Self {
+        self.0.max_lag_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`Config::probe_timeout_ms`].
+    pub fn probe_timeout(mut self, d: Duration) -> Self {
+        self.0.probe_timeout_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`PoolConfig::max_size`].
+    pub fn pool_max_size(mut self, n: u32) -> Self {
+        self.0.pool.max_size = n;
+        self
+    }
+    /// See [`PoolConfig::min_idle`].
+    pub fn pool_min_idle(mut self, n: u32) -> Self {
+        self.0.pool.min_idle = n;
+        self
+    }
+    /// See [`PoolConfig::connect_timeout_ms`].
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.0.pool.connect_timeout_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`PoolConfig::checkout_timeout_ms`].
+    pub fn checkout_timeout(mut self, d: Duration) -> Self {
+        self.0.pool.checkout_timeout_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`PoolConfig::max_lifetime_s`].
+    pub fn max_lifetime(mut self, d: Duration) -> Self {
+        self.0.pool.max_lifetime_s = d.as_secs();
+        self
+    }
+    /// See [`Config::sticky_ttl_s`].
+    pub fn sticky_ttl(mut self, d: Duration) -> Self {
+        self.0.sticky_ttl_s = d.as_secs();
+        self
+    }
+    /// See [`Config::sticky_check_budget_ms`].
+    pub fn sticky_check_budget(mut self, d: Duration) -> Self {
+        self.0.sticky_check_budget_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`Config::no_caught_up_replica`].
+    pub fn no_caught_up_replica(mut self, p: NoCaughtUpPolicy) -> Self {
+        self.0.no_caught_up_replica = p;
+        self
+    }
+    /// Validates and returns the configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the offending field.
+    pub fn build(self) -> Result<Config> {
+        self.0.validate()?;
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: &str = "host=127.0.0.1 port=5432 user=app dbname=app";
+
+    fn err(json: &str) -> String {
+        Config::from_json(json).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn minimal_and_full() {
+        let c = Config::from_json(&format!(r#"{{"primary": "{P}"}}"#)).unwrap();
+        assert_eq!(c, Config::new(P));
+        assert_eq!(c.pool.max_size, 10);
+        let c = Config::from_json(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": ["127.0.0.1:5433", "127.0.0.1:5434"]}},
+                "replica_check_interval_ms": 500, "max_lag_bytes": 1, "max_lag_ms": 2,
+                "pool": {{"max_size": 3, "connect_timeout_ms": 4, "max_lifetime_s": 5}},
+                "no_caught_up_replica": "error"}}"#
+        ))
+        .unwrap();
+        assert_eq!(c.replicas.as_ref().unwrap().hosts.len(), 2);
+        assert_eq!(c.no_caught_up_replica, NoCaughtUpPolicy::Error);
+        assert_eq!(Config::from_json(&c.to_json()).unwrap(), c);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("{").starts_with("invalid configuration: "));
+        assert!(err("{}").contains("missing field `primary`"));
+        assert!(
+            err(&format!(r#"{{"primary": "{P}", "bogus": 1}}"#)).contains("unknown field `bogus`")
+        );
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "pool": {{"max_size": 0}}}}"#
+        ));
+        assert!(e.contains("pool.max_size: must be at least 1"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "pool": {{"max_size": "x"}}}}"#
+        ));
+        assert!(e.contains("pool.max_size: invalid type"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "pool": {{"max_sise": 3}}}}"#
+        ));
+        assert!(
+            e.contains("pool") && e.contains("unknown field `max_sise`"),
+            "{e}"
+        );
+        let e = err(r#"{"primary": "host=a port=x"}"#);
+        assert!(e.contains("primary: "), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": ["a:1", "b:0"]}}}}"#
+        ));
+        assert!(e.contains("replicas.hosts[1]: "), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": ["a:1", "a:1"]}}}}"#
+        ));
+        assert!(e.contains("duplicate"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": ["127.0.0.1"]}}}}"#
+        ));
+        assert!(e.contains("is the primary"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "no_caught_up_replica": "maybe"}}"#
+        ));
+        assert!(e.contains("no_caught_up_replica: unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn builder_validates() {
+        assert!(Config::builder(P).pool_max_size(0).build().is_err());
+        let c = Config::builder(P).replica_hosts(["h:1"]).build().unwrap();
+        assert_eq!(c.resolve().unwrap().replicas[0].to_string(), "h:1");
+    }
+}

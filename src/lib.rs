@@ -1,0 +1,64 @@
+//! # dlb: client-side PostgreSQL load balancing
+//!
+//! dlb spreads reads over streaming replicas without serving a stale read to a caller who just
+//! wrote. A [`Balancer`] owns one r2d2 pool per host and a background monitor that measures
+//! every replica's replay position and lag, quarantining replicas that fall behind or stop
+//! answering. Picking a host for a read takes no lock and does no I/O.
+//!
+//! ```no_run
+//! use dlb::{Balancer, Config};
+//!
+//! let config = Config::from_json(r#"{
+//!     "primary": "host=127.0.0.1 port=5432 user=app dbname=app",
+//!     "replicas": { "hosts": ["127.0.0.1:5433", "127.0.0.1:5434"] }
+//! }"#)?;
+//! let lb = Balancer::new(config)?;
+//!
+//! // Write on the primary, then remember where the WAL was for this key.
+//! lb.write_conn()?.execute("INSERT INTO tags (repo, name) VALUES ($1, $2)", &[&"a/b", &"v1"])?;
+//! let token = lb.record_lsn("repo:a/b")?;
+//!
+//! // Reads for the key only go to replicas that have replayed the write.
+//! let mut conn = lb.read_conn(Some("repo:a/b"))?;
+//! let rows = conn.query("SELECT name FROM tags WHERE repo = $1", &[&"a/b"])?;
+//! println!("{} tags via {} (token {token})", rows.len(), conn.route());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+#![warn(
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unsafe_op_in_unsafe_fn
+)]
+
+mod balancer;
+mod config;
+mod dns;
+mod dsn;
+mod error;
+pub mod ffi;
+mod host;
+mod lsn;
+mod metrics;
+mod monitor;
+mod redis_store;
+mod route;
+mod state;
+mod status;
+mod sticky;
+mod store;
+
+pub use balancer::{Balancer, Conn};
+pub use config::{
+    Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
+    MAX_KEY_LEN, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,
+};
+pub use dsn::HostPort;
+pub use error::{Error, Result};
+pub use host::Role;
+pub use lsn::Lsn;
+pub use redis_store::{MAX_VERBATIM_KEY, RedisStore};
+pub use route::{Reason, Route};
+pub use state::{Health, QuarantineReason};
+pub use status::{HostStatus, ReplicaStatus, Status};
+pub use store::{LsnStore, MemoryStore};

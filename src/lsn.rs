@@ -1,0 +1,154 @@
+//! PostgreSQL write-ahead-log positions (`pg_lsn`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::Error;
+
+/// A PostgreSQL WAL position (`pg_lsn`), printed and parsed in PostgreSQL's `X/Y` hex form.
+///
+/// Underneath it is a `u64` (`X` is the high 32 bits, `Y` the low 32 bits), so positions compare
+/// as integers over the whole 64-bit range. An LSN is also a *causal token*: a caller that wrote
+/// at LSN `L` can carry `L.to_string()` in a header or a job and later ask for a replica that has
+/// replayed at least `L` ([`crate::Balancer::pick_replica_min_lsn`]).
+///
+/// ```
+/// use dlb::Lsn;
+/// let lsn: Lsn = "16/B374D848".parse().unwrap();
+/// assert_eq!(lsn.as_u64(), 0x16_B374_D848);
+/// assert_eq!(lsn.to_string(), "16/B374D848");
+/// assert!("FFFFFFFF/FFFFFF00".parse::<Lsn>().unwrap() < "FFFFFFFF/FFFFFF01".parse().unwrap());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Lsn(u64);
+
+impl Lsn {
+    /// The zero position, `0/0`: older than every real LSN.
+    pub const ZERO: Lsn = Lsn(0);
+
+    /// Longest accepted textual form: `FFFFFFFF/FFFFFFFF`.
+    pub const MAX_TEXT_LEN: usize = 17;
+
+    /// Builds an LSN from its 64-bit value.
+    pub const fn from_u64(v: u64) -> Lsn {
+        Lsn(v)
+    }
+
+    /// The 64-bit value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// Bytes from `older` to `self`, 0 when `older` is not older (PostgreSQL's `pg_wal_lsn_diff`
+    /// clamped at zero).
+    pub fn bytes_since(self, older: Lsn) -> u64 {
+        self.0.saturating_sub(older.0)
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+impl FromStr for Lsn {
+    type Err = Error;
+
+    /// Parses `X/Y` where `X` and `Y` are 1 to 8 hex digits (either case).
+    ///
+    /// # Errors
+    /// [`Error::InvalidLsn`] naming the input and what is wrong with it.
+    fn from_str(s: &str) -> Result<Lsn, Error> {
+        let bad = |why: &str| Error::InvalidLsn {
+            input: truncate_for_message(s),
+            reason: why.to_string(),
+        };
+        let (hi, lo) = s
+            .split_once('/')
+            .ok_or_else(|| bad("expected the form X/Y, e.g. 16/B374D848"))?;
+        let half = |part: &str, name: &str| -> Result<u64, Error> {
+            if part.is_empty() || part.len() > 8 {
+                return Err(bad(&format!("{name} must be 1 to 8 hex digits")));
+            }
+            if !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad(&format!("{name} is not hexadecimal")));
+            }
+            u64::from_str_radix(part, 16).map_err(|_| bad(&format!("{name} is not hexadecimal")))
+        };
+        Ok(Lsn(
+            (half(hi, "the part before '/'")? << 32) | half(lo, "the part after '/'")?
+        ))
+    }
+}
+
+/// Keeps error messages bounded when a caller hands us a huge string.
+pub(crate) fn truncate_for_message(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.len() <= MAX {
+        return s.to_string();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in ["0/0", "0/1", "16/B374D848", "FFFFFFFF/FFFFFFFF", "1/0"] {
+            assert_eq!(s.parse::<Lsn>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "16/b374d848".parse::<Lsn>().unwrap().to_string(),
+            "16/B374D848"
+        );
+        assert_eq!(
+            "0000016/00000001".parse::<Lsn>().unwrap(),
+            Lsn(0x16_0000_0001)
+        );
+    }
+
+    #[test]
+    fn orders_full_range() {
+        let a: Lsn = "FFFFFFFF/FFFFFF00".parse().unwrap();
+        let b: Lsn = "FFFFFFFF/FFFFFF01".parse().unwrap();
+        assert!(a < b);
+        assert!("1/0".parse::<Lsn>().unwrap() > "0/FFFFFFFF".parse().unwrap());
+        assert_eq!(b.bytes_since(a), 1);
+        assert_eq!(a.bytes_since(b), 0);
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for s in [
+            "",
+            "/",
+            "0/",
+            "/0",
+            "12",
+            "G/0",
+            "0/-1",
+            "123456789/0",
+            "0/0/0",
+            " 0/0",
+            "0x1/0",
+        ] {
+            let err = s.parse::<Lsn>().unwrap_err();
+            assert!(matches!(err, Error::InvalidLsn { .. }), "{s:?}: {err}");
+            assert!(err.to_string().contains("LSN"), "{err}");
+        }
+    }
+
+    #[test]
+    fn long_input_is_truncated_in_message() {
+        let s = "A".repeat(10_000);
+        let msg = s.parse::<Lsn>().unwrap_err().to_string();
+        assert!(msg.len() < 300, "{msg}");
+    }
+}

@@ -1,0 +1,353 @@
+//! Core balancer behaviour against the real replication cluster.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use dlb::{Balancer, Reason, Role};
+
+fn count_picks(lb: &Balancer, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = lb.pick_replica(None).unwrap();
+        *counts.entry(r.addr().to_string()).or_default() += 1;
+    }
+    counts
+}
+
+#[test]
+fn reads_alternate_over_both_replicas() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(config().build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    let mut last = String::new();
+    for _ in 0..100 {
+        let r = lb.pick_replica(None).unwrap();
+        assert_eq!(r.role(), Role::Replica);
+        assert_eq!(r.reason(), Reason::RoundRobin);
+        assert_ne!(r.addr(), last, "consecutive picks must alternate");
+        last = r.addr().to_string();
+    }
+    let counts = count_picks(&lb, 1000);
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    assert_eq!(counts[replica_addr(1)], 500, "{counts:?}");
+    assert_eq!(counts[replica_addr(2)], 500, "{counts:?}");
+
+    // The DSN handed out is the primary's with host and port swapped, and it really connects
+    // to a standby.
+    let r = lb.pick_replica(None).unwrap();
+    assert!(
+        r.dsn()
+            .contains(&format!("port={}", r.addr().rsplit_once(':').unwrap().1))
+    );
+    let mut c = postgres::Client::connect(r.dsn(), postgres::NoTls).unwrap();
+    let in_recovery: bool = c
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+
+    // read_conn() gives a pooled connection on the picked replica; write_conn() the primary.
+    let mut rc = lb.read_conn(None).unwrap();
+    assert_eq!(rc.route().role(), Role::Replica);
+    let in_recovery: bool = rc
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(in_recovery);
+    let mut wc = lb.write_conn().unwrap();
+    assert_eq!(wc.route().reason(), Reason::Write);
+    let in_recovery: bool = wc
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .unwrap()
+        .get(0);
+    assert!(!in_recovery);
+}
+
+#[test]
+fn lagging_replica_is_quarantined_and_readmitted() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(
+        config()
+            .max_lag_bytes(64 * 1024)
+            .max_lag(Duration::from_millis(200))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    let lagging = replica_addr(2);
+
+    pause_replay(2);
+    // Keep writing until the paused replica is over both thresholds and quarantined.
+    wait_until("the paused replica is quarantined for lag", WAIT, || {
+        generate_wal(128);
+        replica_state(&lb, lagging) == ("quarantined".into(), Some("lag".into()))
+    });
+    let counts = count_picks(&lb, 200);
+    assert_eq!(counts.get(replica_addr(1)), Some(&200), "{counts:?}");
+    let metrics = lb.metrics_text();
+    assert!(
+        metrics.contains("dlb_quarantines_total{reason=\"lag\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("dlb_replica_up{{replica=\"{lagging}\"}} 0")),
+        "{metrics}"
+    );
+
+    resume_replay(2);
+    wait_until("the replica is re-admitted after resume", WAIT, || {
+        replica_state(&lb, lagging).0 == "healthy"
+    });
+    let counts = count_picks(&lb, 200);
+    assert_eq!(counts.get(lagging), Some(&100), "{counts:?}");
+    assert!(
+        lb.metrics_text()
+            .contains("dlb_readmissions_total{reason=\"lag\"} 1")
+    );
+}
+
+#[test]
+fn idle_primary_does_not_quarantine_a_caught_up_replica() {
+    let _l = lock_cluster();
+    // Time threshold tiny: only byte lag keeps caught-up replicas in.
+    let lb = Balancer::new(
+        config()
+            .max_lag_bytes(0)
+            .max_lag(Duration::from_millis(1))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    let checks = lb.status().checks;
+    wait_until("ten more checks", WAIT, || {
+        lb.status().checks >= checks + 10
+    });
+    assert_eq!(lb.status().healthy_replicas, 2, "{}", lb.status().to_json());
+}
+
+#[test]
+fn stopped_replica_is_avoided_and_comes_back() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(
+        config()
+            .connect_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    let down = replica_addr(1);
+    stop_replica(1);
+    wait_until("the stopped replica is quarantined", WAIT, || {
+        replica_state(&lb, down) == ("quarantined".into(), Some("unreachable".into()))
+    });
+    let counts = count_picks(&lb, 100);
+    assert_eq!(counts.get(replica_addr(2)), Some(&100), "{counts:?}");
+    // Reads through read_conn() keep working meanwhile.
+    for _ in 0..10 {
+        let mut c = lb.read_conn(None).unwrap();
+        c.query_one("SELECT 1", &[]).unwrap();
+    }
+    start_replica(1);
+    wait_until("the restarted replica is re-admitted", WAIT, || {
+        replica_state(&lb, down).0 == "healthy"
+    });
+    let counts = count_picks(&lb, 100);
+    assert_eq!(counts.get(down), Some(&50), "{counts:?}");
+}
+
+#[test]
+fn no_replicas_means_every_read_goes_to_the_primary() {
+    let _l = lock_cluster();
+    for json in [
+        format!(r#"{{"primary": "{}"}}"#, env().primary),
+        format!(r#"{{"primary": "{}", "replicas": null}}"#, env().primary),
+        format!(
+            r#"{{"primary": "{}", "replicas": {{"hosts": []}}}}"#,
+            env().primary
+        ),
+    ] {
+        let lb = Balancer::from_json(&json).unwrap();
+        for key in [None, Some("k")] {
+            let r = lb.pick_replica(key).unwrap();
+            assert_eq!(r.role(), Role::Primary);
+            assert_eq!(r.reason(), Reason::NoReplicasConfigured);
+        }
+        let mut c = lb.read_conn(None).unwrap();
+        let in_recovery: bool = c
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .unwrap()
+            .get(0);
+        assert!(!in_recovery);
+        assert!(
+            lb.metrics_text()
+                .contains("dlb_picks_total{role=\"primary\",reason=\"no_replicas_configured\"} 3")
+        );
+    }
+}
+
+#[test]
+fn all_replicas_down_falls_back_to_the_primary_with_a_reason() {
+    let _l = lock_cluster();
+    // Nothing listens on these ports.
+    let lb = Balancer::new(
+        dlb::Config::builder(env().primary.clone())
+            .replica_hosts(["127.0.0.1:1", "127.0.0.1:2"])
+            .replica_check_interval(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let r = lb.pick_replica(None).unwrap();
+    assert_eq!(
+        (r.role(), r.reason()),
+        (Role::Primary, Reason::NoHealthyReplica)
+    );
+    let mut c = lb.read_conn(None).unwrap();
+    c.query_one("SELECT 1", &[]).unwrap();
+}
+
+fn monitor_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "dlb-monitor")
+        .count()
+}
+
+#[test]
+fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
+    let _l = lock_cluster();
+    let app = format!("dlb_drop_test_{}", std::process::id());
+    let primary = format!("{} application_name={app}", env().primary);
+    let lb = Balancer::new(
+        dlb::Config::builder(primary)
+            .replica_hosts(env().replicas.clone())
+            .replica_check_interval(Duration::from_millis(50))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    assert_eq!(monitor_threads(), 1);
+    let mut observer = replica_client(1);
+    let sessions = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(
+        sessions(&mut observer) >= 1,
+        "the monitor holds a probe connection"
+    );
+    drop(lb);
+    assert_eq!(monitor_threads(), 0, "drop joins the monitor thread");
+    wait_until("the balancer's connections are closed", WAIT, || {
+        sessions(&mut observer) == 0
+    });
+}
+
+#[test]
+fn primary_down_is_a_clear_error_on_first_write_and_never_shows_the_password() {
+    let lb = Balancer::new(
+        dlb::Config::builder("host=127.0.0.1 port=1 user=app password=sekrit-pw dbname=app")
+            .replica_hosts(["127.0.0.1:2"])
+            .connect_timeout(Duration::from_millis(200))
+            .checkout_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = lb.write_conn().unwrap_err();
+    assert!(
+        matches!(err, dlb::Error::PrimaryUnavailable { .. }),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.starts_with("primary 127.0.0.1:1 unavailable"), "{msg}");
+    assert!(err.is_retryable());
+    let err = lb.record_lsn("k").unwrap_err();
+    assert!(
+        matches!(err, dlb::Error::PrimaryUnavailable { .. }),
+        "{err:?}"
+    );
+    let route = lb.primary();
+    assert!(
+        route.dsn().contains("sekrit-pw"),
+        "callers get the real DSN"
+    );
+    for text in [
+        msg,
+        err.to_string(),
+        format!("{route:?} {route}"),
+        format!("{lb:?}"),
+        lb.status().to_json(),
+        lb.metrics_text(),
+        format!("{:?}", lb.pick_replica(None).unwrap()),
+    ] {
+        assert!(!text.contains("sekrit-pw"), "password leaked: {text}");
+    }
+    assert!(lb.status().to_json().contains("password=********"));
+}
+
+#[test]
+fn status_and_metrics_describe_every_host() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(config().build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    for _ in 0..10 {
+        lb.pick_replica(None).unwrap();
+    }
+    let st = lb.status();
+    assert!(st.primary_lsn.is_some());
+    assert_eq!(st.replicas.len(), 2);
+    for r in &st.replicas {
+        assert_eq!(r.state, "healthy");
+        assert!(r.replay_lsn.is_some());
+        assert!(r.last_error.is_none());
+    }
+    let json: serde_json::Value = serde_json::from_str(&st.to_json()).unwrap();
+    assert_eq!(json["replicas"][0]["state"], "healthy");
+    let m = lb.metrics_text();
+    assert!(
+        m.contains("dlb_picks_total{role=\"replica\",reason=\"round_robin\"} 10"),
+        "{m}"
+    );
+    for addr in &env().replicas {
+        assert!(
+            m.contains(&format!("dlb_replica_lag_bytes{{replica=\"{addr}\"}}")),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!("dlb_replica_lag_seconds{{replica=\"{addr}\"}}")),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!(
+                "dlb_replica_state{{replica=\"{addr}\",state=\"healthy\"}} 1"
+            )),
+            "{m}"
+        );
+    }
+    assert!(m.contains("# TYPE dlb_pool_connections gauge"));
+}
+
+#[test]
+fn report_failure_knows_our_hosts() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(config().build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    let r = lb.pick_replica(None).unwrap();
+    assert!(lb.report_failure(r.dsn()));
+    assert!(lb.report_failure(r.addr()));
+    assert!(!lb.report_failure("host=elsewhere port=1"));
+    assert!(lb.metrics_text().contains("dlb_reported_failures_total 2"));
+}
