@@ -1,0 +1,773 @@
+//! The Redis [`LsnStore`]: recorded LSNs shared by every instance of a service (a fleet), on a
+//! standalone Redis or a Redis Cluster.
+//!
+//! * **One key per sticking key**, `key_prefix` + the key (keys over [`MAX_VERBATIM_KEY`] bytes
+//!   are replaced by their SHA-1, see [`RedisStore::redis_key`]). Every command touches one
+//!   key, so it works on a Cluster without hash tags.
+//! * **Monotonic on the server**: a Lua script ([`RECORD_SCRIPT`], sent with `EVALSHA`, falling
+//!   back to `EVAL` when the server does not have it cached) keeps the larger of the stored and
+//!   the new LSN and refreshes the TTL, atomically. LSNs are stored as 16 uppercase hex digits
+//!   (`%016X`), so comparing them as byte strings is comparing them as numbers over the whole
+//!   64-bit range; the script never turns an LSN into a Lua number (a double, exact only up to
+//!   2^53).
+//! * **Bounded waits**: each call gets `op_timeout_ms` for everything (waiting for a pooled
+//!   connection, connecting, the round trip). Connections are pooled (`pool_size`), opened
+//!   lazily, dropped after any error and reopened by the next call, so the store recovers by
+//!   itself when Redis returns.
+//! * **Secrets**: error messages and `Debug` never contain a password.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+use parking_lot::{Condvar, Mutex};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
+use redis::{
+    Cmd, ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError,
+    RedisResult, ServerErrorKind, Value,
+};
+
+use crate::config::RedisStoreConfig;
+use crate::error::{Error, Result};
+use crate::lsn::Lsn;
+use crate::store::LsnStore;
+
+/// Longest sticking key stored verbatim after the prefix; longer keys are stored under their
+/// SHA-1 (see [`RedisStore::redis_key`]).
+pub const MAX_VERBATIM_KEY: usize = 128;
+
+/// The monotonic update, run atomically by Redis. `KEYS[1]`: the key; `ARGV[1]`: the LSN as
+/// exactly 16 uppercase hex digits; `ARGV[2]`: the TTL in milliseconds. Returns the LSN now
+/// stored.
+///
+/// Equal-width uppercase hex strings order like the numbers they spell, so the script compares
+/// bytes. It does so with `string.byte` rather than Lua's `<` on strings, which calls `strcoll`
+/// and so depends on the server's `LC_COLLATE`. A stored value that is not 16 uppercase hex
+/// digits (written by something else) is replaced.
+pub const RECORD_SCRIPT: &str = r#"
+local new = ARGV[1]
+local cur = redis.call('GET', KEYS[1])
+if cur and string.len(cur) == 16 and not string.find(cur, '[^0-9A-F]') then
+  local keep = (cur == new)
+  if not keep then
+    local i = 1
+    while string.byte(cur, i) == string.byte(new, i) do i = i + 1 end
+    keep = string.byte(cur, i) > string.byte(new, i)
+  end
+  if keep then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+end
+redis.call('SET', KEYS[1], new, 'PX', ARGV[2])
+return new
+"#;
+
+/// The fixed-width form stored in Redis: 16 uppercase hex digits (`%016X`).
+pub(crate) fn encode_lsn(lsn: Lsn) -> String {
+    format!("{:016X}", lsn.as_u64())
+}
+
+/// Inverse of [`encode_lsn`]; `None` for anything else (lowercase included).
+pub(crate) fn decode_lsn(v: &[u8]) -> Option<Lsn> {
+    if v.len() != 16 || !v.iter().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
+        return None;
+    }
+    let s = std::str::from_utf8(v).ok()?;
+    u64::from_str_radix(s, 16).ok().map(Lsn::from_u64)
+}
+
+/// Removes the `user:password@` part of every `scheme://user:password@host` in `text`, and
+/// every occurrence of the given secrets.
+pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ',')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s.as_str(), "***");
+    }
+    out
+}
+
+/// A connection the pool can hand out.
+trait Link: ConnectionLike + Send + 'static {
+    /// Sets the read and write timeouts of every socket of the connection.
+    fn set_io_timeout(&self, d: Duration) -> RedisResult<()>;
+}
+
+impl Link for redis::Connection {
+    fn set_io_timeout(&self, d: Duration) -> RedisResult<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+impl Link for ClusterConnection<NodeConn> {
+    fn set_io_timeout(&self, d: Duration) -> RedisResult<()> {
+        self.set_read_timeout(Some(d))?;
+        self.set_write_timeout(Some(d))
+    }
+}
+
+/// A connection to one Cluster node. The cluster client sends `READONLY` on a new node
+/// connection before it applies its response timeout; this wrapper applies the connect timeout
+/// to reads and writes at once, so a node that accepts connections but does not answer cannot
+/// block a caller.
+struct NodeConn(redis::Connection);
+
+impl redis::cluster::Connect for NodeConn {
+    fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
+        let conn = <redis::Connection as redis::cluster::Connect>::connect(info, timeout)?;
+        conn.set_read_timeout(timeout)?;
+        conn.set_write_timeout(timeout)?;
+        Ok(NodeConn(conn))
+    }
+    fn send_packed_command(&mut self, cmd: &[u8]) -> RedisResult<()> {
+        self.0.send_packed_command(cmd)
+    }
+    fn set_write_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.0.set_write_timeout(dur)
+    }
+    fn set_read_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
+        self.0.set_read_timeout(dur)
+    }
+    fn recv_response(&mut self) -> RedisResult<Value> {
+        self.0.recv_response()
+    }
+}
+
+impl ConnectionLike for NodeConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        self.0.req_packed_command(cmd)
+    }
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> RedisResult<Vec<Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+    fn supports_pipelining(&self) -> bool {
+        self.0.supports_pipelining()
+    }
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
+
+/// A pooled connection and the socket timeout currently set on it.
+struct Pooled<C> {
+    conn: C,
+    timeout: Duration,
+}
+
+/// At most `size` connections in use at once; idle ones are kept for reuse.
+struct Pool<C> {
+    state: Mutex<PoolState<C>>,
+    freed: Condvar,
+    size: usize,
+}
+
+struct PoolState<C> {
+    idle: Vec<Pooled<C>>,
+    busy: usize,
+}
+
+impl<C> Pool<C> {
+    fn new(size: usize) -> Pool<C> {
+        Pool {
+            state: Mutex::new(PoolState {
+                idle: Vec::with_capacity(size),
+                busy: 0,
+            }),
+            freed: Condvar::new(),
+            size,
+        }
+    }
+
+    /// A slot (with an idle connection when there is one), or `None` at `deadline`.
+    fn acquire(&self, deadline: Instant) -> Option<Lease<'_, C>> {
+        let mut st = self.state.lock();
+        while st.busy >= self.size {
+            if self.freed.wait_until(&mut st, deadline).timed_out() && st.busy >= self.size {
+                return None;
+            }
+        }
+        st.busy += 1;
+        let conn = st.idle.pop();
+        Some(Lease { pool: self, conn })
+    }
+
+    /// Drops every idle connection (after a connection failure they are likely dead too).
+    fn clear_idle(&self) {
+        let idle = std::mem::take(&mut self.state.lock().idle);
+        drop(idle);
+    }
+}
+
+/// A slot in the pool; gives its connection (if still held) back on drop.
+struct Lease<'a, C> {
+    pool: &'a Pool<C>,
+    conn: Option<Pooled<C>>,
+}
+
+impl<C> Drop for Lease<'_, C> {
+    fn drop(&mut self) {
+        let mut st = self.pool.state.lock();
+        st.busy -= 1;
+        if let Some(c) = self.conn.take() {
+            st.idle.push(c);
+        }
+        drop(st);
+        self.pool.freed.notify_one();
+    }
+}
+
+enum Backend {
+    Standalone {
+        client: redis::Client,
+        pool: Pool<redis::Connection>,
+    },
+    Cluster {
+        client: ClusterClient,
+        pool: Pool<ClusterConnection<NodeConn>>,
+    },
+}
+
+/// [`LsnStore`] on Redis, standalone or Cluster, for a fleet of service instances that must
+/// honour each other's writes. Built by [`crate::Balancer::new`] from
+/// [`crate::LsnStoreConfig::Redis`], or directly for [`crate::Balancer::with_store`].
+///
+/// Every call is bounded by `op_timeout_ms` (see the module notes in the README for the
+/// Cluster's redirects). When Redis fails, `record` returns [`Error::Store`] and sticky picks go
+/// to the primary with [`crate::Reason::StoreError`]; the next calls reconnect.
+pub struct RedisStore {
+    backend: Backend,
+    prefix: String,
+    op_timeout: Duration,
+    /// `host:port` (standalone) or `cluster host:port,...`, for messages.
+    target: String,
+    /// Passwords from the configured URLs, removed from every error message.
+    secrets: Vec<String>,
+    record_sha: String,
+    /// Whether the last call succeeded (to log only transitions).
+    healthy: AtomicBool,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("target", &self.target)
+            .field("key_prefix", &self.prefix)
+            .field("op_timeout", &self.op_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+fn addr_label(info: &ConnectionInfo) -> String {
+    info.addr().to_string()
+}
+
+impl RedisStore {
+    /// Checks `config` and prepares the pool. Does not connect: the first call does, so a Redis
+    /// that is down at start-up does not stop the service (sticky reads go to the primary until
+    /// it is up).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field (`lsn_store.redis.url`, `lsn_store.redis.cluster[1]`,
+    /// ...) for a URL that does not parse, a `rediss://` URL (this build has no TLS support),
+    /// both or neither of `url` and `cluster`, or a zero timeout or pool size.
+    pub fn new(config: &RedisStoreConfig) -> Result<RedisStore> {
+        if config.op_timeout_ms == 0 {
+            return Err(Error::config(
+                "lsn_store.redis.op_timeout_ms",
+                "must be at least 1 (got 0)",
+            ));
+        }
+        if config.pool_size == 0 {
+            return Err(Error::config(
+                "lsn_store.redis.pool_size",
+                "must be at least 1 (got 0)",
+            ));
+        }
+        let op_timeout = Duration::from_millis(config.op_timeout_ms);
+        let size = config.pool_size as usize;
+        let (backend, target, secrets) = match (&config.url, config.cluster.as_slice()) {
+            (Some(_), [_, ..]) => {
+                return Err(Error::config(
+                    "lsn_store.redis",
+                    "give either url or cluster, not both",
+                ));
+            }
+            (None, []) => {
+                return Err(Error::config(
+                    "lsn_store.redis",
+                    "url or cluster is required",
+                ));
+            }
+            (Some(url), []) => {
+                let info = parse_url(url, "lsn_store.redis.url")?;
+                let secrets: Vec<String> = info
+                    .redis_settings()
+                    .password()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let target = addr_label(&info);
+                let client = redis::Client::open(info).map_err(|e| {
+                    Error::config("lsn_store.redis.url", redact(&e.to_string(), &secrets))
+                })?;
+                let pool = Pool::new(size);
+                (Backend::Standalone { client, pool }, target, secrets)
+            }
+            (None, nodes) => {
+                let mut infos = Vec::with_capacity(nodes.len());
+                let mut secrets = Vec::new();
+                for (i, url) in nodes.iter().enumerate() {
+                    let info = parse_url(url, &format!("lsn_store.redis.cluster[{i}]"))?;
+                    secrets.extend(info.redis_settings().password().map(str::to_string));
+                    infos.push(info);
+                }
+                let target = format!(
+                    "cluster {}",
+                    infos.iter().map(addr_label).collect::<Vec<_>>().join(",")
+                );
+                // The cluster client's own defaults retry 16 times with waits of up to minutes:
+                // one retry (a MOVED/ASK redirect or a reconnect), short waits, and every
+                // connect and reply bounded by the op timeout.
+                let client = ClusterClientBuilder::new(infos)
+                    .connection_timeout(op_timeout)
+                    .response_timeout(op_timeout)
+                    .retries(1)
+                    .min_retry_wait(0)
+                    .max_retry_wait((config.op_timeout_ms / 10).max(1))
+                    .build()
+                    .map_err(|e| {
+                        Error::config("lsn_store.redis.cluster", redact(&e.to_string(), &secrets))
+                    })?;
+                let pool = Pool::new(size);
+                (Backend::Cluster { client, pool }, target, secrets)
+            }
+        };
+        Ok(RedisStore {
+            backend,
+            prefix: config.key_prefix.clone(),
+            op_timeout,
+            target,
+            secrets,
+            record_sha: redis::Script::new(RECORD_SCRIPT).get_hash().to_string(),
+            healthy: AtomicBool::new(true),
+        })
+    }
+
+    /// The Redis key that holds `key`'s LSN: `key_prefix` + `key` for keys of up to
+    /// [`MAX_VERBATIM_KEY`] bytes, else `key_prefix` + `#sha1:` + 40 hex digits + `:` + the
+    /// key's length, so a stored key is never more than `key_prefix` + 128 bytes long.
+    ///
+    /// Two long keys share an entry only if their SHA-1 and length both match (accidental
+    /// collisions are out of reach; deliberately built SHA-1 collisions cost about 2^63 work).
+    /// A short key spelled exactly like a hashed name also shares it. Sharing is safe: the
+    /// entry holds the larger LSN of the two, so reads of either key wait for more than needed
+    /// (or go to the primary), never less.
+    pub fn redis_key(&self, key: &str) -> String {
+        if key.len() <= MAX_VERBATIM_KEY {
+            format!("{}{key}", self.prefix)
+        } else {
+            let digest = sha1_smol::Sha1::from(key.as_bytes()).digest();
+            format!("{}#sha1:{digest}:{}", self.prefix, key.len())
+        }
+    }
+
+    fn store_error(&self, what: &str, e: &RedisError) -> Error {
+        let message = redact(
+            &format!("redis {what} on {}: {e}", self.target),
+            &self.secrets,
+        );
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            warn!(
+                target: "dlb",
+                "{message}; sticky reads go to the primary until Redis answers again"
+            );
+        }
+        Error::Store { message }
+    }
+
+    fn timeout_error(&self, what: &str, detail: &str) -> Error {
+        let message = format!(
+            "redis {what} on {}: {detail} within {} ms",
+            self.target,
+            self.op_timeout.as_millis()
+        );
+        if self.healthy.swap(false, Ordering::Relaxed) {
+            warn!(target: "dlb", "{message}");
+        }
+        Error::Store { message }
+    }
+
+    fn ok(&self) {
+        if !self.healthy.load(Ordering::Relaxed) && !self.healthy.swap(true, Ordering::Relaxed) {
+            info!(target: "dlb", "redis LSN store on {} answers again", self.target);
+        }
+    }
+
+    /// Runs `f` on a pooled connection within the op timeout.
+    fn exec<T>(
+        &self,
+        what: &str,
+        f: impl Fn(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + self.op_timeout;
+        let r = match &self.backend {
+            Backend::Standalone { client, pool } => self.exec_on(
+                pool,
+                deadline,
+                what,
+                |t| client.get_connection_with_timeout(t),
+                |c| f(c),
+            ),
+            Backend::Cluster { client, pool } => self.exec_on(
+                pool,
+                deadline,
+                what,
+                |_| client.get_generic_connection::<NodeConn>(),
+                |c| f(c),
+            ),
+        };
+        if r.is_ok() {
+            self.ok();
+        }
+        r
+    }
+
+    fn exec_on<C: Link, T>(
+        &self,
+        pool: &Pool<C>,
+        deadline: Instant,
+        what: &str,
+        connect: impl Fn(Duration) -> RedisResult<C>,
+        f: impl Fn(&mut C) -> RedisResult<T>,
+    ) -> Result<T> {
+        let Some(mut lease) = pool.acquire(deadline) else {
+            return Err(self.timeout_error(
+                what,
+                &format!("no pooled connection free (pool_size {})", pool.size),
+            ));
+        };
+        let mut retried = false;
+        loop {
+            let reused = lease.conn.is_some();
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timeout_error(what, "no answer"));
+            }
+            let p = match &mut lease.conn {
+                Some(p) => p,
+                slot => {
+                    let conn = connect(left).map_err(|e| self.store_error(what, &e))?;
+                    conn.set_io_timeout(self.op_timeout)
+                        .map_err(|e| self.store_error(what, &e))?;
+                    slot.insert(Pooled {
+                        conn,
+                        timeout: self.op_timeout,
+                    })
+                }
+            };
+            // Sockets keep the op timeout; lower it only when this call already waited (for a
+            // slot or to connect), and restore it on the next call: no syscalls on the fast path.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(self.timeout_error(what, "no answer"));
+            }
+            if left + self.op_timeout / 10 < p.timeout || left > p.timeout {
+                if let Err(e) = p.conn.set_io_timeout(left) {
+                    lease.conn = None;
+                    return Err(self.store_error(what, &e));
+                }
+                p.timeout = left;
+            }
+            match f(&mut p.conn) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    // Never reuse a connection after an error: a timed-out reply may still
+                    // arrive on it.
+                    lease.conn = None;
+                    let dead = e.is_connection_dropped() || e.is_connection_refusal();
+                    if dead {
+                        pool.clear_idle();
+                    }
+                    // An idle connection that died while Redis restarted: one more try on a
+                    // fresh connection (both commands are idempotent).
+                    if dead && reused && !retried && !e.is_timeout() {
+                        retried = true;
+                        continue;
+                    }
+                    return Err(self.store_error(what, &e));
+                }
+            }
+        }
+    }
+}
+
+fn parse_url(url: &str, field: &str) -> Result<ConnectionInfo> {
+    let lower = url.trim_start().to_ascii_lowercase();
+    if lower.starts_with("rediss://") || lower.starts_with("valkeys://") {
+        return Err(Error::config(
+            field,
+            "TLS (rediss://) is not supported by this build of dlb: reach Redis over a \
+             trusted network or a local TLS proxy (stunnel, spiped) and give its redis:// URL",
+        ));
+    }
+    let info = url
+        .into_connection_info()
+        .map_err(|e| Error::config(field, redact(&e.to_string(), &[])))?;
+    if let ConnectionAddr::TcpTls { .. } = info.addr() {
+        return Err(Error::config(
+            field,
+            "TLS is not supported by this build of dlb",
+        ));
+    }
+    Ok(info)
+}
+
+/// `EVALSHA`, or `EVAL` when the server does not have the script cached (after a restart or a
+/// `SCRIPT FLUSH`, or on a Cluster node that has not run it yet).
+fn run_record(
+    conn: &mut dyn ConnectionLike,
+    sha: &str,
+    key: &str,
+    lsn: &str,
+    ttl_ms: u64,
+) -> RedisResult<Value> {
+    let mut evalsha = Cmd::new();
+    evalsha
+        .arg("EVALSHA")
+        .arg(sha)
+        .arg(1)
+        .arg(key)
+        .arg(lsn)
+        .arg(ttl_ms);
+    match conn.req_command(&evalsha) {
+        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            let mut eval = Cmd::new();
+            eval.arg("EVAL")
+                .arg(RECORD_SCRIPT)
+                .arg(1)
+                .arg(key)
+                .arg(lsn)
+                .arg(ttl_ms);
+            conn.req_command(&eval)
+        }
+        r => r,
+    }
+}
+
+fn value_bytes(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+impl LsnStore for RedisStore {
+    fn record(&self, key: &str, lsn: Lsn, ttl: Duration) -> Result<Lsn> {
+        let rkey = self.redis_key(key);
+        let new = encode_lsn(lsn);
+        // PX must be positive; a zero TTL expires at once, as in the memory store.
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let v = self.exec("record (EVALSHA)", |c| {
+            run_record(c, &self.record_sha, &rkey, &new, ttl_ms)
+        })?;
+        value_bytes(&v)
+            .and_then(decode_lsn)
+            .ok_or_else(|| Error::Store {
+                message: format!("redis record on {}: unexpected reply {v:?}", self.target),
+            })
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Lsn>> {
+        let rkey = self.redis_key(key);
+        let mut get = Cmd::new();
+        get.arg("GET").arg(&rkey);
+        match self.exec("GET", |c| c.req_command(&get))? {
+            Value::Nil => Ok(None),
+            v => match value_bytes(&v).and_then(decode_lsn) {
+                Some(l) => Ok(Some(l)),
+                // Unreadable: treat like an unreachable store (the read goes to the primary).
+                None => Err(Error::Store {
+                    message: format!(
+                        "redis GET on {}: the value stored for the key is not an LSN",
+                        self.target
+                    ),
+                }),
+            },
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_is_fixed_width_and_ordered() {
+        let cases = [
+            0u64,
+            1,
+            0xF,
+            0x10,
+            0x16_B374_D848,
+            (1 << 53) - 1,
+            1 << 53,
+            (1 << 53) + 1,
+            0xFFFF_FFFF_FFFF_FF00,
+            0xFFFF_FFFF_FFFF_FF01,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for w in cases.windows(2) {
+            let (a, b) = (
+                encode_lsn(Lsn::from_u64(w[0])),
+                encode_lsn(Lsn::from_u64(w[1])),
+            );
+            assert_eq!((a.len(), b.len()), (16, 16));
+            assert!(a < b, "{a} < {b}: byte order is numeric order");
+        }
+        for v in cases {
+            let e = encode_lsn(Lsn::from_u64(v));
+            assert_eq!(decode_lsn(e.as_bytes()), Some(Lsn::from_u64(v)), "{e}");
+        }
+        assert_eq!(encode_lsn(Lsn::from_u64(u64::MAX)), "FFFFFFFFFFFFFFFF");
+        assert_eq!(
+            encode_lsn("16/B374D848".parse().unwrap()),
+            "00000016B374D848"
+        );
+        for bad in [
+            "",
+            "0",
+            "00000016b374d848",
+            "00000016B374D84G",
+            "100000016B374D848",
+        ] {
+            assert_eq!(decode_lsn(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        let s = redact(
+            "failed: redis://user:s3cret@h:1/0 and redis://:pw@h2:2, redis://h3:3 x://a@b",
+            &[],
+        );
+        assert_eq!(
+            s,
+            "failed: redis://***@h:1/0 and redis://***@h2:2, redis://h3:3 x://***@b"
+        );
+        assert_eq!(
+            redact("bad s3cret here", &["s3cret".into()]),
+            "bad *** here"
+        );
+        assert_eq!(redact("nothing", &[String::new()]), "nothing");
+    }
+
+    fn store(url: &str) -> RedisStore {
+        RedisStore::new(&RedisStoreConfig::standalone(url)).unwrap()
+    }
+
+    #[test]
+    fn keys_are_bounded() {
+        let s = store("redis://127.0.0.1:1");
+        assert_eq!(s.redis_key("repo:a/b"), "dlb:lsn:repo:a/b");
+        let k128 = "k".repeat(MAX_VERBATIM_KEY);
+        assert_eq!(s.redis_key(&k128), format!("dlb:lsn:{k128}"));
+        let long = "k".repeat(1024);
+        let h = s.redis_key(&long);
+        assert!(
+            h.starts_with("dlb:lsn:#sha1:") && h.ends_with(":1024"),
+            "{h}"
+        );
+        assert_eq!(h.len(), "dlb:lsn:#sha1:".len() + 40 + ":1024".len());
+        assert_eq!(s.redis_key(&long), h, "stable");
+        let mut other = long.clone();
+        other.replace_range(1023.., "j");
+        assert_ne!(s.redis_key(&other), h);
+        let mut other = long.clone();
+        other.replace_range(0..1, "j");
+        assert_ne!(s.redis_key(&other), h);
+    }
+
+    #[test]
+    fn config_errors_name_the_field_and_hide_passwords() {
+        let err = |c: RedisStoreConfig| RedisStore::new(&c).unwrap_err();
+        let e = err(RedisStoreConfig::standalone("rediss://u:s3cret@h:6380"));
+        assert!(matches!(&e, Error::Config { field, .. } if field == "lsn_store.redis.url"));
+        assert!(e.to_string().contains("TLS"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = err(RedisStoreConfig::standalone("redis://u:s3cret@h:notaport"));
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "lsn_store.redis.url"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let e = err(RedisStoreConfig::cluster([
+            "redis://h:1",
+            "http://u:s3cret@h:2",
+        ]));
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "lsn_store.redis.cluster[1]"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        let mut c = RedisStoreConfig::standalone("redis://h:1");
+        c.cluster = vec!["redis://h:2".into()];
+        assert!(matches!(err(c), Error::Config { field, .. } if field == "lsn_store.redis"));
+        let mut c = RedisStoreConfig::standalone("redis://h:1");
+        c.pool_size = 0;
+        assert!(
+            matches!(err(c), Error::Config { field, .. } if field == "lsn_store.redis.pool_size")
+        );
+        let s = store("redis://u:s3cret@127.0.0.1:1");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn unreachable_redis_is_a_store_error_without_the_password() {
+        // Port 1 on loopback: connection refused at once.
+        let s = store("redis://u:s3cret@127.0.0.1:1");
+        let e = s.get("k").unwrap_err();
+        assert!(matches!(e, Error::Store { .. }), "{e:?}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+        let e = s
+            .record("k", Lsn::from_u64(1), Duration::from_secs(1))
+            .unwrap_err();
+        assert!(matches!(e, Error::Store { .. }), "{e:?}");
+        assert_eq!(s.kind(), "redis");
+    }
+}
