@@ -1,0 +1,397 @@
+//! A minimal DNS client for replica discovery: SRV, A and AAAA queries over UDP (falling back
+//! to TCP on truncation) or TCP, to one configured nameserver.
+//!
+//! Kept small on purpose: one question per query, answers and additional records parsed with
+//! name compression, the smallest TTL reported so callers can refresh before it expires.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
+const CLASS_IN: u16 = 1;
+
+/// A resource record we care about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Record {
+    A(String, IpAddr),
+    Srv {
+        name: String,
+        port: u16,
+        target: String,
+    },
+}
+
+/// A parsed response: the records of the answer and additional sections, and the smallest TTL.
+#[derive(Debug, Default)]
+pub(crate) struct Response {
+    pub(crate) records: Vec<Record>,
+    pub(crate) min_ttl: Option<u32>,
+}
+
+/// Where and how to ask.
+#[derive(Clone, Debug)]
+pub(crate) struct Resolver {
+    pub(crate) server: SocketAddr,
+    pub(crate) tcp: bool,
+    pub(crate) timeout: Duration,
+}
+
+/// A discovered replica address with the TTL that bounds how long it is valid.
+#[derive(Debug)]
+pub(crate) struct Discovery {
+    pub(crate) addrs: Vec<(IpAddr, u16)>,
+    pub(crate) ttl: Option<u32>,
+    /// Targets that did not resolve (partial answers keep the others).
+    pub(crate) unresolved: Vec<String>,
+}
+
+impl Resolver {
+    /// SRV lookup of `name`; each target is resolved through the additional section or A/AAAA
+    /// queries. Targets that do not resolve are reported, the others kept.
+    pub(crate) fn srv(&self, name: &str) -> Result<Discovery, String> {
+        let resp = self.query(name, TYPE_SRV)?;
+        let mut ttl = resp.min_ttl;
+        let mut addrs = Vec::new();
+        let mut unresolved = Vec::new();
+        for rec in &resp.records {
+            let Record::Srv {
+                name: owner,
+                port,
+                target,
+            } = rec
+            else {
+                continue;
+            };
+            if !owner.eq_ignore_ascii_case(name.trim_end_matches('.')) {
+                continue;
+            }
+            let mut ips: Vec<IpAddr> = resp
+                .records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::A(n, ip) if n.eq_ignore_ascii_case(target) => Some(*ip),
+                    _ => None,
+                })
+                .collect();
+            if ips.is_empty() {
+                if let Ok((found, t)) = self.addresses(target) {
+                    ips = found;
+                    ttl = min_opt(ttl, t);
+                }
+            }
+            if ips.is_empty() {
+                unresolved.push(target.clone());
+            }
+            addrs.extend(ips.into_iter().map(|ip| (ip, *port)));
+        }
+        addrs.sort();
+        addrs.dedup();
+        Ok(Discovery {
+            addrs,
+            ttl,
+            unresolved,
+        })
+    }
+
+    /// A and AAAA lookups of `name`, combined.
+    pub(crate) fn addresses(&self, name: &str) -> Result<(Vec<IpAddr>, Option<u32>), String> {
+        let mut ips = Vec::new();
+        let mut ttl = None;
+        let mut errors = Vec::new();
+        for qtype in [TYPE_A, TYPE_AAAA] {
+            match self.query(name, qtype) {
+                Ok(r) => {
+                    ttl = min_opt(ttl, r.min_ttl);
+                    ips.extend(r.records.iter().filter_map(|rec| match rec {
+                        Record::A(n, ip) if n.eq_ignore_ascii_case(name.trim_end_matches('.')) => {
+                            Some(*ip)
+                        }
+                        _ => None,
+                    }));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if ips.is_empty() && errors.len() == 2 {
+            return Err(errors.remove(0));
+        }
+        ips.sort();
+        ips.dedup();
+        Ok((ips, ttl))
+    }
+
+    fn query(&self, name: &str, qtype: u16) -> Result<Response, String> {
+        let id = query_id();
+        let msg = encode_query(id, name, qtype)?;
+        let raw = if self.tcp {
+            self.exchange_tcp(&msg)?
+        } else {
+            let raw = self.exchange_udp(&msg, id)?;
+            if raw.len() > 2 && raw[2] & 0x02 != 0 {
+                self.exchange_tcp(&msg)? // truncated: retry over TCP
+            } else {
+                raw
+            }
+        };
+        parse_response(&raw, id)
+    }
+
+    fn exchange_udp(&self, msg: &[u8], id: u16) -> Result<Vec<u8>, String> {
+        let bind: SocketAddr = match self.server {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let sock = UdpSocket::bind(bind).map_err(|e| format!("udp bind: {e}"))?;
+        sock.set_read_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        sock.connect(self.server)
+            .map_err(|e| format!("udp connect {}: {e}", self.server))?;
+        sock.send(msg)
+            .map_err(|e| format!("udp send to {}: {e}", self.server))?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = sock
+                .recv(&mut buf)
+                .map_err(|e| format!("no answer from {}: {e}", self.server))?;
+            // Ignore stray datagrams that do not answer our query.
+            if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+    }
+
+    fn exchange_tcp(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
+        let mut s = TcpStream::connect_timeout(&self.server, self.timeout)
+            .map_err(|e| format!("tcp connect {}: {e}", self.server))?;
+        s.set_read_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        s.set_write_timeout(Some(self.timeout))
+            .map_err(|e| e.to_string())?;
+        let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(msg);
+        s.write_all(&framed)
+            .map_err(|e| format!("tcp send to {}: {e}", self.server))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)
+            .map_err(|e| format!("tcp read from {}: {e}", self.server))?;
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf)
+            .map_err(|e| format!("tcp read from {}: {e}", self.server))?;
+        Ok(buf)
+    }
+}
+
+fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn query_id() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    (t as u16) ^ NEXT.fetch_add(0x9E37, Ordering::Relaxed)
+}
+
+pub(crate) fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
+    let mut m = Vec::with_capacity(64);
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&[0x01, 0x00]); // recursion desired
+    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question
+    let name = name.trim_end_matches('.');
+    if name.is_empty() || name.len() > 253 {
+        return Err(format!("invalid DNS name {name:?}"));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err(format!("invalid DNS name {name:?}"));
+        }
+        m.push(label.len() as u8);
+        m.extend_from_slice(label.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&CLASS_IN.to_be_bytes());
+    Ok(m)
+}
+
+fn read_u16(b: &[u8], at: usize) -> Result<u16, String> {
+    b.get(at..at + 2)
+        .map(|s| u16::from_be_bytes([s[0], s[1]]))
+        .ok_or_else(|| "truncated DNS message".to_string())
+}
+
+fn read_u32(b: &[u8], at: usize) -> Result<u32, String> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or_else(|| "truncated DNS message".to_string())
+}
+
+/// Reads a possibly compressed name at `at`; returns it and the offset after it.
+fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), String> {
+    let mut labels: Vec<String> = Vec::new();
+    let mut end = None;
+    let mut jumps = 0;
+    loop {
+        let len = *b.get(at).ok_or("truncated DNS name")? as usize;
+        if len & 0xC0 == 0xC0 {
+            let ptr = (read_u16(b, at)? & 0x3FFF) as usize;
+            end.get_or_insert(at + 2);
+            jumps += 1;
+            if jumps > 64 {
+                return Err("DNS name compression loop".into());
+            }
+            at = ptr;
+        } else if len == 0 {
+            let end = end.unwrap_or(at + 1);
+            return Ok((labels.join("."), end));
+        } else {
+            let label = b.get(at + 1..at + 1 + len).ok_or("truncated DNS label")?;
+            labels.push(String::from_utf8_lossy(label).into_owned());
+            at += 1 + len;
+        }
+    }
+}
+
+pub(crate) fn parse_response(b: &[u8], id: u16) -> Result<Response, String> {
+    if read_u16(b, 0)? != id {
+        return Err("DNS answer id does not match the query".into());
+    }
+    let flags = read_u16(b, 2)?;
+    match flags & 0x000F {
+        0 => {}
+        3 => return Err("name does not exist (NXDOMAIN)".into()),
+        2 => return Err("server failure (SERVFAIL)".into()),
+        5 => return Err("query refused (REFUSED)".into()),
+        rc => return Err(format!("DNS error rcode {rc}")),
+    }
+    let qd = read_u16(b, 4)?;
+    let counts = [read_u16(b, 6)?, read_u16(b, 8)?, read_u16(b, 10)?];
+    let mut at = 12;
+    for _ in 0..qd {
+        at = read_name(b, at)?.1 + 4;
+    }
+    let mut resp = Response::default();
+    for (section, count) in counts.iter().enumerate() {
+        for _ in 0..*count {
+            let (name, next) = read_name(b, at)?;
+            let rtype = read_u16(b, next)?;
+            let class = read_u16(b, next + 2)?;
+            let ttl = read_u32(b, next + 4)?;
+            let rdlen = read_u16(b, next + 8)? as usize;
+            let rdata = next + 10;
+            if rdata + rdlen > b.len() {
+                return Err("truncated DNS record".into());
+            }
+            at = rdata + rdlen;
+            if class != CLASS_IN || section == 1 {
+                continue; // authority section: nothing for us
+            }
+            let rec = match (rtype, rdlen) {
+                (TYPE_A, 4) => Record::A(
+                    name,
+                    IpAddr::from([b[rdata], b[rdata + 1], b[rdata + 2], b[rdata + 3]]),
+                ),
+                (TYPE_AAAA, 16) => {
+                    let mut o = [0u8; 16];
+                    o.copy_from_slice(&b[rdata..rdata + 16]);
+                    Record::A(name, IpAddr::from(o))
+                }
+                (TYPE_SRV, n) if n >= 7 => Record::Srv {
+                    name,
+                    port: read_u16(b, rdata + 4)?,
+                    target: read_name(b, rdata + 6)?.0,
+                },
+                _ => continue,
+            };
+            if section == 0 {
+                resp.min_ttl = min_opt(resp.min_ttl, Some(ttl));
+            }
+            resp.records.push(rec);
+        }
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-built SRV answer with compression pointers and an additional A record.
+    fn srv_answer(id: u16) -> Vec<u8> {
+        let mut m = encode_query(id, "replica.pg.test", TYPE_SRV).unwrap();
+        m[2] = 0x81;
+        m[3] = 0x80;
+        m[7] = 1; // ancount
+        m[11] = 1; // arcount
+        // answer: name = pointer to the question name (offset 12)
+        m.extend_from_slice(&[0xC0, 12]);
+        m.extend_from_slice(&TYPE_SRV.to_be_bytes());
+        m.extend_from_slice(&CLASS_IN.to_be_bytes());
+        m.extend_from_slice(&30u32.to_be_bytes());
+        let target = [2, b'r', b'1', 0xC0, 12 + 8]; // "r1" + pointer to "pg.test"
+        m.extend_from_slice(&((6 + target.len()) as u16).to_be_bytes());
+        m.extend_from_slice(&[0, 1, 0, 1]); // priority, weight
+        m.extend_from_slice(&5433u16.to_be_bytes());
+        let target_at = m.len();
+        m.extend_from_slice(&target);
+        // additional: r1.pg.test A 127.0.0.1
+        m.extend_from_slice(&[0xC0, target_at as u8]);
+        m.extend_from_slice(&TYPE_A.to_be_bytes());
+        m.extend_from_slice(&CLASS_IN.to_be_bytes());
+        m.extend_from_slice(&10u32.to_be_bytes());
+        m.extend_from_slice(&4u16.to_be_bytes());
+        m.extend_from_slice(&[127, 0, 0, 1]);
+        m
+    }
+
+    #[test]
+    fn parses_srv_with_compression_and_additional() {
+        let r = parse_response(&srv_answer(7), 7).unwrap();
+        assert_eq!(
+            r.records,
+            vec![
+                Record::Srv {
+                    name: "replica.pg.test".into(),
+                    port: 5433,
+                    target: "r1.pg.test".into()
+                },
+                Record::A("r1.pg.test".into(), "127.0.0.1".parse().unwrap()),
+            ]
+        );
+        assert_eq!(r.min_ttl, Some(30));
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        let a = srv_answer(7);
+        assert!(parse_response(&a, 8).unwrap_err().contains("id"));
+        for cut in [3, 13, 40, a.len() - 1] {
+            assert!(parse_response(&a[..cut], 7).is_err(), "cut at {cut}");
+        }
+        let mut nx = a.clone();
+        nx[3] = 0x83;
+        assert!(parse_response(&nx, 7).unwrap_err().contains("NXDOMAIN"));
+        let mut lp = encode_query(1, "x", TYPE_A).unwrap();
+        lp[7] = 1;
+        lp.extend_from_slice(&[0xC0, lp.len() as u8]); // points at itself
+        assert!(parse_response(&lp, 1).unwrap_err().contains("loop"));
+    }
+
+    #[test]
+    fn encodes_names() {
+        let q = encode_query(0x1234, "a.bc.", TYPE_A).unwrap();
+        assert_eq!(&q[12..], &[1, b'a', 2, b'b', b'c', 0, 0, 1, 0, 1]);
+        assert!(encode_query(1, "", TYPE_A).is_err());
+        assert!(encode_query(1, "a..b", TYPE_A).is_err());
+        assert!(encode_query(1, &"x".repeat(64), TYPE_A).is_err());
+    }
+}

@@ -1,0 +1,378 @@
+//! DNS service discovery, draining and connectivity quarantine, against a real DNS server
+//! (dnsmasq), the real replication cluster and a real delaying TCP proxy.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::dnsmasq::Dnsmasq;
+use common::proxy::DelayProxy;
+use common::*;
+use dlb::{Balancer, ConnectivityConfig, DnsConfig, DnsRecordType, Reason, Role};
+
+/// Captures dlb's log lines so tests can check what was logged.
+struct Capture;
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+impl log::Log for Capture {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.target() == "dlb" && m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            LINES
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", r.level(), r.args()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn capture_logs() {
+    if log::set_logger(&Capture).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
+fn logged(needle: &str) -> bool {
+    LINES.lock().unwrap().iter().any(|l| l.contains(needle))
+}
+
+fn port(n: usize) -> &'static str {
+    replica_addr(n).rsplit_once(':').unwrap().1
+}
+
+fn primary_port() -> String {
+    env()
+        .primary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap()
+        .to_string()
+}
+
+/// SRV records for `replica.pg.test` pointing at the given ports of `pg.test` (127.0.0.1).
+fn srv(ports: &[&str]) -> Vec<String> {
+    let mut r = vec!["host-record=pg.test,127.0.0.1".to_string()];
+    for p in ports {
+        r.push(format!("srv-host=replica.pg.test,pg.test,{p}"));
+    }
+    r
+}
+
+fn fast_connectivity() -> ConnectivityConfig {
+    let mut c = ConnectivityConfig::default();
+    c.backoff_initial_ms = 200;
+    c.backoff_max_ms = 1000;
+    c
+}
+
+fn dns_balancer(dns: &Dnsmasq, record_type: DnsRecordType) -> Balancer {
+    let mut d = DnsConfig::new(
+        if record_type == DnsRecordType::A {
+            "a.pg.test"
+        } else {
+            "replica.pg.test"
+        },
+        "127.0.0.1",
+        dns.port,
+    );
+    d.record_type = record_type;
+    d.refresh_interval_ms = 200;
+    Balancer::new(
+        dlb::Config::builder(env().primary.clone())
+            .replica_dns(d)
+            .replica_check_interval(Duration::from_millis(100))
+            .probe_timeout(Duration::from_millis(1000))
+            .drain_timeout(Duration::from_secs(5))
+            .connectivity(fast_connectivity())
+            .build()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn picks(lb: &Balancer, n: usize) -> HashMap<String, usize> {
+    let mut by = HashMap::new();
+    for _ in 0..n {
+        let r = lb.pick_replica(None).unwrap();
+        *by.entry(format!("{} {}", r.role().as_str(), r.addr()))
+            .or_default() += 1;
+    }
+    by
+}
+
+fn replica_addrs(lb: &Balancer) -> Vec<String> {
+    lb.status()
+        .replicas
+        .iter()
+        .map(|r| r.host.addr.clone())
+        .collect()
+}
+
+#[test]
+fn srv_records_are_discovered_added_and_drained() {
+    let _l = lock_cluster();
+    capture_logs();
+    let mut dns = Dnsmasq::start(&srv(&[port(1)]));
+    let lb = dns_balancer(&dns, DnsRecordType::Srv);
+    wait_healthy(&lb, 1);
+    assert_eq!(replica_addrs(&lb), vec![replica_addr(1).to_string()]);
+    assert_eq!(
+        picks(&lb, 10),
+        HashMap::from([(format!("replica {}", replica_addr(1)), 10)])
+    );
+
+    // A record added is picked up.
+    dns.set_records(&srv(&[port(1), port(2)]));
+    wait_healthy(&lb, 2);
+    assert_eq!(picks(&lb, 100).len(), 2);
+    assert!(logged(&format!(
+        "replica {} joined the list",
+        replica_addr(2)
+    )));
+
+    // A record removed is drained: no new picks, then its pool is closed and its series go.
+    let held = lb.read_conn(None).unwrap(); // one connection in flight on some replica
+    let held_addr = held.route().addr().to_string();
+    dns.set_records(&srv(&[port(2)]));
+    wait_until("replica 1 leaves the list", WAIT, || {
+        replica_addrs(&lb) == vec![replica_addr(2).to_string()]
+    });
+    assert_eq!(
+        picks(&lb, 50),
+        HashMap::from([(format!("replica {}", replica_addr(2)), 50)])
+    );
+    if held_addr == replica_addr(1) {
+        assert_eq!(
+            lb.status().draining,
+            vec![replica_addr(1).to_string()],
+            "in-flight connection keeps it draining"
+        );
+    }
+    drop(held);
+    wait_until("replica 1 is drained", WAIT, || {
+        lb.status().draining.is_empty()
+    });
+    assert!(logged(&format!(
+        "replica {} left the list: draining",
+        replica_addr(1)
+    )));
+    assert!(logged(&format!("replica {} drained", replica_addr(1))));
+    let m = lb.metrics_text();
+    assert!(
+        !m.contains(&format!("replica=\"{}\"", replica_addr(1))),
+        "removed series remain: {m}"
+    );
+    assert!(m.contains("dlb_replicas_added_total 1"), "{m}");
+    assert!(m.contains("dlb_replicas_removed_total 1"), "{m}");
+    assert!(m.contains("dlb_replicas_drained_total 1"), "{m}");
+}
+
+#[test]
+fn dns_outage_keeps_the_last_good_list() {
+    let _l = lock_cluster();
+    let mut dns = Dnsmasq::start(&srv(&[port(1), port(2)]));
+    let lb = dns_balancer(&dns, DnsRecordType::Srv);
+    wait_healthy(&lb, 2);
+    dns.stop();
+    let errors = |lb: &Balancer| -> u64 {
+        let m = lb.metrics_text();
+        m.lines()
+            .find_map(|l| l.strip_prefix("dlb_dns_errors_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    wait_until("several failed DNS refreshes", WAIT, || errors(&lb) >= 3);
+    assert_eq!(lb.status().healthy_replicas, 2);
+    assert_eq!(picks(&lb, 100).len(), 2, "both replicas keep serving");
+    // An empty answer is treated the same way.
+    dns.set_records(&["host-record=pg.test,127.0.0.1".to_string()]);
+    let before = errors(&lb);
+    wait_until("an empty answer is counted", WAIT, || errors(&lb) > before);
+    assert_eq!(lb.status().healthy_replicas, 2);
+}
+
+#[test]
+fn a_record_pointing_at_the_primary_is_never_used_as_a_replica() {
+    let _l = lock_cluster();
+    let primary = format!("127.0.0.1:{}", primary_port());
+    let dns = Dnsmasq::start(&srv(&[port(1), &primary_port()]));
+    let lb = dns_balancer(&dns, DnsRecordType::Srv);
+    wait_healthy(&lb, 1);
+    wait_until(
+        "the primary is quarantined as not in recovery",
+        WAIT,
+        || replica_state(&lb, &primary) == ("quarantined".into(), Some("not_in_recovery".into())),
+    );
+    for _ in 0..200 {
+        let r = lb.pick_replica(None).unwrap();
+        assert_eq!((r.role(), r.addr()), (Role::Replica, replica_addr(1)));
+    }
+
+    // A records use the primary's port: here they lead to the primary itself.
+    let dns = Dnsmasq::start(&["host-record=a.pg.test,127.0.0.1".to_string()]);
+    let lb = dns_balancer(&dns, DnsRecordType::A);
+    wait_until("the A-record host is checked", WAIT, || {
+        lb.status()
+            .replicas
+            .first()
+            .is_some_and(|r| r.state != "unknown")
+    });
+    assert_eq!(
+        replica_state(&lb, &primary),
+        ("quarantined".into(), Some("not_in_recovery".into()))
+    );
+    let r = lb.pick_replica(None).unwrap();
+    assert_eq!(
+        (r.role(), r.reason()),
+        (Role::Primary, Reason::NoHealthyReplica)
+    );
+}
+
+#[test]
+fn a_stopped_replica_is_dropped_after_the_first_reported_failure_and_readmitted_after_backoff() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(config().connectivity(fast_connectivity()).build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+
+    // Deterministic part: a reported replica leaves the rotation at once, and comes back only
+    // after a probe that started later succeeds (here it is alive, so it does).
+    assert!(lb.report_failure(replica_addr(1)));
+    for _ in 0..200 {
+        assert_eq!(lb.pick_replica(None).unwrap().addr(), replica_addr(2));
+    }
+    wait_healthy(&lb, 2);
+    assert_eq!(picks(&lb, 100).len(), 2);
+
+    // The application reads with its own driver on the DSNs dlb hands out.
+    let mut clients: HashMap<String, postgres::Client> = HashMap::new();
+    for _ in 0..4 {
+        let r = lb.pick_replica(None).unwrap();
+        clients.insert(
+            r.dsn().to_string(),
+            postgres::Client::connect(r.dsn(), postgres::NoTls).unwrap(),
+        );
+    }
+    stop_replica(1);
+    let victim = lb
+        .status()
+        .replicas
+        .iter()
+        .find(|r| r.host.addr == replica_addr(1))
+        .unwrap()
+        .host
+        .addr
+        .clone();
+    let mut reported = false;
+    for _ in 0..20 {
+        let r = lb.pick_replica(None).unwrap();
+        if reported {
+            assert_ne!(r.addr(), victim, "picked after its failure was reported");
+            continue;
+        }
+        let c = clients.get_mut(r.dsn()).unwrap();
+        if let Err(e) = c.query_one("SELECT 1", &[]) {
+            assert_eq!(r.addr(), victim, "unexpected failure: {e}");
+            assert!(lb.report_failure(r.dsn()));
+            reported = true;
+        }
+    }
+    // The monitor may have quarantined it before the application picked it: also correct.
+    assert!(
+        reported || replica_state(&lb, &victim).0 == "quarantined",
+        "the stopped replica is still picked"
+    );
+    for _ in 0..200 {
+        assert_eq!(lb.pick_replica(None).unwrap().addr(), replica_addr(2));
+    }
+    wait_until("the monitor quarantines it", WAIT, || {
+        replica_state(&lb, &victim).0 == "quarantined"
+    });
+    start_replica(1);
+    wait_until("re-admitted after backoff", WAIT, || {
+        replica_state(&lb, &victim).0 == "healthy"
+    });
+    assert_eq!(picks(&lb, 100).len(), 2);
+}
+
+#[test]
+fn a_slow_replica_is_quarantined_then_readmitted_when_fast_again() {
+    let _l = lock_cluster();
+    capture_logs();
+    let proxy = DelayProxy::start(replica_addr(1));
+    let lb = Balancer::new(
+        dlb::Config::builder(env().primary.clone())
+            .replica_hosts([proxy.addr.clone(), replica_addr(2).to_string()])
+            .replica_check_interval(Duration::from_millis(100))
+            .probe_timeout(Duration::from_millis(300))
+            .connectivity(fast_connectivity())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    proxy.set_delay(Duration::from_millis(1500));
+    wait_until("the slow replica is quarantined", WAIT, || {
+        replica_state(&lb, &proxy.addr) == ("quarantined".into(), Some("timeout".into()))
+    });
+    assert_eq!(
+        picks(&lb, 50),
+        HashMap::from([(format!("replica {}", replica_addr(2)), 50)])
+    );
+    proxy.set_delay(Duration::ZERO);
+    wait_until("re-admitted when fast again", WAIT, || {
+        replica_state(&lb, &proxy.addr).0 == "healthy"
+    });
+    let m = lb.metrics_text();
+    assert!(
+        m.contains("dlb_quarantines_total{reason=\"timeout\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("dlb_readmissions_total{reason=\"timeout\"} 1"),
+        "{m}"
+    );
+    assert!(logged(&format!(
+        "replica {} quarantined: timeout",
+        proxy.addr
+    )));
+    assert!(logged(&format!(
+        "replica {} re-admitted after timeout",
+        proxy.addr
+    )));
+    let st = lb.status().to_json();
+    assert!(st.contains("\"state\":\"healthy\""), "{st}");
+}
+
+#[test]
+fn a_flapping_replica_is_held_out_longer() {
+    let _l = lock_cluster();
+    let mut conn = fast_connectivity();
+    conn.flap_threshold = 2;
+    conn.flap_hold_ms = 1500;
+    let lb = Balancer::new(config().connectivity(conn).build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    let addr = replica_addr(1);
+    stop_replica(1);
+    wait_until("first quarantine", WAIT, || {
+        replica_state(&lb, addr).0 == "quarantined"
+    });
+    start_replica(1);
+    wait_until("back", WAIT, || replica_state(&lb, addr).0 == "healthy");
+    stop_replica(1);
+    wait_until("second quarantine: flapping", WAIT, || {
+        replica_state(&lb, addr) == ("quarantined".into(), Some("flapping".into()))
+    });
+    start_replica(1);
+    wait_until("re-admitted after the hold", WAIT, || {
+        replica_state(&lb, addr).0 == "healthy"
+    });
+    assert!(
+        lb.metrics_text()
+            .contains("dlb_quarantines_total{reason=\"flapping\"} 1")
+    );
+}
