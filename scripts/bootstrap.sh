@@ -7,6 +7,7 @@
 # To add a prerequisite, add one line to the "Prerequisites" section below:
 #   need      COMMAND   PACKAGE   -- COMMAND must be on PATH
 #   need_glob PATTERN   PACKAGE   -- some file must match the glob PATTERN
+#   need_ruby LIBRARY   PACKAGE   -- ruby must be able to require LIBRARY
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -37,6 +38,12 @@ need_glob() {
     add_missing "$2" "file '$1'"
 }
 
+# need_ruby LIBRARY PACKAGE: `ruby -e 'require "LIBRARY"'` must succeed.
+need_ruby() {
+    command -v ruby >/dev/null 2>&1 && ruby -e "require '$1'" >/dev/null 2>&1 ||
+        add_missing "$2" "ruby library '$1'"
+}
+
 check_all() {
     missing_pkgs=()
     missing_what=()
@@ -54,6 +61,12 @@ check_all() {
     need      runuser                                   util-linux
     need      flock                                     util-linux
     need_glob '/usr/sbin/dnsmasq'                       dnsmasq-base
+    # Bindings: Go (cgo, standard library only) and Ruby (ffi gem; pg gem and minitest for tests).
+    need      go                                        golang-go
+    need      ruby                                      ruby
+    need_ruby ffi                                       ruby-ffi
+    need_ruby pg                                        ruby-pg
+    need_ruby minitest                                  ruby-minitest
     # -------------------------------------------------------------------------
 }
 
