@@ -42,4 +42,12 @@ if [[ -f ffi-tests/run.sh ]]; then
     bash ffi-tests/run.sh
 fi
 
+# Go (cgo) and Ruby (FFI) bindings, against the same cluster, with their examples.
+for lang in go ruby; do
+    if [[ -f bindings/$lang/test.sh ]]; then
+        step "$lang bindings"
+        bash "bindings/$lang/test.sh"
+    fi
+done
+
 step "all tests passed"
