@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # dlb test environment: one PostgreSQL primary, two streaming hot-standby
-# replicas and one Redis, all on 127.0.0.1 with their own ports, all state
+# replicas, one Redis and a Redis Cluster of three masters, all on 127.0.0.1
+# with their own ports, all state
 # under one base directory.
 #
 # Usage: testenv.sh COMMAND [ARGS]
@@ -12,6 +13,8 @@
 #   start-replica N     start replica N and wait until it is in recovery and streaming
 #   pause-replica N     SELECT pg_wal_replay_pause() on replica N
 #   resume-replica N    SELECT pg_wal_replay_resume() on replica N
+#   stop-redis          stop the standalone Redis (idempotent)
+#   start-redis         start it again and wait until it answers PING
 #   psql NODE [ARGS]    psql to NODE (primary|1|2) as postgres on dlb_test
 #
 # Environment:
@@ -20,6 +23,8 @@
 #   DLB_TESTENV_REPLICA1_PORT  replica 1 port          (default primary+1)
 #   DLB_TESTENV_REPLICA2_PORT  replica 2 port          (default primary+2)
 #   DLB_TESTENV_REDIS_PORT     Redis port              (default 56379)
+#   DLB_TESTENV_REDIS_CLUSTER_PORT  first of the 3 Redis Cluster masters' ports (default Redis+1;
+#                              their cluster bus ports are these + 100)
 #   DLB_TESTENV_TIMEOUT        seconds for every wait  (default 60)
 #   DLB_PG_BIN                 PostgreSQL bin dir      (default: highest /usr/lib/postgresql/*/bin)
 #
@@ -42,6 +47,7 @@ PG_PORT="${DLB_TESTENV_PG_PORT:-55432}"
 R1_PORT="${DLB_TESTENV_REPLICA1_PORT:-$((PG_PORT + 1))}"
 R2_PORT="${DLB_TESTENV_REPLICA2_PORT:-$((PG_PORT + 2))}"
 REDIS_PORT="${DLB_TESTENV_REDIS_PORT:-56379}"
+CLUSTER_PORT="${DLB_TESTENV_REDIS_CLUSTER_PORT:-$((REDIS_PORT + 1))}"
 TIMEOUT="${DLB_TESTENV_TIMEOUT:-60}"
 HOST=127.0.0.1
 DB=dlb_test
@@ -58,8 +64,6 @@ if ((EUID == 0)) && [[ -d $BASE ]]; then
 fi
 MARKER="$BASE/.dlb-testenv"
 LOCK_FILE="$BASE.lock"
-REDIS_PIDFILE="$BASE/redis.pid"
-REDIS_LOG="$BASE/redis.log"
 NODES=(primary replica1 replica2)
 
 # ---------------------------------------------------------------------------
@@ -284,7 +288,7 @@ check_socket_path() {
 
 check_settings() {
     local v
-    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$REDIS_PORT" "$TIMEOUT"; do
+    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$REDIS_PORT" "$CLUSTER_PORT" "$TIMEOUT"; do
         [[ $v =~ ^[0-9]+$ ]] || die "ports and DLB_TESTENV_TIMEOUT must be numbers (got '$v')"
     done
     [[ $BASE == /* ]] || die "DLB_TESTENV_DIR must be an absolute path (got '$BASE')"
@@ -467,50 +471,117 @@ wait_replica_ready() { # NODE
 # Redis
 # ---------------------------------------------------------------------------
 
-redis_pid() {
-    local pid
-    [[ -r $REDIS_PIDFILE ]] || return 1
-    pid=$(head -n 1 -- "$REDIS_PIDFILE")
+# Redis instances: "redis" (standalone, $REDIS_PORT) and "redis-c1".."redis-c3" (the three
+# masters of a Redis Cluster, $CLUSTER_PORT..+2), each with its own directory.
+redis_port() { # NAME
+    case $1 in
+    redis) echo "$REDIS_PORT" ;;
+    redis-c1) echo "$CLUSTER_PORT" ;;
+    redis-c2) echo $((CLUSTER_PORT + 1)) ;;
+    redis-c3) echo $((CLUSTER_PORT + 2)) ;;
+    *) die "unknown redis instance '$1'" ;;
+    esac
+}
+redis_dir() { echo "$BASE/$1"; }
+redis_pidfile() { echo "$BASE/$1/redis.pid"; }
+redis_log() { echo "$BASE/$1/redis.log"; }
+
+redis_pid() { # NAME
+    local pid pidfile
+    pidfile=$(redis_pidfile "$1")
+    [[ -r $pidfile ]] || return 1
+    pid=$(head -n 1 -- "$pidfile")
     pid_alive "$pid" || return 1
     grep -q redis "/proc/$pid/comm" 2>/dev/null || return 1
     echo "$pid"
 }
 
-redis_has_pid() { redis_pid >/dev/null; }
+redis_has_pid() { redis_pid "$1" >/dev/null; }
 
-redis_ping() {
-    [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+redis_ping() { # NAME
+    [[ $(redis-cli -h "$HOST" -p "$(redis_port "$1")" ping 2>/dev/null) == PONG ]]
 }
 
-redis_up() { redis_pid >/dev/null && redis_ping; }
-
-redis_start() {
-    if redis_pid >/dev/null; then
-        wait_until "$TIMEOUT" "redis to answer PING on port $REDIS_PORT" "$REDIS_LOG" redis_ping
+redis_start() { # NAME
+    local name=$1 port logfile pidfile
+    local -a extra=()
+    port=$(redis_port "$name")
+    logfile=$(redis_log "$name")
+    pidfile=$(redis_pidfile "$name")
+    if redis_pid "$name" >/dev/null; then
+        wait_until "$TIMEOUT" "$name to answer PING on port $port" "$logfile" redis_ping "$name"
         return 0
     fi
-    if port_in_use "$REDIS_PORT"; then
-        die "port $REDIS_PORT on $HOST is already in use by another process; stop it or set DLB_TESTENV_REDIS_PORT"
+    if port_in_use "$port"; then
+        die "port $port on $HOST is already in use by another process; stop it or set DLB_TESTENV_REDIS_PORT / DLB_TESTENV_REDIS_CLUSTER_PORT"
     fi
-    as_owner rm -f -- "$REDIS_PIDFILE"
-    log "starting redis (port $REDIS_PORT)"
+    if [[ $name == redis-c* ]]; then
+        # A cluster node restarts from scratch: the cluster is (re)created by cluster_ensure.
+        as_owner rm -rf -- "$(redis_dir "$name")"
+        # The cluster bus port is explicit (the default, port + 10000, does not exist here).
+        extra=(--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
+            --cluster-port $((port + 100)))
+    fi
+    as_owner mkdir -p -- "$(redis_dir "$name")"
+    as_owner rm -f -- "$pidfile"
+    log "starting $name (port $port)"
     CHANGED=1
-    if ! as_owner redis-server --port "$REDIS_PORT" --bind "$HOST" --save '' --appendonly no \
-        --daemonize yes --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" --dir "$BASE"; then
-        die_log "$REDIS_LOG" "redis-server failed to start"
+    if ! as_owner redis-server --port "$port" --bind "$HOST" --save '' --appendonly no \
+        --daemonize yes --pidfile "$pidfile" --logfile "$logfile" --dir "$(redis_dir "$name")" \
+        "${extra[@]}"; then
+        die_log "$logfile" "redis-server ($name) failed to start"
     fi
-    wait_until "$TIMEOUT" "redis to answer PING on port $REDIS_PORT" "$REDIS_LOG" redis_ping
-    wait_until "$TIMEOUT" "redis pid file $REDIS_PIDFILE" "$REDIS_LOG" redis_has_pid
+    wait_until "$TIMEOUT" "$name to answer PING on port $port" "$logfile" redis_ping "$name"
+    wait_until "$TIMEOUT" "$name pid file $pidfile" "$logfile" redis_has_pid "$name"
 }
 
-redis_gone() { ! redis_pid >/dev/null; }
+redis_gone() { ! redis_pid "$1" >/dev/null; }
 
-redis_stop() {
+redis_stop() { # NAME
     local pid
-    pid=$(redis_pid) || return 0
-    log "stopping redis (pid $pid)"
+    pid=$(redis_pid "$1") || return 0
+    log "stopping $1 (pid $pid)"
     kill -TERM "$pid" 2>/dev/null || true
-    wait_until "$TIMEOUT" "redis (pid $pid) to exit" "$REDIS_LOG" redis_gone
+    wait_until "$TIMEOUT" "$1 (pid $pid) to exit" "$(redis_log "$1")" redis_gone "$1"
+}
+
+CLUSTER_NODES=(redis-c1 redis-c2 redis-c3)
+
+cluster_ok_on() { # NAME: the node sees the cluster as ok with all 16384 slots assigned.
+    local info
+    info=$(redis-cli -h "$HOST" -p "$(redis_port "$1")" cluster info 2>/dev/null) || return 1
+    [[ $info == *cluster_state:ok* && $info == *cluster_slots_assigned:16384* && $info == *cluster_known_nodes:3* ]]
+}
+
+cluster_ok() {
+    local n
+    for n in "${CLUSTER_NODES[@]}"; do cluster_ok_on "$n" || return 1; done
+}
+
+cluster_ensure() {
+    local n
+    local -a addrs=()
+    for n in "${CLUSTER_NODES[@]}"; do
+        redis_start "$n"
+        addrs+=("$HOST:$(redis_port "$n")")
+    done
+    cluster_ok && return 0
+    if redis-cli -h "$HOST" -p "$CLUSTER_PORT" cluster info 2>/dev/null | grep -q 'cluster_slots_assigned:0'; then
+        log "creating the Redis Cluster (3 masters: ${addrs[*]})"
+        CHANGED=1
+        redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+            >"$BASE/redis-c1/create.log" 2>&1 ||
+            die_log "$BASE/redis-c1/create.log" "redis-cli --cluster create failed"
+    fi
+    wait_until "$TIMEOUT" "the Redis Cluster to be ok on every node" "$BASE/redis-c1/redis.log" cluster_ok
+}
+
+cluster_urls() {
+    local n sep=""
+    for n in "${CLUSTER_NODES[@]}"; do
+        printf '%sredis://%s:%s' "$sep" "$HOST" "$(redis_port "$n")"
+        sep=","
+    done
 }
 
 # ---------------------------------------------------------------------------
@@ -523,7 +594,9 @@ teardown() {
         for n in replica2 replica1 primary; do
             pg_stop "$n" fast
         done
-        redis_stop
+        for n in redis "${CLUSTER_NODES[@]}"; do
+            redis_stop "$n"
+        done
     fi
     remove_base
 }
@@ -572,14 +645,15 @@ cmd_up() {
     wait_until "$TIMEOUT" "database $DB on replica1" "$(node_log replica1)" db_visible replica1
     wait_until "$TIMEOUT" "database $DB on replica2" "$(node_log replica2)" db_visible replica2
 
-    redis_start
+    redis_start redis
+    cluster_ensure
 
     if ((CHANGED)); then
         log "up in $((SECONDS - start))s"
     else
         log "already up; verified (nothing to do)"
     fi
-    log "primary $HOST:$PG_PORT, replicas $HOST:$R1_PORT,$HOST:$R2_PORT, redis $HOST:$REDIS_PORT (dir $BASE)"
+    log "primary $HOST:$PG_PORT, replicas $HOST:$R1_PORT,$HOST:$R2_PORT, redis $HOST:$REDIS_PORT, redis cluster $(cluster_urls) (dir $BASE)"
     log "use: eval \"\$($SCRIPT_PATH env)\""
 }
 
@@ -605,6 +679,7 @@ cmd_env() {
     printf 'export DLB_TEST_PRIMARY=%s\n' "$(sq "host=$HOST port=$PG_PORT user=$PG_SUPERUSER dbname=$DB")"
     printf 'export DLB_TEST_REPLICAS=%s\n' "$(sq "$HOST:$R1_PORT,$HOST:$R2_PORT")"
     printf 'export DLB_TEST_REDIS=%s\n' "$(sq "redis://$HOST:$REDIS_PORT")"
+    printf 'export DLB_TEST_REDIS_CLUSTER=%s\n' "$(sq "$(cluster_urls)")"
     printf 'export DLB_TESTENV_DIR=%s\n' "$(sq "$BASE")"
     printf 'export DLB_PG_BIN=%s\n' "$(sq "$PG_BIN")"
     printf 'export DLB_TESTENV_SCRIPT=%s\n' "$(sq "$SCRIPT_PATH")"
@@ -644,12 +719,19 @@ cmd_status() {
         fi
     done
     local rpid
-    if [[ -e $MARKER ]] && rpid=$(redis_pid) && redis_ping; then
-        printf '%-9s %s:%-5s up (pid %s)  PONG\n' redis "$HOST" "$REDIS_PORT" "$rpid"
-    else
-        printf '%-9s %s:%-5s DOWN\n' redis "$HOST" "$REDIS_PORT"
-        ok=1
-    fi
+    for n in redis "${CLUSTER_NODES[@]}"; do
+        port=$(redis_port "$n")
+        if [[ -e $MARKER ]] && rpid=$(redis_pid "$n") && redis_ping "$n"; then
+            info=PONG
+            if [[ $n == redis-c* ]]; then
+                if cluster_ok_on "$n"; then info="PONG, cluster ok"; else info="PONG, CLUSTER NOT OK" ok=1; fi
+            fi
+            printf '%-9s %s:%-5s up (pid %s)  %s\n' "$n" "$HOST" "$port" "$rpid" "$info"
+        else
+            printf '%-9s %s:%-5s DOWN\n' "$n" "$HOST" "$port"
+            ok=1
+        fi
+    done
     if ((ok == 0)); then echo "all up"; else echo "NOT all up"; fi
     return "$ok"
 }
@@ -713,6 +795,20 @@ cmd_replay() { # pause|resume N
     log "$node: WAL replay ${what}d (state: $state)"
 }
 
+cmd_redis() { # stop|start
+    check_settings
+    check_redis_bin
+    require_env
+    take_lock
+    if [[ $1 == stop ]]; then
+        redis_stop redis
+        log "redis stopped"
+    else
+        redis_start redis
+        log "redis running"
+    fi
+}
+
 cmd_psql() {
     local node
     node=$(any_node "${1-}")
@@ -726,6 +822,7 @@ usage() {
 Usage: $(basename -- "$0") COMMAND [ARGS]
   up | down | env | status
   stop-replica N | start-replica N | pause-replica N | resume-replica N   (N = 1|2)
+  stop-redis | start-redis   (the standalone Redis)
   psql primary|1|2 [psql args...]
 EOF
 }
@@ -742,6 +839,8 @@ main() {
     start-replica) cmd_start_replica "$@" ;;
     pause-replica) cmd_replay pause "$@" ;;
     resume-replica) cmd_replay resume "$@" ;;
+    stop-redis) cmd_redis stop ;;
+    start-redis) cmd_redis start ;;
     psql)
         (($# > 0)) || die "usage: psql primary|1|2 [psql args...]"
         cmd_psql "$@"
