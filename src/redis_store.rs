@@ -568,7 +568,7 @@ fn run_record(
         .arg(key)
         .arg(lsn)
         .arg(ttl_ms);
-    match conn.req_command(&evalsha) {
+    match request(conn, &evalsha) {
         Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
             let mut eval = Cmd::new();
             eval.arg("EVAL")
@@ -577,10 +577,16 @@ fn run_record(
                 .arg(key)
                 .arg(lsn)
                 .arg(ttl_ms);
-            conn.req_command(&eval)
+            request(conn, &eval)
         }
         r => r,
     }
+}
+
+/// Sends `cmd` and turns an error reply into an `Err`: a standalone connection hands error
+/// replies back as `Ok(Value::ServerError)`, a cluster connection as `Err`.
+fn request(conn: &mut dyn ConnectionLike, cmd: &Cmd) -> RedisResult<Value> {
+    conn.req_command(cmd).and_then(Value::extract_error)
 }
 
 fn value_bytes(v: &Value) -> Option<&[u8]> {
@@ -611,7 +617,7 @@ impl LsnStore for RedisStore {
         let rkey = self.redis_key(key);
         let mut get = Cmd::new();
         get.arg("GET").arg(&rkey);
-        match self.exec("GET", |c| c.req_command(&get))? {
+        match self.exec("GET", |c| request(c, &get))? {
             Value::Nil => Ok(None),
             v => match value_bytes(&v).and_then(decode_lsn) {
                 Some(l) => Ok(Some(l)),
