@@ -10,24 +10,6 @@ use std::time::Duration;
 use common::*;
 use dlb::{Balancer, Error, Lsn, NoCaughtUpPolicy, Reason, Role};
 
-/// Creates the test table and waits until both replicas have it.
-fn setup_table(lb: &Balancer, table: &str) {
-    lb.write_conn()
-        .unwrap()
-        .batch_execute(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, key text)"
-        ))
-        .unwrap();
-    for n in 1..=2 {
-        let mut c = replica_client(n);
-        wait_until("the table reaches the replicas", WAIT, || {
-            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-                .unwrap()
-                .get(0)
-        });
-    }
-}
-
 fn live_checks(lb: &Balancer) -> u64 {
     let m = lb.metrics_text();
     let line = m

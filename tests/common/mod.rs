@@ -18,6 +18,8 @@ pub struct TestEnv {
     pub replicas: Vec<String>,
     /// `redis://` URL of the test Redis.
     pub redis: String,
+    /// `redis://` URLs of the three masters of the test Redis Cluster.
+    pub redis_cluster: Vec<String>,
     script: String,
 }
 
@@ -57,6 +59,10 @@ pub fn env() -> &'static TestEnv {
                 .map(str::to_string)
                 .collect(),
             redis: get("DLB_TEST_REDIS"),
+            redis_cluster: get("DLB_TEST_REDIS_CLUSTER")
+                .split(',')
+                .map(str::to_string)
+                .collect(),
             script: vars.get("DLB_TESTENV_SCRIPT").cloned().unwrap_or(script),
         }
     })
@@ -100,8 +106,16 @@ impl Drop for ClusterLock {
     }
 }
 
-/// Every replica running and replaying.
+/// Every replica running and replaying, and the standalone Redis running.
 fn restore(e: &TestEnv) -> Result<(), String> {
+    let st = Command::new("bash")
+        .arg(&e.script)
+        .arg("start-redis")
+        .stdout(std::process::Stdio::null())
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        return Err("start-redis failed".into());
+    }
     for n in 1..=2 {
         let st = Command::new("bash")
             .arg(&e.script)
@@ -163,6 +177,15 @@ pub fn start_replica(n: usize) {
     run(&env().script, &["start-replica", &n.to_string()]);
 }
 
+/// Stops the standalone test Redis (restored by the [`ClusterLock`]).
+pub fn stop_redis() {
+    run(&env().script, &["stop-redis"]);
+}
+
+pub fn start_redis() {
+    run(&env().script, &["start-redis"]);
+}
+
 /// Writes about `kb` KiB of WAL on the primary in one transaction.
 pub fn generate_wal(kb: usize) {
     let mut c = primary_client();
@@ -213,6 +236,24 @@ pub fn wait_healthy(lb: &dlb::Balancer, n: usize) {
     wait_until(&format!("{n} replicas healthy"), WAIT, || {
         lb.status().healthy_replicas == n
     });
+}
+
+/// Creates the test table and waits until both replicas have it.
+pub fn setup_table(lb: &dlb::Balancer, table: &str) {
+    lb.write_conn()
+        .unwrap()
+        .batch_execute(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, key text)"
+        ))
+        .unwrap();
+    for n in 1..=2 {
+        let mut c = replica_client(n);
+        wait_until("the table reaches the replicas", WAIT, || {
+            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .unwrap()
+                .get(0)
+        });
+    }
 }
 
 pub mod dnsmasq;

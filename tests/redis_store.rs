@@ -1,0 +1,277 @@
+//! The Redis LSN store against a real Redis and a real Redis Cluster of three masters (both
+//! started by `scripts/testenv.sh`): a fleet of balancers sharing recorded LSNs, monotonic
+//! updates over the whole 64-bit range, and a Redis outage that degrades sticky reads to the
+//! primary and heals by itself.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::*;
+use dlb::{
+    Balancer, Error, Lsn, LsnStore, LsnStoreConfig, Reason, RedisStore, RedisStoreConfig, Role,
+};
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Standalone,
+    Cluster,
+}
+
+/// Store settings with a prefix of their own, so runs and tests never see each other's keys.
+fn store_config(kind: Kind, test: &str) -> RedisStoreConfig {
+    let mut c = match kind {
+        Kind::Standalone => RedisStoreConfig::standalone(env().redis.clone()),
+        Kind::Cluster => RedisStoreConfig::cluster(env().redis_cluster.clone()),
+    };
+    c.key_prefix = format!("dlb:test:{test}:{kind:?}:{}:", std::process::id());
+    c
+}
+
+fn balancer(store: &RedisStoreConfig) -> Balancer {
+    let config = config()
+        .lsn_store(LsnStoreConfig::Redis(store.clone()))
+        .build()
+        .unwrap();
+    let lb = Balancer::new(config).unwrap();
+    wait_healthy(&lb, 2);
+    lb
+}
+
+/// Two balancers (two service processes) share one Redis: a write recorded through one is
+/// honoured by the other's picks, and the paused replica is never returned for the key.
+fn fleet_shares_recorded_lsns(kind: Kind) {
+    let _l = lock_cluster();
+    let store = store_config(kind, "fleet");
+    let writer = balancer(&store);
+    let reader = balancer(&store);
+    let table = format!("dlb_redis_fleet_{}", format!("{kind:?}").to_lowercase());
+    setup_table(&writer, &table);
+    pause_replay(2);
+
+    let long_key = format!("repo/{}", "x".repeat(900));
+    let mut clients: HashMap<String, postgres::Client> = HashMap::new();
+    let mut by_reason: HashMap<Reason, usize> = HashMap::new();
+    for id in 0..150i64 {
+        let key = if id % 10 == 0 {
+            long_key.clone()
+        } else {
+            format!("repo/{}", id % 7)
+        };
+        writer
+            .write_conn()
+            .unwrap()
+            .execute(
+                &format!("INSERT INTO {table} VALUES ($1, $2)"),
+                &[&id, &key],
+            )
+            .unwrap();
+        let lsn = writer.record_lsn(&key).unwrap();
+        assert!(reader.recorded_lsn(&key).unwrap() >= Some(lsn));
+
+        let route = reader.pick_replica(Some(&key)).unwrap();
+        assert_ne!(
+            route.addr(),
+            replica_addr(2),
+            "the paused replica was picked for {key:.20}"
+        );
+        let c = clients
+            .entry(route.addr().to_string())
+            .or_insert_with(|| postgres::Client::connect(route.dsn(), postgres::NoTls).unwrap());
+        let row = c
+            .query_opt(&format!("SELECT key FROM {table} WHERE id = $1"), &[&id])
+            .unwrap();
+        assert!(row.is_some(), "stale read via {route} (row {id})");
+        *by_reason.entry(route.reason()).or_default() += 1;
+    }
+    // Replica 1 keeps replaying, so the reader's sticky reads are served by it, not all by
+    // the primary.
+    let on_replica: usize = by_reason
+        .iter()
+        .filter(|(r, _)| r.role() == Role::Replica)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        on_replica > 0,
+        "no sticky read reached a replica: {by_reason:?}"
+    );
+
+    // A balancer on another prefix (another fleet) knows nothing of these keys: the sharing
+    // above is what made the reader wait.
+    let other = balancer(&store_config(kind, "other-fleet"));
+    assert_eq!(
+        other.pick_replica(Some("repo/1")).unwrap().reason(),
+        Reason::NoLsnRecorded
+    );
+}
+
+#[test]
+fn standalone_fleet_shares_recorded_lsns() {
+    fleet_shares_recorded_lsns(Kind::Standalone);
+}
+
+#[test]
+fn cluster_fleet_shares_recorded_lsns() {
+    fleet_shares_recorded_lsns(Kind::Cluster);
+}
+
+/// A small deterministic generator (xorshift) of LSNs spread over the whole 64-bit range.
+fn lsns(seed: u64, n: usize) -> Vec<Lsn> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Keep clear of u64::MAX, which the balancer reserves for force_primary.
+            Lsn::from_u64(x >> (x % 4 * 8) & !(1 << 63))
+        })
+        .collect()
+}
+
+/// Concurrent writers from several threads and both instances: the stored LSN is the largest
+/// ever recorded. And LSNs above 2^53, where doubles lose precision, are ordered exactly.
+fn monotonic_across_threads_and_instances(kind: Kind) {
+    let _l = lock_cluster();
+    let store = store_config(kind, "monotonic");
+    let a = Arc::new(balancer(&store));
+    let b = Arc::new(balancer(&store));
+    let key = "repo/concurrent";
+    let threads: Vec<_> = (0..8u64)
+        .map(|t| {
+            let lb = if t % 2 == 0 { a.clone() } else { b.clone() };
+            std::thread::spawn(move || {
+                let values = lsns(0x9E37_79B9_7F4A_7C15 ^ t, 200);
+                for &v in &values {
+                    lb.record_lsn_value(key, v).unwrap();
+                    // Never below what this thread itself recorded.
+                    assert!(lb.recorded_lsn(key).unwrap() >= Some(v));
+                }
+                values.into_iter().max().unwrap()
+            })
+        })
+        .collect();
+    let max = threads.into_iter().map(|t| t.join().unwrap()).max();
+    assert_eq!(a.recorded_lsn(key).unwrap(), max);
+    assert_eq!(b.recorded_lsn(key).unwrap(), max);
+
+    let high: Lsn = "FFFFFFFF/FFFFFF01".parse().unwrap();
+    let lower: Lsn = "FFFFFFFF/FFFFFF00".parse().unwrap();
+    a.record_lsn_value("repo/high", high).unwrap();
+    b.record_lsn_value("repo/high", lower).unwrap();
+    assert_eq!(a.recorded_lsn("repo/high").unwrap(), Some(high));
+    // 2^53 + 1 and 2^53 are the same double.
+    let above = Lsn::from_u64((1 << 53) + 1);
+    a.record_lsn_value("repo/2^53", above).unwrap();
+    b.record_lsn_value("repo/2^53", Lsn::from_u64(1 << 53))
+        .unwrap();
+    assert_eq!(b.recorded_lsn("repo/2^53").unwrap(), Some(above));
+    b.record_lsn_value("repo/2^53", Lsn::from_u64((1 << 53) + 2))
+        .unwrap();
+    assert_eq!(
+        a.recorded_lsn("repo/2^53").unwrap(),
+        Some(Lsn::from_u64((1 << 53) + 2))
+    );
+}
+
+#[test]
+fn standalone_is_monotonic_across_threads_and_instances() {
+    monotonic_across_threads_and_instances(Kind::Standalone);
+}
+
+#[test]
+fn cluster_is_monotonic_across_threads_and_instances() {
+    monotonic_across_threads_and_instances(Kind::Cluster);
+}
+
+/// Keys spread over the cluster's masters (one slot per key, no hash tags needed), each
+/// stored as 16 hex digits with a TTL.
+#[test]
+fn cluster_keys_spread_over_every_master_with_a_ttl() {
+    let _l = lock_cluster();
+    let config = store_config(Kind::Cluster, "spread");
+    let store = RedisStore::new(&config).unwrap();
+    let keys: Vec<String> = (0..48).map(|i| format!("repo/{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        store
+            .record(
+                k,
+                Lsn::from_u64(i as u64 + 1),
+                std::time::Duration::from_secs(60),
+            )
+            .unwrap();
+    }
+    let mut per_node = Vec::new();
+    for url in &env().redis_cluster {
+        let mut c = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let found: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", config.key_prefix))
+            .query(&mut c)
+            .unwrap();
+        for k in &found {
+            let v: String = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+            assert!(
+                v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{k} holds {v:?}"
+            );
+            let ttl: i64 = redis::cmd("PTTL").arg(k).query(&mut c).unwrap();
+            assert!(ttl > 0 && ttl <= 60_000, "{k} has PTTL {ttl}");
+        }
+        per_node.push(found.len());
+    }
+    assert_eq!(per_node.iter().sum::<usize>(), keys.len(), "{per_node:?}");
+    assert!(
+        per_node.iter().all(|&n| n > 0),
+        "a master got no key: {per_node:?}"
+    );
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(store.get(k).unwrap(), Some(Lsn::from_u64(i as u64 + 1)));
+    }
+}
+
+/// Redis stopped mid-test: sticky picks go to the primary with the store-error reason (never
+/// a possibly stale replica), `record_lsn` reports a store error, reads without a key are
+/// unaffected; after Redis restarts, sticking works again without any intervention.
+#[test]
+fn redis_outage_sends_sticky_reads_to_the_primary_until_it_returns() {
+    let _l = lock_cluster();
+    let mut store = store_config(Kind::Standalone, "outage");
+    store.op_timeout_ms = 200;
+    let lb = balancer(&store);
+    let key = "repo/outage";
+    lb.record_lsn(key).unwrap();
+    assert_eq!(lb.pick_replica(Some(key)).unwrap().role(), Role::Replica);
+
+    stop_redis();
+    for _ in 0..20 {
+        let route = lb.pick_replica(Some(key)).unwrap();
+        assert_eq!(
+            (route.role(), route.reason()),
+            (Role::Primary, Reason::StoreError)
+        );
+        assert_eq!(lb.pick_replica(None).unwrap().role(), Role::Replica);
+    }
+    match lb.record_lsn(key) {
+        Err(Error::Store { message }) => assert!(message.contains("redis"), "{message}"),
+        other => panic!("expected a store error, got {other:?}"),
+    }
+    assert!(
+        lb.metrics_text()
+            .lines()
+            .any(|l| l.starts_with("dlb_store_errors_total ") && !l.ends_with(" 0")),
+        "store errors are counted"
+    );
+
+    start_redis();
+    // The restarted Redis kept nothing (no persistence in the test environment): record again.
+    wait_until("sticking works again after Redis restarts", WAIT, || {
+        lb.record_lsn(key).is_ok()
+    });
+    let route = lb.pick_replica(Some(key)).unwrap();
+    assert_eq!(route.role(), Role::Replica, "{route}");
+    assert_ne!(route.reason(), Reason::StoreError);
+}
