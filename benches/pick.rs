@@ -15,15 +15,13 @@
 //! Run: `cargo bench --bench pick`. `DLB_BENCH_QUICK=1` divides every iteration count by 10
 //! (smoke test; numbers not for reporting). `DLB_BENCH_ROUNDS=N` sets the number of rounds.
 
-use std::collections::HashMap;
-use std::fs::File;
 use std::hint::black_box;
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::*;
 use dlb::{Balancer, Config, Reason};
 
 /// Picks per thread for dlb in one measurement.
@@ -242,164 +240,4 @@ fn thread_cpu_time() -> Duration {
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime");
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
-fn picks_total(lb: &Balancer, reason: Reason) -> u64 {
-    let prefix = format!(
-        "dlb_picks_total{{role=\"{}\",reason=\"{}\"}} ",
-        reason.role().as_str(),
-        reason.as_str()
-    );
-    metric(&lb.metrics_text(), &prefix)
-}
-
-fn metric(text: &str, prefix: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .unwrap_or_else(|| panic!("metric {prefix:?} not in metrics_text()"))
-        .trim()
-        .parse()
-        .expect("metric value")
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn min(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(v: &[f64]) -> f64 {
-    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}
-
-fn fmt_rate(r: f64) -> String {
-    if r >= 1e6 {
-        format!("{:.1}M", r / 1e6)
-    } else if r >= 1e3 {
-        format!("{:.1}k", r / 1e3)
-    } else {
-        format!("{r:.0}")
-    }
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".into())
-}
-
-// --- test cluster -------------------------------------------------------------------------
-
-struct TestEnv {
-    primary: String,
-    replicas: Vec<String>,
-}
-
-/// The cluster from `DLB_TEST_PRIMARY` / `DLB_TEST_REPLICAS`, or, when `DLB_TEST_PRIMARY` is
-/// unset, from `scripts/testenv.sh` (started with `up`, then read from `env`).
-fn test_env() -> TestEnv {
-    let (primary, replicas) = match std::env::var("DLB_TEST_PRIMARY") {
-        Ok(p) => (
-            p,
-            std::env::var("DLB_TEST_REPLICAS")
-                .expect("DLB_TEST_PRIMARY is set but DLB_TEST_REPLICAS is not"),
-        ),
-        Err(_) => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let script = root.join("scripts/testenv.sh");
-            eprintln!("DLB_TEST_PRIMARY unset: running bash {}", script.display());
-            let status = Command::new("bash")
-                .arg(&script)
-                .arg("up")
-                .current_dir(root)
-                .stdout(std::io::stderr())
-                .status()
-                .expect("cannot run bash");
-            assert!(status.success(), "scripts/testenv.sh up failed: {status}");
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("env")
-                .current_dir(root)
-                .output()
-                .expect("cannot run bash");
-            assert!(out.status.success(), "scripts/testenv.sh env failed");
-            let mut vars = parse_exports(&String::from_utf8_lossy(&out.stdout));
-            let mut take = |k: &str| {
-                vars.remove(k)
-                    .unwrap_or_else(|| panic!("scripts/testenv.sh env printed no {k}"))
-            };
-            (take("DLB_TEST_PRIMARY"), take("DLB_TEST_REPLICAS"))
-        }
-    };
-    let replicas: Vec<String> = replicas
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    assert_eq!(replicas.len(), 2, "the bench expects 2 replicas");
-    TestEnv { primary, replicas }
-}
-
-/// Parses `export K='V'` lines (shell single quoting, `'\''` for a quote).
-fn parse_exports(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.trim().to_string(), shell_unquote(v.trim())))
-        .collect()
-}
-
-fn shell_unquote(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => out.extend(chars.by_ref().take_while(|&c| c != '\'')),
-            '\\' => out.extend(chars.next()),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The replica's DSN: the primary's key=value DSN with host and port replaced.
-fn replica_dsn(primary: &str, host_port: &str) -> String {
-    let (host, port) = host_port.rsplit_once(':').unwrap_or((host_port, "5432"));
-    let rest: Vec<&str> = primary
-        .split_whitespace()
-        .filter(|kv| !kv.starts_with("host=") && !kv.starts_with("port="))
-        .collect();
-    format!("host={host} port={port} {}", rest.join(" "))
-}
-
-/// The integration tests' cluster lock (an exclusive `flock`), held until dropped.
-fn lock_cluster() -> File {
-    let file = File::create("/tmp/dlb-tests.lock").expect("lock file");
-    eprintln!("waiting for the cluster lock /tmp/dlb-tests.lock (tests running?)");
-    // SAFETY: plain flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());
-    file
-}
-
-fn wait_healthy(lb: &Balancer, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while lb.status().healthy_replicas != n {
-        assert!(
-            Instant::now() < deadline,
-            "replicas not healthy after 30 s: {}",
-            lb.status().to_json()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
