@@ -93,7 +93,8 @@ impl Default for LsnStoreConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisStoreConfig {
-    /// A standalone Redis: `redis://[:password@]host:port[/db]` or `rediss://...` (TLS).
+    /// A standalone Redis: `redis://[[user]:password@]host:port[/db]`. `rediss://` (TLS) is
+    /// rejected with a configuration error: this build has no TLS support.
     #[serde(default)]
     pub url: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:port`, ...).
