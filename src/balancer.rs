@@ -2,7 +2,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 use crate::config::Config;
 use crate::error::Result;
 use crate::host::{Host, PooledClient, Role};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StripedCursor};
 use crate::monitor::{self, Membership};
 use crate::route::{Reason, Route};
 use crate::state::Snapshot;
@@ -32,7 +32,7 @@ pub(crate) struct Shared {
     publish_lock: Mutex<()>,
     /// A caller asked for a DNS refresh (network error reported).
     pub(crate) dns_refresh: AtomicBool,
-    cursor: AtomicUsize,
+    cursor: StripedCursor,
     pub(crate) metrics: Metrics,
     pub(crate) store: Arc<dyn LsnStore>,
     wake: Sender<()>,
@@ -101,7 +101,7 @@ impl Shared {
 
     #[inline]
     pub(crate) fn next_cursor(&self) -> usize {
-        self.cursor.fetch_add(1, Ordering::Relaxed)
+        self.cursor.next()
     }
 
     /// Round-robin over the healthy replicas: no lock, no I/O.
@@ -145,7 +145,7 @@ impl Drop for Shared {
 ///
 /// It owns one r2d2 connection pool per host and a background monitor thread. Picking a replica
 /// ([`Balancer::pick_replica`]) takes no lock and does no I/O: it reads an immutable snapshot
-/// of replica health published by the monitor and advances an atomic round-robin cursor.
+/// of replica health published by the monitor and advances an atomic round-robin cursor (striped per thread).
 ///
 /// `Balancer` is `Send + Sync`: share it by reference or in an `Arc`. Dropping it stops and
 /// joins the monitor thread and closes the pools.
@@ -230,7 +230,7 @@ impl Balancer {
             snapshot: Atomic::new(Snapshot::default()),
             publish_lock: Mutex::new(()),
             dns_refresh: AtomicBool::new(false),
-            cursor: AtomicUsize::new(0),
+            cursor: StripedCursor::new(),
             metrics: Metrics::new(),
             store,
             wake: wake_tx,

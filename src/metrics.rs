@@ -20,6 +20,35 @@ thread_local! {
     };
 }
 
+/// This thread's stripe (threads are spread over the stripes round-robin as they first ask).
+#[inline]
+pub(crate) fn stripe() -> usize {
+    STRIPE.with(|s| *s)
+}
+
+/// A round-robin cursor striped per thread: each thread advances its own stripe, so picks on
+/// different threads never write to the same cache line. Stripe `i` starts at `i`, so threads
+/// begin at different replicas; each thread goes round-robin, and so does the sum of them.
+pub(crate) struct StripedCursor {
+    stripes: Box<[CachePadded<AtomicUsize>]>,
+}
+
+impl StripedCursor {
+    pub(crate) fn new() -> Self {
+        StripedCursor {
+            stripes: (0..STRIPES)
+                .map(|i| CachePadded::new(AtomicUsize::new(i)))
+                .collect(),
+        }
+    }
+
+    /// The next position for this thread.
+    #[inline]
+    pub(crate) fn next(&self) -> usize {
+        self.stripes[stripe()].fetch_add(1, Ordering::Relaxed)
+    }
+}
+
 /// Relaxed counters indexed by an enum, one copy per stripe.
 pub(crate) struct StripedCounters<const N: usize> {
     stripes: Box<[CachePadded<[AtomicU64; N]>]>,
@@ -36,8 +65,7 @@ impl<const N: usize> StripedCounters<N> {
 
     #[inline]
     pub(crate) fn incr(&self, i: usize) {
-        let s = STRIPE.with(|s| *s);
-        self.stripes[s][i].fetch_add(1, Ordering::Relaxed);
+        self.stripes[stripe()][i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self, i: usize) -> u64 {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Runs every dlb benchmark in one go against the test environment and writes BENCHMARKS.md.
+#
+#   bash scripts/bench.sh            all benchmarks; rewrites BENCHMARKS.md
+#   DLB_BENCH_QUICK=1 bash scripts/bench.sh   smoke run (fewer iterations; numbers not for reporting)
+#
+# Each benchmark measures dlb next to its baseline in the same process and the same run, and
+# reports ratios; the sections are:
+#   1. cargo bench --bench pick          pick without a key vs a mutex-guarded round-robin
+#   2. cargo bench --bench sticky        sticky picks vs one live replica query per read
+#   3. cargo bench --bench redis_store   sticky picks with the Redis stores vs the embedded one
+#   4. ffi-tests/run.sh bench            lb_pick_replica through the C ABI (vs section 1's Rust call)
+#   5. bindings/go                       a pick through cgo vs the same picks in a C loop
+#   6. bindings/ruby/bench/pick.rb       a pick through Ruby FFI (vs section 4's C call)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/bootstrap.sh >/dev/null
+bash scripts/testenv.sh up >/dev/null
+eval "$(bash scripts/testenv.sh env)"
+
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+section() { printf '\n==> %s\n' "$*" >&2; }
+
+{
+    cat <<EOF
+# Benchmarks
+
+Produced by \`bash scripts/bench.sh\` (which rewrote this file) on $(date -u +%Y-%m-%d), on a
+machine with $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')),
+$(free -g | awk '/^Mem/ {print $2}') GiB of memory, against the local test environment
+(\`scripts/testenv.sh\`: PostgreSQL $(psql --version | awk '{print $3}') primary + 2 streaming
+replicas, Redis, a Redis Cluster of 3 masters, all on loopback). Every number is paired with a
+baseline measured in the same run; compare ratios, not absolute numbers, across machines.
+EOF
+    [[ ${DLB_BENCH_QUICK:-0} != 0 ]] && printf '\n**Smoke run (DLB_BENCH_QUICK=1): not for reporting.**\n'
+
+    section "pick"
+    printf '\n# 1. Pick without a key (issue: core balancer)\n'
+    cargo bench --quiet --bench pick 2>/dev/null
+
+    section "sticky"
+    printf '\n# 2. Sticky picks (issue: primary sticking)\n'
+    cargo bench --quiet --bench sticky 2>/dev/null
+
+    section "redis_store"
+    printf '\n# 3. LSN stores (issue: Redis LSN store)\n'
+    cargo bench --quiet --bench redis_store 2>/dev/null
+
+    section "C ABI"
+    printf '\n# 4. A pick through the C ABI (issue: C ABI)\n\n'
+    printf 'Compare with the 1-thread dlb row of section 1 (the Rust call, same run). The C call\n'
+    printf 'also copies the DSN into the caller'"'"'s buffer and fills the route.\n\n```text\n'
+    bash ffi-tests/run.sh bench 2>/dev/null | grep -E 'ns/pick|warning' || true
+    printf '```\n'
+
+    if [[ -f bindings/go/go.mod ]]; then
+        section "Go"
+        printf '\n# 5. A pick through cgo (issue: bindings)\n\n'
+        printf '`BenchmarkPickReplica`: one cgo call per pick through the Go binding.\n'
+        printf '`BenchmarkPickReplicaC`: the same picks in a C loop inside one cgo call (the C cost).\n\n```text\n'
+        (cd bindings/go && GOFLAGS=-mod=mod GOPROXY=off go test -run '^$' -bench . -benchtime 2000000x . 2>&1) |
+            grep -E '^(Benchmark|goos|goarch|cpu)' || true
+        printf '```\n'
+    fi
+
+    if [[ -f bindings/ruby/bench/pick.rb ]]; then
+        section "Ruby"
+        printf '\n# 6. A pick through Ruby FFI (issue: bindings)\n\n'
+        printf 'Compare with the C ABI call of section 4 (same run).\n\n```text\n'
+        ruby bindings/ruby/bench/pick.rb 2>&1 || true
+        printf '```\n'
+    fi
+} >"$out"
+
+cp "$out" BENCHMARKS.md
+echo "bench: wrote BENCHMARKS.md" >&2
