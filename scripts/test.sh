@@ -37,6 +37,9 @@ step "cargo test"
 cargo test --all-targets
 cargo test --doc
 
+step "Rust example (examples/registry.rs)"
+flock /tmp/dlb-tests.lock cargo run --quiet --example registry
+
 if [[ -f ffi-tests/run.sh ]]; then
     step "C ABI tests (static and shared, ASan and valgrind)"
     bash ffi-tests/run.sh
