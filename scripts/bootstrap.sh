@@ -63,6 +63,7 @@ check_all() {
     need_glob '/usr/sbin/dnsmasq'                       dnsmasq-base
     # Bindings: Go (cgo, standard library only) and Ruby (ffi gem; pg gem and minitest for tests).
     need      go                                        golang-go
+    need_glob '/usr/share/gocode/src/github.com/lib/pq/conn.go' golang-github-lib-pq-dev
     need      ruby                                      ruby
     need_ruby ffi                                       ruby-ffi
     need_ruby pg                                        ruby-pg

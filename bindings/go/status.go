@@ -1,0 +1,73 @@
+package dlb
+
+import (
+	"encoding/json"
+)
+
+// StatusReport is the decoded form of Status: a point-in-time health report of every host.
+// Fields the library adds in later versions are ignored.
+type StatusReport struct {
+	// Primary is the primary host.
+	Primary HostStatus `json:"primary"`
+	// Replicas lists every configured replica.
+	Replicas []ReplicaStatus `json:"replicas"`
+	// PrimaryLSN is the primary's WAL insert position at the last successful check ("X/Y"),
+	// or "" when unknown.
+	PrimaryLSN string `json:"primary_lsn"`
+	// Checks is the number of checks the monitor has run so far.
+	Checks uint64 `json:"checks"`
+	// HealthyReplicas is the number of replicas currently serving reads.
+	HealthyReplicas int `json:"healthy_replicas"`
+	// LSNStore is the kind of LSN store ("memory", ...).
+	LSNStore string `json:"lsn_store"`
+	// Draining lists replicas ("host:port") that left the list and are being drained.
+	Draining []string `json:"draining"`
+}
+
+// HostStatus is a host and its connection pool.
+type HostStatus struct {
+	// Addr is "host:port".
+	Addr string `json:"addr"`
+	// DSN is the host's DSN with its password hidden.
+	DSN string `json:"dsn"`
+	// PoolConnections is the number of open pooled connections.
+	PoolConnections uint32 `json:"pool_connections"`
+	// PoolIdle is how many of them are idle.
+	PoolIdle uint32 `json:"pool_idle"`
+}
+
+// ReplicaStatus is a replica's health as last seen by the monitor.
+type ReplicaStatus struct {
+	HostStatus
+	// State is "unknown", "healthy" or "quarantined".
+	State string `json:"state"`
+	// Reason says why the replica is quarantined ("lag", "unreachable", "timeout",
+	// "not_in_recovery"); "" when it is not.
+	Reason string `json:"reason"`
+	// ReplayLSN is the cached replay position ("X/Y"), or "" when unknown.
+	ReplayLSN string `json:"replay_lsn"`
+	// LagBytes is how many bytes of WAL the replica is behind the primary.
+	LagBytes uint64 `json:"lag_bytes"`
+	// LagSeconds is how many seconds the replica is behind (0 when not behind in bytes);
+	// nil when unknown.
+	LagSeconds *float64 `json:"lag_seconds"`
+	// LastError is the last probe error (host names and driver messages only, no
+	// secrets), or "".
+	LastError string `json:"last_error"`
+}
+
+// StatusReport returns Status decoded. Never blocks on I/O.
+//
+// Errors: ErrClosed; a *json.SyntaxError or similar if the library's JSON does not decode
+// (a bug).
+func (b *Balancer) StatusReport() (*StatusReport, error) {
+	text, err := b.Status()
+	if err != nil {
+		return nil, err
+	}
+	var r StatusReport
+	if err := json.Unmarshal([]byte(text), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
