@@ -29,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The write: on the primary.
     let mut primary = lb.write_conn()?;
     primary.batch_execute(
-        "CREATE TABLE IF NOT EXISTS dlb_example_tags (repo text NOT NULL, name text NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS dlb_example_tags (repo text NOT NULL, name text NOT NULL, \
+         created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (repo, name))",
     )?;
     primary.execute(
         "INSERT INTO dlb_example_tags (repo, name) VALUES ($1, $2)",

@@ -411,11 +411,13 @@ impl Config {
     /// unknown fields, wrong types, a bad DSN or an out-of-range value.
     pub fn from_json(json: &str) -> Result<Config> {
         let de = &mut serde_json::Deserializer::from_str(json);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let cfg: Config = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { String::new() } else { path };
             Error::config(field, e.into_inner().to_string())
         })?;
+        de.end()
+            .map_err(|e| Error::config("", format!("{e} after the configuration object")))?;
         cfg.validate()?;
         Ok(cfg)
     }

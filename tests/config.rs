@@ -19,6 +19,9 @@ fn malformed_json() {
     let (field, msg) = config_err("not json");
     assert_eq!(field, "");
     assert!(msg.contains("expected"), "{msg}");
+    let (field, msg) = config_err(&format!(r#"{{"primary": "{P}"}} trailing"#));
+    assert_eq!(field, "");
+    assert!(msg.contains("trailing characters"), "{msg}");
 }
 
 #[test]
