@@ -1,0 +1,504 @@
+# frozen_string_literal: true
+
+require "json"
+
+module DLB
+  # A load balancer over one PostgreSQL primary and its streaming replicas: it decides where
+  # each read goes (a replica, or the primary when no replica can serve it) and remembers,
+  # per sticking key, the primary's WAL position after a write so that later reads of that
+  # key only go to replicas that have replayed it ("read your writes").
+  #
+  # It does not run queries for you: it hands out DSNs to connect with (+PG.connect(dsn)+).
+  # A background thread (in the C library) watches the replicas' health and lag.
+  #
+  # Thread-safe: share one balancer between all threads of a process. Methods documented as
+  # *blocking* release the GVL while they wait, so other Ruby threads keep running.
+  #
+  # Fork: a balancer belongs to the process that created it (its monitor thread does not
+  # survive +fork+). Create balancers after forking (e.g. in Puma's +on_worker_boot+); in a
+  # forked child an inherited balancer is never freed (so that the child cannot hang joining
+  # a thread it does not have).
+  #
+  # @example
+  #   DLB::Balancer.open(primary: "host=db1 user=app dbname=app",
+  #                      replicas: { hosts: ["db2:5432", "db3:5432"] }) do |lb|
+  #     PG.connect(lb.primary_dsn).exec("INSERT ...")
+  #     lb.record_lsn("repo:gitlab-org/gitlab")
+  #     route = lb.pick_replica("repo:gitlab-org/gitlab") # a replica that has the insert
+  #     PG.connect(route.dsn).exec("SELECT ...")
+  #   end
+  class Balancer
+    # Per-fiber output buffers, reused by every call of that fiber (no allocation per pick).
+    # @api private
+    class Scratch
+      attr_reader :buf, :cap, :len, :route
+
+      def initialize(cap)
+        @len = FFI::MemoryPointer.new(:size_t)
+        @route = FFI::MemoryPointer.new(:uint32, 2)
+        resize(cap)
+      end
+
+      # Makes room for +needed+ bytes (plus the NUL and some slack).
+      def grow(needed)
+        resize(needed + 1 + 64) if needed + 1 > @cap
+      end
+
+      # The picked route, from the buffers a successful pick filled.
+      def to_route
+        dsn = @buf.read_string(length).force_encoding(Encoding::UTF_8).freeze
+        Route.from_c(dsn, @route.get_uint32(0), @route.get_uint32(4))
+      end
+
+      if FFI.type_size(:size_t) == 8
+        def length
+          @len.read_uint64
+        end
+      else
+        def length
+          @len.read_uint32
+        end
+      end
+
+      private
+
+      def resize(cap)
+        @buf = FFI::MemoryPointer.new(:char, cap, false)
+        @cap = cap
+      end
+    end
+
+    SCRATCH_KEY = :__dlb_scratch__
+    private_constant :SCRATCH_KEY, :Scratch
+
+    OK = Native::LB_OK
+    TOO_SMALL = Native::LB_ERR_BUFFER_TOO_SMALL
+    MAX_ATTEMPTS = 16
+    private_constant :OK, :TOO_SMALL, :MAX_ATTEMPTS
+
+    # Creates a balancer, yields it to the block and closes it when the block returns (or
+    # raises), like +File.open+. Without a block, the same as {new}.
+    # @param config [Hash, String] see {#initialize}
+    # @yieldparam balancer [Balancer]
+    # @return [Object] the block's value, or the balancer without a block
+    # @raise (see #initialize)
+    def self.open(config)
+      lb = new(config)
+      return lb unless block_given?
+
+      begin
+        yield lb
+      ensure
+        lb.close
+      end
+    end
+
+    # The release function of a handle: +lb_balancer_free+ in the process that created it
+    # only. Built here, not in an instance method, so that it holds no reference to the
+    # balancer (which would then never be collected).
+    def self.releaser(pid)
+      proc { |ptr| Native.lb_balancer_free(ptr) if Process.pid == pid }
+    end
+    private_class_method :releaser
+
+    # Creates a balancer and checks every host once.
+    #
+    # *Blocking*: waits for one health check of every host, at most the configuration's
+    # +probe_timeout_ms+ (default 100 ms), with the GVL released. A host that is down does not
+    # fail the call: replicas become eligible once the monitor sees them healthy.
+    #
+    # @param config [Hash, String] the configuration: a Hash (encoded as JSON; Symbol keys
+    #   are fine) or a JSON String passed as is, e.g.
+    #   +{primary: "host=db1 port=5432 user=app dbname=app", replicas: {hosts: ["db2", "db3:5433"]},
+    #   replica_check_interval_ms: 1000}+. Unknown fields are rejected. See the
+    #   "Configuration" section of dlb's README.md.
+    # @raise [InvalidConfigError] malformed JSON, an unknown field or an invalid value (the
+    #   message names the field as a JSON path)
+    # @raise [InvalidArgumentError] the JSON holds a NUL byte or is not valid UTF-8
+    # @raise [TypeError] config is neither a Hash nor a String
+    def initialize(config)
+      json = self.class.send(:config_json, config)
+      out = FFI::MemoryPointer.new(:pointer)
+      status = Native.lb_balancer_new(json, out)
+      raise Error.from_status(status) unless status == OK
+
+      @handle = FFI::AutoPointer.new(out.read_pointer, self.class.send(:releaser, Process.pid))
+      @lock = Mutex.new
+      @in_flight = 0
+      @closed = false
+      @text_cap = 4096
+    end
+
+    # @api private
+    def self.config_json(config)
+      json = case config
+             when Hash
+               begin
+                 JSON.generate(config)
+               rescue JSON::GeneratorError => e
+                 raise InvalidConfigError.new("invalid configuration: #{e.message}", code: 2)
+               end
+             when String then config
+             else
+               raise TypeError, "config must be a Hash or a JSON String (got #{config.class})"
+             end
+      Balancer.c_string(json, "config")
+    end
+    private_class_method :config_json
+
+    # Records the primary's current WAL insert position for +key+: call it after a write
+    # commits. For the next +sticky_ttl_s+ seconds, {#pick_replica} with this key only
+    # returns replicas that have replayed it. A key's LSN never moves backwards.
+    #
+    # *Blocking*: one round trip to the primary on a pooled connection (connecting first if
+    # needed, up to +pool.checkout_timeout_ms+), plus the LSN store's write; the GVL is
+    # released meanwhile.
+    #
+    # @param key [String] the sticking key (1 to {MAX_KEY_LENGTH} bytes of UTF-8), e.g.
+    #   +"repo:gitlab-org/gitlab"+
+    # @return [String] the LSN, +"X/Y"+: also a causal token for {#pick_replica_min_lsn}
+    # @raise [InvalidKeyError] empty or too long key
+    # @raise [InvalidArgumentError] key not valid UTF-8 or holding a NUL byte
+    # @raise [PrimaryUnavailableError, QueryError, StoreError] retryable failures
+    # @raise [ClosedError] the balancer is closed
+    def record_lsn(key)
+      key = Balancer.c_string(key, "key")
+      with_handle do |handle|
+        s = scratch
+        status = Native.lb_record_lsn(handle, key, s.buf, s.cap, s.len)
+        raise Error.from_status(status) unless status == OK
+
+        s.buf.read_string(s.length).force_encoding(Encoding::UTF_8)
+      end
+    end
+
+    # Records an LSN the caller already has for +key+ (a causal token carried in a header
+    # or a job, or the result of its own +SELECT pg_current_wal_insert_lsn()+).
+    #
+    # *Blocking* only on the LSN store (never with the default in-memory store); the GVL is
+    # released meanwhile.
+    #
+    # @param key [String] the sticking key
+    # @param lsn [String] +"X/Y"+ (hex)
+    # @return [nil]
+    # @raise [InvalidLsnError] +lsn+ is not an +X/Y+ LSN
+    # @raise [InvalidKeyError, InvalidArgumentError, StoreError, ClosedError]
+    def record_lsn_value(key, lsn)
+      key = Balancer.c_string(key, "key")
+      lsn = Balancer.c_string(lsn, "lsn")
+      with_handle do |handle|
+        status = Native.lb_record_lsn_value(handle, key, lsn)
+        raise Error.from_status(status) unless status == OK
+      end
+      nil
+    end
+
+    # Sends every sticky read of +key+ to the primary for +ttl+ seconds (data that must never
+    # be read from a replica); such picks answer reason +:forced_primary+.
+    #
+    # *Blocking* only on the LSN store (never with the default in-memory store).
+    #
+    # @param key [String] the sticking key
+    # @param ttl [Numeric] seconds (rounded up to whole milliseconds), positive
+    # @return [nil]
+    # @raise [InvalidArgumentError] ttl not positive
+    # @raise [InvalidKeyError, StoreError, ClosedError]
+    def force_primary(key, ttl)
+      key = Balancer.c_string(key, "key")
+      raise TypeError, "ttl must be a Numeric (got #{ttl.class})" unless ttl.is_a?(Numeric)
+
+      ttl_ms = (ttl * 1000).ceil
+      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: 1) unless ttl_ms.positive?
+
+      with_handle do |handle|
+        status = Native.lb_force_primary(handle, key, ttl_ms)
+        raise Error.from_status(status) unless status == OK
+      end
+      nil
+    end
+
+    # Picks where a read should go.
+    #
+    # Without a key: round-robin over the healthy replicas. Takes no lock and does no I/O:
+    # never blocks (the GVL is kept).
+    #
+    # With a key: only replicas that have replayed the key's recorded LSN (see
+    # {#record_lsn}); a key with no recorded LSN is round-robin too (reason
+    # +:no_lsn_recorded+). *Blocking*: reads the LSN store and, when the cached replay
+    # positions show no replica caught up, asks the replicas live for at most
+    # +sticky_check_budget_ms+ (default 100 ms); the GVL is released meanwhile.
+    #
+    # When no replica can serve the read, the route is the primary's, with the reason
+    # (+:no_healthy_replica+, +:not_caught_up+, ...): that is not an error.
+    #
+    # @param key [String, nil] the sticking key
+    # @return [Route] the DSN (password included: for the driver only), role and reason
+    # @raise [NoCaughtUpReplicaError] only with +"no_caught_up_replica": "error"+
+    # @raise [InvalidKeyError] empty or too long key
+    # @raise [InvalidArgumentError, StoreError, ClosedError]
+    def pick_replica(key = nil)
+      # The hot path, written out: one method call per step costs here.
+      if key.nil?
+        handle = enter
+        begin
+          s = scratch
+          status = Native.lb_pick_replica_round_robin(handle, nil, s.buf, s.cap, s.len, s.route)
+          return s.to_route if status == OK
+
+          pick_again(status, s) { |t| Native.lb_pick_replica_round_robin(handle, nil, t.buf, t.cap, t.len, t.route) }
+        ensure
+          leave
+        end
+      else
+        key = Balancer.c_string(key, "key")
+        handle = enter
+        begin
+          s = scratch
+          status = Native.lb_pick_replica(handle, key, s.buf, s.cap, s.len, s.route)
+          return s.to_route if status == OK
+
+          pick_again(status, s) { |t| Native.lb_pick_replica(handle, key, t.buf, t.cap, t.len, t.route) }
+        ensure
+          leave
+        end
+      end
+    end
+
+    # Picks, in round-robin order, a replica that has replayed at least +min_lsn+ (a causal
+    # token from {#record_lsn}, carried by the caller), else the primary with reason
+    # +:not_caught_up+.
+    #
+    # *Blocking* only when the cached replay positions show no replica caught up: it asks the
+    # replicas live for at most +sticky_check_budget_ms+; the GVL is released meanwhile.
+    #
+    # @param min_lsn [String] +"X/Y"+
+    # @return [Route]
+    # @raise [InvalidLsnError] not an +X/Y+ LSN
+    # @raise [NoCaughtUpReplicaError] only with +"no_caught_up_replica": "error"+
+    # @raise [InvalidArgumentError, ClosedError]
+    def pick_replica_min_lsn(min_lsn)
+      min_lsn = Balancer.c_string(min_lsn, "min_lsn")
+      handle = enter
+      begin
+        s = scratch
+        status = Native.lb_pick_replica_min_lsn(handle, min_lsn, s.buf, s.cap, s.len, s.route)
+        return s.to_route if status == OK
+
+        pick_again(status, s) { |t| Native.lb_pick_replica_min_lsn(handle, min_lsn, t.buf, t.cap, t.len, t.route) }
+      ensure
+        leave
+      end
+    end
+
+    # The primary's DSN, for writes (counted as a routing decision with reason +:write+).
+    # Never blocks.
+    # @return [String] the DSN, password included: for the driver only
+    # @raise [ClosedError]
+    def primary_dsn
+      with_handle do |handle|
+        s = scratch
+        attempts = 0
+        loop do
+          status = Native.lb_primary_dsn(handle, s.buf, s.cap, s.len)
+          break s.buf.read_string(s.length).force_encoding(Encoding::UTF_8) if status == OK
+
+          retry_or_raise(status, attempts += 1)
+          s.grow(s.length)
+        end
+      end
+    end
+
+    # Tells the balancer that the caller saw a network error on a host: a replica leaves the
+    # rotation at once, until a probe started after this call succeeds, and the monitor
+    # re-checks every host at once. Never blocks.
+    #
+    # @param dsn [String] the DSN exactly as handed out ({Route#dsn}, {#primary_dsn}) or
+    #   +"host:port"+
+    # @return [nil]
+    # @raise [UnknownHostError] none of this balancer's hosts (the message does not repeat
+    #   the argument, which may hold a password)
+    # @raise [InvalidArgumentError, ClosedError]
+    def report_failure(dsn)
+      dsn = Balancer.c_string(dsn, "dsn")
+      with_handle do |handle|
+        status = Native.lb_report_failure(handle, dsn)
+        raise Error.from_status(status) unless status == OK
+      end
+      nil
+    end
+
+    # Every metric in the Prometheus text exposition format (names prefixed +dlb_+), e.g.
+    # +dlb_picks_total{role="replica",reason="round_robin"}+. Contains no secrets. Never
+    # blocks on I/O.
+    # @return [String]
+    # @raise [ClosedError]
+    def metrics
+      with_handle { |handle| read_text { |buf, cap, len| Native.lb_metrics_text(handle, buf, cap, len) } }
+    end
+    alias metrics_text metrics
+
+    # The health report as JSON text: the primary and every replica (+addr+, redacted +dsn+,
+    # +state+, quarantine +reason+, +replay_lsn+, +lag_bytes+, +lag_seconds+, +last_error+,
+    # pool sizes), +primary_lsn+, +checks+, +healthy_replicas+. Contains no password. Never
+    # blocks on I/O.
+    # @return [String]
+    # @raise [ClosedError]
+    def status_json
+      with_handle { |handle| read_text { |buf, cap, len| Native.lb_status_json(handle, buf, cap, len) } }
+    end
+
+    # {#status_json}, parsed.
+    # @return [Hash{String => Object}] e.g. +status["healthy_replicas"]+,
+    #   +status["replicas"][0]["state"]+
+    # @raise [ClosedError]
+    def status
+      JSON.parse(status_json)
+    end
+
+    # Stops the monitor thread, closes the connection pools and frees the balancer.
+    # Idempotent. Later calls raise {ClosedError}.
+    #
+    # *Blocking*: waits for the monitor thread to exit (at most about one +probe_timeout_ms+),
+    # with the GVL released. When other threads are inside a call on this balancer, it
+    # returns at once and the last of those calls frees it as it returns.
+    #
+    # Closing is optional: a balancer that is garbage collected is freed too.
+    # @return [nil]
+    def close
+      handle = @lock.synchronize do
+        return nil if @closed
+
+        @closed = true
+        take_handle_if_idle
+      end
+      handle&.free
+      nil
+    end
+
+    # @return [Boolean] whether {#close} was called
+    def closed?
+      @closed
+    end
+
+    # @return [String] no configuration (it may hold a password)
+    def inspect
+      "#<#{self.class.name} #{@closed ? 'closed' : 'open'}>"
+    end
+
+    # Checks a String argument for the C API: a String (or +to_str+), in UTF-8 (other
+    # encodings are converted), with no NUL byte. Messages never repeat the value.
+    # @api private
+    # @return [String]
+    def self.c_string(value, name)
+      str = String.try_convert(value)
+      raise TypeError, "#{name} must be a String (got #{value.class})" if str.nil?
+
+      enc = str.encoding
+      unless enc == Encoding::UTF_8 || enc == Encoding::BINARY || (enc == Encoding::US_ASCII && str.ascii_only?)
+        begin
+          str = str.encode(Encoding::UTF_8)
+        rescue EncodingError
+          raise InvalidArgumentError.new("#{name} cannot be converted from #{enc} to UTF-8", code: 1)
+        end
+      end
+      raise InvalidArgumentError.new("#{name} contains a NUL byte", code: 1) if str.include?("\0")
+
+      str
+    end
+
+    private
+
+    # The C handle, counted as in flight until {#leave}, so that {#close} never frees it under
+    # a running call (lb_balancer_free must not run concurrently with another call on it).
+    #
+    # (Mutex#lock/unlock with +ensure+ rather than Mutex#synchronize: the same guarantees
+    # without a block call, on the path of every pick.)
+    def enter
+      @lock.lock
+      begin
+        raise ClosedError, "the balancer is closed" if @closed
+
+        @in_flight += 1
+        @handle
+      ensure
+        @lock.unlock
+      end
+    end
+
+    # Ends a call begun with {#enter}; frees the handle when it was closed meanwhile and this
+    # was the last call in flight.
+    def leave
+      @lock.lock
+      begin
+        @in_flight -= 1
+        last = take_handle_if_idle if @closed
+      ensure
+        @lock.unlock
+      end
+      last&.free
+    end
+
+    def with_handle
+      handle = enter
+      begin
+        yield handle
+      ensure
+        leave
+      end
+    end
+
+    # Under @lock: the handle to free now, when closed and no call is in flight.
+    def take_handle_if_idle
+      return nil unless @in_flight.zero? && @handle
+
+      handle = @handle
+      @handle = nil
+      handle
+    end
+
+    def scratch
+      Thread.current[SCRATCH_KEY] ||= Scratch.new(256)
+    end
+
+    # After a failed pick: raises, or, on LB_ERR_BUFFER_TOO_SMALL, grows the buffer and calls
+    # the block again until the DSN fits. Every call is a new pick (another host may have a
+    # longer DSN), so the buffer grows to what the last call needed.
+    def pick_again(status, s)
+      attempts = 1
+      loop do
+        retry_or_raise(status, attempts)
+        s.grow(s.length)
+        status = yield s
+        return s.to_route if status == OK
+
+        attempts += 1
+      end
+    end
+
+    # A text that changes between calls (metrics, status): retried with the length needed
+    # plus some slack; remembers the size for next time.
+    def read_text
+      cap = @text_cap
+      len = FFI::MemoryPointer.new(:size_t)
+      attempts = 0
+      loop do
+        buf = FFI::MemoryPointer.new(:char, cap, false)
+        status = yield buf, cap, len
+        needed = len.read(:size_t)
+        if status == OK
+          @text_cap = cap
+          return buf.read_string(needed).force_encoding(Encoding::UTF_8)
+        end
+        retry_or_raise(status, attempts += 1)
+        cap = needed + 1 + (needed / 8) + 256
+      end
+    end
+
+    # Raises the error of a failed call, unless it is LB_ERR_BUFFER_TOO_SMALL and more
+    # attempts are allowed. Must run right after the failing call (same thread, no other
+    # lb_* call in between): it reads the thread's last error message.
+    def retry_or_raise(status, attempts)
+      raise Error.from_status(status) unless status == TOO_SMALL && attempts < MAX_ATTEMPTS
+    end
+  end
+end

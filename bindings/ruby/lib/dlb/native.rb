@@ -1,0 +1,118 @@
+# frozen_string_literal: true
+
+require "ffi"
+
+module DLB
+  # The raw C API of +libdlb+ (+include/dlb.h+), attached with the +ffi+ gem. Internal: use
+  # {DLB::Balancer}. Every function is attached once; the functions that may wait on the
+  # network or a lock are attached with +blocking: true+, so that the calling Ruby thread
+  # releases the GVL while it waits and other Ruby threads keep running.
+  #
+  # The library is looked up, in this order:
+  # 1. +ENV["DLB_LIB_PATH"]+: the path of the shared library file (an error when missing);
+  # 2. the repository's build directory, relative to this file: +target/release+, then
+  #    +target/debug+ (+cargo build --release --lib+ makes +target/release/libdlb.so+);
+  # 3. +libdlb+ on the system's library search path.
+  #
+  # @api private
+  module Native
+    extend FFI::Library
+
+    # The repository root when the gem is used from its source tree (bindings/ruby/lib/dlb).
+    REPO_ROOT = File.expand_path("../../../..", __dir__)
+    LIB_NAME = "libdlb.#{FFI::Platform::LIBSUFFIX}"
+
+    # The shared library files tried, in order (the last entry may be a bare name for the
+    # dynamic loader's own search).
+    # @return [Array<String>]
+    def self.candidates
+      explicit = ENV.fetch("DLB_LIB_PATH", "")
+      unless explicit.empty?
+        unless File.file?(explicit)
+          raise LoadError, "DLB_LIB_PATH=#{explicit} is not a file (it must be the path of " \
+                           "#{LIB_NAME}, e.g. target/release/#{LIB_NAME})"
+        end
+        return [File.expand_path(explicit)]
+      end
+      built = %w[release debug].map { |profile| File.join(REPO_ROOT, "target", profile, LIB_NAME) }
+      built.select { |path| File.file?(path) } + ["dlb"]
+    end
+
+    # @return [String] the path (or name) of the library that was loaded
+    def self.load_library
+      tried = candidates
+      errors = []
+      tried.each do |path|
+        ffi_lib path
+        return path
+      rescue LoadError => e
+        errors << "#{path}: #{e.message}"
+      end
+      raise LoadError, "cannot load #{LIB_NAME}; set DLB_LIB_PATH to its path or build it " \
+                       "with `cargo build --release --lib` in #{REPO_ROOT} (tried: #{errors.join('; ')})"
+    end
+
+    LIBRARY_PATH = load_library
+
+    typedef :uint32, :lb_status
+    typedef :pointer, :lb_balancer
+
+    # Never block, never fail.
+    attach_function :lb_version, [], :string
+    attach_function :lb_status_str, [:lb_status], :string
+    attach_function :lb_status_is_retryable, [:lb_status], :bool
+    attach_function :lb_reason_str, [:uint32], :string
+    attach_function :lb_role_str, [:uint32], :string
+    attach_function :lb_last_error_message, %i[pointer size_t], :size_t
+    attach_function :lb_last_error_length, [], :size_t
+
+    # Blocking: one health check of every host (bounded by probe_timeout_ms).
+    attach_function :lb_balancer_new, %i[string pointer], :lb_status, blocking: true
+    # Blocking: joins the monitor thread.
+    attach_function :lb_balancer_free, [:lb_balancer], :void, blocking: true
+
+    # Blocking: a round trip to the primary, and the LSN store.
+    attach_function :lb_record_lsn, %i[lb_balancer string pointer size_t pointer], :lb_status,
+                    blocking: true
+    # Blocking only on the LSN store (a Redis store does network I/O).
+    attach_function :lb_record_lsn_value, %i[lb_balancer string string], :lb_status, blocking: true
+    attach_function :lb_force_primary, %i[lb_balancer string uint64], :lb_status, blocking: true
+
+    # The same C function twice: without a key it never blocks (no lock, no I/O), so it
+    # keeps the GVL and avoids the cost of releasing and re-acquiring it; with a key it may
+    # check the replicas live and the LSN store.
+    attach_function :lb_pick_replica_round_robin, :lb_pick_replica,
+                    %i[lb_balancer pointer pointer size_t pointer pointer], :lb_status
+    attach_function :lb_pick_replica, %i[lb_balancer string pointer size_t pointer pointer],
+                    :lb_status, blocking: true
+    attach_function :lb_pick_replica_min_lsn,
+                    %i[lb_balancer string pointer size_t pointer pointer], :lb_status,
+                    blocking: true
+
+    # Never block (on I/O).
+    attach_function :lb_primary_dsn, %i[lb_balancer pointer size_t pointer], :lb_status
+    attach_function :lb_report_failure, %i[lb_balancer string], :lb_status
+    attach_function :lb_metrics_text, %i[lb_balancer pointer size_t pointer], :lb_status
+    attach_function :lb_status_json, %i[lb_balancer pointer size_t pointer], :lb_status
+
+    # Status codes (+LB_OK+ / +LB_ERR_*+ in dlb.h).
+    LB_OK = 0
+    LB_ERR_BUFFER_TOO_SMALL = 3
+
+    # The calling OS thread's last error message (+lb_last_error_message()+).
+    #
+    # dlb keeps the last error per OS thread. In CRuby every Ruby thread is its own native
+    # thread, and a +blocking: true+ call runs on the calling native thread (it only
+    # releases the GVL), so reading the message right after the failing call, in the same
+    # Ruby thread and before any other +lb_*+ call, gets that call's message.
+    # @return [String]
+    def self.last_error_message
+      len = lb_last_error_length
+      return "" if len.zero?
+
+      buf = FFI::MemoryPointer.new(:char, len + 1)
+      full = lb_last_error_message(buf, len + 1)
+      buf.read_string([full, len].min).force_encoding(Encoding::UTF_8)
+    end
+  end
+end

@@ -1,0 +1,139 @@
+# frozen_string_literal: true
+
+module DLB
+  # Helpers for the DSNs dlb hands out: libpq +key=value+ strings or +postgres://+ URLs.
+  module DSN
+    REDACTED = "********"
+    KEY_VALUE = /\G\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)/.freeze
+    URL = %r{\A(postgres(?:ql)?://)(?:([^@/?#]*)@)?([^/?#]*)(.*)\z}m.freeze
+
+    module_function
+
+    # The DSN with its password replaced by +********+: safe for logs.
+    # @param dsn [String]
+    # @return [String]
+    def redact(dsn)
+      if (m = URL.match(dsn))
+        userinfo = m[2] && "#{m[2].sub(/:.*\z/m, ":#{REDACTED}")}@"
+        "#{m[1]}#{userinfo}#{m[3]}#{m[4].gsub(/([?&]password=)[^&#]*/, "\\1#{REDACTED}")}"
+      else
+        dsn.gsub(/(?<=\A|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)/) { "#{Regexp.last_match(1)}#{REDACTED}" }
+      end
+    end
+
+    # The +host:port+ a DSN connects to (the first host of a list), best effort; +port+ is
+    # omitted when the DSN has none.
+    # @param dsn [String]
+    # @return [String, nil]
+    def address(dsn)
+      if (m = URL.match(dsn))
+        m[3].split(",").first
+      else
+        params = {}
+        dsn.scan(KEY_VALUE) { |k, v| params[k] = unquote(v) }
+        host = params["host"] || params["hostaddr"]
+        return nil unless host
+
+        host = host.split(",").first
+        port = params["port"]&.split(",")&.first
+        host = "[#{host}]" if host.include?(":")
+        port ? "#{host}:#{port}" : host
+      end
+    end
+
+    # @api private
+    def unquote(value)
+      return value unless value.start_with?("'")
+
+      value[1...-1].gsub(/\\(.)/m, '\1')
+    end
+  end
+
+  # Where a read (or write) goes and why: the result of {Balancer#pick_replica} and
+  # {Balancer#pick_replica_min_lsn}. Immutable.
+  #
+  # {#dsn} contains the configured password: hand it to the driver (+PG.connect(route.dsn)+),
+  # never to a log. {#to_s} and {#inspect} show the address only.
+  class Route
+    # +LB_ROLE_*+ to symbols.
+    ROLES = { 0 => :primary, 1 => :replica }.freeze
+    # +LB_REASON_*+ to symbols (the names of +lb_reason_str()+ and of the metrics).
+    REASONS = {
+      0 => :round_robin,
+      1 => :caught_up_cached,
+      2 => :caught_up_live,
+      3 => :no_lsn_recorded,
+      4 => :no_replicas_configured,
+      5 => :no_healthy_replica,
+      6 => :not_caught_up,
+      7 => :store_error,
+      8 => :forced_primary,
+      9 => :write,
+      10 => :replica_unavailable
+    }.freeze
+
+    # @return [String] the DSN to connect with, password included
+    attr_reader :dsn
+    # @return [Symbol] +:primary+ or +:replica+ (+:unknown+ for a role newer than this gem)
+    attr_reader :role
+    # @return [Symbol] why: +:round_robin+, +:caught_up_cached+, +:caught_up_live+,
+    #   +:no_lsn_recorded+, +:no_replicas_configured+, +:no_healthy_replica+,
+    #   +:not_caught_up+, +:store_error+, +:forced_primary+, +:write+,
+    #   +:replica_unavailable+ (a newer library may add reasons: go by {#role})
+    attr_reader :reason
+
+    # @param dsn [String]
+    # @param role [Symbol]
+    # @param reason [Symbol]
+    def initialize(dsn, role, reason)
+      @dsn = dsn.frozen? ? dsn : dsn.dup.freeze
+      @role = role
+      @reason = reason
+      freeze
+    end
+
+    # @api private
+    def self.from_c(dsn, role, reason)
+      new(dsn, ROLES[role] || Native.lb_role_str(role).to_sym, REASONS[reason] || Native.lb_reason_str(reason).to_sym)
+    end
+
+    # @return [Boolean]
+    def replica?
+      @role == :replica
+    end
+
+    # @return [Boolean]
+    def primary?
+      @role == :primary
+    end
+
+    # @return [String, nil] +host:port+ of the target
+    def address
+      DSN.address(@dsn)
+    end
+
+    # @return [String] e.g. +"replica 10.0.0.2:5432 (caught_up_cached)"+ (no password)
+    def to_s
+      "#{@role} #{address} (#{@reason})"
+    end
+
+    # @return [String] no password
+    def inspect
+      "#<#{self.class.name} #{self}>"
+    end
+
+    # @return [Hash{Symbol => Object}]
+    def to_h
+      { dsn: @dsn, role: @role, reason: @reason }
+    end
+
+    def ==(other)
+      other.is_a?(Route) && other.dsn == @dsn && other.role == @role && other.reason == @reason
+    end
+    alias eql? ==
+
+    def hash
+      [self.class, @dsn, @role, @reason].hash
+    end
+  end
+end
