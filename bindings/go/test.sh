@@ -51,7 +51,7 @@ if [[ -z ${GOCACHE-} ]]; then
     fi
 fi
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/dlb-go-test.XXXXXX")
+TMP=$(mktemp -d -p "${TMPDIR:-/tmp}")
 trap 'rm -rf -- "$TMP"' EXIT
 
 # --- test environment and library -----------------------------------------------------------

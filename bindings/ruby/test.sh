@@ -23,7 +23,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 cd "$ROOT"
 RB=bindings/ruby
 LOCK=/tmp/dlb-tests.lock
-LOGS=$(mktemp -d /tmp/dlb-ruby-tests.XXXXXX)
+LOGS=$(mktemp -d -p /tmp)
 trap 'rm -rf -- "$LOGS"' EXIT
 
 say() { printf 'ruby-bindings: %s\n' "$*"; }
