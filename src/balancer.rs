@@ -14,7 +14,7 @@ use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::host::{Host, PooledClient, Role};
+use crate::host::{Host, PooledClient, Role, Striped};
 use crate::metrics::{Metrics, StripedCursor};
 use crate::monitor::{self, Membership};
 use crate::route::{Reason, Route};
@@ -25,6 +25,8 @@ use crate::store::{LsnStore, MemoryStore};
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) primary: Arc<Host>,
+    /// Per-stripe handles on the primary, for routes.
+    primary_handles: Arc<Striped>,
     /// Replicas are configured (fixed or DNS): load balancing is on.
     pub(crate) lb_enabled: bool,
     snapshot: Atomic<Snapshot>,
@@ -65,7 +67,7 @@ impl Shared {
             eligible: s
                 .eligible
                 .iter()
-                .filter(|h| !Arc::ptr_eq(h, host))
+                .filter(|h| !Arc::ptr_eq(h.host(), host))
                 .cloned()
                 .collect(),
             draining: s.draining.clone(),
@@ -94,7 +96,7 @@ impl Shared {
     pub(crate) fn primary_route(&self, reason: Reason) -> Route {
         self.metrics.count_pick(reason);
         Route {
-            host: self.primary.clone(),
+            host: self.primary_handles.handle(),
             reason,
         }
     }
@@ -109,7 +111,7 @@ impl Shared {
     pub(crate) fn round_robin(&self, reason: Reason) -> Route {
         let picked = self.with_snapshot(|s| match s.eligible.len() {
             0 => None,
-            n => Some(s.eligible[self.next_cursor() % n].clone()),
+            n => Some(s.eligible[self.next_cursor() % n].handle()),
         });
         match picked {
             Some(host) => {
@@ -225,6 +227,7 @@ impl Balancer {
         let interval = config.check_interval();
         let shared = Arc::new(Shared {
             config,
+            primary_handles: Striped::new(primary.clone()),
             primary,
             lb_enabled,
             snapshot: Atomic::new(Snapshot::default()),

@@ -1,10 +1,12 @@
 //! One database host: its connection pool, its monitoring connection and its cached state.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
@@ -14,6 +16,7 @@ use crate::config::Config;
 use crate::dsn::Dsn;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
+use crate::metrics::{STRIPES, stripe};
 
 /// The r2d2 pool type dlb uses for every host.
 pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -59,6 +62,63 @@ pub(crate) struct Host {
     replay_lsn: AtomicU64,
     /// When a caller last reported a failure, in nanoseconds since [`epoch`]; 0 if never.
     reported_at: AtomicU64,
+}
+
+/// One stripe's handle on a host. Routes hold these rather than the host itself: an `Arc`
+/// clone increments a reference count, and one count shared by every thread would bounce its
+/// cache line between cores on every pick. Threads on different stripes clone different
+/// handles, each in its own cache lines (the alignment spaces the reference counts of
+/// neighbouring allocations apart).
+#[repr(align(128))]
+pub(crate) struct HostRef(Arc<Host>);
+
+impl Deref for HostRef {
+    type Target = Host;
+    #[inline]
+    fn deref(&self) -> &Host {
+        &self.0
+    }
+}
+
+/// A host with one cache-padded [`HostRef`] per stripe, made once per host.
+pub(crate) struct Striped {
+    host: Arc<Host>,
+    handles: Box<[CachePadded<Arc<HostRef>>]>,
+}
+
+impl Striped {
+    pub(crate) fn new(host: Arc<Host>) -> Arc<Striped> {
+        Arc::new(Striped {
+            handles: (0..STRIPES)
+                .map(|_| CachePadded::new(Arc::new(HostRef(host.clone()))))
+                .collect(),
+            host,
+        })
+    }
+
+    /// This thread's handle on the host (an uncontended reference count increment).
+    #[inline]
+    pub(crate) fn handle(&self) -> Arc<HostRef> {
+        Arc::clone(&self.handles[stripe()])
+    }
+
+    pub(crate) fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+}
+
+impl std::fmt::Debug for Striped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.host.fmt(f)
+    }
+}
+
+impl Deref for Striped {
+    type Target = Host;
+    #[inline]
+    fn deref(&self) -> &Host {
+        &self.host
+    }
 }
 
 /// A process-wide origin for instants stored in atomics.

@@ -11,7 +11,8 @@ use crossbeam::utils::CachePadded;
 use crate::route::Reason;
 use crate::state::QuarantineReason;
 
-const STRIPES: usize = 16;
+/// Stripes of the per-thread counters, cursors and host handles.
+pub(crate) const STRIPES: usize = 16;
 
 thread_local! {
     static STRIPE: usize = {

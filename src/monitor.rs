@@ -24,7 +24,7 @@ use crate::balancer::Shared;
 use crate::config::{Config, DnsConfig, DnsRecordType};
 use crate::dns::Resolver;
 use crate::dsn::{Dsn, HostPort};
-use crate::host::{Host, Role};
+use crate::host::{Host, Role, Striped};
 use crate::lsn::Lsn;
 use crate::state::{
     Health, Lag, Observation, QuarantineReason, ReplicaState, Snapshot, Thresholds, next_health,
@@ -75,6 +75,8 @@ pub(crate) fn run(
 struct Member {
     addr: HostPort,
     host: Arc<Host>,
+    /// The host's per-stripe handles, for the round-robin ring.
+    handles: Arc<Striped>,
     health: Health,
     lag: Lag,
     last_error: Option<String>,
@@ -282,6 +284,7 @@ impl Membership {
             }
             self.members.push(Member {
                 addr: addr.clone(),
+                handles: Striped::new(host.clone()),
                 host,
                 health: Health::Unknown,
                 lag: Lag::default(),
@@ -509,10 +512,11 @@ pub(crate) fn check_once(shared: &Shared, ms: &mut Membership) {
         .collect();
     shared.publish_checked(
         Snapshot {
-            eligible: replicas
+            eligible: ms
+                .members
                 .iter()
-                .filter(|r| r.health == Health::Healthy)
-                .map(|r| r.host.clone())
+                .filter(|m| m.health == Health::Healthy)
+                .map(|m| m.handles.clone())
                 .collect(),
             replicas,
             draining: ms.draining.iter().map(|(h, _)| h.clone()).collect(),

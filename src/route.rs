@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::host::{Host, Role};
+use crate::host::{HostRef, Role};
 
 /// Why a read went where it went. Numbers are stable (they cross the C ABI as `LB_REASON_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,7 +93,7 @@ impl fmt::Display for Reason {
 /// `Debug` and `Display` show the redacted DSN; [`Route::dsn`] gives the full one.
 #[derive(Clone)]
 pub struct Route {
-    pub(crate) host: Arc<Host>,
+    pub(crate) host: Arc<HostRef>,
     pub(crate) reason: Reason,
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::host::Host;
+use crate::host::{Host, Striped};
 use crate::lsn::Lsn;
 
 /// Why a replica is not serving reads.
@@ -157,7 +157,7 @@ pub(crate) struct Snapshot {
     /// Every configured replica, healthy or not (status, metrics).
     pub(crate) replicas: Vec<ReplicaState>,
     /// The healthy ones, in a stable order: the round-robin ring.
-    pub(crate) eligible: Vec<Arc<Host>>,
+    pub(crate) eligible: Vec<Arc<Striped>>,
     /// Replicas that left the list and are being drained (status only).
     pub(crate) draining: Vec<Arc<Host>>,
     /// Primary LSN seen by the last successful check.

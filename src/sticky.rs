@@ -11,7 +11,7 @@ use log::debug;
 use crate::balancer::{Balancer, Shared};
 use crate::config::{MAX_KEY_LEN, NoCaughtUpPolicy};
 use crate::error::{Error, Result};
-use crate::host::Host;
+use crate::host::{HostRef, Striped};
 use crate::lsn::Lsn;
 use crate::route::{Reason, Route};
 
@@ -178,7 +178,7 @@ impl Balancer {
 }
 
 /// First healthy replica, in round-robin order, whose cached replay LSN is at least `min`.
-fn cached_pick(s: &Shared, min: Lsn) -> Option<Arc<Host>> {
+fn cached_pick(s: &Shared, min: Lsn) -> Option<Arc<HostRef>> {
     s.with_snapshot(|snap| {
         let n = snap.eligible.len();
         if n == 0 {
@@ -188,18 +188,18 @@ fn cached_pick(s: &Shared, min: Lsn) -> Option<Arc<Host>> {
         (0..n)
             .map(|i| &snap.eligible[(start + i) % n])
             .find(|h| h.replay_lsn().is_some_and(|l| l >= min))
-            .cloned()
+            .map(|h| h.handle())
     })
 }
 
 /// Asks every healthy replica for its replay LSN in parallel; returns the first that has
 /// reached `min` within the budget.
-fn live_pick(s: &Shared, min: Lsn) -> Option<Arc<Host>> {
+fn live_pick(s: &Shared, min: Lsn) -> Option<Arc<HostRef>> {
     let budget = Duration::from_millis(s.config.sticky_check_budget_ms);
     if budget.is_zero() {
         return None;
     }
-    let candidates: Vec<Arc<Host>> = s.with_snapshot(|snap| snap.eligible.clone());
+    let candidates: Vec<Arc<Striped>> = s.with_snapshot(|snap| snap.eligible.clone());
     if candidates.is_empty() {
         return None;
     }
@@ -227,7 +227,7 @@ fn live_pick(s: &Shared, min: Lsn) -> Option<Arc<Host>> {
     drop(tx);
     while let Ok((host, lsn)) = rx.recv_deadline(deadline) {
         if lsn.is_some_and(|l| l >= min) {
-            return Some(host);
+            return Some(host.handle());
         }
     }
     None
