@@ -535,6 +535,16 @@ redis_start() { # NAME
     wait_until "$TIMEOUT" "$name pid file $pidfile" "$logfile" redis_has_pid "$name"
 }
 
+# The standalone Redis also has an ACL user with a password (tests of authenticated stores);
+# the default user stays passwordless. Redis keeps nothing on disk, so every start sets it.
+REDIS_USER=dlb
+REDIS_PASSWORD=dlb-test-secret
+redis_standalone_start() {
+    redis_start redis
+    redis-cli -h "$HOST" -p "$REDIS_PORT" ACL SETUSER "$REDIS_USER" on ">$REDIS_PASSWORD" '~*' '+@all' >/dev/null ||
+        die_log "$(redis_log redis)" "ACL SETUSER $REDIS_USER failed"
+}
+
 redis_gone() { ! redis_pid "$1" >/dev/null; }
 
 redis_stop() { # NAME
@@ -645,7 +655,7 @@ cmd_up() {
     wait_until "$TIMEOUT" "database $DB on replica1" "$(node_log replica1)" db_visible replica1
     wait_until "$TIMEOUT" "database $DB on replica2" "$(node_log replica2)" db_visible replica2
 
-    redis_start redis
+    redis_standalone_start
     cluster_ensure
 
     if ((CHANGED)); then
@@ -680,6 +690,7 @@ cmd_env() {
     printf 'export DLB_TEST_REPLICAS=%s\n' "$(sq "$HOST:$R1_PORT,$HOST:$R2_PORT")"
     printf 'export DLB_TEST_REDIS=%s\n' "$(sq "redis://$HOST:$REDIS_PORT")"
     printf 'export DLB_TEST_REDIS_CLUSTER=%s\n' "$(sq "$(cluster_urls)")"
+    printf 'export DLB_TEST_REDIS_AUTH=%s\n' "$(sq "redis://$REDIS_USER:$REDIS_PASSWORD@$HOST:$REDIS_PORT")"
     printf 'export DLB_TESTENV_DIR=%s\n' "$(sq "$BASE")"
     printf 'export DLB_PG_BIN=%s\n' "$(sq "$PG_BIN")"
     printf 'export DLB_TESTENV_SCRIPT=%s\n' "$(sq "$SCRIPT_PATH")"
@@ -804,7 +815,7 @@ cmd_redis() { # stop|start
         redis_stop redis
         log "redis stopped"
     else
-        redis_start redis
+        redis_standalone_start
         log "redis running"
     fi
 }

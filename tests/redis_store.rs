@@ -275,3 +275,55 @@ fn redis_outage_sends_sticky_reads_to_the_primary_until_it_returns() {
     assert_eq!(route.role(), Role::Replica, "{route}");
     assert_ne!(route.reason(), Reason::StoreError);
 }
+
+/// A Redis user with a password: the right one authenticates; a wrong one is a store error
+/// (sticky reads go to the primary) that never shows either password, nor do status,
+/// metrics or the store's `Debug`.
+#[test]
+fn passwords_authenticate_and_never_show() {
+    let _l = lock_cluster();
+    let auth = &env().redis_auth;
+    let password = auth
+        .rsplit_once('@')
+        .and_then(|(creds, _)| creds.rsplit_once(':'))
+        .map(|(_, p)| p.to_string())
+        .expect("DLB_TEST_REDIS_AUTH has a password");
+    let mut store = store_config(Kind::Standalone, "auth");
+    store.url = Some(auth.clone());
+    let lb = balancer(&store);
+    lb.record_lsn_value("repo/auth", Lsn::from_u64(1)).unwrap();
+    assert_eq!(
+        lb.recorded_lsn("repo/auth").unwrap(),
+        Some(Lsn::from_u64(1))
+    );
+    assert_eq!(
+        lb.pick_replica(Some("repo/auth")).unwrap().reason(),
+        Reason::CaughtUpCached
+    );
+    let text = format!(
+        "{}\n{}\n{:?}",
+        lb.status().to_json(),
+        lb.metrics_text(),
+        RedisStore::new(&store).unwrap()
+    );
+    assert!(!text.contains(&password), "the password leaked: {text}");
+
+    let wrong = format!("wrong-{password}");
+    let mut bad = store.clone();
+    bad.url = Some(auth.replace(&password, &wrong));
+    let lb = balancer(&bad);
+    let err = lb
+        .record_lsn_value("repo/auth", Lsn::from_u64(2))
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::Store { .. }), "{err:?}");
+    assert!(
+        !message.contains(&wrong) && !message.contains(&password),
+        "a password leaked: {message}"
+    );
+    let route = lb.pick_replica(Some("repo/auth")).unwrap();
+    assert_eq!(
+        (route.role(), route.reason()),
+        (Role::Primary, Reason::StoreError)
+    );
+}

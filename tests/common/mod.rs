@@ -20,6 +20,8 @@ pub struct TestEnv {
     pub redis: String,
     /// `redis://` URLs of the three masters of the test Redis Cluster.
     pub redis_cluster: Vec<String>,
+    /// The test Redis as an ACL user with a password (`redis://user:password@host:port`).
+    pub redis_auth: String,
     script: String,
 }
 
@@ -63,6 +65,7 @@ pub fn env() -> &'static TestEnv {
                 .split(',')
                 .map(str::to_string)
                 .collect(),
+            redis_auth: get("DLB_TEST_REDIS_AUTH"),
             script: vars.get("DLB_TESTENV_SCRIPT").cloned().unwrap_or(script),
         }
     })
