@@ -77,10 +77,10 @@ EOF
 # Notes
 
 - Section 1: with one thread an uncontended `Mutex<usize>` costs less than dlb's pick, which
-  pins an epoch, reads the snapshot, advances its cursor stripe and clones the host's `Arc`
-  for the returned `Route`. With two threads the mutex is contended and dlb pulls ahead, but
-  the shared `Arc` reference count of each host still moves between cores on every pick, so
-  dlb does not scale linearly yet (per-thread host handles would remove that).
+  pins an epoch, reads the snapshot, advances its cursor stripe, counts the pick and clones
+  a host handle for the returned `Route`. With two threads the mutex is contended while dlb's
+  threads write only to their own stripes (cursor, counters, cache-aligned host handles), so
+  dlb scales with the threads and the baseline does not.
 - Section 2: dlb's sticky picks at steady state issue no replica query at all; right after a
   write the first pick asks the healthy replicas live, once and in parallel (the monitor's
   cache is behind by construction), and the next picks are served from the updated cache.
