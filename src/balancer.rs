@@ -10,7 +10,7 @@ use crossbeam::channel::{self, Sender};
 use crossbeam::epoch::{self, Atomic, Owned};
 use log::{info, warn};
 use parking_lot::Mutex;
-use scheduled_thread_pool::ScheduledThreadPool;
+use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::Config;
 use crate::error::Result;
@@ -207,10 +207,13 @@ impl Balancer {
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
         let resolved = config.resolve()?;
         // One scheduler for every pool's background connection work, not 3 threads per host.
+        // Its threads exit as soon as the balancer is dropped, not after the pools' next
+        // scheduled reaper run (up to 30 s later).
         let scheduler = Arc::new(
             ScheduledThreadPool::builder()
                 .num_threads(2)
                 .thread_name_pattern("dlb-pool-{}")
+                .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
                 .build(),
         );
         let primary = Arc::new(Host::new(

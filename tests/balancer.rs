@@ -212,12 +212,17 @@ fn all_replicas_down_falls_back_to_the_primary_with_a_reason() {
     c.query_one("SELECT 1", &[]).unwrap();
 }
 
-fn monitor_threads() -> usize {
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "dlb-monitor")
+        .filter(|name| name.trim().starts_with(prefix))
         .count()
+}
+
+fn monitor_threads() -> usize {
+    threads_named("dlb-monitor")
 }
 
 #[test]
@@ -248,8 +253,13 @@ fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
         sessions(&mut observer) >= 1,
         "the monitor holds a probe connection"
     );
+    assert_eq!(threads_named("dlb-pool-"), 2, "one shared pool scheduler");
     drop(lb);
     assert_eq!(monitor_threads(), 0, "drop joins the monitor thread");
+    // Not after the pools' next reaper run, 30 s away: WAIT would run out first.
+    wait_until("the pool scheduler's threads exit", WAIT / 2, || {
+        threads_named("dlb-pool-") == 0
+    });
     wait_until("the balancer's connections are closed", WAIT, || {
         sessions(&mut observer) == 0
     });
@@ -257,6 +267,8 @@ fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
 
 #[test]
 fn primary_down_is_a_clear_error_on_first_write_and_never_shows_the_password() {
+    // Serialized with the others: the thread counts of the drop test see every balancer.
+    let _l = lock_cluster();
     let lb = Balancer::new(
         dlb::Config::builder("host=127.0.0.1 port=1 user=app password=sekrit-pw dbname=app")
             .replica_hosts(["127.0.0.1:2"])
