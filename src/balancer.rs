@@ -147,14 +147,21 @@ impl Drop for Shared {
 ///
 /// It owns one r2d2 connection pool per host and a background monitor thread. Picking a replica
 /// ([`Balancer::pick_replica`]) takes no lock and does no I/O: it reads an immutable snapshot
-/// of replica health published by the monitor and advances an atomic round-robin cursor (striped per thread).
+/// of replica health published by the monitor and advances an atomic round-robin cursor
+/// (striped per thread).
 ///
 /// `Balancer` is `Send + Sync`: share it by reference or in an `Arc`. Dropping it stops and
 /// joins the monitor thread and closes the pools.
+///
+/// **Fork**: make balancers after `fork()`, not before. A child inherits the parent's
+/// connections (shared sockets) but not its monitor thread: it must not use an inherited
+/// balancer, and dropping one there leaks it instead of closing the parent's connections.
 pub struct Balancer {
     shared: Arc<Shared>,
     stop: Option<Sender<()>>,
     monitor: Option<JoinHandle<()>>,
+    /// The process that made it (see the fork note on [`Balancer`]).
+    pid: u32,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -256,6 +263,7 @@ impl Balancer {
             shared,
             stop: Some(stop_tx),
             monitor: Some(handle),
+            pid: std::process::id(),
         })
     }
 
@@ -371,6 +379,14 @@ impl Balancer {
 
 impl Drop for Balancer {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A forked child: the monitor thread does not exist here, and the pools' sockets
+            // are the parent's too (closing them would end the parent's sessions). Leak it all.
+            std::mem::forget(self.shared.clone());
+            std::mem::forget(self.monitor.take());
+            std::mem::forget(self.stop.take());
+            return;
+        }
         drop(self.stop.take());
         if let Some(h) = self.monitor.take() {
             let _ = h.join();

@@ -363,3 +363,44 @@ fn report_failure_knows_our_hosts() {
     assert!(!lb.report_failure("host=elsewhere port=1"));
     assert!(lb.metrics_text().contains("dlb_reported_failures_total 2"));
 }
+
+/// A forked child that drops a balancer it inherited neither panics nor closes the parent's
+/// connections (they are the same sockets).
+#[test]
+fn a_forked_child_drops_an_inherited_balancer_without_harm() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(config().build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    // An idle pooled connection to the primary that the child inherits.
+    let pid_before: i32 = lb
+        .write_conn()
+        .unwrap()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    // SAFETY: the child only drops the balancer (which, in a child, only checks its pid and
+    // forgets its parts) and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(lb))).is_ok();
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the child's drop failed (status {status})"
+    );
+    // The parent's pooled connection is the same session, still open.
+    let pid_after: i32 = lb
+        .write_conn()
+        .unwrap()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        pid_after, pid_before,
+        "the child closed the parent's connection"
+    );
+}

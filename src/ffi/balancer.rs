@@ -203,6 +203,9 @@ pub unsafe extern "C" fn lb_balancer_new(
 /// Stops the balancer's monitor thread, closes its connection pools and frees it. NULL is a
 /// no-op. `lb` must not be used afterwards, and no other call on it may be running.
 ///
+/// Fork: create balancers after `fork()`. In a child, a balancer inherited from the parent
+/// must not be used; freeing it there releases nothing (the parent's connections stay open).
+///
 /// Blocking: waits for the monitor thread to exit (at most about one `probe_timeout_ms`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lb_balancer_free(lb: *mut lb_balancer) {
