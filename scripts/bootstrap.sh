@@ -54,6 +54,7 @@ check_all() {
     need_glob '/usr/lib/postgresql/*/bin/psql'          postgresql-client
     need      redis-server                              redis-server
     need      redis-cli                                 redis-tools
+    need      openssl                                   openssl
     need      gcc                                       gcc
     need      make                                      make
     need      valgrind                                  valgrind

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dlb test environment: one PostgreSQL primary, two streaming hot-standby
-# replicas, one Redis and a Redis Cluster of three masters, all on 127.0.0.1
+# replicas, one Redis (and a TLS-only one) and a Redis Cluster of three masters, all on 127.0.0.1
 # with their own ports, all state
 # under one base directory.
 #
@@ -23,6 +23,7 @@
 #   DLB_TESTENV_REPLICA1_PORT  replica 1 port          (default primary+1)
 #   DLB_TESTENV_REPLICA2_PORT  replica 2 port          (default primary+2)
 #   DLB_TESTENV_REDIS_PORT     Redis port              (default 56379)
+#   DLB_TESTENV_REDIS_TLS_PORT TLS-only Redis port     (default Redis+4)
 #   DLB_TESTENV_REDIS_CLUSTER_PORT  first of the 3 Redis Cluster masters' ports (default Redis+1;
 #                              their cluster bus ports are these + 100)
 #   DLB_TESTENV_TIMEOUT        seconds for every wait  (default 60)
@@ -48,6 +49,7 @@ R1_PORT="${DLB_TESTENV_REPLICA1_PORT:-$((PG_PORT + 1))}"
 R2_PORT="${DLB_TESTENV_REPLICA2_PORT:-$((PG_PORT + 2))}"
 REDIS_PORT="${DLB_TESTENV_REDIS_PORT:-56379}"
 CLUSTER_PORT="${DLB_TESTENV_REDIS_CLUSTER_PORT:-$((REDIS_PORT + 1))}"
+TLS_PORT="${DLB_TESTENV_REDIS_TLS_PORT:-$((REDIS_PORT + 4))}"
 TIMEOUT="${DLB_TESTENV_TIMEOUT:-60}"
 HOST=127.0.0.1
 DB=dlb_test
@@ -288,7 +290,7 @@ check_socket_path() {
 
 check_settings() {
     local v
-    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$REDIS_PORT" "$CLUSTER_PORT" "$TIMEOUT"; do
+    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$REDIS_PORT" "$CLUSTER_PORT" "$TLS_PORT" "$TIMEOUT"; do
         [[ $v =~ ^[0-9]+$ ]] || die "ports and DLB_TESTENV_TIMEOUT must be numbers (got '$v')"
     done
     [[ $BASE == /* ]] || die "DLB_TESTENV_DIR must be an absolute path (got '$BASE')"
@@ -479,6 +481,7 @@ redis_port() { # NAME
     redis-c1) echo "$CLUSTER_PORT" ;;
     redis-c2) echo $((CLUSTER_PORT + 1)) ;;
     redis-c3) echo $((CLUSTER_PORT + 2)) ;;
+    redis-tls) echo "$TLS_PORT" ;;
     *) die "unknown redis instance '$1'" ;;
     esac
 }
@@ -498,8 +501,34 @@ redis_pid() { # NAME
 
 redis_has_pid() { redis_pid "$1" >/dev/null; }
 
+# redis_cli NAME ARGS...: redis-cli to instance NAME (over TLS for redis-tls).
+redis_cli() {
+    local name=$1
+    shift
+    local -a tls=()
+    [[ $name == redis-tls ]] && tls=(--tls --cacert "$(redis_dir redis-tls)/ca.pem")
+    redis-cli -h "$HOST" -p "$(redis_port "$name")" "${tls[@]}" "$@"
+}
+
 redis_ping() { # NAME
-    [[ $(redis-cli -h "$HOST" -p "$(redis_port "$1")" ping 2>/dev/null) == PONG ]]
+    [[ $(redis_cli "$1" ping 2>/dev/null) == PONG ]]
+}
+
+# tls_certs DIR: a test CA and a server certificate for 127.0.0.1 signed by it (once).
+tls_certs() {
+    local d=$1
+    [[ -s $d/ca.pem && -s $d/server.pem && -s $d/server.key ]] && return 0
+    log "creating a test CA and a TLS certificate for $HOST"
+    printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$HOST" |
+        owner_write "$d/server.ext"
+    {
+        as_owner openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dlb test CA" \
+            -keyout "$d/ca.key" -out "$d/ca.pem" &&
+            as_owner openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" \
+                -keyout "$d/server.key" -out "$d/server.csr" &&
+            as_owner openssl x509 -req -days 3650 -in "$d/server.csr" -CA "$d/ca.pem" \
+                -CAkey "$d/ca.key" -CAcreateserial -extfile "$d/server.ext" -out "$d/server.pem"
+    } >"$d/openssl.log" 2>&1 || die_log "$d/openssl.log" "creating the test TLS certificates failed"
 }
 
 redis_start() { # NAME
@@ -514,6 +543,14 @@ redis_start() { # NAME
     fi
     if port_in_use "$port"; then
         die "port $port on $HOST is already in use by another process; stop it or set DLB_TESTENV_REDIS_PORT / DLB_TESTENV_REDIS_CLUSTER_PORT"
+    fi
+    if [[ $name == redis-tls ]]; then
+        as_owner mkdir -p -- "$(redis_dir "$name")"
+        tls_certs "$(redis_dir "$name")"
+        # No plain port: TLS only, server certificate from the test CA, no client certificates.
+        extra=(--port 0 --tls-port "$port" --tls-cert-file "$(redis_dir "$name")/server.pem"
+            --tls-key-file "$(redis_dir "$name")/server.key"
+            --tls-ca-cert-file "$(redis_dir "$name")/ca.pem" --tls-auth-clients no)
     fi
     if [[ $name == redis-c* ]]; then
         # A cluster node restarts from scratch: the cluster is (re)created by cluster_ensure.
@@ -604,7 +641,7 @@ teardown() {
         for n in replica2 replica1 primary; do
             pg_stop "$n" fast
         done
-        for n in redis "${CLUSTER_NODES[@]}"; do
+        for n in redis redis-tls "${CLUSTER_NODES[@]}"; do
             redis_stop "$n"
         done
     fi
@@ -656,6 +693,7 @@ cmd_up() {
     wait_until "$TIMEOUT" "database $DB on replica2" "$(node_log replica2)" db_visible replica2
 
     redis_standalone_start
+    redis_start redis-tls
     cluster_ensure
 
     if ((CHANGED)); then
@@ -691,6 +729,8 @@ cmd_env() {
     printf 'export DLB_TEST_REDIS=%s\n' "$(sq "redis://$HOST:$REDIS_PORT")"
     printf 'export DLB_TEST_REDIS_CLUSTER=%s\n' "$(sq "$(cluster_urls)")"
     printf 'export DLB_TEST_REDIS_AUTH=%s\n' "$(sq "redis://$REDIS_USER:$REDIS_PASSWORD@$HOST:$REDIS_PORT")"
+    printf 'export DLB_TEST_REDIS_TLS=%s\n' "$(sq "rediss://$HOST:$TLS_PORT")"
+    printf 'export DLB_TEST_REDIS_TLS_CA=%s\n' "$(sq "$(redis_dir redis-tls)/ca.pem")"
     printf 'export DLB_TESTENV_DIR=%s\n' "$(sq "$BASE")"
     printf 'export DLB_PG_BIN=%s\n' "$(sq "$PG_BIN")"
     printf 'export DLB_TESTENV_SCRIPT=%s\n' "$(sq "$SCRIPT_PATH")"
@@ -730,7 +770,7 @@ cmd_status() {
         fi
     done
     local rpid
-    for n in redis "${CLUSTER_NODES[@]}"; do
+    for n in redis redis-tls "${CLUSTER_NODES[@]}"; do
         port=$(redis_port "$n")
         if [[ -e $MARKER ]] && rpid=$(redis_pid "$n") && redis_ping "$n"; then
             info=PONG

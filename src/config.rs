@@ -93,8 +93,9 @@ impl Default for LsnStoreConfig {
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisStoreConfig {
-    /// A standalone Redis: `redis://[[user]:password@]host:port[/db]`. `rediss://` (TLS) is
-    /// rejected with a configuration error: this build has no TLS support.
+    /// A standalone Redis: `redis://[[user]:password@]host:port[/db]`, or `rediss://...` for
+    /// TLS (the server's certificate is verified against `tls_ca_file`, or the system's
+    /// trusted roots).
     #[serde(default)]
     pub url: Option<String>,
     /// Redis Cluster seed nodes (`redis://host:port`, ...).
@@ -109,6 +110,10 @@ pub struct RedisStoreConfig {
     /// Pooled Redis connections. Default 8.
     #[serde(default = "defaults::redis_pool_size")]
     pub pool_size: u32,
+    /// PEM file of the certificate authorities trusted for `rediss://` URLs instead of the
+    /// system's roots (a private CA). Read when the balancer starts. Default: none.
+    #[serde(default)]
+    pub tls_ca_file: Option<String>,
 }
 
 /// Connectivity quarantine: consecutive probe failures put a replica aside; it is probed again
@@ -205,6 +210,7 @@ impl RedisStoreConfig {
             key_prefix: defaults::key_prefix(),
             op_timeout_ms: defaults::redis_op_timeout_ms(),
             pool_size: defaults::redis_pool_size(),
+            tls_ca_file: None,
         }
     }
 

@@ -24,8 +24,8 @@ use log::{info, warn};
 use parking_lot::{Condvar, Mutex};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{
-    Cmd, ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError,
-    RedisResult, ServerErrorKind, Value,
+    Cmd, ConnectionInfo, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
+    ServerErrorKind, TlsCertificates, Value,
 };
 
 use crate::config::RedisStoreConfig;
@@ -297,8 +297,8 @@ impl RedisStore {
     ///
     /// # Errors
     /// [`Error::Config`] naming the field (`lsn_store.redis.url`, `lsn_store.redis.cluster[1]`,
-    /// ...) for a URL that does not parse, a `rediss://` URL (this build has no TLS support),
-    /// both or neither of `url` and `cluster`, or a zero timeout or pool size.
+    /// ...) for a URL that does not parse, a `tls_ca_file` that cannot be read or holds no
+    /// PEM certificate, both or neither of `url` and `cluster`, or a zero timeout or pool size.
     pub fn new(config: &RedisStoreConfig) -> Result<RedisStore> {
         if config.op_timeout_ms == 0 {
             return Err(Error::config(
@@ -336,7 +336,11 @@ impl RedisStore {
                     .map(str::to_string)
                     .collect();
                 let target = addr_label(&info);
-                let client = redis::Client::open(info).map_err(|e| {
+                let client = match tls_roots(config)? {
+                    Some(certs) => redis::Client::build_with_tls(info, certs),
+                    None => redis::Client::open(info),
+                }
+                .map_err(|e| {
                     Error::config("lsn_store.redis.url", redact(&e.to_string(), &secrets))
                 })?;
                 let pool = Pool::new(size);
@@ -357,7 +361,11 @@ impl RedisStore {
                 // The cluster client's own defaults retry 16 times with waits of up to minutes:
                 // one retry (a MOVED/ASK redirect or a reconnect), short waits, and every
                 // connect and reply bounded by the op timeout.
-                let client = ClusterClientBuilder::new(infos)
+                let mut builder = ClusterClientBuilder::new(infos);
+                if let Some(certs) = tls_roots(config)? {
+                    builder = builder.certs(certs);
+                }
+                let client = builder
                     .connection_timeout(op_timeout)
                     .response_timeout(op_timeout)
                     .retries(1)
@@ -531,24 +539,34 @@ impl RedisStore {
 }
 
 fn parse_url(url: &str, field: &str) -> Result<ConnectionInfo> {
-    let lower = url.trim_start().to_ascii_lowercase();
-    if lower.starts_with("rediss://") || lower.starts_with("valkeys://") {
+    url.into_connection_info()
+        .map_err(|e| Error::config(field, redact(&e.to_string(), &[])))
+}
+
+/// The CA certificates of `tls_ca_file`, when set (`None`: the system's trusted roots).
+fn tls_roots(config: &RedisStoreConfig) -> Result<Option<TlsCertificates>> {
+    // rustls needs a process-wide crypto provider; ring is the one this build has. Installing
+    // fails harmlessly when the host program already installed one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(path) = &config.tls_ca_file else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::config(
+            "lsn_store.redis.tls_ca_file",
+            format!("cannot read {path}: {e}"),
+        )
+    })?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
         return Err(Error::config(
-            field,
-            "TLS (rediss://) is not supported by this build of dlb: reach Redis over a \
-             trusted network or a local TLS proxy (stunnel, spiped) and give its redis:// URL",
+            "lsn_store.redis.tls_ca_file",
+            format!("{path} holds no PEM certificate"),
         ));
     }
-    let info = url
-        .into_connection_info()
-        .map_err(|e| Error::config(field, redact(&e.to_string(), &[])))?;
-    if let ConnectionAddr::TcpTls { .. } = info.addr() {
-        return Err(Error::config(
-            field,
-            "TLS is not supported by this build of dlb",
-        ));
-    }
-    Ok(info)
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    }))
 }
 
 /// `EVALSHA`, or `EVAL` when the server does not have the script cached (after a restart or a
@@ -731,9 +749,19 @@ mod tests {
     #[test]
     fn config_errors_name_the_field_and_hide_passwords() {
         let err = |c: RedisStoreConfig| RedisStore::new(&c).unwrap_err();
-        let e = err(RedisStoreConfig::standalone("rediss://u:s3cret@h:6380"));
-        assert!(matches!(&e, Error::Config { field, .. } if field == "lsn_store.redis.url"));
-        assert!(e.to_string().contains("TLS"), "{e}");
+        // TLS URLs are accepted; a CA file that is missing or holds no certificate is not.
+        assert!(RedisStore::new(&RedisStoreConfig::standalone("rediss://u:s3cret@h:6380")).is_ok());
+        let mut c = RedisStoreConfig::standalone("rediss://u:s3cret@h:6380");
+        c.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = err(c.clone());
+        assert!(
+            matches!(&e, Error::Config { field, .. } if field == "lsn_store.redis.tls_ca_file"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        c.tls_ca_file = Some("Cargo.toml".into());
+        let e = err(c);
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
         assert!(!e.to_string().contains("s3cret"), "{e}");
         let e = err(RedisStoreConfig::standalone("redis://u:s3cret@h:notaport"));
         assert!(

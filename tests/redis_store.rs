@@ -327,3 +327,50 @@ fn passwords_authenticate_and_never_show() {
         (Role::Primary, Reason::StoreError)
     );
 }
+
+/// TLS (`rediss://`) to a TLS-only Redis whose certificate a private CA signed: with the CA
+/// in `tls_ca_file` two balancers share recorded LSNs through it; with the system's roots the
+/// certificate is not trusted, and plain `redis://` to the TLS port gets no answer: store
+/// errors, and sticky reads go to the primary.
+#[test]
+fn tls_with_a_private_ca() {
+    let _l = lock_cluster();
+    let mut store = store_config(Kind::Standalone, "tls");
+    store.url = Some(env().redis_tls.clone());
+    store.tls_ca_file = Some(env().redis_tls_ca.clone());
+    store.op_timeout_ms = 1000;
+    let writer = balancer(&store);
+    let reader = balancer(&store);
+    let lsn = writer.record_lsn("repo/tls").unwrap();
+    assert_eq!(reader.recorded_lsn("repo/tls").unwrap(), Some(lsn));
+    let route = reader.pick_replica(Some("repo/tls")).unwrap();
+    assert_ne!(route.reason(), Reason::StoreError, "{route}");
+
+    let mut untrusted = store.clone();
+    untrusted.tls_ca_file = None;
+    let mut plain = store.clone();
+    plain.url = Some(env().redis_tls.replacen("rediss://", "redis://", 1));
+    // A CA file with a plain URL is a configuration error, naming the URL.
+    assert!(matches!(
+        dlb::RedisStore::new(&plain),
+        Err(Error::Config { field, .. }) if field == "lsn_store.redis.url"
+    ));
+    plain.tls_ca_file = None;
+    for (what, config) in [("system roots", untrusted), ("plain redis://", plain)] {
+        let lb = balancer(&config);
+        match lb.record_lsn_value("repo/tls", Lsn::from_u64(1)) {
+            Err(Error::Store { message }) => {
+                if what == "system roots" {
+                    assert!(message.contains("certificate"), "{what}: {message}");
+                }
+            }
+            other => panic!("{what}: expected a store error, got {other:?}"),
+        }
+        let route = lb.pick_replica(Some("repo/tls")).unwrap();
+        assert_eq!(
+            (route.role(), route.reason()),
+            (Role::Primary, Reason::StoreError),
+            "{what}"
+        );
+    }
+}

@@ -22,6 +22,10 @@ pub struct TestEnv {
     pub redis_cluster: Vec<String>,
     /// The test Redis as an ACL user with a password (`redis://user:password@host:port`).
     pub redis_auth: String,
+    /// A TLS-only Redis (`rediss://`) and the PEM file of the test CA that signed its
+    /// certificate.
+    pub redis_tls: String,
+    pub redis_tls_ca: String,
     script: String,
 }
 
@@ -66,6 +70,8 @@ pub fn env() -> &'static TestEnv {
                 .map(str::to_string)
                 .collect(),
             redis_auth: get("DLB_TEST_REDIS_AUTH"),
+            redis_tls: get("DLB_TEST_REDIS_TLS"),
+            redis_tls_ca: get("DLB_TEST_REDIS_TLS_CA"),
             script: vars.get("DLB_TESTENV_SCRIPT").cloned().unwrap_or(script),
         }
     })
