@@ -51,7 +51,7 @@ fn fleet_shares_recorded_lsns(kind: Kind) {
     pause_replay(2);
 
     let long_key = format!("repo/{}", "x".repeat(900));
-    let mut clients: HashMap<String, postgres::Client> = HashMap::new();
+    let mut readers = Readers::default();
     let mut by_reason: HashMap<Reason, usize> = HashMap::new();
     for id in 0..150i64 {
         let key = if id % 10 == 0 {
@@ -59,14 +59,7 @@ fn fleet_shares_recorded_lsns(kind: Kind) {
         } else {
             format!("repo/{}", id % 7)
         };
-        writer
-            .write_conn()
-            .unwrap()
-            .execute(
-                &format!("INSERT INTO {table} VALUES ($1, $2)"),
-                &[&id, &key],
-            )
-            .unwrap();
+        insert_row(&writer, &table, id, &key);
         let lsn = writer.record_lsn(&key).unwrap();
         assert!(reader.recorded_lsn(&key).unwrap() >= Some(lsn));
 
@@ -76,13 +69,10 @@ fn fleet_shares_recorded_lsns(kind: Kind) {
             replica_addr(2),
             "the paused replica was picked for {key:.20}"
         );
-        let c = clients
-            .entry(route.addr().to_string())
-            .or_insert_with(|| postgres::Client::connect(route.dsn(), postgres::NoTls).unwrap());
-        let row = c
-            .query_opt(&format!("SELECT key FROM {table} WHERE id = $1"), &[&id])
-            .unwrap();
-        assert!(row.is_some(), "stale read via {route} (row {id})");
+        assert!(
+            readers.sees_row(&route, &table, id),
+            "stale read via {route} (row {id})"
+        );
         *by_reason.entry(route.reason()).or_default() += 1;
     }
     // Replica 1 keeps replaying, so the reader's sticky reads are served by it, not all by

@@ -42,7 +42,7 @@ fn write_then_read(lb: &Balancer, table: &str, rounds: i64, sticky: bool) -> Out
             c.simple_query("SELECT pg_wal_replay_resume()").unwrap();
         })
     };
-    let mut clients: HashMap<String, postgres::Client> = HashMap::new();
+    let mut readers = Readers::default();
     let mut out = Outcome {
         stale: 0,
         by_reason: HashMap::new(),
@@ -50,26 +50,14 @@ fn write_then_read(lb: &Balancer, table: &str, rounds: i64, sticky: bool) -> Out
     };
     for id in 0..rounds {
         let key = format!("repo/{}", id % 7);
-        lb.write_conn()
-            .unwrap()
-            .execute(
-                &format!("INSERT INTO {table} VALUES ($1, $2)"),
-                &[&id, &key],
-            )
-            .unwrap();
+        insert_row(lb, table, id, &key);
         let route = if sticky {
             lb.record_lsn(&key).unwrap();
             lb.pick_replica(Some(&key)).unwrap()
         } else {
             lb.pick_replica(None).unwrap()
         };
-        let c = clients
-            .entry(route.addr().to_string())
-            .or_insert_with(|| postgres::Client::connect(route.dsn(), postgres::NoTls).unwrap());
-        let row = c
-            .query_opt(&format!("SELECT key FROM {table} WHERE id = $1"), &[&id])
-            .unwrap();
-        if row.is_none() {
+        if !readers.sees_row(&route, table, id) {
             out.stale += 1;
         }
         *out.by_reason.entry(route.reason()).or_default() += 1;

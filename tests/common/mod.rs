@@ -265,5 +265,32 @@ pub fn setup_table(lb: &dlb::Balancer, table: &str) {
     }
 }
 
+/// Inserts row `(id, key)` into `table` (made by [`setup_table`]) on the primary.
+pub fn insert_row(lb: &dlb::Balancer, table: &str, id: i64, key: &str) {
+    lb.write_conn()
+        .unwrap()
+        .execute(
+            &format!("INSERT INTO {table} VALUES ($1, $2)"),
+            &[&id, &key],
+        )
+        .unwrap();
+}
+
+/// Connections to the hosts routes point at, one per host, reused across reads.
+#[derive(Default)]
+pub struct Readers(HashMap<String, postgres::Client>);
+
+impl Readers {
+    /// Whether row `id` of `table` is visible on the host `route` picked.
+    pub fn sees_row(&mut self, route: &dlb::Route, table: &str, id: i64) -> bool {
+        self.0
+            .entry(route.addr().to_string())
+            .or_insert_with(|| postgres::Client::connect(route.dsn(), postgres::NoTls).unwrap())
+            .query_opt(&format!("SELECT key FROM {table} WHERE id = $1"), &[&id])
+            .unwrap()
+            .is_some()
+    }
+}
+
 pub mod dnsmasq;
 pub mod proxy;

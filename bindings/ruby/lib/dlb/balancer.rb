@@ -251,16 +251,7 @@ module DLB
         end
       else
         key = Balancer.c_string(key, "key")
-        handle = enter
-        begin
-          s = scratch
-          status = Native.lb_pick_replica(handle, key, s.buf, s.cap, s.len, s.route)
-          return s.to_route if status == OK
-
-          pick_again(status, s) { |t| Native.lb_pick_replica(handle, key, t.buf, t.cap, t.len, t.route) }
-        ensure
-          leave
-        end
+        pick_with { |handle, t| Native.lb_pick_replica(handle, key, t.buf, t.cap, t.len, t.route) }
       end
     end
 
@@ -278,16 +269,7 @@ module DLB
     # @raise [InvalidArgumentError, ClosedError]
     def pick_replica_min_lsn(min_lsn)
       min_lsn = Balancer.c_string(min_lsn, "min_lsn")
-      handle = enter
-      begin
-        s = scratch
-        status = Native.lb_pick_replica_min_lsn(handle, min_lsn, s.buf, s.cap, s.len, s.route)
-        return s.to_route if status == OK
-
-        pick_again(status, s) { |t| Native.lb_pick_replica_min_lsn(handle, min_lsn, t.buf, t.cap, t.len, t.route) }
-      ensure
-        leave
-      end
+      pick_with { |handle, t| Native.lb_pick_replica_min_lsn(handle, min_lsn, t.buf, t.cap, t.len, t.route) }
     end
 
     # The primary's DSN, for writes (counted as a routing decision with reason +:write+).
@@ -463,6 +445,21 @@ module DLB
     # After a failed pick: raises, or, on LB_ERR_BUFFER_TOO_SMALL, grows the buffer and calls
     # the block again until the DSN fits. Every call is a new pick (another host may have a
     # longer DSN), so the buffer grows to what the last call needed.
+    # A pick: yields (handle, scratch) for the C call, which returns its status; the buffer
+    # grows while the DSN does not fit.
+    def pick_with
+      handle = enter
+      begin
+        s = scratch
+        status = yield handle, s
+        return s.to_route if status == OK
+
+        pick_again(status, s) { |t| yield handle, t }
+      ensure
+        leave
+      end
+    end
+
     def pick_again(status, s)
       attempts = 1
       loop do
