@@ -15,6 +15,8 @@
 //!   lazily, dropped after any error and reopened by the next call, so the store recovers by
 //!   itself when Redis returns.
 //! * **Secrets**: error messages and `Debug` never contain a password.
+//! * **TLS**: `rediss://` URLs go over rustls (ring); the server certificate is checked
+//!   against `tls_ca_file` when set, else the system's trusted roots.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
