@@ -493,7 +493,7 @@ redis_pid() { # NAME
     local pid pidfile
     pidfile=$(redis_pidfile "$1")
     [[ -r $pidfile ]] || return 1
-    pid=$(head -n 1 -- "$pidfile")
+    pid=$(head -n 1 -- "$pidfile" 2>/dev/null) || return 1 # redis removes it as it exits
     pid_alive "$pid" || return 1
     grep -q redis "/proc/$pid/comm" 2>/dev/null || return 1
     echo "$pid"
