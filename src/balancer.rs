@@ -1,147 +1,33 @@
-//! The [`Balancer`]: pools, routing and the background monitor.
+//! The [`Balancer`]: the public face of dlb, a thin facade over its parts.
+//!
+//! * routing ([`crate::routing`]): where a read goes, the only code on the pick path;
+//! * the monitor ([`crate::monitor`]): the background thread that probes the hosts, applies
+//!   the health policy ([`crate::health`]) and the replica list ([`crate::discovery`]), and
+//!   publishes snapshots to routing;
+//! * sticking ([`crate::sticking`]): where recorded LSNs live;
+//! * observability ([`crate::observability`]): status and metrics.
+//!
+//! See ARCHITECTURE.md for the data flow of a pick, a probe and a record.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crossbeam::channel::{self, Sender};
-use crossbeam::epoch::{self, Atomic, Owned};
+use crossbeam::channel;
 use log::{info, warn};
-use parking_lot::Mutex;
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
-use crate::config::Config;
-use crate::error::Result;
-use crate::host::{Host, PooledClient, Role, Striped};
-use crate::metrics::{Metrics, StripedCursor};
-use crate::monitor::{self, Membership};
-use crate::route::{Reason, Route};
-use crate::state::Snapshot;
-use crate::store::{LsnStore, MemoryStore};
-
-/// State shared by the balancer handle, the monitor thread and nothing else.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) primary: Arc<Host>,
-    /// Per-stripe handles on the primary, for routes.
-    primary_handles: Arc<Striped>,
-    /// Replicas are configured (fixed or DNS): load balancing is on.
-    pub(crate) lb_enabled: bool,
-    snapshot: Atomic<Snapshot>,
-    /// Orders snapshot publications (monitor vs `report_failure`); held for memory work only.
-    publish_lock: Mutex<()>,
-    /// A caller asked for a DNS refresh (network error reported).
-    pub(crate) dns_refresh: AtomicBool,
-    cursor: StripedCursor,
-    pub(crate) metrics: Metrics,
-    pub(crate) store: Arc<dyn LsnStore>,
-    wake: Sender<()>,
-}
-
-impl Shared {
-    /// Runs `f` on the current snapshot without taking a lock (epoch-pinned read).
-    #[inline]
-    pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
-        let guard = epoch::pin();
-        let ptr = self.snapshot.load(Ordering::Acquire, &guard);
-        // SAFETY: the pointer is set in `Balancer::new` and only ever replaced by `publish`,
-        // which defers the old value's destruction until no pinned reader can see it.
-        f(unsafe { ptr.deref() })
-    }
-
-    /// Publishes a snapshot built from probes that started at `probe_start`, leaving out
-    /// replicas a caller reported failing since then.
-    pub(crate) fn publish_checked(&self, mut snap: Snapshot, probe_start: Instant) {
-        let _g = self.publish_lock.lock();
-        snap.eligible.retain(|h| !h.reported_since(probe_start));
-        self.swap(snap);
-    }
-
-    /// Takes `host` out of rotation at once (until a probe that starts later succeeds).
-    fn exclude_now(&self, host: &Arc<Host>) {
-        let _g = self.publish_lock.lock();
-        let snap = self.with_snapshot(|s| Snapshot {
-            replicas: s.replicas.clone(),
-            eligible: s
-                .eligible
-                .iter()
-                .filter(|h| !Arc::ptr_eq(h.host(), host))
-                .cloned()
-                .collect(),
-            draining: s.draining.clone(),
-            primary_lsn: s.primary_lsn,
-            generation: s.generation,
-        });
-        self.swap(snap);
-    }
-
-    fn swap(&self, snap: Snapshot) {
-        let guard = epoch::pin();
-        let old = self
-            .snapshot
-            .swap(Owned::new(snap), Ordering::AcqRel, &guard);
-        // SAFETY: `old` is unlinked; readers pinned before the swap may still use it, so it is
-        // destroyed only after every such guard is gone.
-        unsafe { guard.defer_destroy(old) };
-    }
-
-    /// Asks the monitor for an immediate check (merged with any pending one).
-    pub(crate) fn wake_monitor(&self) {
-        let _ = self.wake.try_send(());
-    }
-
-    #[inline]
-    pub(crate) fn primary_route(&self, reason: Reason) -> Route {
-        self.metrics.count_pick(reason);
-        Route {
-            host: self.primary_handles.handle(),
-            reason,
-        }
-    }
-
-    #[inline]
-    pub(crate) fn next_cursor(&self) -> usize {
-        self.cursor.next()
-    }
-
-    /// Round-robin over the healthy replicas: no lock, no I/O.
-    #[inline]
-    pub(crate) fn round_robin(&self, reason: Reason) -> Route {
-        let picked = self.with_snapshot(|s| match s.eligible.len() {
-            0 => None,
-            n => Some(s.eligible[self.next_cursor() % n].handle()),
-        });
-        match picked {
-            Some(host) => {
-                self.metrics.count_pick(reason);
-                Route { host, reason }
-            }
-            None => self.primary_route(self.no_replica_reason()),
-        }
-    }
-
-    fn no_replica_reason(&self) -> Reason {
-        if !self.lb_enabled {
-            Reason::NoReplicasConfigured
-        } else {
-            Reason::NoHealthyReplica
-        }
-    }
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        // SAFETY: we own `self`, so no other thread can be reading the snapshot.
-        unsafe {
-            let ptr = self.snapshot.load(Ordering::Acquire, epoch::unprotected());
-            if !ptr.is_null() {
-                drop(ptr.into_owned());
-            }
-        }
-    }
-}
+use crate::config::{Config, LsnStoreConfig};
+use crate::counters::Counters;
+use crate::discovery::ReplicaSource;
+use crate::error::{Error, Result};
+use crate::host::{Host, PooledClient};
+use crate::labels::{Reason, Role};
+use crate::lsn::Lsn;
+use crate::monitor::{Monitor, MonitorThread};
+use crate::observability::{self, Status};
+use crate::routing::{Route, Router};
+use crate::sticking::{self, FORCE_PRIMARY, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
 ///
@@ -157,9 +43,11 @@ impl Drop for Shared {
 /// connections (shared sockets) but not its monitor thread: it must not use an inherited
 /// balancer, and dropping one there leaks it instead of closing the parent's connections.
 pub struct Balancer {
-    shared: Arc<Shared>,
-    stop: Option<Sender<()>>,
-    monitor: Option<JoinHandle<()>>,
+    config: Config,
+    router: Arc<Router>,
+    store: Arc<dyn LsnStore>,
+    counters: Arc<Counters>,
+    monitor: MonitorThread,
     /// The process that made it (see the fork note on [`Balancer`]).
     pid: u32,
 }
@@ -167,13 +55,13 @@ pub struct Balancer {
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
-            .field("primary", &self.shared.primary.redacted)
+            .field("primary", &self.router.primary().redacted)
             .field(
                 "replicas",
-                &self.shared.with_snapshot(|s| {
+                &self.router.with_snapshot(|s| {
                     s.replicas
                         .iter()
-                        .map(|r| r.host.label.clone())
+                        .map(|r| r.host.addr.clone())
                         .collect::<Vec<_>>()
                 }),
             )
@@ -182,6 +70,8 @@ impl std::fmt::Debug for Balancer {
 }
 
 impl Balancer {
+    // ---- Construction.
+
     /// Validates `config`, creates the pools (connections are opened lazily), runs one check of
     /// every host and starts the monitor thread.
     ///
@@ -190,18 +80,16 @@ impl Balancer {
     /// it answers, and a down primary is reported by the first write.
     ///
     /// The LSN store is chosen by `lsn_store`: the in-process [`MemoryStore`] (default) or a
-    /// [`crate::RedisStore`], which connects lazily (a Redis that is down does not fail start-up;
+    /// [`RedisStore`], which connects lazily (a Redis that is down does not fail start-up;
     /// sticky reads go to the primary until it answers).
     ///
     /// # Errors
-    /// [`crate::Error::Config`] naming the offending field.
+    /// [`Error::Config`] naming the offending field.
     pub fn new(config: Config) -> Result<Balancer> {
         config.validate()?;
         let store: Arc<dyn LsnStore> = match &config.lsn_store {
-            crate::config::LsnStoreConfig::Memory {} => Arc::new(MemoryStore::new()),
-            crate::config::LsnStoreConfig::Redis(r) => {
-                Arc::new(crate::redis_store::RedisStore::new(r)?)
-            }
+            LsnStoreConfig::Memory {} => Arc::new(MemoryStore::new()),
+            LsnStoreConfig::Redis(r) => Arc::new(RedisStore::new(r)?),
         };
         Balancer::with_store(config, store)
     }
@@ -210,7 +98,7 @@ impl Balancer {
     /// in-process [`MemoryStore`]).
     ///
     /// # Errors
-    /// [`crate::Error::Config`] naming the offending field.
+    /// [`Error::Config`] naming the offending field.
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
         let resolved = config.resolve()?;
         // One scheduler for every pool's background connection work, not 3 threads per host.
@@ -229,40 +117,41 @@ impl Balancer {
             &config,
             &scheduler,
         )?);
-        let lb_enabled = !resolved.replicas.is_empty()
-            || config.replicas.as_ref().is_some_and(|r| r.dns.is_some());
-        let mut members = Membership::new(&config, resolved.primary, resolved.replicas, scheduler);
-        let (wake_tx, wake_rx) = channel::bounded(1);
-        let (stop_tx, stop_rx) = channel::bounded(0);
-        let interval = config.check_interval();
-        let shared = Arc::new(Shared {
-            config,
-            primary_handles: Striped::new(primary.clone()),
-            primary,
-            lb_enabled,
-            snapshot: Atomic::new(Snapshot::default()),
-            publish_lock: Mutex::new(()),
-            dns_refresh: AtomicBool::new(false),
-            cursor: StripedCursor::new(),
-            metrics: Metrics::new(),
-            store,
-            wake: wake_tx,
-        });
-        info!(
-            target: "dlb",
-            "balancer started: primary {}",
-            shared.primary.redacted,
+        let source = ReplicaSource::new(
+            resolved.replicas,
+            config.replicas.as_ref().and_then(|r| r.dns.clone()),
+            resolved.primary.host_port().port,
+            std::time::Instant::now(),
         );
-        monitor::check_once(&shared, &mut members);
-        let weak = Arc::downgrade(&shared);
-        let handle = std::thread::Builder::new()
-            .name("dlb-monitor".into())
-            .spawn(move || monitor::run(weak, members, stop_rx, wake_rx, interval))
-            .map_err(|e| crate::Error::config("", format!("cannot start monitor thread: {e}")))?;
+        let counters = Arc::new(Counters::new());
+        let (wake_tx, wake_rx) = channel::bounded(1);
+        let router = Arc::new(Router::new(
+            &config,
+            primary.clone(),
+            source.configured(),
+            counters.clone(),
+            store.clone(),
+            wake_tx,
+        ));
+        info!(target: "dlb", "balancer started: primary {}", primary.redacted);
+        let mut monitor = Monitor::new(
+            &config,
+            resolved.primary,
+            primary,
+            source,
+            scheduler,
+            counters.clone(),
+            Arc::downgrade(&store),
+        );
+        monitor.check(&router);
+        let monitor = MonitorThread::spawn(monitor, Arc::downgrade(&router), wake_rx)
+            .map_err(|e| Error::config("", format!("cannot start monitor thread: {e}")))?;
         Ok(Balancer {
-            shared,
-            stop: Some(stop_tx),
-            monitor: Some(handle),
+            config,
+            router,
+            store,
+            counters,
+            monitor,
             pid: std::process::id(),
         })
     }
@@ -270,23 +159,21 @@ impl Balancer {
     /// Parses a JSON configuration (see [`Config::from_json`]) and calls [`Balancer::new`].
     ///
     /// # Errors
-    /// [`crate::Error::Config`] naming the offending field.
+    /// [`Error::Config`] naming the offending field.
     pub fn from_json(json: &str) -> Result<Balancer> {
         Balancer::new(Config::from_json(json)?)
     }
 
     /// The configuration in force.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.config
     }
 
-    pub(crate) fn shared(&self) -> &Shared {
-        &self.shared
-    }
+    // ---- Writes.
 
     /// The primary, for writes. Never blocks.
     pub fn primary(&self) -> Route {
-        self.shared.primary_route(Reason::Write)
+        self.router.primary_route(Reason::Write)
     }
 
     /// A pooled connection to the primary.
@@ -295,26 +182,47 @@ impl Balancer {
     /// needed).
     ///
     /// # Errors
-    /// [`crate::Error::PrimaryUnavailable`] when no connection can be had in time.
+    /// [`Error::PrimaryUnavailable`] when no connection can be had in time.
     pub fn write_conn(&self) -> Result<Conn> {
-        let route = self.primary();
-        let timeout = Duration::from_millis(self.shared.config.pool.checkout_timeout_ms);
-        let client = route.host.checkout(timeout)?;
-        Ok(Conn { route, client })
+        self.checkout(self.primary(), self.checkout_timeout())
     }
+
+    // ---- Reads.
 
     /// Picks where a read should go. Without a key this is plain round-robin over the healthy
     /// replicas; the primary (with the reason) when none is healthy or none is configured.
+    /// With a key, only a replica that has replayed the key's recorded LSN (see
+    /// [`Balancer::record_lsn`]); a key with no recorded LSN goes round-robin.
     ///
-    /// Takes no lock and does no I/O when `key` is `None`.
+    /// Takes no lock and does no I/O when `key` is `None`. With a key it reads the LSN store
+    /// and, only when no cached replay position qualifies, asks the healthy replicas live
+    /// (at most `sticky_check_budget_ms`).
     ///
     /// # Errors
-    /// None without a key today; with a key see the sticking documentation.
+    /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy. A store
+    /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
-        match key {
-            None => Ok(self.shared.round_robin(Reason::RoundRobin)),
-            Some(k) => self.pick_sticky(k),
-        }
+        self.router.pick(key)
+    }
+
+    /// Picks a replica that has replayed at least `min_lsn` (a causal token the caller carried),
+    /// in round-robin order among those that have.
+    ///
+    /// Decides from the replay positions the monitor caches (no I/O). Only when no cached
+    /// position qualifies does it ask the healthy replicas live (`pg_last_wal_replay_lsn()`), in
+    /// parallel, waiting at most `sticky_check_budget_ms` in total, and updates the cache. When
+    /// none qualifies: the primary ([`Reason::NotCaughtUp`]) or, with policy `"error"`,
+    /// [`Error::NoCaughtUpReplica`].
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub fn pick_replica_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
+        self.router.pick_min_lsn(min_lsn)
+    }
+
+    /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
+    pub fn pick_primary(&self) -> Route {
+        self.router.primary_route(Reason::ForcedPrimary)
     }
 
     /// Picks a host for a read (as [`Balancer::pick_replica`]) and checks a connection out of
@@ -323,30 +231,25 @@ impl Balancer {
     /// the read falls back to the primary with reason [`Reason::ReplicaUnavailable`].
     ///
     /// # Errors
-    /// Those of `pick_replica`, and [`crate::Error::PrimaryUnavailable`] when the read must go to
+    /// Those of `pick_replica`, and [`Error::PrimaryUnavailable`] when the read must go to
     /// the primary and it cannot be reached.
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
         let route = self.pick_replica(key)?;
-        let cfg = &self.shared.config.pool;
-        if route.role() == Role::Replica {
-            let timeout =
-                Duration::from_millis(cfg.connect_timeout_ms.min(cfg.checkout_timeout_ms));
-            match route.host.checkout(timeout) {
-                Ok(client) => return Ok(Conn { route, client }),
-                Err(e) => {
-                    warn!(target: "dlb", "{e}; reading from the primary");
-                    self.report_failure(route.addr());
-                    let route = self.shared.primary_route(Reason::ReplicaUnavailable);
-                    let timeout = Duration::from_millis(cfg.checkout_timeout_ms);
-                    let client = route.host.checkout(timeout)?;
-                    return Ok(Conn { route, client });
-                }
+        if route.role() == Role::Primary {
+            return self.checkout(route, self.checkout_timeout());
+        }
+        let pool = &self.config.pool;
+        let timeout = Duration::from_millis(pool.connect_timeout_ms.min(pool.checkout_timeout_ms));
+        let addr = route.addr().to_string();
+        match self.checkout(route, timeout) {
+            Ok(conn) => Ok(conn),
+            Err(e) => {
+                warn!(target: "dlb", "{e}; reading from the primary");
+                self.report_failure(&addr);
+                let route = self.router.primary_route(Reason::ReplicaUnavailable);
+                self.checkout(route, self.checkout_timeout())
             }
         }
-        let client = route
-            .host
-            .checkout(Duration::from_millis(cfg.checkout_timeout_ms))?;
-        Ok(Conn { route, client })
     }
 
     /// Tells the balancer that the caller saw a network error on a host (given by its DSN as
@@ -355,25 +258,95 @@ impl Balancer {
     /// (throttled) and, with DNS discovery, refreshes the list (at most once a second).
     /// Returns whether the host is known. Never blocks on I/O.
     pub fn report_failure(&self, dsn_or_addr: &str) -> bool {
-        let s = &self.shared;
-        let matches = |h: &Host| h.dsn == dsn_or_addr || h.label == dsn_or_addr;
-        let replica = s.with_snapshot(|snap| {
-            snap.replicas
-                .iter()
-                .find(|r| matches(&r.host))
-                .map(|r| r.host.clone())
-        });
-        let known = replica.is_some() || matches(&s.primary);
-        if let Some(host) = replica {
-            host.mark_reported();
-            s.exclude_now(&host);
-            s.dns_refresh.store(true, Ordering::Relaxed);
-        }
-        if known {
-            s.metrics.reported_failures.fetch_add(1, Ordering::Relaxed);
-            s.wake_monitor();
-        }
-        known
+        self.router.report_failure(dsn_or_addr)
+    }
+
+    // ---- Sticking.
+
+    /// Records the primary's current WAL insert position for `key` (call it after a write
+    /// commits) and returns it. Later sticky reads for `key` only go to replicas that have
+    /// replayed at least this position, for `sticky_ttl_s`. A key's LSN never moves backwards.
+    /// The returned LSN is also a causal token (see [`Balancer::pick_replica_min_lsn`]).
+    ///
+    /// Blocks for one round trip to the primary (`SELECT pg_current_wal_insert_lsn()`) on a
+    /// pooled connection, plus the store's write.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::PrimaryUnavailable`], [`Error::Query`], [`Error::Store`].
+    pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
+        check_key(key)?;
+        let mut conn = self.write_conn()?;
+        let text: String = conn
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .map_err(|e| Error::Query {
+                host: conn.route().addr().to_string(),
+                message: e.to_string(),
+            })?
+            .get(0);
+        let lsn: Lsn = text.parse()?;
+        self.store_lsn(key, lsn)?;
+        Ok(lsn)
+    }
+
+    /// Stores an LSN the caller already has (from a causal token carried in a header or a job,
+    /// or from its own `pg_current_wal_insert_lsn()`), with the same monotonic rule.
+    /// Does no database I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Store`].
+    pub fn record_lsn_value(&self, key: &str, lsn: Lsn) -> Result<()> {
+        check_key(key)?;
+        self.store_lsn(key, lsn)
+    }
+
+    /// Sends every sticky read of `key` to the primary for `ttl` (for data that must never be
+    /// read from a replica, or after an operation whose effects cannot be captured by one
+    /// LSN). Picks answer [`Reason::ForcedPrimary`]. Later `record_lsn` calls on the key keep
+    /// it forced and extend the time.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Store`].
+    pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
+        check_key(key)?;
+        sticking::record(&*self.store, &self.counters, key, FORCE_PRIMARY, ttl)
+    }
+
+    /// The LSN currently recorded for `key` (`None`: none, or expired). Reads the store only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::Store`].
+    pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
+        check_key(key)?;
+        self.store.get(key)
+    }
+
+    // ---- Observability.
+
+    /// The current health report. Never blocks on I/O.
+    pub fn status(&self) -> Status {
+        observability::collect_status(&self.router, self.store.kind())
+    }
+
+    /// Every metric in the Prometheus text exposition format (names prefixed `dlb_`).
+    /// Per-replica series exist only for replicas currently configured. Never blocks on I/O.
+    pub fn metrics_text(&self) -> String {
+        observability::render_metrics(&self.counters, &self.status())
+    }
+
+    // ---- Helpers.
+
+    fn store_lsn(&self, key: &str, lsn: Lsn) -> Result<()> {
+        let ttl = Duration::from_secs(self.config.sticky_ttl_s);
+        sticking::record(&*self.store, &self.counters, key, lsn, ttl)
+    }
+
+    fn checkout_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.pool.checkout_timeout_ms)
+    }
+
+    fn checkout(&self, route: Route, timeout: Duration) -> Result<Conn> {
+        let client = route.host.checkout(timeout)?;
+        Ok(Conn { route, client })
     }
 }
 
@@ -382,15 +355,12 @@ impl Drop for Balancer {
         if std::process::id() != self.pid {
             // A forked child: the monitor thread does not exist here, and the pools' sockets
             // are the parent's too (closing them would end the parent's sessions). Leak it all.
-            std::mem::forget(self.shared.clone());
-            std::mem::forget(self.monitor.take());
-            std::mem::forget(self.stop.take());
+            std::mem::forget(self.router.clone());
+            std::mem::forget(self.store.clone());
+            self.monitor.forget();
             return;
         }
-        drop(self.stop.take());
-        if let Some(h) = self.monitor.take() {
-            let _ = h.join();
-        }
+        self.monitor.stop();
     }
 }
 

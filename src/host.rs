@@ -15,8 +15,9 @@ use scheduled_thread_pool::ScheduledThreadPool;
 use crate::config::Config;
 use crate::dsn::Dsn;
 use crate::error::{Error, Result};
+use crate::labels::Role;
 use crate::lsn::Lsn;
-use crate::metrics::{STRIPES, stripe};
+use crate::stripe::{STRIPES, stripe};
 
 /// The r2d2 pool type dlb uses for every host.
 pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -24,31 +25,11 @@ pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// A connection checked out of a host's pool; returned to the pool on drop.
 pub type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
-/// Which side of replication a host is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum Role {
-    /// The primary (read-write).
-    Primary = 0,
-    /// A streaming replica (read-only).
-    Replica = 1,
-}
-
-impl Role {
-    /// Lower-case name used in metrics and status (`primary`, `replica`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Primary => "primary",
-            Role::Replica => "replica",
-        }
-    }
-}
-
 /// A host, shared by the pick path, the monitor and routes handed to callers.
 pub(crate) struct Host {
     pub(crate) role: Role,
     /// `host:port`: no secrets, used in logs, metrics and status.
-    pub(crate) label: String,
+    pub(crate) addr: String,
     /// The full DSN callers connect with (password included). Never logged.
     pub(crate) dsn: String,
     /// The DSN with the password hidden.
@@ -70,9 +51,9 @@ pub(crate) struct Host {
 /// handles, each in its own cache lines (the alignment spaces the reference counts of
 /// neighbouring allocations apart).
 #[repr(align(128))]
-pub(crate) struct HostRef(Arc<Host>);
+pub(crate) struct HostHandle(Arc<Host>);
 
-impl Deref for HostRef {
+impl Deref for HostHandle {
     type Target = Host;
     #[inline]
     fn deref(&self) -> &Host {
@@ -80,17 +61,17 @@ impl Deref for HostRef {
     }
 }
 
-/// A host with one cache-padded [`HostRef`] per stripe, made once per host.
-pub(crate) struct Striped {
+/// A host with one cache-padded [`HostHandle`] per stripe, made once per host.
+pub(crate) struct StripedHost {
     host: Arc<Host>,
-    handles: Box<[CachePadded<Arc<HostRef>>]>,
+    handles: Box<[CachePadded<Arc<HostHandle>>]>,
 }
 
-impl Striped {
-    pub(crate) fn new(host: Arc<Host>) -> Arc<Striped> {
-        Arc::new(Striped {
+impl StripedHost {
+    pub(crate) fn new(host: Arc<Host>) -> Arc<StripedHost> {
+        Arc::new(StripedHost {
             handles: (0..STRIPES)
-                .map(|_| CachePadded::new(Arc::new(HostRef(host.clone()))))
+                .map(|_| CachePadded::new(Arc::new(HostHandle(host.clone()))))
                 .collect(),
             host,
         })
@@ -98,7 +79,7 @@ impl Striped {
 
     /// This thread's handle on the host (an uncontended reference count increment).
     #[inline]
-    pub(crate) fn handle(&self) -> Arc<HostRef> {
+    pub(crate) fn handle(&self) -> Arc<HostHandle> {
         Arc::clone(&self.handles[stripe()])
     }
 
@@ -107,13 +88,13 @@ impl Striped {
     }
 }
 
-impl std::fmt::Debug for Striped {
+impl std::fmt::Debug for StripedHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.host.fmt(f)
     }
 }
 
-impl Deref for Striped {
+impl Deref for StripedHost {
     type Target = Host;
     #[inline]
     fn deref(&self) -> &Host {
@@ -178,7 +159,7 @@ impl Host {
             .build_unchecked(manager);
         Ok(Host {
             role,
-            label: dsn.host_port().to_string(),
+            addr: dsn.host_port().to_string(),
             dsn: text,
             redacted: dsn.redacted(),
             pool,
@@ -258,7 +239,7 @@ impl Host {
     /// Checks a connection out of this host's pool, waiting at most `timeout`.
     pub(crate) fn checkout(&self, timeout: Duration) -> Result<PooledClient> {
         self.pool.get_timeout(timeout).map_err(|e| {
-            let (host, message) = (self.label.clone(), e.to_string());
+            let (host, message) = (self.addr.clone(), e.to_string());
             match self.role {
                 Role::Primary => Error::PrimaryUnavailable { host, message },
                 Role::Replica => Error::ReplicaUnavailable { host, message },

@@ -33,20 +33,22 @@
 
 mod balancer;
 mod config;
-mod dns;
+mod counters;
+mod discovery;
 mod dsn;
 mod error;
+#[doc(hidden)]
 pub mod ffi;
+mod health;
 mod host;
+mod labels;
 mod lsn;
-mod metrics;
 mod monitor;
-mod redis_store;
-mod route;
-mod state;
-mod status;
-mod sticky;
-mod store;
+mod observability;
+mod redact;
+mod routing;
+mod sticking;
+mod stripe;
 
 pub use balancer::{Balancer, Conn};
 pub use config::{
@@ -55,10 +57,8 @@ pub use config::{
 };
 pub use dsn::HostPort;
 pub use error::{Error, Result};
-pub use host::Role;
+pub use labels::{Health, QuarantineReason, Reason, Role};
 pub use lsn::Lsn;
-pub use redis_store::{MAX_VERBATIM_KEY, RedisStore};
-pub use route::{Reason, Route};
-pub use state::{Health, QuarantineReason};
-pub use status::{HostStatus, ReplicaStatus, Status};
-pub use store::{LsnStore, MemoryStore};
+pub use observability::{HostStatus, ReplicaStatus, Status};
+pub use routing::Route;
+pub use sticking::{LsnStore, MAX_VERBATIM_KEY, MemoryStore, RedisStore};

@@ -239,7 +239,9 @@ fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
     )
     .unwrap();
     wait_healthy(&lb, 2);
-    assert_eq!(monitor_threads(), 1);
+    // The first check runs on this thread, inside `Balancer::new`: the monitor thread may not
+    // have named itself yet.
+    wait_until("the monitor thread starts", WAIT, || monitor_threads() == 1);
     let mut observer = replica_client(1);
     let sessions = |c: &mut postgres::Client| -> i64 {
         c.query_one(

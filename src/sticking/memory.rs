@@ -1,4 +1,4 @@
-//! Where recorded LSNs live: the [`LsnStore`] trait and the embedded [`MemoryStore`].
+//! The embedded [`MemoryStore`]: recorded LSNs in this process only.
 
 use std::collections::HashMap;
 use std::collections::hash_map::{DefaultHasher, Entry};
@@ -7,35 +7,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::LsnStore;
 use crate::error::Result;
 use crate::lsn::Lsn;
-
-/// Storage for the last write position of each sticking key.
-///
-/// Implementations must be thread-safe and **monotonic per key**: `record` never moves a key's
-/// LSN backwards, so a late, older write cannot hide a newer one. Every `record` refreshes the
-/// key's time-to-live.
-pub trait LsnStore: Send + Sync + 'static {
-    /// Stores `lsn` for `key` unless a newer LSN is already stored, and (re)sets the entry to
-    /// expire after `ttl`. Returns the LSN now stored (the newer of the two).
-    ///
-    /// # Errors
-    /// [`crate::Error::Store`] when the store cannot be reached.
-    fn record(&self, key: &str, lsn: Lsn, ttl: Duration) -> Result<Lsn>;
-
-    /// The LSN stored for `key`, or `None` when there is none or it expired.
-    ///
-    /// # Errors
-    /// [`crate::Error::Store`] when the store cannot be reached.
-    fn get(&self, key: &str) -> Result<Option<Lsn>>;
-
-    /// Housekeeping, called by the monitor after every check (the memory store evicts expired
-    /// entries here). Must not block for long. The default does nothing.
-    fn maintain(&self) {}
-
-    /// Short name for logs and status (`memory`, `redis`).
-    fn kind(&self) -> &'static str;
-}
 
 const SHARDS: usize = 16;
 

@@ -18,234 +18,32 @@
 //! * **TLS**: `rediss://` URLs go over rustls (ring); the server certificate is checked
 //!   against `tls_ca_file` when set, else the system's trusted roots.
 
+mod pool;
+mod script;
+
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use parking_lot::{Condvar, Mutex};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{
-    Cmd, ConnectionInfo, ConnectionLike, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
-    ServerErrorKind, TlsCertificates, Value,
+    Cmd, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError, RedisResult,
+    TlsCertificates, Value,
 };
 
+use self::pool::{Link, NodeConn, Pool, Pooled};
+pub use self::script::RECORD_SCRIPT;
+use self::script::{decode_lsn, encode_lsn, request, run_record};
 use crate::config::RedisStoreConfig;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
-use crate::store::LsnStore;
+use crate::redact::redact_text as redact;
+use crate::sticking::LsnStore;
 
 /// Longest sticking key stored verbatim after the prefix; longer keys are stored under their
 /// SHA-1 (see [`RedisStore::redis_key`]).
 pub const MAX_VERBATIM_KEY: usize = 128;
-
-/// The monotonic update, run atomically by Redis. `KEYS[1]`: the key; `ARGV[1]`: the LSN as
-/// exactly 16 uppercase hex digits; `ARGV[2]`: the TTL in milliseconds. Returns the LSN now
-/// stored.
-///
-/// Equal-width uppercase hex strings order like the numbers they spell, so the script compares
-/// bytes. It does so with `string.byte` rather than Lua's `<` on strings, which calls `strcoll`
-/// and so depends on the server's `LC_COLLATE`. A stored value that is not 16 uppercase hex
-/// digits (written by something else) is replaced.
-pub const RECORD_SCRIPT: &str = r#"
-local new = ARGV[1]
-local cur = redis.call('GET', KEYS[1])
-if cur and string.len(cur) == 16 and not string.find(cur, '[^0-9A-F]') then
-  local keep = (cur == new)
-  if not keep then
-    local i = 1
-    while string.byte(cur, i) == string.byte(new, i) do i = i + 1 end
-    keep = string.byte(cur, i) > string.byte(new, i)
-  end
-  if keep then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return cur
-  end
-end
-redis.call('SET', KEYS[1], new, 'PX', ARGV[2])
-return new
-"#;
-
-/// The fixed-width form stored in Redis: 16 uppercase hex digits (`%016X`).
-pub(crate) fn encode_lsn(lsn: Lsn) -> String {
-    format!("{:016X}", lsn.as_u64())
-}
-
-/// Inverse of [`encode_lsn`]; `None` for anything else (lowercase included).
-pub(crate) fn decode_lsn(v: &[u8]) -> Option<Lsn> {
-    if v.len() != 16 || !v.iter().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F')) {
-        return None;
-    }
-    let s = std::str::from_utf8(v).ok()?;
-    u64::from_str_radix(s, 16).ok().map(Lsn::from_u64)
-}
-
-/// Removes the `user:password@` part of every `scheme://user:password@host` in `text`, and
-/// every occurrence of the given secrets.
-pub(crate) fn redact(text: &str, secrets: &[String]) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        let end = tail
-            .find(|c: char| c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == ',')
-            .unwrap_or(tail.len());
-        match tail[..end].rfind('@') {
-            Some(at) => {
-                out.push_str("***");
-                rest = &tail[at..];
-            }
-            None => rest = tail,
-        }
-    }
-    out.push_str(rest);
-    for s in secrets.iter().filter(|s| !s.is_empty()) {
-        out = out.replace(s.as_str(), "***");
-    }
-    out
-}
-
-/// A connection the pool can hand out.
-trait Link: ConnectionLike + Send + 'static {
-    /// Sets the read and write timeouts of every socket of the connection.
-    fn set_io_timeout(&self, d: Duration) -> RedisResult<()>;
-}
-
-impl Link for redis::Connection {
-    fn set_io_timeout(&self, d: Duration) -> RedisResult<()> {
-        self.set_read_timeout(Some(d))?;
-        self.set_write_timeout(Some(d))
-    }
-}
-
-impl Link for ClusterConnection<NodeConn> {
-    fn set_io_timeout(&self, d: Duration) -> RedisResult<()> {
-        self.set_read_timeout(Some(d))?;
-        self.set_write_timeout(Some(d))
-    }
-}
-
-/// A connection to one Cluster node. The cluster client sends `READONLY` on a new node
-/// connection before it applies its response timeout; this wrapper applies the connect timeout
-/// to reads and writes at once, so a node that accepts connections but does not answer cannot
-/// block a caller.
-struct NodeConn(redis::Connection);
-
-impl redis::cluster::Connect for NodeConn {
-    fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
-        let conn = <redis::Connection as redis::cluster::Connect>::connect(info, timeout)?;
-        conn.set_read_timeout(timeout)?;
-        conn.set_write_timeout(timeout)?;
-        Ok(NodeConn(conn))
-    }
-    fn send_packed_command(&mut self, cmd: &[u8]) -> RedisResult<()> {
-        self.0.send_packed_command(cmd)
-    }
-    fn set_write_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
-        self.0.set_write_timeout(dur)
-    }
-    fn set_read_timeout(&self, dur: Option<Duration>) -> RedisResult<()> {
-        self.0.set_read_timeout(dur)
-    }
-    fn recv_response(&mut self) -> RedisResult<Value> {
-        self.0.recv_response()
-    }
-}
-
-impl ConnectionLike for NodeConn {
-    fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
-        self.0.req_packed_command(cmd)
-    }
-    fn req_packed_commands(
-        &mut self,
-        cmd: &[u8],
-        offset: usize,
-        count: usize,
-    ) -> RedisResult<Vec<Value>> {
-        self.0.req_packed_commands(cmd, offset, count)
-    }
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
-    }
-    fn supports_pipelining(&self) -> bool {
-        self.0.supports_pipelining()
-    }
-    fn check_connection(&mut self) -> bool {
-        self.0.check_connection()
-    }
-    fn is_open(&self) -> bool {
-        self.0.is_open()
-    }
-}
-
-/// A pooled connection and the socket timeout currently set on it.
-struct Pooled<C> {
-    conn: C,
-    timeout: Duration,
-}
-
-/// At most `size` connections in use at once; idle ones are kept for reuse.
-struct Pool<C> {
-    state: Mutex<PoolState<C>>,
-    freed: Condvar,
-    size: usize,
-}
-
-struct PoolState<C> {
-    idle: Vec<Pooled<C>>,
-    busy: usize,
-}
-
-impl<C> Pool<C> {
-    fn new(size: usize) -> Pool<C> {
-        Pool {
-            state: Mutex::new(PoolState {
-                idle: Vec::with_capacity(size),
-                busy: 0,
-            }),
-            freed: Condvar::new(),
-            size,
-        }
-    }
-
-    /// A slot (with an idle connection when there is one), or `None` at `deadline`.
-    fn acquire(&self, deadline: Instant) -> Option<Lease<'_, C>> {
-        let mut st = self.state.lock();
-        while st.busy >= self.size {
-            if self.freed.wait_until(&mut st, deadline).timed_out() && st.busy >= self.size {
-                return None;
-            }
-        }
-        st.busy += 1;
-        let conn = st.idle.pop();
-        Some(Lease { pool: self, conn })
-    }
-
-    /// Drops every idle connection (after a connection failure they are likely dead too).
-    fn clear_idle(&self) {
-        let idle = std::mem::take(&mut self.state.lock().idle);
-        drop(idle);
-    }
-}
-
-/// A slot in the pool; gives its connection (if still held) back on drop.
-struct Lease<'a, C> {
-    pool: &'a Pool<C>,
-    conn: Option<Pooled<C>>,
-}
-
-impl<C> Drop for Lease<'_, C> {
-    fn drop(&mut self) {
-        let mut st = self.pool.state.lock();
-        st.busy -= 1;
-        if let Some(c) = self.conn.take() {
-            st.idle.push(c);
-        }
-        drop(st);
-        self.pool.freed.notify_one();
-    }
-}
 
 enum Backend {
     Standalone {
@@ -571,44 +369,6 @@ fn tls_roots(config: &RedisStoreConfig) -> Result<Option<TlsCertificates>> {
     }))
 }
 
-/// `EVALSHA`, or `EVAL` when the server does not have the script cached (after a restart or a
-/// `SCRIPT FLUSH`, or on a Cluster node that has not run it yet).
-fn run_record(
-    conn: &mut dyn ConnectionLike,
-    sha: &str,
-    key: &str,
-    lsn: &str,
-    ttl_ms: u64,
-) -> RedisResult<Value> {
-    let mut evalsha = Cmd::new();
-    evalsha
-        .arg("EVALSHA")
-        .arg(sha)
-        .arg(1)
-        .arg(key)
-        .arg(lsn)
-        .arg(ttl_ms);
-    match request(conn, &evalsha) {
-        Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
-            let mut eval = Cmd::new();
-            eval.arg("EVAL")
-                .arg(RECORD_SCRIPT)
-                .arg(1)
-                .arg(key)
-                .arg(lsn)
-                .arg(ttl_ms);
-            request(conn, &eval)
-        }
-        r => r,
-    }
-}
-
-/// Sends `cmd` and turns an error reply into an `Err`: a standalone connection hands error
-/// replies back as `Ok(Value::ServerError)`, a cluster connection as `Err`.
-fn request(conn: &mut dyn ConnectionLike, cmd: &Cmd) -> RedisResult<Value> {
-    conn.req_command(cmd).and_then(Value::extract_error)
-}
-
 fn value_bytes(v: &Value) -> Option<&[u8]> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -656,71 +416,9 @@ impl LsnStore for RedisStore {
         "redis"
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encoding_is_fixed_width_and_ordered() {
-        let cases = [
-            0u64,
-            1,
-            0xF,
-            0x10,
-            0x16_B374_D848,
-            (1 << 53) - 1,
-            1 << 53,
-            (1 << 53) + 1,
-            0xFFFF_FFFF_FFFF_FF00,
-            0xFFFF_FFFF_FFFF_FF01,
-            u64::MAX - 1,
-            u64::MAX,
-        ];
-        for w in cases.windows(2) {
-            let (a, b) = (
-                encode_lsn(Lsn::from_u64(w[0])),
-                encode_lsn(Lsn::from_u64(w[1])),
-            );
-            assert_eq!((a.len(), b.len()), (16, 16));
-            assert!(a < b, "{a} < {b}: byte order is numeric order");
-        }
-        for v in cases {
-            let e = encode_lsn(Lsn::from_u64(v));
-            assert_eq!(decode_lsn(e.as_bytes()), Some(Lsn::from_u64(v)), "{e}");
-        }
-        assert_eq!(encode_lsn(Lsn::from_u64(u64::MAX)), "FFFFFFFFFFFFFFFF");
-        assert_eq!(
-            encode_lsn("16/B374D848".parse().unwrap()),
-            "00000016B374D848"
-        );
-        for bad in [
-            "",
-            "0",
-            "00000016b374d848",
-            "00000016B374D84G",
-            "100000016B374D848",
-        ] {
-            assert_eq!(decode_lsn(bad.as_bytes()), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn redaction() {
-        let s = redact(
-            "failed: redis://user:s3cret@h:1/0 and redis://:pw@h2:2, redis://h3:3 x://a@b",
-            &[],
-        );
-        assert_eq!(
-            s,
-            "failed: redis://***@h:1/0 and redis://***@h2:2, redis://h3:3 x://***@b"
-        );
-        assert_eq!(
-            redact("bad s3cret here", &["s3cret".into()]),
-            "bad *** here"
-        );
-        assert_eq!(redact("nothing", &[String::new()]), "nothing");
-    }
 
     fn store(url: &str) -> RedisStore {
         RedisStore::new(&RedisStoreConfig::standalone(url)).unwrap()

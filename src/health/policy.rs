@@ -1,0 +1,574 @@
+//! The health policy: when a replica is in or out. Pure functions over observations and a
+//! clock reading passed in (`now`), no I/O, so every rule is unit-tested with fake
+//! observations and a fake clock. The monitor ([`crate::monitor`]) feeds it probe results and
+//! acts on its decisions (logs, metrics, publishing).
+//!
+//! The rules, with their configuration fields (defaults in the README):
+//! * **Lag** ([`next_health`]): quarantined when over **both** `max_lag_bytes` and
+//!   `max_lag_ms`; re-admitted only when under **half** of either (hysteresis).
+//! * **Connectivity** ([`ReplicaHealth::observe`]): `connectivity.failure_threshold`
+//!   consecutive failed probes quarantine a replica; it is re-probed after
+//!   `backoff_initial_ms`, then after a doubling wait capped at `backoff_max_ms` while it keeps
+//!   failing (half-open: one probe when the wait is over; one success re-admits it).
+//! * **Flapping** ([`FlapDetector`], [`ReplicaHealth::hold_flapping`]): an address quarantined,
+//!   added or removed `flap_threshold` times within `flap_window_ms` is held out for
+//!   `flap_hold_ms`.
+//! * **Draining** ([`drain_deadline`], [`drain_finished`]): a replica that left the list keeps
+//!   its pool until no connection is checked out, or until `replicas.drain_timeout_ms`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crate::config::{Config, ReplicasConfig};
+use crate::dsn::HostPort;
+use crate::labels::{Health, QuarantineReason};
+use crate::lsn::Lsn;
+
+/// The health rules' settings, taken from a [`Config`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Policy {
+    pub(crate) lag: Thresholds,
+    pub(crate) failure_threshold: u32,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) flap_window: Duration,
+    pub(crate) flap_threshold: u32,
+    pub(crate) flap_hold: Duration,
+    pub(crate) drain_timeout: Duration,
+}
+
+impl Policy {
+    pub(crate) fn from_config(c: &Config) -> Policy {
+        let conn = &c.connectivity;
+        let drain_ms = c
+            .replicas
+            .as_ref()
+            .map_or(ReplicasConfig::default().drain_timeout_ms, |r| {
+                r.drain_timeout_ms
+            });
+        Policy {
+            lag: Thresholds {
+                max_bytes: c.max_lag_bytes,
+                max_ms: c.max_lag_ms,
+            },
+            failure_threshold: conn.failure_threshold,
+            backoff_initial: Duration::from_millis(conn.backoff_initial_ms),
+            backoff_max: Duration::from_millis(conn.backoff_max_ms),
+            flap_window: Duration::from_millis(conn.flap_window_ms),
+            flap_threshold: conn.flap_threshold,
+            flap_hold: Duration::from_millis(conn.flap_hold_ms),
+            drain_timeout: Duration::from_millis(drain_ms),
+        }
+    }
+}
+
+/// What one probe of a replica saw.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Observation {
+    /// The probe failed.
+    Failed(QuarantineReason, String),
+    /// The probe answered.
+    Answered {
+        in_recovery: bool,
+        replay_lsn: Option<Lsn>,
+        /// Seconds since the last replayed transaction; `None` if none was ever replayed.
+        replay_age_s: Option<f64>,
+    },
+}
+
+/// Lag thresholds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Thresholds {
+    pub(crate) max_bytes: u64,
+    pub(crate) max_ms: u64,
+}
+
+/// Lag as measured against the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct Lag {
+    pub(crate) bytes: u64,
+    /// Counts only while behind in bytes; `f64::INFINITY` when behind with no replay time.
+    pub(crate) seconds: f64,
+}
+
+impl Lag {
+    pub(crate) fn measure(
+        primary: Option<Lsn>,
+        replay: Option<Lsn>,
+        replay_age_s: Option<f64>,
+    ) -> Lag {
+        let bytes = match (primary, replay) {
+            (Some(p), Some(r)) => p.bytes_since(r),
+            // Without a primary position there is nothing to lag behind (and reads from the
+            // replicas are the best we have while the primary is down).
+            (None, _) => 0,
+            (Some(p), None) => p.as_u64(),
+        };
+        let seconds = if bytes == 0 {
+            0.0
+        } else {
+            replay_age_s.map_or(f64::INFINITY, |s| s.max(0.0))
+        };
+        Lag { bytes, seconds }
+    }
+}
+
+/// The next health of a replica. A replica is lag-quarantined only when over **both**
+/// thresholds, and re-admitted only when under **half** of either (hysteresis).
+pub(crate) fn next_health(prev: Health, obs: &Observation, lag: Lag, t: Thresholds) -> Health {
+    match obs {
+        Observation::Failed(reason, _) => Health::Quarantined(*reason),
+        Observation::Answered {
+            in_recovery: false, ..
+        } => Health::Quarantined(QuarantineReason::NotInRecovery),
+        Observation::Answered { .. } => {
+            let secs = |ms: u64| ms as f64 / 1000.0;
+            let over = lag.bytes > t.max_bytes && lag.seconds > secs(t.max_ms);
+            let well_under = lag.bytes <= t.max_bytes / 2 || lag.seconds <= secs(t.max_ms) / 2.0;
+            match prev {
+                Health::Quarantined(QuarantineReason::Lag) if !well_under => prev,
+                _ if over => Health::Quarantined(QuarantineReason::Lag),
+                _ => Health::Healthy,
+            }
+        }
+    }
+}
+
+/// What the monitor knows of one replica between probes.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ReplicaHealth {
+    pub(crate) health: Health,
+    pub(crate) lag: Lag,
+    /// The last probe error; `None` after a successful probe.
+    pub(crate) last_error: Option<String>,
+    /// Consecutive failed probes.
+    pub(crate) failures: u32,
+    /// Current connectivity backoff; doubles on every failed re-probe, up to the maximum.
+    pub(crate) backoff: Duration,
+    /// No probe before this instant (quarantined with backoff, or held out for flapping).
+    pub(crate) retry_at: Option<Instant>,
+}
+
+/// A replica's health before and after one decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) before: Health,
+    pub(crate) after: Health,
+}
+
+impl Transition {
+    /// The replica just went out for a connectivity failure: counts towards flapping.
+    pub(crate) fn newly_unreachable(self) -> bool {
+        matches!(
+            self.after,
+            Health::Quarantined(QuarantineReason::Unreachable | QuarantineReason::Timeout)
+        ) && !matches!(self.before, Health::Quarantined(_))
+    }
+}
+
+impl ReplicaHealth {
+    /// A replica not checked yet.
+    pub(crate) fn new(p: &Policy) -> ReplicaHealth {
+        ReplicaHealth {
+            health: Health::Unknown,
+            lag: Lag::default(),
+            last_error: None,
+            failures: 0,
+            backoff: p.backoff_initial,
+            retry_at: None,
+        }
+    }
+
+    /// Whether the replica is probed at `now`: always, unless it waits out a backoff or a
+    /// flapping hold (then exactly once when the wait is over: half-open).
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        self.retry_at.is_none_or(|t| t <= now)
+    }
+
+    /// Applies one probe's outcome, seen at `now`, against the primary position `primary_lsn`.
+    pub(crate) fn observe(
+        &mut self,
+        obs: &Observation,
+        primary_lsn: Option<Lsn>,
+        now: Instant,
+        p: &Policy,
+    ) -> Transition {
+        let before = self.health;
+        match obs {
+            Observation::Answered {
+                replay_lsn,
+                replay_age_s,
+                ..
+            } => {
+                self.lag = Lag::measure(primary_lsn, *replay_lsn, *replay_age_s);
+                self.last_error = None;
+                self.failures = 0;
+                self.retry_at = None;
+                self.backoff = p.backoff_initial;
+                self.health = next_health(before, obs, self.lag, p.lag);
+            }
+            Observation::Failed(reason, e) => {
+                self.last_error = Some(e.clone());
+                self.lag = Lag::default();
+                self.failures = self.failures.saturating_add(1);
+                let already_out = matches!(
+                    before,
+                    Health::Quarantined(
+                        QuarantineReason::Unreachable
+                            | QuarantineReason::Timeout
+                            | QuarantineReason::Flapping
+                    )
+                );
+                if already_out {
+                    // A failed re-probe: back off further.
+                    self.backoff = self.backoff.saturating_mul(2).min(p.backoff_max);
+                    self.retry_at = Some(now + self.backoff);
+                    self.health = Health::Quarantined(*reason);
+                } else if self.failures >= p.failure_threshold {
+                    self.backoff = p.backoff_initial;
+                    self.retry_at = Some(now + self.backoff);
+                    self.health = next_health(before, obs, self.lag, p.lag);
+                }
+            }
+        }
+        Transition {
+            before,
+            after: self.health,
+        }
+    }
+
+    /// Holds the replica out for `flap_hold` from `now`. Returns whether it was not already
+    /// held out for flapping.
+    pub(crate) fn hold_flapping(&mut self, now: Instant, p: &Policy) -> bool {
+        let newly = self.health != Health::Quarantined(QuarantineReason::Flapping);
+        self.health = Health::Quarantined(QuarantineReason::Flapping);
+        self.retry_at = Some(now + p.flap_hold);
+        self.backoff = p.backoff_initial;
+        newly
+    }
+}
+
+/// Recent quarantine and membership events per address, for flap detection.
+#[derive(Debug, Default)]
+pub(crate) struct FlapDetector {
+    events: HashMap<HostPort, VecDeque<Instant>>,
+}
+
+impl FlapDetector {
+    /// Records an event (a quarantine, an addition or a removal) of `addr` at `now`; true when
+    /// the address now has `flap_threshold` events within `flap_window`.
+    pub(crate) fn event(&mut self, addr: &HostPort, now: Instant, p: &Policy) -> bool {
+        let q = self.events.entry(addr.clone()).or_default();
+        q.push_back(now);
+        while q
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > p.flap_window)
+        {
+            q.pop_front();
+        }
+        q.len() >= p.flap_threshold as usize
+    }
+}
+
+/// When the pool of a replica that left the list at `now` is closed at the latest.
+pub(crate) fn drain_deadline(now: Instant, p: &Policy) -> Instant {
+    now + p.drain_timeout
+}
+
+/// Whether a drained replica's pool may be closed: no connection is checked out, or the
+/// deadline has passed.
+pub(crate) fn drain_finished(in_use: u32, deadline: Instant, now: Instant) -> bool {
+    in_use == 0 || now >= deadline
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Thresholds = Thresholds {
+        max_bytes: 1000,
+        max_ms: 10_000,
+    };
+
+    fn ok(lag_bytes: u64, age: f64) -> (Observation, Lag) {
+        let obs = Observation::Answered {
+            in_recovery: true,
+            replay_lsn: Some(Lsn::from_u64(10_000 - lag_bytes)),
+            replay_age_s: Some(age),
+        };
+        (
+            obs,
+            Lag::measure(
+                Some(Lsn::from_u64(10_000)),
+                Some(Lsn::from_u64(10_000 - lag_bytes)),
+                Some(age),
+            ),
+        )
+    }
+
+    #[test]
+    fn idle_primary_does_not_quarantine() {
+        let (o, l) = ok(0, 3600.0);
+        assert_eq!(l.seconds, 0.0);
+        assert_eq!(next_health(Health::Unknown, &o, l, T), Health::Healthy);
+    }
+
+    #[test]
+    fn needs_both_thresholds() {
+        let (o, l) = ok(5000, 1.0);
+        assert_eq!(next_health(Health::Healthy, &o, l, T), Health::Healthy);
+        let (o, l) = ok(10, 100.0);
+        assert_eq!(next_health(Health::Healthy, &o, l, T), Health::Healthy);
+        let (o, l) = ok(5000, 100.0);
+        assert_eq!(
+            next_health(Health::Healthy, &o, l, T),
+            Health::Quarantined(QuarantineReason::Lag)
+        );
+    }
+
+    #[test]
+    fn hysteresis() {
+        let q = Health::Quarantined(QuarantineReason::Lag);
+        // Under the thresholds but not under half: stays out.
+        let (o, l) = ok(900, 100.0);
+        assert_eq!(next_health(q, &o, l, T), q);
+        // A healthy one at the same lag stays in.
+        assert_eq!(next_health(Health::Healthy, &o, l, T), Health::Healthy);
+        let (o, l) = ok(400, 100.0);
+        assert_eq!(next_health(q, &o, l, T), Health::Healthy);
+        let (o, l) = ok(0, 100.0);
+        assert_eq!(next_health(q, &o, l, T), Health::Healthy);
+    }
+
+    #[test]
+    fn failures_and_primaries() {
+        let f = Observation::Failed(QuarantineReason::Timeout, "slow".into());
+        assert_eq!(
+            next_health(Health::Healthy, &f, Lag::default(), T),
+            Health::Quarantined(QuarantineReason::Timeout)
+        );
+        let p = Observation::Answered {
+            in_recovery: false,
+            replay_lsn: None,
+            replay_age_s: None,
+        };
+        assert_eq!(
+            next_health(Health::Healthy, &p, Lag::default(), T),
+            Health::Quarantined(QuarantineReason::NotInRecovery)
+        );
+        // Recovered from unreachable: back at once when not lagging.
+        let (o, l) = ok(0, 0.0);
+        assert_eq!(
+            next_health(Health::Quarantined(QuarantineReason::Unreachable), &o, l, T),
+            Health::Healthy
+        );
+    }
+
+    #[test]
+    fn lag_without_replay_time_counts_as_old() {
+        let l = Lag::measure(Some(Lsn::from_u64(5000)), Some(Lsn::from_u64(1)), None);
+        assert!(l.seconds.is_infinite());
+        let l = Lag::measure(None, Some(Lsn::from_u64(1)), None);
+        assert_eq!(l, Lag::default());
+    }
+
+    /// A policy with round numbers, and a fake clock (instants offset from one origin).
+    fn policy() -> Policy {
+        Policy {
+            lag: T,
+            failure_threshold: 3,
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(10),
+            flap_window: Duration::from_secs(60),
+            flap_threshold: 3,
+            flap_hold: Duration::from_secs(300),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn at(t0: Instant, secs: u64) -> Instant {
+        t0 + Duration::from_secs(secs)
+    }
+
+    fn fail() -> Observation {
+        Observation::Failed(QuarantineReason::Unreachable, "connection refused".into())
+    }
+
+    fn answer() -> Observation {
+        ok(0, 0.0).0
+    }
+
+    const PRIMARY: Option<Lsn> = Some(Lsn::from_u64(10_000));
+
+    #[test]
+    fn failure_threshold_counts_consecutive_failures() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut r = ReplicaHealth::new(&p);
+        r.observe(&answer(), PRIMARY, t0, &p);
+        assert_eq!(r.health, Health::Healthy);
+        for i in 1..3 {
+            let tr = r.observe(&fail(), PRIMARY, at(t0, i), &p);
+            assert_eq!(tr.after, Health::Healthy, "failure {i} of 3 keeps it in");
+            assert!(r.probe_due(at(t0, i)));
+            assert_eq!(r.last_error.as_deref(), Some("connection refused"));
+        }
+        let tr = r.observe(&fail(), PRIMARY, at(t0, 3), &p);
+        assert_eq!(tr.after, Health::Quarantined(QuarantineReason::Unreachable));
+        assert!(tr.newly_unreachable());
+        assert_eq!(r.retry_at, Some(at(t0, 4)), "first wait: backoff_initial");
+        // A success in between resets the count.
+        let mut r = ReplicaHealth::new(&p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        r.observe(&answer(), PRIMARY, t0, &p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        assert_eq!(r.health, Health::Healthy);
+        assert_eq!(r.failures, 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = Policy {
+            failure_threshold: 1,
+            ..policy()
+        };
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        let mut now = t0;
+        let mut waits = Vec::new();
+        for _ in 0..7 {
+            assert!(r.probe_due(now));
+            r.observe(&fail(), PRIMARY, now, &p);
+            let retry = r.retry_at.expect("quarantined with a retry time");
+            waits.push((retry - now).as_secs());
+            now = retry;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 10, 10, 10]);
+    }
+
+    #[test]
+    fn half_open_reprobe_readmits_on_success() {
+        let p = Policy {
+            failure_threshold: 1,
+            ..policy()
+        };
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        r.observe(&fail(), PRIMARY, at(t0, 1), &p);
+        assert_eq!(r.retry_at, Some(at(t0, 3)));
+        assert!(!r.probe_due(at(t0, 2)), "not probed while it waits");
+        assert!(r.probe_due(at(t0, 3)), "probed once the wait is over");
+        let tr = r.observe(&answer(), PRIMARY, at(t0, 3), &p);
+        assert_eq!(
+            tr,
+            Transition {
+                before: Health::Quarantined(QuarantineReason::Unreachable),
+                after: Health::Healthy
+            }
+        );
+        assert_eq!(r.retry_at, None);
+        assert_eq!(r.backoff, p.backoff_initial, "backoff reset");
+        assert_eq!(r.last_error, None);
+        // A timeout while out keeps it out, with the timeout as the reason.
+        r.observe(&fail(), PRIMARY, at(t0, 4), &p);
+        let timeout = Observation::Failed(QuarantineReason::Timeout, "slow".into());
+        let tr = r.observe(&timeout, PRIMARY, at(t0, 5), &p);
+        assert_eq!(tr.after, Health::Quarantined(QuarantineReason::Timeout));
+        assert!(!tr.newly_unreachable(), "already out");
+    }
+
+    #[test]
+    fn lag_quarantine_does_not_back_off() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        let (lagging, _) = ok(5000, 100.0);
+        let tr = r.observe(&lagging, PRIMARY, t0, &p);
+        assert_eq!(tr.after, Health::Quarantined(QuarantineReason::Lag));
+        assert!(!tr.newly_unreachable());
+        assert!(r.probe_due(t0), "a lagging replica is probed every check");
+        assert_eq!(r.lag.bytes, 5000);
+        // Hysteresis through the state machine: 900 bytes is under the threshold but not
+        // under half of it, and replay is old.
+        let (better, _) = ok(900, 100.0);
+        assert_eq!(
+            r.observe(&better, PRIMARY, t0, &p).after,
+            Health::Quarantined(QuarantineReason::Lag)
+        );
+        let (caught_up, _) = ok(400, 100.0);
+        assert_eq!(
+            r.observe(&caught_up, PRIMARY, t0, &p).after,
+            Health::Healthy
+        );
+    }
+
+    #[test]
+    fn flapping_needs_threshold_events_within_the_window() {
+        let p = policy();
+        let t0 = Instant::now();
+        let a = HostPort {
+            host: "a".into(),
+            port: 1,
+        };
+        let b = HostPort {
+            host: "b".into(),
+            port: 1,
+        };
+        let mut f = FlapDetector::default();
+        assert!(!f.event(&a, t0, &p));
+        assert!(!f.event(&a, at(t0, 30), &p));
+        assert!(!f.event(&b, at(t0, 40), &p), "events are per address");
+        assert!(f.event(&a, at(t0, 60), &p), "3 events within 60 s");
+        // Spread out beyond the window: the old events no longer count.
+        let mut f = FlapDetector::default();
+        assert!(!f.event(&a, t0, &p));
+        assert!(!f.event(&a, at(t0, 50), &p));
+        assert!(
+            !f.event(&a, at(t0, 70), &p),
+            "the first event left the window"
+        );
+        assert!(f.event(&a, at(t0, 80), &p));
+    }
+
+    #[test]
+    fn flapping_hold_keeps_it_out_for_the_hold() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        r.observe(&answer(), PRIMARY, t0, &p);
+        assert!(r.hold_flapping(t0, &p));
+        assert_eq!(r.health, Health::Quarantined(QuarantineReason::Flapping));
+        assert!(!r.hold_flapping(t0, &p), "already held");
+        assert!(!r.probe_due(at(t0, 299)));
+        assert!(r.probe_due(at(t0, 300)));
+        // A failed probe after the hold backs off from the initial wait.
+        r.observe(&fail(), PRIMARY, at(t0, 300), &p);
+        assert_eq!(r.retry_at, Some(at(t0, 302)));
+        assert_eq!(r.health, Health::Quarantined(QuarantineReason::Unreachable));
+    }
+
+    #[test]
+    fn drain_closes_when_idle_or_at_the_deadline() {
+        let p = policy();
+        let t0 = Instant::now();
+        let deadline = drain_deadline(t0, &p);
+        assert_eq!(deadline, at(t0, 30));
+        assert!(drain_finished(0, deadline, t0), "nothing checked out");
+        assert!(!drain_finished(2, deadline, at(t0, 29)));
+        assert!(drain_finished(2, deadline, at(t0, 30)), "deadline reached");
+    }
+
+    #[test]
+    fn policy_from_config_takes_every_setting() {
+        let mut c = Config::new("host=h");
+        c.connectivity.backoff_max_ms = 1234;
+        let p = Policy::from_config(&c);
+        assert_eq!(p.backoff_max, Duration::from_millis(1234));
+        assert_eq!(
+            p.drain_timeout,
+            Duration::from_millis(ReplicasConfig::default().drain_timeout_ms)
+        );
+        assert_eq!(p.lag.max_bytes, c.max_lag_bytes);
+    }
+}

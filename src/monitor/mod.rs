@@ -1,0 +1,328 @@
+//! The background monitor: every `replica_check_interval_ms` it refreshes the replica list
+//! ([`crate::discovery`]), reads the primary's WAL position and probes the replicas in parallel
+//! ([`probe`]), feeds the answers to the health policy ([`crate::health::policy`]), logs and
+//! counts the transitions, and publishes a new snapshot to the router.
+//!
+//! The monitor owns all of this state ([`Monitor`]); it talks to routing only through
+//! [`Router::publish`] and [`Router::take_refresh_request`]. Its thread holds a `Weak`
+//! reference to the router and exits when the balancer is dropped (or stops it).
+
+mod probe;
+
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
+use log::{debug, info, warn};
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::discovery::{self, ReplicaSource};
+use crate::dsn::{Dsn, HostPort};
+use crate::health::policy::{self, FlapDetector, Transition};
+use crate::health::{Health, Observation, Policy, ReplicaHealth};
+use crate::host::{Host, StripedHost};
+use crate::labels::{QuarantineReason, Role};
+use crate::lsn::Lsn;
+use crate::routing::{ReplicaState, Router, Snapshot};
+use crate::sticking::LsnStore;
+
+/// Wake-ups closer together than this are merged into one check.
+const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
+
+/// A replica the monitor tracks.
+struct Member {
+    addr: HostPort,
+    host: Arc<Host>,
+    /// The host's per-stripe handles, for the round-robin ring.
+    handles: Arc<StripedHost>,
+    state: ReplicaHealth,
+}
+
+/// Everything the monitor knows: the replica list, each replica's health, the drained pools.
+pub(crate) struct Monitor {
+    config: Config,
+    policy: Policy,
+    primary_dsn: Dsn,
+    primary: Arc<Host>,
+    scheduler: Arc<ScheduledThreadPool>,
+    source: ReplicaSource,
+    members: Vec<Member>,
+    draining: Vec<(Arc<Host>, Instant)>,
+    flaps: FlapDetector,
+    primary_lsn: Option<Lsn>,
+    generation: u64,
+    counters: Arc<Counters>,
+    store: Weak<dyn LsnStore>,
+}
+
+impl Monitor {
+    pub(crate) fn new(
+        config: &Config,
+        primary_dsn: Dsn,
+        primary: Arc<Host>,
+        source: ReplicaSource,
+        scheduler: Arc<ScheduledThreadPool>,
+        counters: Arc<Counters>,
+        store: Weak<dyn LsnStore>,
+    ) -> Monitor {
+        Monitor {
+            config: config.clone(),
+            policy: Policy::from_config(config),
+            primary_dsn,
+            primary,
+            scheduler,
+            source,
+            members: Vec::new(),
+            draining: Vec::new(),
+            flaps: FlapDetector::default(),
+            primary_lsn: None,
+            generation: 0,
+            counters,
+            store,
+        }
+    }
+
+    /// Runs one check and publishes the resulting snapshot. Blocks for at most
+    /// `probe_timeout_ms` (plus a DNS exchange when a refresh is due).
+    pub(crate) fn check(&mut self, router: &Router) {
+        let now = Instant::now();
+        self.source
+            .refresh(router.take_refresh_request(), now, &self.counters);
+        self.apply_list(now);
+
+        let timeout = self.config.probe_timeout();
+        let probe_start = Instant::now();
+        let due: Vec<Option<Arc<Host>>> = self
+            .members
+            .iter()
+            .map(|m| m.state.probe_due(now).then(|| m.host.clone()))
+            .collect();
+        let answers = probe::probe_all(&self.primary, &due, probe_start + timeout);
+
+        let counters = Arc::clone(&self.counters);
+        let c = &*counters;
+        c.count(&c.checks);
+        let no_answer = || format!("no answer within {} ms", timeout.as_millis());
+        match answers.primary {
+            Some(Ok(lsn)) => self.primary_lsn = Some(lsn),
+            failed => {
+                let why = failed.and_then(Result::err).unwrap_or_else(no_answer);
+                c.count(&c.primary_check_errors);
+                warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
+            }
+        }
+        for (i, answer) in answers.replicas.into_iter().enumerate() {
+            if due[i].is_none() {
+                continue; // waiting out a backoff or a hold: stays as it is
+            }
+            let obs = answer
+                .unwrap_or_else(|| Observation::Failed(QuarantineReason::Timeout, no_answer()));
+            let m = &mut self.members[i];
+            match &obs {
+                Observation::Answered {
+                    replay_lsn: Some(l),
+                    ..
+                } => m.host.set_replay_lsn(*l),
+                Observation::Answered { .. } => {}
+                Observation::Failed(..) => c.count(&c.replica_check_errors),
+            }
+            let t = m.state.observe(&obs, self.primary_lsn, now, &self.policy);
+            report_transition(c, m, t);
+            if t.newly_unreachable() {
+                self.hold_if_flapping(i, now);
+            }
+        }
+        self.finish_draining(now);
+        self.generation += 1;
+        router.publish(self.snapshot(), probe_start);
+        if let Some(store) = self.store.upgrade() {
+            store.maintain();
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            replicas: self
+                .members
+                .iter()
+                .map(|m| ReplicaState {
+                    host: m.host.clone(),
+                    health: m.state.health,
+                    lag: m.state.lag,
+                    last_error: m.state.last_error.clone(),
+                })
+                .collect(),
+            eligible: self
+                .members
+                .iter()
+                .filter(|m| m.state.health == Health::Healthy)
+                .map(|m| m.handles.clone())
+                .collect(),
+            draining: self.draining.iter().map(|(h, _)| h.clone()).collect(),
+            primary_lsn: self.primary_lsn,
+            generation: self.generation,
+        }
+    }
+
+    /// Counts a flap event for member `i`; holds it out when it is now flapping.
+    fn hold_if_flapping(&mut self, i: usize, now: Instant) {
+        let m = &mut self.members[i];
+        if !self.flaps.event(&m.addr, now, &self.policy) {
+            return;
+        }
+        if m.state.hold_flapping(now, &self.policy) {
+            self.counters.quarantines[QuarantineReason::Flapping as usize]
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            warn!(target: "dlb", "replica {} quarantined: flapping (held out for {} s)", m.addr, self.policy.flap_hold.as_secs());
+        }
+    }
+
+    /// Adds new members and starts draining the ones that left the list.
+    fn apply_list(&mut self, now: Instant) {
+        let current: Vec<HostPort> = self.members.iter().map(|m| m.addr.clone()).collect();
+        let (removed, added) = discovery::diff(&current, &self.source.desired());
+        for i in removed.into_iter().rev() {
+            let m = self.members.remove(i);
+            let deadline = policy::drain_deadline(now, &self.policy);
+            self.counters.count(&self.counters.replicas_removed);
+            info!(target: "dlb", "replica {} left the list: draining (deadline {} s)", m.addr, self.policy.drain_timeout.as_secs());
+            self.draining.push((m.host, deadline));
+            self.flaps.event(&m.addr, now, &self.policy);
+        }
+        for addr in added {
+            let dsn = self.primary_dsn.with_host(&addr);
+            let host = match Host::new(Role::Replica, &dsn, &self.config, &self.scheduler) {
+                Ok(h) => Arc::new(h),
+                Err(e) => {
+                    warn!(target: "dlb", "replica {addr} cannot be added: {e}");
+                    continue;
+                }
+            };
+            if self.generation > 0 {
+                self.counters.count(&self.counters.replicas_added);
+                info!(target: "dlb", "replica {addr} joined the list; serving once it answers as a standby");
+            }
+            self.members.push(Member {
+                addr,
+                handles: StripedHost::new(host.clone()),
+                host,
+                state: ReplicaHealth::new(&self.policy),
+            });
+            if self.generation > 0 {
+                self.hold_if_flapping(self.members.len() - 1, now);
+            }
+        }
+    }
+
+    /// Closes drained pools: once no connection is checked out, or at the deadline.
+    fn finish_draining(&mut self, now: Instant) {
+        let c = &self.counters;
+        self.draining.retain(|(host, deadline)| {
+            let in_use = host.in_use();
+            if policy::drain_finished(in_use, *deadline, now) {
+                c.count(&c.replicas_drained);
+                info!(target: "dlb", "replica {} drained ({in_use} connection(s) still out)", host.addr);
+                false
+            } else {
+                true
+            }
+        });
+    }
+}
+
+fn report_transition(c: &Counters, m: &Member, t: Transition) {
+    let s = &m.state;
+    let detail = match &s.last_error {
+        Some(e) => e.clone(),
+        None => format!("lag {} bytes, {:.1} s", s.lag.bytes, s.lag.seconds),
+    };
+    match (t.before, t.after) {
+        (a, b) if a == b => debug!(target: "dlb", "replica {} {} ({detail})", m.addr, b.as_str()),
+        (_, Health::Quarantined(r)) => {
+            c.quarantines[r as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let retry = s.retry_at.map(|t| {
+                format!(
+                    "; next probe in {} ms",
+                    t.saturating_duration_since(Instant::now()).as_millis()
+                )
+            });
+            warn!(target: "dlb", "replica {} quarantined: {} ({detail}){}", m.addr, r.as_str(), retry.unwrap_or_default());
+        }
+        (Health::Quarantined(r), Health::Healthy) => {
+            c.readmissions[r as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!(target: "dlb", "replica {} re-admitted after {} ({detail})", m.addr, r.as_str());
+        }
+        (_, Health::Healthy) => info!(target: "dlb", "replica {} healthy ({detail})", m.addr),
+        (_, Health::Unknown) => {}
+    }
+}
+
+/// The running monitor thread: stop it (and join it) with [`MonitorThread::stop`].
+#[derive(Debug)]
+pub(crate) struct MonitorThread {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MonitorThread {
+    /// Starts the thread: a check every `interval`, or at once when woken through `wake`
+    /// (wake-ups closer than 50 ms apart are merged).
+    ///
+    /// # Errors
+    /// When the OS cannot start a thread.
+    pub(crate) fn spawn(
+        mut monitor: Monitor,
+        router: Weak<Router>,
+        wake: Receiver<()>,
+    ) -> std::io::Result<MonitorThread> {
+        let (stop_tx, stop) = channel::bounded::<()>(0);
+        let interval = monitor.config.check_interval();
+        let thread = std::thread::Builder::new()
+            .name("dlb-monitor".into())
+            .spawn(move || {
+                let mut last = Instant::now();
+                loop {
+                    let woken = channel::select! {
+                        recv(stop) -> _ => return, // a message or the balancer dropped its sender
+                        recv(wake) -> _ => true,
+                        default(interval.saturating_sub(last.elapsed())) => false,
+                    };
+                    if woken {
+                        // Throttle error-driven checks without ignoring the stop signal.
+                        let gap = MIN_WAKE_GAP.saturating_sub(last.elapsed());
+                        match stop.recv_timeout(gap) {
+                            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                            Err(RecvTimeoutError::Timeout) => {}
+                        }
+                        while wake.try_recv().is_ok() {}
+                    }
+                    let Some(router) = router.upgrade() else {
+                        return;
+                    };
+                    last = Instant::now();
+                    monitor.check(&router);
+                }
+            })?;
+        Ok(MonitorThread {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the thread and waits for it (at most one check, `probe_timeout_ms`).
+    pub(crate) fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(h) = self.thread.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Forgets the thread without stopping it (a forked child, where it does not exist).
+    pub(crate) fn forget(&mut self) {
+        std::mem::forget(self.stop.take());
+        std::mem::forget(self.thread.take());
+    }
+}

@@ -1,0 +1,11 @@
+//! What a balancer tells its operators: the status report ([`Status`]) and the Prometheus
+//! metrics rendered from the counters ([`crate::counters`]) and that report. Logging goes
+//! through the `log` crate (target `dlb`) everywhere; the C ABI's log callback is in
+//! `ffi/logging.rs`.
+
+mod prometheus;
+mod status;
+
+pub(crate) use self::prometheus::render as render_metrics;
+pub(crate) use self::status::collect as collect_status;
+pub use self::status::{HostStatus, ReplicaStatus, Status};

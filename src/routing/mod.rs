@@ -1,0 +1,252 @@
+//! Routing: where a read goes. This is the only code on the pick path.
+//!
+//! A [`Router`] holds the current [`Snapshot`] of the replicas (published whole by the monitor
+//! after every check, read under a crossbeam-epoch pin: no lock), a round-robin cursor striped
+//! per thread, and the primary. A pick:
+//!
+//! 1. without a key: round-robin over the healthy replicas ([`Reason::RoundRobin`]), or the
+//!    primary when none is healthy or none is configured;
+//! 2. with a key: the key's recorded LSN is read from the [`LsnStore`]; none recorded means
+//!    round-robin ([`Reason::NoLsnRecorded`]), a forced key or a store error the primary, and
+//!    an LSN a replica that has replayed it ([`sticky`]: cached positions first, then a live
+//!    check within `sticky_check_budget_ms`), else the primary ([`Reason::NotCaughtUp`]) or
+//!    [`Error::NoCaughtUpReplica`].
+//!
+//! The monitor talks to the router through two calls only: [`Router::publish`] (a new
+//! snapshot) and [`Router::take_refresh_request`] (whether a caller reported a failure).
+
+mod route;
+mod snapshot;
+mod sticky;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Sender;
+use crossbeam::epoch::{self, Atomic, Owned};
+use log::debug;
+use parking_lot::Mutex;
+
+pub use self::route::Route;
+pub(crate) use self::snapshot::{ReplicaState, Snapshot};
+use crate::config::{Config, NoCaughtUpPolicy};
+use crate::counters::Counters;
+use crate::error::{Error, Result};
+use crate::host::{Host, StripedHost};
+pub use crate::labels::Reason;
+use crate::lsn::Lsn;
+use crate::sticking::{FORCE_PRIMARY, LsnStore, check_key};
+use crate::stripe::StripedCursor;
+
+/// The routing state of one balancer: shared by callers (picks, failure reports), the monitor
+/// (publishing) and the status report (reading).
+pub(crate) struct Router {
+    primary: Arc<StripedHost>,
+    /// Replicas are configured (fixed or DNS): load balancing is on.
+    lb_enabled: bool,
+    snapshot: Atomic<Snapshot>,
+    /// Orders snapshot publications (monitor vs `report_failure`); held for memory work only.
+    publish_lock: Mutex<()>,
+    cursor: StripedCursor,
+    counters: Arc<Counters>,
+    store: Arc<dyn LsnStore>,
+    sticky_check_budget: Duration,
+    no_caught_up: NoCaughtUpPolicy,
+    /// A caller reported a failure since the monitor last asked (DNS refresh wanted).
+    refresh_requested: AtomicBool,
+    /// Wakes the monitor for an immediate check (merged with any pending one).
+    wake: Sender<()>,
+}
+
+impl Router {
+    pub(crate) fn new(
+        config: &Config,
+        primary: Arc<Host>,
+        lb_enabled: bool,
+        counters: Arc<Counters>,
+        store: Arc<dyn LsnStore>,
+        wake: Sender<()>,
+    ) -> Router {
+        Router {
+            primary: StripedHost::new(primary),
+            lb_enabled,
+            snapshot: Atomic::new(Snapshot::default()),
+            publish_lock: Mutex::new(()),
+            cursor: StripedCursor::new(),
+            counters,
+            store,
+            sticky_check_budget: Duration::from_millis(config.sticky_check_budget_ms),
+            no_caught_up: config.no_caught_up_replica,
+            refresh_requested: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    // ---- The pick path: no lock, no I/O (except a sticky pick's store read and live check).
+
+    /// A route to the primary, counted under `reason`.
+    #[inline]
+    pub(crate) fn primary_route(&self, reason: Reason) -> Route {
+        self.counters.count_pick(reason);
+        Route {
+            host: self.primary.handle(),
+            reason,
+        }
+    }
+
+    /// Where a read for `key` goes (see the module notes).
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn pick(&self, key: Option<&str>) -> Result<Route> {
+        let Some(key) = key else {
+            return Ok(self.round_robin(Reason::RoundRobin));
+        };
+        check_key(key)?;
+        match self.store.get(key) {
+            Err(e) => {
+                self.counters.count(&self.counters.store_errors);
+                debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
+                Ok(self.primary_route(Reason::StoreError))
+            }
+            Ok(None) => Ok(self.round_robin(Reason::NoLsnRecorded)),
+            Ok(Some(FORCE_PRIMARY)) => Ok(self.primary_route(Reason::ForcedPrimary)),
+            Ok(Some(lsn)) => self.pick_min_lsn(lsn),
+        }
+    }
+
+    /// A replica that has replayed at least `min_lsn`, in round-robin order among those that
+    /// have: cached positions first (no I/O), then live checks within the budget.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn pick_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
+        if !self.lb_enabled {
+            return Ok(self.primary_route(Reason::NoReplicasConfigured));
+        }
+        let found = self
+            .with_snapshot(|s| sticky::cached(s, &self.cursor, min_lsn))
+            .map(|host| (host, Reason::CaughtUpCached))
+            .or_else(|| {
+                let candidates = self.with_snapshot(|s| s.eligible.clone());
+                sticky::live(
+                    candidates,
+                    min_lsn,
+                    self.sticky_check_budget,
+                    &self.counters,
+                )
+                .map(|host| (host, Reason::CaughtUpLive))
+            });
+        match found {
+            Some((host, reason)) => {
+                self.counters.count_pick(reason);
+                Ok(Route { host, reason })
+            }
+            None => match self.no_caught_up {
+                NoCaughtUpPolicy::Primary => Ok(self.primary_route(Reason::NotCaughtUp)),
+                NoCaughtUpPolicy::Error => Err(Error::NoCaughtUpReplica { min_lsn }),
+            },
+        }
+    }
+
+    /// Round-robin over the healthy replicas: no lock, no I/O.
+    #[inline]
+    fn round_robin(&self, reason: Reason) -> Route {
+        let picked = self.with_snapshot(|s| match s.eligible.len() {
+            0 => None,
+            n => Some(s.eligible[self.cursor.next() % n].handle()),
+        });
+        match picked {
+            Some(host) => {
+                self.counters.count_pick(reason);
+                Route { host, reason }
+            }
+            None if self.lb_enabled => self.primary_route(Reason::NoHealthyReplica),
+            None => self.primary_route(Reason::NoReplicasConfigured),
+        }
+    }
+
+    // ---- Reports from callers.
+
+    /// A caller saw a network error on `dsn_or_addr` (a DSN as handed out, or `host:port`).
+    /// A replica leaves the rotation at once, until a probe that starts later succeeds; the
+    /// monitor is woken (and asked for a DNS refresh). Returns whether the host is known.
+    /// Never blocks on I/O.
+    pub(crate) fn report_failure(&self, dsn_or_addr: &str) -> bool {
+        let matches = |h: &Host| h.dsn == dsn_or_addr || h.addr == dsn_or_addr;
+        let replica = self.with_snapshot(|snap| {
+            snap.replicas
+                .iter()
+                .find(|r| matches(&r.host))
+                .map(|r| r.host.clone())
+        });
+        let known = replica.is_some() || matches(&self.primary);
+        if let Some(host) = replica {
+            host.mark_reported();
+            let _g = self.publish_lock.lock();
+            let snap = self.with_snapshot(|s| s.without(&host));
+            self.swap(snap);
+            self.refresh_requested.store(true, Ordering::Relaxed);
+        }
+        if known {
+            self.counters.count(&self.counters.reported_failures);
+            let _ = self.wake.try_send(());
+        }
+        known
+    }
+
+    // ---- The monitor's interface.
+
+    /// Publishes a snapshot built from probes that started at `probe_start`, leaving out of the
+    /// ring the replicas a caller reported failing since then.
+    pub(crate) fn publish(&self, mut snap: Snapshot, probe_start: Instant) {
+        let _g = self.publish_lock.lock();
+        snap.eligible.retain(|h| !h.reported_since(probe_start));
+        self.swap(snap);
+    }
+
+    /// Whether a caller reported a failure since the last call (clears the request).
+    pub(crate) fn take_refresh_request(&self) -> bool {
+        self.refresh_requested.swap(false, Ordering::Relaxed)
+    }
+
+    // ---- Readers.
+
+    /// Runs `f` on the current snapshot without taking a lock (epoch-pinned read).
+    #[inline]
+    pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
+        let guard = epoch::pin();
+        let ptr = self.snapshot.load(Ordering::Acquire, &guard);
+        // SAFETY: the pointer is set in `Router::new` and only ever replaced by `swap`, which
+        // defers the old value's destruction until no pinned reader can see it.
+        f(unsafe { ptr.deref() })
+    }
+
+    /// The primary host.
+    pub(crate) fn primary(&self) -> &Arc<Host> {
+        self.primary.host()
+    }
+
+    fn swap(&self, snap: Snapshot) {
+        let guard = epoch::pin();
+        let old = self
+            .snapshot
+            .swap(Owned::new(snap), Ordering::AcqRel, &guard);
+        // SAFETY: `old` is unlinked; readers pinned before the swap may still use it, so it is
+        // destroyed only after every such guard is gone.
+        unsafe { guard.defer_destroy(old) };
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        // SAFETY: we own `self`, so no other thread can be reading the snapshot.
+        unsafe {
+            let ptr = self.snapshot.load(Ordering::Acquire, epoch::unprotected());
+            if !ptr.is_null() {
+                drop(ptr.into_owned());
+            }
+        }
+    }
+}

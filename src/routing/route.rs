@@ -1,0 +1,66 @@
+//! The result of a routing decision.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::host::HostHandle;
+use crate::labels::{Reason, Role};
+
+/// Where to send a query, and why. Cheap to clone.
+///
+/// `Debug` and `Display` show the redacted DSN; [`Route::dsn`] gives the full one.
+#[derive(Clone)]
+pub struct Route {
+    pub(crate) host: Arc<HostHandle>,
+    pub(crate) reason: Reason,
+}
+
+impl Route {
+    /// The connection string to use, in the configured syntax, **password included**: hand it
+    /// to a driver, never to a log.
+    pub fn dsn(&self) -> &str {
+        &self.host.dsn
+    }
+
+    /// The DSN with its password hidden.
+    pub fn redacted_dsn(&self) -> &str {
+        &self.host.redacted
+    }
+
+    /// `host:port` of the target.
+    pub fn addr(&self) -> &str {
+        &self.host.addr
+    }
+
+    /// Primary or replica.
+    pub fn role(&self) -> Role {
+        self.host.role
+    }
+
+    /// Why this target was chosen.
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+}
+
+impl fmt::Debug for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Route")
+            .field("dsn", &self.host.redacted)
+            .field("role", &self.host.role)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({})",
+            self.host.role.as_str(),
+            self.host.addr,
+            self.reason
+        )
+    }
+}

@@ -1,0 +1,50 @@
+//! The immutable view of the replicas that the pick path reads: built by the monitor after every
+//! check and published whole ([`super::Router::publish`]).
+
+use std::sync::Arc;
+
+use crate::health::{Health, Lag};
+use crate::host::{Host, StripedHost};
+use crate::lsn::Lsn;
+
+/// One replica in a snapshot.
+#[derive(Clone, Debug)]
+pub(crate) struct ReplicaState {
+    pub(crate) host: Arc<Host>,
+    pub(crate) health: Health,
+    pub(crate) lag: Lag,
+    pub(crate) last_error: Option<String>,
+}
+
+/// What the pick path and the status report read; replaced whole after every check.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    /// Every configured replica, healthy or not (status, metrics).
+    pub(crate) replicas: Vec<ReplicaState>,
+    /// The healthy ones, in a stable order: the round-robin ring.
+    pub(crate) eligible: Vec<Arc<StripedHost>>,
+    /// Replicas that left the list and are being drained (status only).
+    pub(crate) draining: Vec<Arc<Host>>,
+    /// Primary LSN seen by the last successful check.
+    pub(crate) primary_lsn: Option<Lsn>,
+    /// Monotonic check counter (0 before the first check).
+    pub(crate) generation: u64,
+}
+
+impl Snapshot {
+    /// The same snapshot without `host` in the round-robin ring.
+    pub(crate) fn without(&self, host: &Arc<Host>) -> Snapshot {
+        Snapshot {
+            replicas: self.replicas.clone(),
+            eligible: self
+                .eligible
+                .iter()
+                .filter(|h| !Arc::ptr_eq(h.host(), host))
+                .cloned()
+                .collect(),
+            draining: self.draining.clone(),
+            primary_lsn: self.primary_lsn,
+            generation: self.generation,
+        }
+    }
+}
