@@ -1,7 +1,7 @@
 //! Status codes and the thread-local last error.
 
 use std::cell::RefCell;
-use std::ffi::c_char;
+use std::ffi::{CStr, c_char};
 
 use crate::Error;
 
@@ -50,30 +50,71 @@ pub const LB_ERR_INTERNAL: u32 = 13;
 /// installed a `log` logger.
 pub const LB_ERR_LOGGER_UNAVAILABLE: u32 = 14;
 
-/// Every status code with its `lb_status_str()` text (NUL-terminated, static).
-pub(crate) const STATUS_TEXT: [(lb_status, &std::ffi::CStr); 15] = [
-    (LB_OK, c"ok"),
-    (LB_ERR_INVALID_ARGUMENT, c"invalid argument"),
-    (LB_ERR_INVALID_CONFIG, c"invalid configuration"),
-    (LB_ERR_BUFFER_TOO_SMALL, c"buffer too small"),
-    (LB_ERR_PRIMARY_UNAVAILABLE, c"primary unavailable"),
-    (LB_ERR_NO_CAUGHT_UP_REPLICA, c"no caught-up replica"),
-    (LB_ERR_STORE, c"LSN store error"),
-    (LB_ERR_PANIC, c"panic in dlb"),
-    (LB_ERR_INVALID_LSN, c"invalid LSN"),
-    (LB_ERR_INVALID_KEY, c"invalid key"),
-    (LB_ERR_REPLICA_UNAVAILABLE, c"replica unavailable"),
-    (LB_ERR_QUERY, c"query failed"),
-    (LB_ERR_UNKNOWN_HOST, c"unknown host"),
-    (LB_ERR_INTERNAL, c"internal error"),
-    (LB_ERR_LOGGER_UNAVAILABLE, c"logger unavailable"),
+/// What the C API says about one status code.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusInfo {
+    pub(crate) code: lb_status,
+    /// The `lb_status_str()` text (NUL-terminated, static).
+    pub(crate) text: &'static CStr,
+    /// The `lb_status_is_retryable()` answer.
+    pub(crate) retryable: bool,
+}
+
+impl StatusInfo {
+    const fn new(code: lb_status, text: &'static CStr) -> StatusInfo {
+        StatusInfo {
+            code,
+            text,
+            retryable: false,
+        }
+    }
+
+    const fn retryable(self) -> StatusInfo {
+        StatusInfo {
+            retryable: true,
+            ..self
+        }
+    }
+}
+
+/// Every status code, indexed by its value: the one list `lb_status_str()` and
+/// `lb_status_is_retryable()` read. A code is retryable exactly when a retryable
+/// [`crate::Error`] maps to it (a unit test checks it).
+pub(crate) const STATUSES: [StatusInfo; 15] = [
+    StatusInfo::new(LB_OK, c"ok"),
+    StatusInfo::new(LB_ERR_INVALID_ARGUMENT, c"invalid argument"),
+    StatusInfo::new(LB_ERR_INVALID_CONFIG, c"invalid configuration"),
+    StatusInfo::new(LB_ERR_BUFFER_TOO_SMALL, c"buffer too small"),
+    StatusInfo::new(LB_ERR_PRIMARY_UNAVAILABLE, c"primary unavailable").retryable(),
+    StatusInfo::new(LB_ERR_NO_CAUGHT_UP_REPLICA, c"no caught-up replica").retryable(),
+    StatusInfo::new(LB_ERR_STORE, c"LSN store error").retryable(),
+    StatusInfo::new(LB_ERR_PANIC, c"panic in dlb"),
+    StatusInfo::new(LB_ERR_INVALID_LSN, c"invalid LSN"),
+    StatusInfo::new(LB_ERR_INVALID_KEY, c"invalid key"),
+    StatusInfo::new(LB_ERR_REPLICA_UNAVAILABLE, c"replica unavailable").retryable(),
+    StatusInfo::new(LB_ERR_QUERY, c"query failed").retryable(),
+    StatusInfo::new(LB_ERR_UNKNOWN_HOST, c"unknown host"),
+    StatusInfo::new(LB_ERR_INTERNAL, c"internal error"),
+    StatusInfo::new(LB_ERR_LOGGER_UNAVAILABLE, c"logger unavailable"),
 ];
 
-/// The C status of a crate error.
+// The table is indexed by code: codes are dense, from 0, in order.
+const _: () = {
+    let mut i = 0;
+    while i < STATUSES.len() {
+        assert!(STATUSES[i].code as usize == i);
+        i += 1;
+    }
+};
+
+/// The table's entry for `status`, if this version knows it.
+fn status_info(status: lb_status) -> Option<&'static StatusInfo> {
+    STATUSES.get(usize::try_from(status).ok()?)
+}
+
+/// The C status of a crate error. Every variant is listed (no wildcard): a new one must be
+/// given a code of its own (never by reusing one), or `LB_ERR_INTERNAL` explicitly.
 pub(crate) fn status_of(e: &Error) -> lb_status {
-    // `Error` is `#[non_exhaustive]`: a variant added later maps to LB_ERR_INTERNAL until it
-    // is given a code of its own (never by reusing one).
-    #[allow(unreachable_patterns)]
     match e {
         Error::Config { .. } => LB_ERR_INVALID_CONFIG,
         Error::InvalidLsn { .. } => LB_ERR_INVALID_LSN,
@@ -83,7 +124,6 @@ pub(crate) fn status_of(e: &Error) -> lb_status {
         Error::NoCaughtUpReplica { .. } => LB_ERR_NO_CAUGHT_UP_REPLICA,
         Error::Store { .. } => LB_ERR_STORE,
         Error::Query { .. } => LB_ERR_QUERY,
-        _ => LB_ERR_INTERNAL,
     }
 }
 
@@ -178,10 +218,8 @@ pub extern "C" fn lb_last_error_length() -> usize {
 #[unsafe(no_mangle)]
 pub extern "C" fn lb_status_str(status: lb_status) -> *const c_char {
     ffi_boundary!("lb_status_str", *const c_char, {
-        STATUS_TEXT
-            .iter()
-            .find(|(code, _)| *code == status)
-            .map_or(c"unknown status", |(_, text)| text)
+        status_info(status)
+            .map_or(c"unknown status", |s| s.text)
             .as_ptr()
     })
 }
@@ -192,13 +230,6 @@ pub extern "C" fn lb_status_str(status: lb_status) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn lb_status_is_retryable(status: lb_status) -> bool {
     ffi_boundary!("lb_status_is_retryable", bool, {
-        matches!(
-            status,
-            LB_ERR_PRIMARY_UNAVAILABLE
-                | LB_ERR_NO_CAUGHT_UP_REPLICA
-                | LB_ERR_STORE
-                | LB_ERR_REPLICA_UNAVAILABLE
-                | LB_ERR_QUERY
-        )
+        status_info(status).is_some_and(|s| s.retryable)
     })
 }
