@@ -5,7 +5,8 @@ use std::ffi::{CStr, CString, c_char};
 use std::ptr;
 
 use super::boundary::run;
-use super::error::{Failure, STATUSES, status_of};
+use super::error::Failure;
+use super::status::{STATUSES, status_of};
 use super::*;
 use crate::Reason;
 
