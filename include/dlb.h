@@ -123,6 +123,17 @@
 #define LB_ERR_LOGGER_UNAVAILABLE 14
 
 /*
+ Longest accepted sticking key, in bytes.
+ */
+#define LB_MAX_KEY_LENGTH 1024
+
+/*
+ Longest LSN text (`"FFFFFFFF/FFFFFFFF"`), without the NUL: a buffer of
+ `LB_LSN_MAX_LENGTH + 1` bytes always holds an LSN.
+ */
+#define LB_LSN_MAX_LENGTH 17
+
+/*
  Target role of a route: the primary.
  */
 #define LB_ROLE_PRIMARY 0
@@ -186,17 +197,6 @@
  Primary: the picked replica could not hand out a connection.
  */
 #define LB_REASON_REPLICA_UNAVAILABLE 10
-
-/*
- Longest accepted sticking key, in bytes.
- */
-#define LB_MAX_KEY_LENGTH 1024
-
-/*
- Longest LSN text (`"FFFFFFFF/FFFFFFFF"`), without the NUL: a buffer of
- `LB_LSN_MAX_LENGTH + 1` bytes always holds an LSN.
- */
-#define LB_LSN_MAX_LENGTH 17
 
 /*
  Log level filter: nothing.
@@ -389,6 +389,37 @@ lb_status lb_record_lsn_value(const struct lb_balancer *lb, const char *key, con
 lb_status lb_force_primary(const struct lb_balancer *lb, const char *key, uint64_t ttl_ms);
 
 /*
+ Tells the balancer that the caller saw a network error on a host, given by its DSN exactly
+ as handed out or by its `"host:port"`. A replica leaves the rotation at once, until a probe
+ that starts after this call succeeds; the monitor re-checks every host at once (throttled)
+ and, with DNS discovery, refreshes the list. Never blocks.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_UNKNOWN_HOST` (not one of this balancer's hosts;
+ the message does not repeat the argument, which may hold a password).
+ */
+lb_status lb_report_failure(const struct lb_balancer *lb, const char *dsn);
+
+/*
+ Writes every metric in the Prometheus text exposition format (names prefixed `dlb_`) into
+ `buf`. Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
+ retry with some slack. Never blocks on I/O.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_metrics_text(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
+
+/*
+ Writes a JSON health report into `buf`: the primary and every replica (`addr`, redacted
+ `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`, `lag_seconds`,
+ `last_error`, pool sizes), `primary_lsn`, `checks` and `healthy_replicas`. Contains no
+ password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
+ slack. Never blocks on I/O.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_status_json(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
+
+/*
  Picks where a read should go and writes the DSN to connect with into `dsn_buf` (output
  string rules: see the top of dlb.h), and its role and reason into `*route` when `route` is
  not NULL.
@@ -442,37 +473,6 @@ lb_status lb_pick_replica_min_lsn(const struct lb_balancer *lb,
  Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
  */
 lb_status lb_primary_dsn(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
-
-/*
- Tells the balancer that the caller saw a network error on a host, given by its DSN exactly
- as handed out or by its `"host:port"`. A replica leaves the rotation at once, until a probe
- that starts after this call succeeds; the monitor re-checks every host at once (throttled)
- and, with DNS discovery, refreshes the list. Never blocks.
-
- Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_UNKNOWN_HOST` (not one of this balancer's hosts;
- the message does not repeat the argument, which may hold a password).
- */
-lb_status lb_report_failure(const struct lb_balancer *lb, const char *dsn);
-
-/*
- Writes every metric in the Prometheus text exposition format (names prefixed `dlb_`) into
- `buf`. Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
- retry with some slack. Never blocks on I/O.
-
- Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
- */
-lb_status lb_metrics_text(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
-
-/*
- Writes a JSON health report into `buf`: the primary and every replica (`addr`, redacted
- `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`, `lag_seconds`,
- `last_error`, pool sizes), `primary_lsn`, `checks` and `healthy_replicas`. Contains no
- password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
- slack. Never blocks on I/O.
-
- Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
- */
-lb_status lb_status_json(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
 
 /*
  The snake-case name of an `LB_REASON_*` value (`"round_robin"`, `"not_caught_up"`...), as

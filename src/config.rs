@@ -31,32 +31,36 @@ pub struct Config {
     #[serde(default)]
     pub replicas: Option<ReplicasConfig>,
     /// How often the background monitor polls the primary's LSN and every replica's replay
-    /// position. Default 1000 ms; at least 10.
-    #[serde(default = "defaults::check_interval_ms")]
+    /// position, in milliseconds. Default [`Config::DEFAULT_REPLICA_CHECK_INTERVAL_MS`]; at
+    /// least 10.
+    #[serde(default = "serde_default::replica_check_interval_ms")]
     pub replica_check_interval_ms: u64,
     /// Replication lag, in bytes of WAL, over which (together with `max_lag_ms`) a replica is
-    /// quarantined. Default 8 MiB (8388608).
-    #[serde(default = "defaults::max_lag_bytes")]
+    /// quarantined. Default [`Config::DEFAULT_MAX_LAG_BYTES`].
+    #[serde(default = "serde_default::max_lag_bytes")]
     pub max_lag_bytes: u64,
     /// Replication lag, in milliseconds since the last replayed transaction, over which
     /// (together with `max_lag_bytes`) a replica is quarantined. Counts only while the replica
     /// is behind in bytes, so an idle primary never quarantines a caught-up replica.
-    /// Default 30000.
-    #[serde(default = "defaults::max_lag_ms")]
+    /// Default [`Config::DEFAULT_MAX_LAG_MS`].
+    #[serde(default = "serde_default::max_lag_ms")]
     pub max_lag_ms: u64,
     /// Client-side timeout of each monitor probe and of each live replay-LSN check.
-    /// A replica that does not answer in time counts as failed. Default 100 ms.
-    #[serde(default = "defaults::probe_timeout_ms")]
+    /// A replica that does not answer in time counts as failed, in milliseconds. Default
+    /// [`Config::DEFAULT_PROBE_TIMEOUT_MS`].
+    #[serde(default = "serde_default::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
     /// Connection pools, one per host.
     #[serde(default)]
     pub pool: PoolConfig,
-    /// How long a recorded LSN is kept for a key (primary sticking). Default 3600 s.
-    #[serde(default = "defaults::sticky_ttl_s")]
+    /// How long a recorded LSN is kept for a key (primary sticking), in seconds. Default
+    /// [`Config::DEFAULT_STICKY_TTL_S`].
+    #[serde(default = "serde_default::sticky_ttl_s")]
     pub sticky_ttl_s: u64,
     /// Total time a sticky pick may spend checking live replicas when the cached replay
-    /// positions do not show one caught up. Default 100 ms; 0 disables live checks.
-    #[serde(default = "defaults::sticky_check_budget_ms")]
+    /// positions do not show one caught up, in milliseconds. Default
+    /// [`Config::DEFAULT_STICKY_CHECK_BUDGET_MS`]; 0 disables live checks.
+    #[serde(default = "serde_default::sticky_check_budget_ms")]
     pub sticky_check_budget_ms: u64,
     /// What a sticky pick does when no replica has replayed the key's LSN: `"primary"`
     /// (default) or `"error"` ([`crate::Error::NoCaughtUpReplica`], retryable).
@@ -101,14 +105,15 @@ pub struct RedisStoreConfig {
     /// Redis Cluster seed nodes (`redis://host:port`, ...).
     #[serde(default)]
     pub cluster: Vec<String>,
-    /// Prefix of every stored key. Default `dlb:lsn:`.
-    #[serde(default = "defaults::key_prefix")]
+    /// Prefix of every stored key. Default [`RedisStoreConfig::DEFAULT_KEY_PREFIX`].
+    #[serde(default = "serde_default::redis_key_prefix")]
     pub key_prefix: String,
-    /// Timeout of each Redis operation (connect, read, write). Default 500 ms.
-    #[serde(default = "defaults::redis_op_timeout_ms")]
+    /// Timeout of each Redis operation (connect, read, write), in milliseconds. Default
+    /// [`RedisStoreConfig::DEFAULT_OP_TIMEOUT_MS`].
+    #[serde(default = "serde_default::redis_op_timeout_ms")]
     pub op_timeout_ms: u64,
-    /// Pooled Redis connections. Default 8.
-    #[serde(default = "defaults::redis_pool_size")]
+    /// Pooled Redis connections. Default [`RedisStoreConfig::DEFAULT_POOL_SIZE`].
+    #[serde(default = "serde_default::redis_pool_size")]
     pub pool_size: u32,
     /// PEM file of the certificate authorities trusted for `rediss://` URLs instead of the
     /// system's roots (a private CA). Read when the balancer starts. Default: none.
@@ -119,61 +124,81 @@ pub struct RedisStoreConfig {
 /// Connectivity quarantine: consecutive probe failures put a replica aside; it is probed again
 /// with exponential backoff and re-admitted after a successful probe. A replica that flaps
 /// (many quarantines or list changes within a window) is held out longer.
+///
+/// A field missing from the JSON takes its value from [`ConnectivityConfig::default`].
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ConnectivityConfig {
-    /// Consecutive failed probes (errors or timeouts) before quarantine. Default 1: the first
-    /// failure takes a replica out (reads then go to the others).
-    #[serde(default = "defaults::failure_threshold")]
+    /// Consecutive failed probes (errors or timeouts) before quarantine. Default
+    /// [`ConnectivityConfig::DEFAULT_FAILURE_THRESHOLD`]: with 1, the first failure takes a
+    /// replica out (reads then go to the others).
     pub failure_threshold: u32,
-    /// First wait before re-probing a quarantined replica. Default 1000 ms.
-    #[serde(default = "defaults::backoff_initial_ms")]
+    /// First wait before re-probing a quarantined replica, in milliseconds. Default
+    /// [`ConnectivityConfig::DEFAULT_BACKOFF_INITIAL_MS`].
     pub backoff_initial_ms: u64,
-    /// Longest wait between probes of a quarantined replica. Default 30000 ms.
-    #[serde(default = "defaults::backoff_max_ms")]
+    /// Longest wait between probes of a quarantined replica, in milliseconds. Default
+    /// [`ConnectivityConfig::DEFAULT_BACKOFF_MAX_MS`].
     pub backoff_max_ms: u64,
-    /// Window over which flapping is counted. Default 60000 ms.
-    #[serde(default = "defaults::flap_window_ms")]
+    /// Window over which flapping is counted, in milliseconds. Default
+    /// [`ConnectivityConfig::DEFAULT_FLAP_WINDOW_MS`].
     pub flap_window_ms: u64,
     /// Quarantines (or add/remove events) within the window that make a replica a flapper.
-    /// Default 5.
-    #[serde(default = "defaults::flap_threshold")]
+    /// Default [`ConnectivityConfig::DEFAULT_FLAP_THRESHOLD`].
     pub flap_threshold: u32,
-    /// How long a flapping replica is held out. Default 300000 ms.
-    #[serde(default = "defaults::flap_hold_ms")]
+    /// How long a flapping replica is held out, in milliseconds. Default
+    /// [`ConnectivityConfig::DEFAULT_FLAP_HOLD_MS`].
     pub flap_hold_ms: u64,
+}
+
+impl ConnectivityConfig {
+    /// Default of [`ConnectivityConfig::failure_threshold`].
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 1;
+    /// Default of [`ConnectivityConfig::backoff_initial_ms`].
+    pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1000;
+    /// Default of [`ConnectivityConfig::backoff_max_ms`].
+    pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
+    /// Default of [`ConnectivityConfig::flap_window_ms`].
+    pub const DEFAULT_FLAP_WINDOW_MS: u64 = 60_000;
+    /// Default of [`ConnectivityConfig::flap_threshold`].
+    pub const DEFAULT_FLAP_THRESHOLD: u32 = 5;
+    /// Default of [`ConnectivityConfig::flap_hold_ms`].
+    pub const DEFAULT_FLAP_HOLD_MS: u64 = 300_000;
 }
 
 impl Default for ConnectivityConfig {
     fn default() -> Self {
         ConnectivityConfig {
-            failure_threshold: defaults::failure_threshold(),
-            backoff_initial_ms: defaults::backoff_initial_ms(),
-            backoff_max_ms: defaults::backoff_max_ms(),
-            flap_window_ms: defaults::flap_window_ms(),
-            flap_threshold: defaults::flap_threshold(),
-            flap_hold_ms: defaults::flap_hold_ms(),
+            failure_threshold: Self::DEFAULT_FAILURE_THRESHOLD,
+            backoff_initial_ms: Self::DEFAULT_BACKOFF_INITIAL_MS,
+            backoff_max_ms: Self::DEFAULT_BACKOFF_MAX_MS,
+            flap_window_ms: Self::DEFAULT_FLAP_WINDOW_MS,
+            flap_threshold: Self::DEFAULT_FLAP_THRESHOLD,
+            flap_hold_ms: Self::DEFAULT_FLAP_HOLD_MS,
         }
     }
 }
 
 /// Replica source.
+///
+/// A field missing from the JSON takes its value from [`ReplicasConfig::default`].
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ReplicasConfig {
     /// Fixed replica list: `host`, `host:port` or `[v6]:port`. A missing port means the
-    /// primary's.
-    #[serde(default)]
+    /// primary's. Default: empty.
     pub hosts: Vec<String>,
-    /// DNS service discovery (instead of, or on top of, `hosts`).
-    #[serde(default)]
+    /// DNS service discovery (instead of, or on top of, `hosts`). Default: none.
     pub dns: Option<DnsConfig>,
     /// How long a replica that left the list may keep its in-flight connections before its
-    /// pool is closed. Default 30000 ms.
-    #[serde(default = "defaults::drain_timeout_ms")]
+    /// pool is closed, in milliseconds. Default [`ReplicasConfig::DEFAULT_DRAIN_TIMEOUT_MS`].
     pub drain_timeout_ms: u64,
+}
+
+impl ReplicasConfig {
+    /// Default of [`ReplicasConfig::drain_timeout_ms`].
+    pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
 }
 
 impl Default for ReplicasConfig {
@@ -181,35 +206,51 @@ impl Default for ReplicasConfig {
         ReplicasConfig {
             hosts: Vec::new(),
             dns: None,
-            drain_timeout_ms: defaults::drain_timeout_ms(),
+            drain_timeout_ms: Self::DEFAULT_DRAIN_TIMEOUT_MS,
         }
     }
 }
 
 impl DnsConfig {
+    /// Default of [`DnsConfig::nameserver`].
+    pub const DEFAULT_NAMESERVER: &str = "127.0.0.1";
+    /// Default of [`DnsConfig::port`].
+    pub const DEFAULT_PORT: u16 = 53;
+    /// Default of [`DnsConfig::refresh_interval_ms`].
+    pub const DEFAULT_REFRESH_INTERVAL_MS: u64 = 30_000;
+    /// Default of [`DnsConfig::timeout_ms`].
+    pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+
     /// SRV discovery of `record` at `nameserver:port`, every other setting at its default.
     pub fn new(record: impl Into<String>, nameserver: impl Into<String>, port: u16) -> DnsConfig {
         DnsConfig {
             record: record.into(),
             nameserver: nameserver.into(),
             port,
-            record_type: DnsRecordType::Srv,
+            record_type: DnsRecordType::default(),
             tcp: false,
-            refresh_interval_ms: defaults::dns_refresh_interval_ms(),
-            timeout_ms: defaults::dns_timeout_ms(),
+            refresh_interval_ms: Self::DEFAULT_REFRESH_INTERVAL_MS,
+            timeout_ms: Self::DEFAULT_TIMEOUT_MS,
         }
     }
 }
 
 impl RedisStoreConfig {
+    /// Default of [`RedisStoreConfig::key_prefix`].
+    pub const DEFAULT_KEY_PREFIX: &str = "dlb:lsn:";
+    /// Default of [`RedisStoreConfig::op_timeout_ms`].
+    pub const DEFAULT_OP_TIMEOUT_MS: u64 = 500;
+    /// Default of [`RedisStoreConfig::pool_size`].
+    pub const DEFAULT_POOL_SIZE: u32 = 8;
+
     /// A standalone Redis at `url`, every other setting at its default.
     pub fn standalone(url: impl Into<String>) -> RedisStoreConfig {
         RedisStoreConfig {
             url: Some(url.into()),
             cluster: Vec::new(),
-            key_prefix: defaults::key_prefix(),
-            op_timeout_ms: defaults::redis_op_timeout_ms(),
-            pool_size: defaults::redis_pool_size(),
+            key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
+            op_timeout_ms: Self::DEFAULT_OP_TIMEOUT_MS,
+            pool_size: Self::DEFAULT_POOL_SIZE,
             tls_ca_file: None,
         }
     }
@@ -231,11 +272,11 @@ impl RedisStoreConfig {
 pub struct DnsConfig {
     /// The name to resolve, e.g. `replica.pg.service.consul`.
     pub record: String,
-    /// Nameserver IP address. Default `127.0.0.1`.
-    #[serde(default = "defaults::nameserver")]
+    /// Nameserver IP address. Default [`DnsConfig::DEFAULT_NAMESERVER`].
+    #[serde(default = "serde_default::dns_nameserver")]
     pub nameserver: String,
-    /// Nameserver port. Default 53.
-    #[serde(default = "defaults::dns_port")]
+    /// Nameserver port. Default [`DnsConfig::DEFAULT_PORT`].
+    #[serde(default = "serde_default::dns_port")]
     pub port: u16,
     /// `SRV` (default: host and port from the answer, targets resolved with A/AAAA) or `A`
     /// (A and AAAA records; the primary's port).
@@ -244,12 +285,13 @@ pub struct DnsConfig {
     /// Query over TCP instead of UDP. Default false.
     #[serde(default)]
     pub tcp: bool,
-    /// Longest time between refreshes; answers with a shorter TTL refresh sooner. Default
-    /// 30000 ms. Refreshes carry up to 10% jitter so a fleet does not refresh in lockstep.
-    #[serde(default = "defaults::dns_refresh_interval_ms")]
+    /// Longest time between refreshes, in milliseconds; answers with a shorter TTL refresh
+    /// sooner. Default [`DnsConfig::DEFAULT_REFRESH_INTERVAL_MS`]. Refreshes carry up to 10%
+    /// jitter so a fleet does not refresh in lockstep.
+    #[serde(default = "serde_default::dns_refresh_interval_ms")]
     pub refresh_interval_ms: u64,
-    /// Timeout of one DNS exchange. Default 1000 ms.
-    #[serde(default = "defaults::dns_timeout_ms")]
+    /// Timeout of one DNS exchange, in milliseconds. Default [`DnsConfig::DEFAULT_TIMEOUT_MS`].
+    #[serde(default = "serde_default::dns_timeout_ms")]
     pub timeout_ms: u64,
 }
 
@@ -267,35 +309,48 @@ pub enum DnsRecordType {
 }
 
 /// Per-host connection pool settings.
+///
+/// A field missing from the JSON takes its value from [`PoolConfig::default`].
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Most connections per host. Default 10; at least 1.
-    #[serde(default = "defaults::max_size")]
+    /// Most connections per host. Default [`PoolConfig::DEFAULT_MAX_SIZE`]; at least 1.
     pub max_size: u32,
-    /// Idle connections each pool tries to keep open. Default 0 (connect lazily).
-    #[serde(default)]
+    /// Idle connections each pool tries to keep open. Default [`PoolConfig::DEFAULT_MIN_IDLE`]
+    /// (0: connect lazily).
     pub min_idle: u32,
-    /// TCP connect timeout. Default 2000 ms.
-    #[serde(default = "defaults::connect_timeout_ms")]
+    /// TCP connect timeout, in milliseconds. Default [`PoolConfig::DEFAULT_CONNECT_TIMEOUT_MS`].
     pub connect_timeout_ms: u64,
-    /// How long `write_conn`/`read_conn` wait for a free pooled connection. Default 5000 ms.
-    #[serde(default = "defaults::checkout_timeout_ms")]
+    /// How long `write_conn`/`read_conn` wait for a free pooled connection, in milliseconds.
+    /// Default [`PoolConfig::DEFAULT_CHECKOUT_TIMEOUT_MS`].
     pub checkout_timeout_ms: u64,
-    /// Connections are closed after this age. Default 1800 s; 0 means no limit.
-    #[serde(default = "defaults::max_lifetime_s")]
+    /// Connections are closed after this age, in seconds. Default
+    /// [`PoolConfig::DEFAULT_MAX_LIFETIME_S`]; 0 means no limit.
     pub max_lifetime_s: u64,
+}
+
+impl PoolConfig {
+    /// Default of [`PoolConfig::max_size`].
+    pub const DEFAULT_MAX_SIZE: u32 = 10;
+    /// Default of [`PoolConfig::min_idle`].
+    pub const DEFAULT_MIN_IDLE: u32 = 0;
+    /// Default of [`PoolConfig::connect_timeout_ms`].
+    pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2000;
+    /// Default of [`PoolConfig::checkout_timeout_ms`].
+    pub const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5000;
+    /// Default of [`PoolConfig::max_lifetime_s`].
+    pub const DEFAULT_MAX_LIFETIME_S: u64 = 1800;
 }
 
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            max_size: defaults::max_size(),
-            min_idle: 0,
-            connect_timeout_ms: defaults::connect_timeout_ms(),
-            checkout_timeout_ms: defaults::checkout_timeout_ms(),
-            max_lifetime_s: defaults::max_lifetime_s(),
+            max_size: Self::DEFAULT_MAX_SIZE,
+            min_idle: Self::DEFAULT_MIN_IDLE,
+            connect_timeout_ms: Self::DEFAULT_CONNECT_TIMEOUT_MS,
+            checkout_timeout_ms: Self::DEFAULT_CHECKOUT_TIMEOUT_MS,
+            max_lifetime_s: Self::DEFAULT_MAX_LIFETIME_S,
         }
     }
 }
@@ -311,95 +366,62 @@ pub enum NoCaughtUpPolicy {
     Error,
 }
 
-mod defaults {
-    pub(super) fn check_interval_ms() -> u64 {
-        1000
+/// The functions `#[serde(default = "...")]` names (it takes a function, not a constant): each
+/// returns the field's `DEFAULT_*` constant, the one place its value is written.
+mod serde_default {
+    use super::{Config, DnsConfig, RedisStoreConfig};
+
+    macro_rules! from_const {
+        ($($name:ident -> $ty:ty { $value:expr })*) => {
+            $(pub(super) fn $name() -> $ty { $value })*
+        };
     }
-    pub(super) fn max_lag_bytes() -> u64 {
-        8 * 1024 * 1024
-    }
-    pub(super) fn max_lag_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn probe_timeout_ms() -> u64 {
-        100
-    }
-    pub(super) fn max_size() -> u32 {
-        10
-    }
-    pub(super) fn connect_timeout_ms() -> u64 {
-        2000
-    }
-    pub(super) fn checkout_timeout_ms() -> u64 {
-        5000
-    }
-    pub(super) fn max_lifetime_s() -> u64 {
-        1800
-    }
-    pub(super) fn sticky_ttl_s() -> u64 {
-        3600
-    }
-    pub(super) fn sticky_check_budget_ms() -> u64 {
-        100
-    }
-    pub(super) fn key_prefix() -> String {
-        "dlb:lsn:".into()
-    }
-    pub(super) fn redis_op_timeout_ms() -> u64 {
-        500
-    }
-    pub(super) fn redis_pool_size() -> u32 {
-        8
-    }
-    pub(super) fn drain_timeout_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn nameserver() -> String {
-        "127.0.0.1".into()
-    }
-    pub(super) fn dns_port() -> u16 {
-        53
-    }
-    pub(super) fn dns_refresh_interval_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn dns_timeout_ms() -> u64 {
-        1000
-    }
-    pub(super) fn failure_threshold() -> u32 {
-        1
-    }
-    pub(super) fn backoff_initial_ms() -> u64 {
-        1000
-    }
-    pub(super) fn backoff_max_ms() -> u64 {
-        30_000
-    }
-    pub(super) fn flap_window_ms() -> u64 {
-        60_000
-    }
-    pub(super) fn flap_threshold() -> u32 {
-        5
-    }
-    pub(super) fn flap_hold_ms() -> u64 {
-        300_000
+
+    from_const! {
+        replica_check_interval_ms -> u64 { Config::DEFAULT_REPLICA_CHECK_INTERVAL_MS }
+        max_lag_bytes -> u64 { Config::DEFAULT_MAX_LAG_BYTES }
+        max_lag_ms -> u64 { Config::DEFAULT_MAX_LAG_MS }
+        probe_timeout_ms -> u64 { Config::DEFAULT_PROBE_TIMEOUT_MS }
+        sticky_ttl_s -> u64 { Config::DEFAULT_STICKY_TTL_S }
+        sticky_check_budget_ms -> u64 { Config::DEFAULT_STICKY_CHECK_BUDGET_MS }
+        redis_key_prefix -> String { RedisStoreConfig::DEFAULT_KEY_PREFIX.to_owned() }
+        redis_op_timeout_ms -> u64 { RedisStoreConfig::DEFAULT_OP_TIMEOUT_MS }
+        redis_pool_size -> u32 { RedisStoreConfig::DEFAULT_POOL_SIZE }
+        dns_nameserver -> String { DnsConfig::DEFAULT_NAMESERVER.to_owned() }
+        dns_port -> u16 { DnsConfig::DEFAULT_PORT }
+        dns_refresh_interval_ms -> u64 { DnsConfig::DEFAULT_REFRESH_INTERVAL_MS }
+        dns_timeout_ms -> u64 { DnsConfig::DEFAULT_TIMEOUT_MS }
     }
 }
 
 impl Config {
-    /// A configuration with every default and no replicas.
+    /// Default of [`Config::replica_check_interval_ms`].
+    pub const DEFAULT_REPLICA_CHECK_INTERVAL_MS: u64 = 1000;
+    /// Default of [`Config::max_lag_bytes`]: 8 MiB.
+    pub const DEFAULT_MAX_LAG_BYTES: u64 = 8 * 1024 * 1024;
+    /// Default of [`Config::max_lag_ms`].
+    pub const DEFAULT_MAX_LAG_MS: u64 = 30_000;
+    /// Default of [`Config::probe_timeout_ms`].
+    pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 100;
+    /// Default of [`Config::sticky_ttl_s`].
+    pub const DEFAULT_STICKY_TTL_S: u64 = 3600;
+    /// Default of [`Config::sticky_check_budget_ms`].
+    pub const DEFAULT_STICKY_CHECK_BUDGET_MS: u64 = 100;
+
+    /// A configuration with every default and no replicas: what [`Config::from_json`] makes
+    /// of `{"primary": ...}` alone.
     pub fn new(primary: impl Into<String>) -> Config {
         Config {
             primary: primary.into(),
             replicas: None,
-            replica_check_interval_ms: defaults::check_interval_ms(),
-            max_lag_bytes: defaults::max_lag_bytes(),
-            max_lag_ms: defaults::max_lag_ms(),
-            probe_timeout_ms: defaults::probe_timeout_ms(),
+            replica_check_interval_ms: Self::DEFAULT_REPLICA_CHECK_INTERVAL_MS,
+            max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
+            max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
+            probe_timeout_ms: Self::DEFAULT_PROBE_TIMEOUT_MS,
             pool: PoolConfig::default(),
-            sticky_ttl_s: defaults::sticky_ttl_s(),
-            sticky_check_budget_ms: defaults::sticky_check_budget_ms(),
-            no_caught_up_replica: NoCaughtUpPolicy::Primary,
+            sticky_ttl_s: Self::DEFAULT_STICKY_TTL_S,
+            sticky_check_budget_ms: Self::DEFAULT_STICKY_CHECK_BUDGET_MS,
+            no_caught_up_replica: NoCaughtUpPolicy::default(),
             lsn_store: LsnStoreConfig::default(),
             connectivity: ConnectivityConfig::default(),
         }

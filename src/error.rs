@@ -76,14 +76,16 @@ impl Error {
     /// [`Error::NoCaughtUpReplica`], [`Error::PrimaryUnavailable`], [`Error::ReplicaUnavailable`],
     /// [`Error::Store`] and [`Error::Query`].
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        // No wildcard: a new variant must be classified (the C API's `lb_status_is_retryable`
+        // follows this, through the variant's status code; a unit test of `ffi` checks it).
+        match self {
             Error::NoCaughtUpReplica { .. }
-                | Error::PrimaryUnavailable { .. }
-                | Error::ReplicaUnavailable { .. }
-                | Error::Store { .. }
-                | Error::Query { .. }
-        )
+            | Error::PrimaryUnavailable { .. }
+            | Error::ReplicaUnavailable { .. }
+            | Error::Store { .. }
+            | Error::Query { .. } => true,
+            Error::Config { .. } | Error::InvalidLsn { .. } | Error::InvalidKey { .. } => false,
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Bad configuration and bad input get clear errors naming what is wrong.
 
-use dlb::{Balancer, Error, Lsn};
+use dlb::{
+    Balancer, Config, DnsConfig, Error, Lsn, LsnStoreConfig, RedisStoreConfig, ReplicasConfig,
+};
 
 const P: &str = "host=127.0.0.1 port=55432 user=postgres dbname=dlb_test";
 
@@ -84,4 +86,156 @@ fn malformed_lsn() {
             "{e}"
         );
     }
+}
+
+/// Every section at its Rust defaults (`Config::new`, the `Default` impls and the
+/// constructors), rendered by `Config::to_json`: `[plain, with every optional section]`. The
+/// second has a DNS and a Redis section, so it differs from the first in `lsn_store`.
+fn default_trees() -> [serde_json::Value; 2] {
+    let plain = Config::new(P);
+    let full = Config::builder(P)
+        .replica_dns(DnsConfig::new(
+            "replica.example",
+            DnsConfig::DEFAULT_NAMESERVER,
+            DnsConfig::DEFAULT_PORT,
+        ))
+        .lsn_store(LsnStoreConfig::Redis(RedisStoreConfig::standalone(
+            "redis://127.0.0.1:6379",
+        )))
+        .build()
+        .unwrap();
+    [plain, full].map(|c| serde_json::from_str(&c.to_json()).unwrap())
+}
+
+/// The value at a dotted JSON path of `tree`.
+fn lookup<'a>(tree: &'a serde_json::Value, path: &str) -> Option<&'a serde_json::Value> {
+    path.split('.').try_fold(tree, |v, key| v.get(key))
+}
+
+/// The value at a dotted JSON path, in the first tree where it is not `null`.
+fn default_at<'a>(trees: &'a [serde_json::Value], path: &str) -> Option<&'a serde_json::Value> {
+    trees
+        .iter()
+        .find_map(|tree| lookup(tree, path).filter(|v| !v.is_null()))
+}
+
+/// The rows of README.md's configuration table: `(JSON path, stated default)`. A row naming
+/// several fields (`` `a.b` / `c` `` with `` 1 / 2 ``) gives one pair per field, the later
+/// names being siblings of the first.
+fn readme_defaults() -> Vec<(String, String)> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .expect("README.md has a `## Configuration` section");
+    let section = section.split("\n## ").next().unwrap();
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let fields: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").collect();
+        let values: Vec<&str> = cells[1].split(" / ").collect();
+        assert_eq!(fields.len(), values.len(), "README.md row: {line}");
+        let first = fields[0].trim_matches('`');
+        let parent = first.rsplit_once('.').map_or("", |(p, _)| p);
+        for (i, (field, value)) in fields.iter().zip(values).enumerate() {
+            let field = field.trim_matches('`');
+            let path = if i == 0 || parent.is_empty() {
+                field.to_string()
+            } else {
+                format!("{parent}.{field}")
+            };
+            rows.push((path, value.trim().trim_matches('`').to_string()));
+        }
+    }
+    rows
+}
+
+/// Every leaf field (a JSON path) of a default tree.
+fn leaves(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (k, v) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaves(v, &path, out);
+            }
+        }
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+#[test]
+fn readme_configuration_table_states_the_defaults() {
+    let trees = default_trees();
+    let rows = readme_defaults();
+    assert!(rows.len() > 30, "README.md's configuration table: {rows:?}");
+    for (path, stated) in &rows {
+        assert!(
+            trees.iter().any(|t| lookup(t, path).is_some()),
+            "README.md names `{path}`, which is not a configuration field"
+        );
+        let actual = default_at(&trees, path);
+        match stated.as_str() {
+            // No default: the field must be given (or is one of alternatives).
+            "required" | "—" => {}
+            // Off unless given.
+            "none" => assert!(
+                actual.is_none_or(|v| v.as_array().is_some_and(Vec::is_empty)),
+                "README.md says `{path}` defaults to none; it is {actual:?}"
+            ),
+            _ => {
+                // A JSON value (`"primary"`, `{"memory": {}}`, 1000, false), or a bare string.
+                let stated_json = serde_json::from_str(stated)
+                    .unwrap_or_else(|_| serde_json::Value::String(stated.clone()));
+                assert_eq!(
+                    actual,
+                    Some(&stated_json),
+                    "README.md states the default of `{path}` as {stated}"
+                );
+            }
+        }
+    }
+    let mut fields = Vec::new();
+    leaves(&trees[1], "", &mut fields);
+    for field in fields {
+        assert!(
+            rows.iter().any(|(path, _)| *path == field),
+            "README.md's configuration table has no row for `{field}`"
+        );
+    }
+}
+
+#[test]
+fn minimal_json_gives_the_rust_defaults() {
+    let parse = |json: &str| Config::from_json(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+    assert_eq!(parse(&format!(r#"{{"primary": "{P}"}}"#)), Config::new(P));
+    let c = parse(&format!(r#"{{"primary": "{P}", "replicas": {{}}}}"#));
+    assert_eq!(c.replicas, Some(ReplicasConfig::default()));
+    let c = parse(&format!(
+        r#"{{"primary": "{P}", "replicas": {{"dns": {{"record": "r"}}}}}}"#
+    ));
+    assert_eq!(
+        c.replicas.unwrap().dns,
+        Some(DnsConfig::new(
+            "r",
+            DnsConfig::DEFAULT_NAMESERVER,
+            DnsConfig::DEFAULT_PORT
+        ))
+    );
+    let url = "redis://127.0.0.1:6379";
+    let c = parse(&format!(
+        r#"{{"primary": "{P}", "lsn_store": {{"redis": {{"url": "{url}"}}}}}}"#
+    ));
+    assert_eq!(
+        c.lsn_store,
+        LsnStoreConfig::Redis(RedisStoreConfig::standalone(url))
+    );
+    let c = parse(&format!(
+        r#"{{"primary": "{P}", "pool": {{}}, "connectivity": {{}}}}"#
+    ));
+    assert_eq!(c, Config::new(P));
 }

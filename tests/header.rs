@@ -103,3 +103,27 @@ fn lb_version_matches_cargo_toml() {
     let v = unsafe { std::ffi::CStr::from_ptr(dlb::ffi::lb_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
 }
+
+#[test]
+fn status_docs_say_retryable_exactly_for_retryable_codes() {
+    let header = std::fs::read_to_string(root().join("include/dlb.h")).unwrap();
+    let mut doc = String::new();
+    let mut codes = 0;
+    for line in header.lines() {
+        if let Some(rest) = line.strip_prefix("#define LB_ERR_") {
+            let code: u32 = rest.split_whitespace().nth(1).unwrap().parse().unwrap();
+            assert_eq!(
+                doc.contains("Retryable"),
+                dlb::ffi::lb_status_is_retryable(code),
+                "the comment of LB_ERR_{rest} in include/dlb.h and lb_status_is_retryable() \
+                 disagree"
+            );
+            codes += 1;
+        }
+        if line.starts_with("/*") {
+            doc.clear();
+        }
+        doc.push_str(line);
+    }
+    assert!(codes > 10, "{codes} LB_ERR_* codes in include/dlb.h");
+}

@@ -4,9 +4,9 @@ use std::any::Any;
 use std::ffi::{CStr, c_char};
 use std::panic::{self, AssertUnwindSafe};
 
-use super::error::{
-    Failure, LB_ERR_BUFFER_TOO_SMALL, LB_ERR_INVALID_ARGUMENT, LB_ERR_PANIC, LB_OK, lb_status,
-    set_last_error,
+use super::error::{Failure, set_last_error};
+use super::status::{
+    LB_ERR_BUFFER_TOO_SMALL, LB_ERR_INVALID_ARGUMENT, LB_ERR_PANIC, LB_OK, lb_status,
 };
 
 /// Runs a function body behind the panic boundary.

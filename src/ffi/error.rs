@@ -1,91 +1,10 @@
-//! Status codes and the thread-local last error.
+//! The thread-local last error: the message of the last failed call on each thread.
 
 use std::cell::RefCell;
 use std::ffi::c_char;
 
+use super::status::{lb_status, status_of};
 use crate::Error;
-
-/// The result of every fallible `lb_*` function: `LB_OK` (0) or one of the `LB_ERR_*` codes.
-/// Codes are stable and never reused; new ones may be added, so treat an unknown code as a
-/// generic failure. The detail of a failure is in `lb_last_error_message()` on the same thread.
-pub type lb_status = u32;
-
-// The codes are typed `u32` rather than `lb_status` (the same type) only so that cbindgen
-// emits them first in the header, before the type definitions.
-
-/// Success (an `lb_status`, as are the `LB_ERR_*` codes below).
-pub const LB_OK: u32 = 0;
-/// An argument is NULL where a value is required, is not valid UTF-8, or is out of range.
-/// The message names the argument.
-pub const LB_ERR_INVALID_ARGUMENT: u32 = 1;
-/// The configuration JSON is malformed or a field is invalid. The message names the field as
-/// a JSON path (`pool.max_size`, `replicas.hosts[1]`).
-pub const LB_ERR_INVALID_CONFIG: u32 = 2;
-/// The output buffer cannot hold the text and its NUL. `*len` (when given) holds the length
-/// needed, without the NUL; nothing else was written.
-pub const LB_ERR_BUFFER_TOO_SMALL: u32 = 3;
-/// The primary cannot be reached (connection refused, timed out, pool exhausted). Retryable.
-pub const LB_ERR_PRIMARY_UNAVAILABLE: u32 = 4;
-/// No replica has replayed the required LSN and the configuration says
-/// `"no_caught_up_replica": "error"`. Retryable (or read from the primary).
-pub const LB_ERR_NO_CAUGHT_UP_REPLICA: u32 = 5;
-/// The LSN store failed. Retryable.
-pub const LB_ERR_STORE: u32 = 6;
-/// dlb panicked (a bug): the panic was caught and its message recorded as the last error.
-/// The balancer is still usable.
-pub const LB_ERR_PANIC: u32 = 7;
-/// A string is not a valid `X/Y` LSN.
-pub const LB_ERR_INVALID_LSN: u32 = 8;
-/// A sticking key is empty or longer than `LB_MAX_KEY_LENGTH` bytes.
-pub const LB_ERR_INVALID_KEY: u32 = 9;
-/// A replica cannot be reached. Retryable.
-pub const LB_ERR_REPLICA_UNAVAILABLE: u32 = 10;
-/// A query dlb issued itself (such as reading the primary's WAL position) failed. Retryable.
-pub const LB_ERR_QUERY: u32 = 11;
-/// `lb_report_failure()` was given a DSN or `host:port` that is none of this balancer's hosts.
-pub const LB_ERR_UNKNOWN_HOST: u32 = 12;
-/// An error this version of the C API has no specific code for.
-pub const LB_ERR_INTERNAL: u32 = 13;
-/// `lb_set_log_callback()` cannot install its logger: other Rust code in the process already
-/// installed a `log` logger.
-pub const LB_ERR_LOGGER_UNAVAILABLE: u32 = 14;
-
-/// Every status code with its `lb_status_str()` text (NUL-terminated, static).
-pub(crate) const STATUS_TEXT: [(lb_status, &std::ffi::CStr); 15] = [
-    (LB_OK, c"ok"),
-    (LB_ERR_INVALID_ARGUMENT, c"invalid argument"),
-    (LB_ERR_INVALID_CONFIG, c"invalid configuration"),
-    (LB_ERR_BUFFER_TOO_SMALL, c"buffer too small"),
-    (LB_ERR_PRIMARY_UNAVAILABLE, c"primary unavailable"),
-    (LB_ERR_NO_CAUGHT_UP_REPLICA, c"no caught-up replica"),
-    (LB_ERR_STORE, c"LSN store error"),
-    (LB_ERR_PANIC, c"panic in dlb"),
-    (LB_ERR_INVALID_LSN, c"invalid LSN"),
-    (LB_ERR_INVALID_KEY, c"invalid key"),
-    (LB_ERR_REPLICA_UNAVAILABLE, c"replica unavailable"),
-    (LB_ERR_QUERY, c"query failed"),
-    (LB_ERR_UNKNOWN_HOST, c"unknown host"),
-    (LB_ERR_INTERNAL, c"internal error"),
-    (LB_ERR_LOGGER_UNAVAILABLE, c"logger unavailable"),
-];
-
-/// The C status of a crate error.
-pub(crate) fn status_of(e: &Error) -> lb_status {
-    // `Error` is `#[non_exhaustive]`: a variant added later maps to LB_ERR_INTERNAL until it
-    // is given a code of its own (never by reusing one).
-    #[allow(unreachable_patterns)]
-    match e {
-        Error::Config { .. } => LB_ERR_INVALID_CONFIG,
-        Error::InvalidLsn { .. } => LB_ERR_INVALID_LSN,
-        Error::InvalidKey { .. } => LB_ERR_INVALID_KEY,
-        Error::PrimaryUnavailable { .. } => LB_ERR_PRIMARY_UNAVAILABLE,
-        Error::ReplicaUnavailable { .. } => LB_ERR_REPLICA_UNAVAILABLE,
-        Error::NoCaughtUpReplica { .. } => LB_ERR_NO_CAUGHT_UP_REPLICA,
-        Error::Store { .. } => LB_ERR_STORE,
-        Error::Query { .. } => LB_ERR_QUERY,
-        _ => LB_ERR_INTERNAL,
-    }
-}
 
 /// A failed call: its status and the message recorded as the thread's last error.
 #[derive(Debug)]
@@ -171,34 +90,4 @@ pub unsafe extern "C" fn lb_last_error_message(buf: *mut c_char, cap: usize) -> 
 #[unsafe(no_mangle)]
 pub extern "C" fn lb_last_error_length() -> usize {
     ffi_boundary!("lb_last_error_length", usize, { with_last_error(str::len) })
-}
-
-/// A short static description of `status` (`"ok"`, `"invalid argument"`, ...), or
-/// `"unknown status"` for a code this version does not know. Never NULL; never free it.
-#[unsafe(no_mangle)]
-pub extern "C" fn lb_status_str(status: lb_status) -> *const c_char {
-    ffi_boundary!("lb_status_str", *const c_char, {
-        STATUS_TEXT
-            .iter()
-            .find(|(code, _)| *code == status)
-            .map_or(c"unknown status", |(_, text)| text)
-            .as_ptr()
-    })
-}
-
-/// True when a call that failed with `status` may succeed if retried later (the cluster can
-/// change state): `LB_ERR_PRIMARY_UNAVAILABLE`, `LB_ERR_NO_CAUGHT_UP_REPLICA`, `LB_ERR_STORE`,
-/// `LB_ERR_REPLICA_UNAVAILABLE` and `LB_ERR_QUERY`.
-#[unsafe(no_mangle)]
-pub extern "C" fn lb_status_is_retryable(status: lb_status) -> bool {
-    ffi_boundary!("lb_status_is_retryable", bool, {
-        matches!(
-            status,
-            LB_ERR_PRIMARY_UNAVAILABLE
-                | LB_ERR_NO_CAUGHT_UP_REPLICA
-                | LB_ERR_STORE
-                | LB_ERR_REPLICA_UNAVAILABLE
-                | LB_ERR_QUERY
-        )
-    })
 }

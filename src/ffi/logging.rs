@@ -13,7 +13,8 @@ use std::time::Duration;
 use ::log::{Level, LevelFilter, Log, Metadata, Record};
 use parking_lot::Mutex;
 
-use super::error::{Failure, LB_ERR_INVALID_ARGUMENT, LB_ERR_LOGGER_UNAVAILABLE, lb_status};
+use super::error::Failure;
+use super::status::{LB_ERR_INVALID_ARGUMENT, LB_ERR_LOGGER_UNAVAILABLE, lb_status};
 
 /// Log level filter: nothing.
 pub const LB_LOG_OFF: u32 = 0;

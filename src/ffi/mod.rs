@@ -35,13 +35,24 @@
 
 #[macro_use]
 mod boundary;
+// One file per C "class": what the C API promises about it, and nothing else.
+//   error     the thread's last error (lb_last_error_message/_length)
+//   status    lb_status: LB_OK, LB_ERR_*, lb_status_str, lb_status_is_retryable
+//   version   lb_version
+//   balancer  lb_balancer: new/free, recording LSNs, failure reports, metrics and status text
+//   route     lb_route: picks, the primary's DSN, LB_ROLE_*/LB_REASON_* and their names
+//   logging   lb_set_log_callback, LB_LOG_*
 // Declaration order is the order of the header's sections (the blank lines keep rustfmt from
 // sorting them).
 mod error;
 
+mod status;
+
 mod version;
 
 mod balancer;
+
+mod route;
 
 mod logging;
 
@@ -51,4 +62,6 @@ mod tests;
 pub use self::balancer::*;
 pub use self::error::*;
 pub use self::logging::*;
+pub use self::route::*;
+pub use self::status::*;
 pub use self::version::*;

@@ -5,7 +5,8 @@ use std::ffi::{CStr, CString, c_char};
 use std::ptr;
 
 use super::boundary::run;
-use super::error::{Failure, STATUS_TEXT};
+use super::error::Failure;
+use super::status::{STATUSES, status_of};
 use super::*;
 use crate::Reason;
 
@@ -82,63 +83,106 @@ fn reason_constants_match_reason_all() {
 }
 
 #[test]
-fn status_codes_are_distinct_and_described() {
-    for (i, (code, text)) in STATUS_TEXT.iter().enumerate() {
-        assert_eq!(*code as usize, i, "codes are dense and in order");
-        assert_eq!(static_str(lb_status_str(*code)), text.to_str().unwrap());
+fn status_table_round_trips() {
+    let codes = [
+        LB_OK,
+        LB_ERR_INVALID_ARGUMENT,
+        LB_ERR_INVALID_CONFIG,
+        LB_ERR_BUFFER_TOO_SMALL,
+        LB_ERR_PRIMARY_UNAVAILABLE,
+        LB_ERR_NO_CAUGHT_UP_REPLICA,
+        LB_ERR_STORE,
+        LB_ERR_PANIC,
+        LB_ERR_INVALID_LSN,
+        LB_ERR_INVALID_KEY,
+        LB_ERR_REPLICA_UNAVAILABLE,
+        LB_ERR_QUERY,
+        LB_ERR_UNKNOWN_HOST,
+        LB_ERR_INTERNAL,
+        LB_ERR_LOGGER_UNAVAILABLE,
+    ];
+    assert_eq!(
+        STATUSES.map(|s| s.code),
+        codes,
+        "every LB_* code, once, in order"
+    );
+    let mut texts = std::collections::HashSet::new();
+    for s in STATUSES {
+        let text = static_str(lb_status_str(s.code));
+        assert_eq!(text, s.text.to_str().unwrap());
+        assert!(texts.insert(text), "{text:?} describes two codes");
+        assert_eq!(lb_status_is_retryable(s.code), s.retryable, "{text}");
     }
-    assert_eq!(static_str(lb_status_str(10_000)), "unknown status");
-    assert!(lb_status_is_retryable(LB_ERR_PRIMARY_UNAVAILABLE));
-    assert!(!lb_status_is_retryable(LB_ERR_INVALID_ARGUMENT));
-    assert!(!lb_status_is_retryable(LB_OK));
+    let unknown = codes.len() as lb_status;
+    assert_eq!(static_str(lb_status_str(unknown)), "unknown status");
+    assert_eq!(static_str(lb_status_str(lb_status::MAX)), "unknown status");
+    assert!(!lb_status_is_retryable(unknown));
+}
+
+/// One error of each variant.
+fn one_error_of_each_variant() -> Vec<crate::Error> {
+    use crate::Error;
+    let host = || "h:1".to_string();
+    let message = || "x".to_string();
+    let all = vec![
+        Error::config("pool.max_size", "x"),
+        "zz".parse::<crate::Lsn>().unwrap_err(),
+        Error::InvalidKey { reason: message() },
+        Error::PrimaryUnavailable {
+            host: host(),
+            message: message(),
+        },
+        Error::ReplicaUnavailable {
+            host: host(),
+            message: message(),
+        },
+        Error::NoCaughtUpReplica {
+            min_lsn: crate::Lsn::ZERO,
+        },
+        Error::Store { message: message() },
+        Error::Query {
+            host: host(),
+            message: message(),
+        },
+    ];
+    // No wildcard: a new variant does not compile until it is listed here (and above).
+    let variants: std::collections::HashSet<&str> = all
+        .iter()
+        .map(|e| match e {
+            Error::Config { .. } => "Config",
+            Error::InvalidLsn { .. } => "InvalidLsn",
+            Error::InvalidKey { .. } => "InvalidKey",
+            Error::PrimaryUnavailable { .. } => "PrimaryUnavailable",
+            Error::ReplicaUnavailable { .. } => "ReplicaUnavailable",
+            Error::NoCaughtUpReplica { .. } => "NoCaughtUpReplica",
+            Error::Store { .. } => "Store",
+            Error::Query { .. } => "Query",
+        })
+        .collect();
+    assert_eq!(variants.len(), all.len(), "one of each");
+    all
 }
 
 #[test]
-fn error_variants_map_to_codes() {
-    use crate::Error;
-    let cases = [
-        (Error::config("pool.max_size", "x"), LB_ERR_INVALID_CONFIG),
-        ("zz".parse::<crate::Lsn>().unwrap_err(), LB_ERR_INVALID_LSN),
-        (Error::InvalidKey { reason: "x".into() }, LB_ERR_INVALID_KEY),
-        (
-            Error::PrimaryUnavailable {
-                host: "h:1".into(),
-                message: "x".into(),
-            },
-            LB_ERR_PRIMARY_UNAVAILABLE,
-        ),
-        (
-            Error::ReplicaUnavailable {
-                host: "h:1".into(),
-                message: "x".into(),
-            },
-            LB_ERR_REPLICA_UNAVAILABLE,
-        ),
-        (
-            Error::NoCaughtUpReplica {
-                min_lsn: crate::Lsn::ZERO,
-            },
-            LB_ERR_NO_CAUGHT_UP_REPLICA,
-        ),
-        (
-            Error::Store {
-                message: "x".into(),
-            },
-            LB_ERR_STORE,
-        ),
-        (
-            Error::Query {
-                host: "h:1".into(),
-                message: "x".into(),
-            },
-            LB_ERR_QUERY,
-        ),
-    ];
-    for (e, code) in cases {
-        let retryable = e.is_retryable();
-        let f = Failure::from(e);
-        assert_eq!(f.status, code, "{}", f.message);
-        assert_eq!(lb_status_is_retryable(code), retryable, "{}", f.message);
+fn error_variants_map_to_codes_that_agree_on_retrying() {
+    let mut seen = std::collections::HashMap::new();
+    for e in one_error_of_each_variant() {
+        let (code, retryable, what) = (status_of(&e), e.is_retryable(), format!("{e:?}"));
+        assert_eq!(lb_status_is_retryable(code), retryable, "{what}");
+        assert!(
+            seen.insert(code, retryable).is_none(),
+            "{what}: code reused"
+        );
+        assert_eq!(Failure::from(e).status, code, "{what}");
+    }
+    // The table's retryable codes are exactly those of retryable errors.
+    for s in STATUSES {
+        assert_eq!(
+            seen.get(&s.code).copied().unwrap_or(false),
+            s.retryable,
+            "{:?}",
+            s.text
+        );
     }
 }
 

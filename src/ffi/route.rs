@@ -1,0 +1,239 @@
+//! `lb_route`: picking where a read goes (or the primary's DSN for a write), and what a route
+//! says: its role and reason.
+
+use std::ffi::{CStr, c_char};
+
+use super::balancer::{balancer, lb_balancer};
+use super::boundary::{OutStr, arg_opt_str, arg_str};
+use super::error::Failure;
+use super::status::lb_status;
+use crate::{Lsn, Reason, Role, Route};
+
+/// Target role of a route: the primary.
+pub const LB_ROLE_PRIMARY: u32 = 0;
+/// Target role of a route: a streaming replica.
+pub const LB_ROLE_REPLICA: u32 = 1;
+
+/// Replica chosen by round-robin; the read had no sticking key.
+pub const LB_REASON_ROUND_ROBIN: u32 = 0;
+/// Replica chosen because the cached replay positions show it has replayed the key's LSN.
+pub const LB_REASON_CAUGHT_UP_CACHED: u32 = 1;
+/// Replica chosen after a live `pg_last_wal_replay_lsn()` check showed it caught up.
+pub const LB_REASON_CAUGHT_UP_LIVE: u32 = 2;
+/// Replica chosen by round-robin: the key has no recorded LSN (or it expired).
+pub const LB_REASON_NO_LSN_RECORDED: u32 = 3;
+/// Primary: no replicas are configured (load balancing off).
+pub const LB_REASON_NO_REPLICAS_CONFIGURED: u32 = 4;
+/// Primary: every replica is quarantined or not yet checked.
+pub const LB_REASON_NO_HEALTHY_REPLICA: u32 = 5;
+/// Primary: no replica has replayed the key's LSN yet.
+pub const LB_REASON_NOT_CAUGHT_UP: u32 = 6;
+/// Primary: the LSN store failed, so no replica can be proven fresh.
+pub const LB_REASON_STORE_ERROR: u32 = 7;
+/// Primary: the caller forced the primary for this key (`lb_force_primary()`).
+pub const LB_REASON_FORCED_PRIMARY: u32 = 8;
+/// Primary: a write.
+pub const LB_REASON_WRITE: u32 = 9;
+/// Primary: the picked replica could not hand out a connection.
+pub const LB_REASON_REPLICA_UNAVAILABLE: u32 = 10;
+
+// The C constants are literals (cbindgen cannot evaluate casts); they must stay equal to the
+// Rust values.
+const _: () = {
+    assert!(LB_ROLE_PRIMARY == Role::Primary as u32);
+    assert!(LB_ROLE_REPLICA == Role::Replica as u32);
+    let mut i = 0;
+    while i < REASONS.len() {
+        assert!(REASONS[i].0 as u32 == REASONS[i].1);
+        i += 1;
+    }
+};
+
+/// Every reason with its C constant and its `lb_reason_str()` text.
+pub(crate) const REASONS: [(Reason, u32, &CStr); 11] = [
+    (Reason::RoundRobin, LB_REASON_ROUND_ROBIN, c"round_robin"),
+    (
+        Reason::CaughtUpCached,
+        LB_REASON_CAUGHT_UP_CACHED,
+        c"caught_up_cached",
+    ),
+    (
+        Reason::CaughtUpLive,
+        LB_REASON_CAUGHT_UP_LIVE,
+        c"caught_up_live",
+    ),
+    (
+        Reason::NoLsnRecorded,
+        LB_REASON_NO_LSN_RECORDED,
+        c"no_lsn_recorded",
+    ),
+    (
+        Reason::NoReplicasConfigured,
+        LB_REASON_NO_REPLICAS_CONFIGURED,
+        c"no_replicas_configured",
+    ),
+    (
+        Reason::NoHealthyReplica,
+        LB_REASON_NO_HEALTHY_REPLICA,
+        c"no_healthy_replica",
+    ),
+    (
+        Reason::NotCaughtUp,
+        LB_REASON_NOT_CAUGHT_UP,
+        c"not_caught_up",
+    ),
+    (Reason::StoreError, LB_REASON_STORE_ERROR, c"store_error"),
+    (
+        Reason::ForcedPrimary,
+        LB_REASON_FORCED_PRIMARY,
+        c"forced_primary",
+    ),
+    (Reason::Write, LB_REASON_WRITE, c"write"),
+    (
+        Reason::ReplicaUnavailable,
+        LB_REASON_REPLICA_UNAVAILABLE,
+        c"replica_unavailable",
+    ),
+];
+
+/// Where a read or write was routed, and why.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct lb_route {
+    /// `LB_ROLE_PRIMARY` or `LB_ROLE_REPLICA`.
+    pub role: u32,
+    /// One of the `LB_REASON_*` constants (new reasons may be added: treat an unknown one by
+    /// its role).
+    pub reason: u32,
+}
+
+impl From<&Route> for lb_route {
+    fn from(r: &Route) -> lb_route {
+        lb_route {
+            role: r.role() as u32,
+            reason: r.reason() as u32,
+        }
+    }
+}
+
+/// Writes a route's DSN and, when asked, its role and reason: nothing unless the DSN fits.
+fn put_route(route: &Route, dsn: &OutStr, out: *mut lb_route) -> Result<(), Failure> {
+    dsn.fit(route.dsn())?;
+    dsn.write(route.dsn());
+    if !out.is_null() {
+        // SAFETY: non-NULL `route` arguments are valid for a write per the module contract.
+        unsafe { out.write(lb_route::from(route)) };
+    }
+    Ok(())
+}
+
+/// Picks where a read should go and writes the DSN to connect with into `dsn_buf` (output
+/// string rules: see the top of dlb.h), and its role and reason into `*route` when `route` is
+/// not NULL.
+///
+/// The DSN is the configured one with host and port replaced, **password included**: hand it
+/// to the driver, never to a log. When no replica is healthy (or none is configured) the
+/// primary's DSN is returned with the reason; that is not an error.
+///
+/// `key` NULL: plain round-robin over the healthy replicas; no lock, no I/O, never blocks.
+/// `key` non-NULL (a sticking key, 1 to `LB_MAX_KEY_LENGTH` bytes): only replicas that have
+/// replayed the key's recorded LSN. Blocking with a key: reads the LSN store and, when the
+/// cached replay positions show no replica caught up, asks the replicas live, in parallel,
+/// for at most `sticky_check_budget_ms` (default 100 ms) in total.
+///
+/// Every call is a new pick: after `LB_ERR_BUFFER_TOO_SMALL`, a retry with a larger buffer may
+/// pick another host (whose DSN may have another length).
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_INVALID_KEY`, `LB_ERR_NO_CAUGHT_UP_REPLICA`
+/// (only with `"no_caught_up_replica": "error"`), `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_pick_replica(
+    lb: *const lb_balancer,
+    key: *const c_char,
+    dsn_buf: *mut c_char,
+    dsn_cap: usize,
+    dsn_len: *mut usize,
+    route: *mut lb_route,
+) -> lb_status {
+    ffi_boundary!("lb_pick_replica", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let key = unsafe { arg_opt_str(key, "key") }?;
+        let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
+        put_route(&lb.pick_replica(key)?, &dsn, route)
+    })
+}
+
+/// As `lb_pick_replica()` with a key, for a causal token the caller carried: picks, in
+/// round-robin order, a replica that has replayed at least `min_lsn` (`"X/Y"`), else the
+/// primary with `LB_REASON_NOT_CAUGHT_UP` (or `LB_ERR_NO_CAUGHT_UP_REPLICA` under the `"error"`
+/// policy).
+///
+/// Blocking: only when the cached replay positions show no replica caught up, it asks the
+/// replicas live for at most `sticky_check_budget_ms` in total.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_INVALID_LSN`, `LB_ERR_NO_CAUGHT_UP_REPLICA`,
+/// `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_pick_replica_min_lsn(
+    lb: *const lb_balancer,
+    min_lsn: *const c_char,
+    dsn_buf: *mut c_char,
+    dsn_cap: usize,
+    dsn_len: *mut usize,
+    route: *mut lb_route,
+) -> lb_status {
+    ffi_boundary!("lb_pick_replica_min_lsn", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let min_lsn: Lsn = unsafe { arg_str(min_lsn, "min_lsn") }?.parse()?;
+        let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
+        put_route(&lb.pick_replica_min_lsn(min_lsn)?, &dsn, route)
+    })
+}
+
+/// Writes the primary's DSN (for writes; **password included**) into `buf`. Counts as a
+/// routing decision with `LB_REASON_WRITE` in the metrics. Never blocks.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_primary_dsn(
+    lb: *const lb_balancer,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> lb_status {
+    ffi_boundary!("lb_primary_dsn", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let out = unsafe { OutStr::new(buf, cap, len, "buf") }?;
+        out.put(lb.primary().dsn())
+    })
+}
+
+/// The snake-case name of an `LB_REASON_*` value (`"round_robin"`, `"not_caught_up"`...), as
+/// used in the metrics; `"unknown"` for a value this version does not know. Static; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_reason_str(reason: u32) -> *const c_char {
+    ffi_boundary!("lb_reason_str", *const c_char, {
+        REASONS
+            .iter()
+            .find(|(_, code, _)| *code == reason)
+            .map_or(c"unknown", |(_, _, name)| name)
+            .as_ptr()
+    })
+}
+
+/// `"primary"` or `"replica"` for `LB_ROLE_PRIMARY` / `LB_ROLE_REPLICA`; `"unknown"` otherwise.
+/// Static; never NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn lb_role_str(role: u32) -> *const c_char {
+    ffi_boundary!("lb_role_str", *const c_char, {
+        match role {
+            LB_ROLE_PRIMARY => c"primary",
+            LB_ROLE_REPLICA => c"replica",
+            _ => c"unknown",
+        }
+        .as_ptr()
+    })
+}
