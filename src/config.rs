@@ -236,6 +236,27 @@ impl DnsConfig {
 }
 
 impl RedisStoreConfig {
+    /// Checks the settings that need no I/O (the URLs are parsed by [`crate::RedisStore::new`]).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field: both or neither of `url` and `cluster`, a zero
+    /// timeout or pool size.
+    pub(crate) fn check(&self) -> Result<()> {
+        match (&self.url, self.cluster.is_empty()) {
+            (Some(_), false) => Err(Error::config(
+                "lsn_store.redis",
+                "give either url or cluster, not both",
+            )),
+            (None, true) => Err(Error::config(
+                "lsn_store.redis",
+                "url or cluster is required",
+            )),
+            _ => Ok(()),
+        }?;
+        at_least("lsn_store.redis.op_timeout_ms", self.op_timeout_ms, 1)?;
+        at_least("lsn_store.redis.pool_size", self.pool_size.into(), 1)
+    }
+
     /// Default of [`RedisStoreConfig::key_prefix`].
     pub const DEFAULT_KEY_PREFIX: &str = "dlb:lsn:";
     /// Default of [`RedisStoreConfig::op_timeout_ms`].
@@ -483,16 +504,6 @@ impl Config {
             }
             replicas.push(hp);
         }
-        let at_least = |field: &str, v: u64, min: u64| -> Result<()> {
-            if v < min {
-                Err(Error::config(
-                    field,
-                    format!("must be at least {min} (got {v})"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
         at_least(
             "replica_check_interval_ms",
             self.replica_check_interval_ms,
@@ -522,23 +533,7 @@ impl Config {
             at_least("replicas.dns.timeout_ms", dns.timeout_ms, 1)?;
         }
         if let LsnStoreConfig::Redis(r) = &self.lsn_store {
-            match (&r.url, r.cluster.is_empty()) {
-                (Some(_), false) => {
-                    return Err(Error::config(
-                        "lsn_store.redis",
-                        "give either url or cluster, not both",
-                    ));
-                }
-                (None, true) => {
-                    return Err(Error::config(
-                        "lsn_store.redis",
-                        "url or cluster is required",
-                    ));
-                }
-                _ => {}
-            }
-            at_least("lsn_store.redis.op_timeout_ms", r.op_timeout_ms, 1)?;
-            at_least("lsn_store.redis.pool_size", r.pool_size.into(), 1)?;
+            r.check()?;
         }
         let c = &self.connectivity;
         at_least(
@@ -569,6 +564,18 @@ impl Config {
 
     pub(crate) fn probe_timeout(&self) -> Duration {
         Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+/// `v >= min`, or an error naming `field`.
+fn at_least(field: &str, v: u64, min: u64) -> Result<()> {
+    if v < min {
+        Err(Error::config(
+            field,
+            format!("must be at least {min} (got {v})"),
+        ))
+    } else {
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! `lb_route`: picking where a read goes (or the primary's DSN for a write), and what a route
 //! says: its role and reason.
 
-use std::ffi::{CStr, c_char};
+use std::ffi::c_char;
 
 use super::balancer::{balancer, lb_balancer};
 use super::boundary::{OutStr, arg_opt_str, arg_str};
@@ -49,51 +49,22 @@ const _: () = {
     }
 };
 
-/// Every reason with its C constant and its `lb_reason_str()` text.
-pub(crate) const REASONS: [(Reason, u32, &CStr); 11] = [
-    (Reason::RoundRobin, LB_REASON_ROUND_ROBIN, c"round_robin"),
-    (
-        Reason::CaughtUpCached,
-        LB_REASON_CAUGHT_UP_CACHED,
-        c"caught_up_cached",
-    ),
-    (
-        Reason::CaughtUpLive,
-        LB_REASON_CAUGHT_UP_LIVE,
-        c"caught_up_live",
-    ),
-    (
-        Reason::NoLsnRecorded,
-        LB_REASON_NO_LSN_RECORDED,
-        c"no_lsn_recorded",
-    ),
+/// Every reason with its C constant (the names come from [`Reason::as_str`]).
+pub(crate) const REASONS: [(Reason, u32); Reason::ALL.len()] = [
+    (Reason::RoundRobin, LB_REASON_ROUND_ROBIN),
+    (Reason::CaughtUpCached, LB_REASON_CAUGHT_UP_CACHED),
+    (Reason::CaughtUpLive, LB_REASON_CAUGHT_UP_LIVE),
+    (Reason::NoLsnRecorded, LB_REASON_NO_LSN_RECORDED),
     (
         Reason::NoReplicasConfigured,
         LB_REASON_NO_REPLICAS_CONFIGURED,
-        c"no_replicas_configured",
     ),
-    (
-        Reason::NoHealthyReplica,
-        LB_REASON_NO_HEALTHY_REPLICA,
-        c"no_healthy_replica",
-    ),
-    (
-        Reason::NotCaughtUp,
-        LB_REASON_NOT_CAUGHT_UP,
-        c"not_caught_up",
-    ),
-    (Reason::StoreError, LB_REASON_STORE_ERROR, c"store_error"),
-    (
-        Reason::ForcedPrimary,
-        LB_REASON_FORCED_PRIMARY,
-        c"forced_primary",
-    ),
-    (Reason::Write, LB_REASON_WRITE, c"write"),
-    (
-        Reason::ReplicaUnavailable,
-        LB_REASON_REPLICA_UNAVAILABLE,
-        c"replica_unavailable",
-    ),
+    (Reason::NoHealthyReplica, LB_REASON_NO_HEALTHY_REPLICA),
+    (Reason::NotCaughtUp, LB_REASON_NOT_CAUGHT_UP),
+    (Reason::StoreError, LB_REASON_STORE_ERROR),
+    (Reason::ForcedPrimary, LB_REASON_FORCED_PRIMARY),
+    (Reason::Write, LB_REASON_WRITE),
+    (Reason::ReplicaUnavailable, LB_REASON_REPLICA_UNAVAILABLE),
 ];
 
 /// Where a read or write was routed, and why.
@@ -216,10 +187,9 @@ pub unsafe extern "C" fn lb_primary_dsn(
 #[unsafe(no_mangle)]
 pub extern "C" fn lb_reason_str(reason: u32) -> *const c_char {
     ffi_boundary!("lb_reason_str", *const c_char, {
-        REASONS
-            .iter()
-            .find(|(_, code, _)| *code == reason)
-            .map_or(c"unknown", |(_, _, name)| name)
+        Reason::ALL
+            .get(reason as usize)
+            .map_or(c"unknown", |r| r.as_c_str())
             .as_ptr()
     })
 }
@@ -229,11 +199,9 @@ pub extern "C" fn lb_reason_str(reason: u32) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn lb_role_str(role: u32) -> *const c_char {
     ffi_boundary!("lb_role_str", *const c_char, {
-        match role {
-            LB_ROLE_PRIMARY => c"primary",
-            LB_ROLE_REPLICA => c"replica",
-            _ => c"unknown",
-        }
-        .as_ptr()
+        Role::ALL
+            .get(role as usize)
+            .map_or(c"unknown", |r| r.as_c_str())
+            .as_ptr()
     })
 }

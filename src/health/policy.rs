@@ -43,7 +43,7 @@ impl Policy {
         let drain_ms = c
             .replicas
             .as_ref()
-            .map_or(ReplicasConfig::default().drain_timeout_ms, |r| {
+            .map_or(ReplicasConfig::DEFAULT_DRAIN_TIMEOUT_MS, |r| {
                 r.drain_timeout_ms
             });
         Policy {
@@ -567,7 +567,7 @@ mod tests {
         assert_eq!(p.backoff_max, Duration::from_millis(1234));
         assert_eq!(
             p.drain_timeout,
-            Duration::from_millis(ReplicasConfig::default().drain_timeout_ms)
+            Duration::from_millis(ReplicasConfig::DEFAULT_DRAIN_TIMEOUT_MS)
         );
         assert_eq!(p.lag.max_bytes, c.max_lag_bytes);
     }

@@ -100,34 +100,12 @@ impl RedisStore {
     /// ...) for a URL that does not parse, a `tls_ca_file` that cannot be read or holds no
     /// PEM certificate, both or neither of `url` and `cluster`, or a zero timeout or pool size.
     pub fn new(config: &RedisStoreConfig) -> Result<RedisStore> {
-        if config.op_timeout_ms == 0 {
-            return Err(Error::config(
-                "lsn_store.redis.op_timeout_ms",
-                "must be at least 1 (got 0)",
-            ));
-        }
-        if config.pool_size == 0 {
-            return Err(Error::config(
-                "lsn_store.redis.pool_size",
-                "must be at least 1 (got 0)",
-            ));
-        }
+        config.check()?;
         let op_timeout = Duration::from_millis(config.op_timeout_ms);
         let size = config.pool_size as usize;
         let (backend, target, secrets) = match (&config.url, config.cluster.as_slice()) {
-            (Some(_), [_, ..]) => {
-                return Err(Error::config(
-                    "lsn_store.redis",
-                    "give either url or cluster, not both",
-                ));
-            }
-            (None, []) => {
-                return Err(Error::config(
-                    "lsn_store.redis",
-                    "url or cluster is required",
-                ));
-            }
-            (Some(url), []) => {
+            // `check` made sure that exactly one of the two is given.
+            (Some(url), _) => {
                 let info = parse_url(url, "lsn_store.redis.url")?;
                 let secrets: Vec<String> = info
                     .redis_settings()
