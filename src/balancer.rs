@@ -242,7 +242,7 @@ impl Balancer {
         let timeout = Duration::from_millis(pool.connect_timeout_ms.min(pool.checkout_timeout_ms));
         let addr = route.addr().to_string();
         match self.checkout(route, timeout) {
-            Ok(conn) => Ok(conn),
+            Ok(conn) => self.verified(conn),
             Err(e) => {
                 warn!(target: "dlb", "{e}; reading from the primary");
                 self.report_failure(&addr);
@@ -335,6 +335,41 @@ impl Balancer {
 
     // ---- Helpers.
 
+    /// Hands out a replica connection only when it reached the server the monitor probed (the
+    /// one whose replay position chose it). A connection to another server behind the same
+    /// address (re-pointed, restarted, or one of several) is used for a sticky read only if
+    /// that very connection has replayed the LSN the read needs, and for any read only if it
+    /// belongs to the primary's cluster; otherwise the read goes to the primary.
+    ///
+    /// # Errors
+    /// [`Error::PrimaryUnavailable`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    fn verified(&self, mut conn: Conn) -> Result<Conn> {
+        let probed = conn.route.host.identity_tag();
+        if probed != 0 && conn.client.identity_tag() == probed {
+            return Ok(conn);
+        }
+        let same_cluster = conn.client.identity.as_ref().is_some_and(|i| {
+            let primary = self.router.primary_system();
+            primary != 0 && i.system_id == primary
+        });
+        let route = match conn.route.min_lsn {
+            None if same_cluster => return Ok(conn),
+            Some(min) if same_cluster => {
+                if replay_lsn(&mut conn.client.client).is_some_and(|l| l >= min) {
+                    return Ok(conn);
+                }
+                self.router.not_caught_up(min)?
+            }
+            _ => {
+                warn!(target: "dlb", "a connection to replica {} reached a server outside the primary's cluster: discarded; reading from the primary", conn.route.addr());
+                conn.client.discard = true;
+                self.router.primary_route(Reason::ReplicaUnavailable)
+            }
+        };
+        drop(conn);
+        self.checkout(route, self.checkout_timeout())
+    }
+
     fn store_lsn(&self, key: &str, lsn: Lsn) -> Result<()> {
         let ttl = Duration::from_secs(self.config.sticky_ttl_s);
         sticking::record(&*self.store, &self.counters, key, lsn, ttl)
@@ -348,6 +383,14 @@ impl Balancer {
         let client = route.host.checkout(timeout)?;
         Ok(Conn { route, client })
     }
+}
+
+/// The replay position of the server `client` is connected to (`None`: unknown or failed).
+fn replay_lsn(client: &mut postgres::Client) -> Option<Lsn> {
+    let row = client
+        .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
+        .ok()?;
+    row.get::<_, Option<String>>(0)?.parse().ok()
 }
 
 impl Drop for Balancer {
@@ -387,12 +430,12 @@ impl std::fmt::Debug for Conn {
 impl Deref for Conn {
     type Target = postgres::Client;
     fn deref(&self) -> &postgres::Client {
-        &self.client
+        &self.client.client
     }
 }
 
 impl DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut postgres::Client {
-        &mut self.client
+        &mut self.client.client
     }
 }

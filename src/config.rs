@@ -45,6 +45,13 @@ pub struct Config {
     /// Default [`Config::DEFAULT_MAX_LAG_MS`].
     #[serde(default = "serde_default::max_lag_ms")]
     pub max_lag_ms: u64,
+    /// How long a replica that is behind the primary (in bytes, by any amount) may go without
+    /// replaying anything before it is quarantined `stalled` (replay paused, or blocked by a
+    /// recovery conflict): under light write traffic its lag may stay under `max_lag_bytes`
+    /// for ever. In milliseconds; 0 turns the rule off. Default
+    /// [`Config::DEFAULT_MAX_REPLAY_STALL_MS`].
+    #[serde(default = "serde_default::max_replay_stall_ms")]
+    pub max_replay_stall_ms: u64,
     /// Client-side timeout of each monitor probe and of each live replay-LSN check.
     /// A replica that does not answer in time counts as failed, in milliseconds. Default
     /// [`Config::DEFAULT_PROBE_TIMEOUT_MS`].
@@ -402,6 +409,7 @@ mod serde_default {
         replica_check_interval_ms -> u64 { Config::DEFAULT_REPLICA_CHECK_INTERVAL_MS }
         max_lag_bytes -> u64 { Config::DEFAULT_MAX_LAG_BYTES }
         max_lag_ms -> u64 { Config::DEFAULT_MAX_LAG_MS }
+        max_replay_stall_ms -> u64 { Config::DEFAULT_MAX_REPLAY_STALL_MS }
         probe_timeout_ms -> u64 { Config::DEFAULT_PROBE_TIMEOUT_MS }
         sticky_ttl_s -> u64 { Config::DEFAULT_STICKY_TTL_S }
         sticky_check_budget_ms -> u64 { Config::DEFAULT_STICKY_CHECK_BUDGET_MS }
@@ -422,6 +430,8 @@ impl Config {
     pub const DEFAULT_MAX_LAG_BYTES: u64 = 8 * 1024 * 1024;
     /// Default of [`Config::max_lag_ms`].
     pub const DEFAULT_MAX_LAG_MS: u64 = 30_000;
+    /// Default of [`Config::max_replay_stall_ms`].
+    pub const DEFAULT_MAX_REPLAY_STALL_MS: u64 = 30_000;
     /// Default of [`Config::probe_timeout_ms`].
     pub const DEFAULT_PROBE_TIMEOUT_MS: u64 = 100;
     /// Default of [`Config::sticky_ttl_s`].
@@ -438,6 +448,7 @@ impl Config {
             replica_check_interval_ms: Self::DEFAULT_REPLICA_CHECK_INTERVAL_MS,
             max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
+            max_replay_stall_ms: Self::DEFAULT_MAX_REPLAY_STALL_MS,
             probe_timeout_ms: Self::DEFAULT_PROBE_TIMEOUT_MS,
             pool: PoolConfig::default(),
             sticky_ttl_s: Self::DEFAULT_STICKY_TTL_S,
@@ -651,6 +662,11 @@ impl ConfigBuilder {
     /// See [`Config::max_lag_ms`].
     pub fn max_lag(mut self, d: Duration) -> Self {
         self.0.max_lag_ms = d.as_millis() as u64;
+        self
+    }
+    /// See [`Config::max_replay_stall_ms`].
+    pub fn max_replay_stall(mut self, d: Duration) -> Self {
+        self.0.max_replay_stall_ms = d.as_millis() as u64;
         self
     }
     /// See [`Config::probe_timeout_ms`].

@@ -166,7 +166,9 @@ impl Dsn {
         }
     }
 
-    /// The same DSN pointing at another host and port, in the same syntax.
+    /// The same DSN pointing at another host and port, in the same syntax, without the
+    /// settings that only make sense for the primary ([`PRIMARY_ONLY_KEYS`]: a replica
+    /// connection asking for `target_session_attrs=read-write` would always fail).
     pub(crate) fn with_host(&self, hp: &HostPort) -> Dsn {
         match self {
             Dsn::KeyValue(pairs) => {
@@ -181,6 +183,7 @@ impl Dsn {
                                 placed = true;
                             }
                         }
+                        k if PRIMARY_ONLY_KEYS.contains(&k) => {}
                         _ => out.push((k.clone(), v.clone())),
                     }
                 }
@@ -199,7 +202,7 @@ impl Dsn {
                 scheme: scheme.clone(),
                 userinfo: userinfo.clone(),
                 hostspec: hp.to_string(),
-                rest: rest.clone(),
+                rest: without_primary_only_params(rest),
             },
         }
     }
@@ -261,6 +264,37 @@ impl fmt::Debug for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Dsn({:?})", self.redacted())
     }
+}
+
+/// Connection settings a replica DSN leaves out: they only make sense for the primary.
+pub(crate) const PRIMARY_ONLY_KEYS: [&str; 1] = ["target_session_attrs"];
+
+/// `rest` of a URL (`/db?query#fragment`) without the [`PRIMARY_ONLY_KEYS`] query parameters.
+fn without_primary_only_params(rest: &str) -> String {
+    let Some((path, query)) = rest.split_once('?') else {
+        return rest.to_string();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|p| {
+            let key = p.split_once('=').map_or(*p, |(k, _)| k);
+            !PRIMARY_ONLY_KEYS.contains(&key)
+        })
+        .collect();
+    let mut out = path.to_string();
+    if !kept.is_empty() {
+        out.push('?');
+        out.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
 }
 
 fn redact_query(rest: &str) -> String {
@@ -479,6 +513,34 @@ mod tests {
         );
         for bad in ["", "a:0", "a:70000", "a:x", "[::1", "[::1]x", ":5", "a b:1"] {
             assert!(HostPort::parse(bad, 9).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replica_dsns_drop_primary_only_settings() {
+        let hp = HostPort::parse("r1:5433", 5432).unwrap();
+        let kv = Dsn::parse(
+            "host=p port=5432 target_session_attrs=read-write dbname=app",
+            "primary",
+        )
+        .unwrap();
+        assert_eq!(
+            kv.with_host(&hp).to_string(),
+            "host=r1 port=5433 dbname=app"
+        );
+        for (url, want) in [
+            (
+                "postgres://u@p:5432/app?target_session_attrs=read-write&sslmode=require",
+                "postgres://u@r1:5433/app?sslmode=require",
+            ),
+            (
+                "postgres://u@p/app?target_session_attrs=read-write",
+                "postgres://u@r1:5433/app",
+            ),
+            ("postgres://u@p/app", "postgres://u@r1:5433/app"),
+        ] {
+            let d = Dsn::parse(url, "primary").unwrap();
+            assert_eq!(d.with_host(&hp).to_string(), want, "{url}");
         }
     }
 }

@@ -9,21 +9,26 @@ use std::time::{Duration, Instant};
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 use postgres::NoTls;
-use r2d2_postgres::PostgresConnectionManager;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::config::Config;
+use crate::connection::PgManager;
 use crate::dsn::Dsn;
 use crate::error::{Error, Result};
+use crate::identity::IdentityLog;
 use crate::labels::Role;
 use crate::lsn::Lsn;
 use crate::stripe::{STRIPES, stripe};
 
 /// The r2d2 pool type dlb uses for every host.
-pub type PgPool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub(crate) type PgPool = r2d2::Pool<PgManager>;
 
 /// A connection checked out of a host's pool; returned to the pool on drop.
-pub type PooledClient = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(crate) type PooledClient = r2d2::PooledConnection<PgManager>;
+
+/// The monitoring connection is replaced after this many probes, so that an address re-pointed
+/// to another server is noticed within as many check intervals.
+const PROBE_CONN_USES: u32 = 5;
 
 /// A host, shared by the pick path, the monitor and routes handed to callers.
 pub(crate) struct Host {
@@ -36,10 +41,17 @@ pub(crate) struct Host {
     pub(crate) redacted: String,
     pub(crate) pool: PgPool,
     probe_config: postgres::Config,
-    /// Monitoring connection, taken out while a probe runs (no lock across I/O).
-    probe_conn: Mutex<Option<postgres::Client>>,
+    /// Monitoring connection and the probes it served, taken out while a probe runs (no lock
+    /// across I/O).
+    probe_conn: Mutex<Option<(postgres::Client, u32)>>,
     probe_in_flight: AtomicBool,
-    /// Last known replay LSN (replicas) as a `u64`; 0 when unknown. Only moves forward.
+    /// The identities reached by new connections (pooled and monitoring).
+    pub(crate) identity_log: Arc<IdentityLog>,
+    /// Tag of the server identity the last probe saw ([`crate::identity::ServerIdentity::tag`]);
+    /// 0 when unknown. The cached replay LSN describes this server only.
+    identity: AtomicU64,
+    /// Last known replay LSN (replicas) of the server tagged `identity`, as a `u64`; 0 when
+    /// unknown.
     replay_lsn: AtomicU64,
     /// When a caller last reported a failure, in nanoseconds since [`epoch`]; 0 if never.
     reported_at: AtomicU64,
@@ -146,7 +158,8 @@ impl Host {
                 .min(cfg.probe_timeout_ms.max(1) * 10),
         ));
         probe_config.tcp_user_timeout(Duration::from_secs(5));
-        let manager = PostgresConnectionManager::new(pg, NoTls);
+        let identity_log = Arc::new(IdentityLog::default());
+        let manager = PgManager::new(pg, identity_log.clone());
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool.max_size)
             .min_idle(Some(cfg.pool.min_idle))
@@ -166,6 +179,8 @@ impl Host {
             probe_config,
             probe_conn: Mutex::new(None),
             probe_in_flight: AtomicBool::new(false),
+            identity_log,
+            identity: AtomicU64::new(0),
             replay_lsn: AtomicU64::new(0),
             reported_at: AtomicU64::new(0),
         })
@@ -197,43 +212,91 @@ impl Host {
         st.connections.saturating_sub(st.idle_connections)
     }
 
-    /// Sets the cached replay LSN from a monitor probe (authoritative).
-    pub(crate) fn set_replay_lsn(&self, lsn: Lsn) {
+    /// The identity tag of the server the last probe saw (0: unknown).
+    pub(crate) fn identity_tag(&self) -> u64 {
+        self.identity.load(Ordering::Acquire)
+    }
+
+    /// Records the identity a probe saw. When it differs from the previous one (a restart, a
+    /// replacement, a re-pointed name), the cached replay LSN is forgotten at once. Returns
+    /// whether it changed.
+    pub(crate) fn set_identity(&self, tag: u64) -> bool {
+        let old = self.identity.swap(tag, Ordering::AcqRel);
+        if old != tag {
+            self.forget_replay_lsn();
+        }
+        old != tag
+    }
+
+    /// Forgets the cached replay LSN and the identity it belongs to (a failed probe).
+    pub(crate) fn forget(&self) {
+        self.identity.store(0, Ordering::Release);
+        self.forget_replay_lsn();
+    }
+
+    fn forget_replay_lsn(&self) {
+        self.replay_lsn.store(0, Ordering::Release);
+    }
+
+    /// Sets the cached replay LSN from a monitor probe of the server tagged `tag`
+    /// (authoritative).
+    pub(crate) fn set_replay_lsn(&self, tag: u64, lsn: Lsn) {
+        self.set_identity(tag);
         self.replay_lsn.store(lsn.as_u64(), Ordering::Release);
+        if self.identity_tag() != tag {
+            self.forget_replay_lsn(); // the identity changed meanwhile
+        }
     }
 
-    /// Raises the cached replay LSN (never lowers it); used by live checks.
-    pub(crate) fn observe_replay_lsn(&self, lsn: Lsn) {
+    /// Raises the cached replay LSN (never lowers it) with what a live check on a connection
+    /// to the server tagged `tag` saw; ignored when that is not the server the cache describes.
+    /// Returns whether it counted.
+    pub(crate) fn observe_replay_lsn(&self, tag: u64, lsn: Lsn) -> bool {
+        if tag == 0 || self.identity_tag() != tag {
+            return false;
+        }
         self.replay_lsn.fetch_max(lsn.as_u64(), Ordering::AcqRel);
+        if self.identity_tag() != tag {
+            self.forget_replay_lsn(); // the identity changed meanwhile
+            return false;
+        }
+        true
     }
 
-    /// Runs `f` on this host's monitoring connection, connecting first if needed. Returns
-    /// `None` without doing anything when another probe of this host is still running.
+    /// Runs `f` on this host's monitoring connection, connecting first if needed (and every
+    /// few probes, to notice a re-pointed address). `f` is told whether the connection is new.
+    /// Returns `None` without doing anything when another probe of this host is still running.
     /// Blocks for as long as the I/O takes: callers bound it with their own deadline.
     pub(crate) fn with_probe_conn<T>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> std::result::Result<T, postgres::Error>,
+        f: impl FnOnce(&mut postgres::Client, bool) -> std::result::Result<T, String>,
     ) -> Option<std::result::Result<T, String>> {
         if self.probe_in_flight.swap(true, Ordering::AcqRel) {
             return None;
         }
         let taken = self.probe_conn.lock().take();
-        let mut client = match taken {
-            Some(c) if !c.is_closed() => c,
+        let (mut client, uses, fresh) = match taken {
+            Some((c, uses)) if !c.is_closed() && uses < PROBE_CONN_USES => (c, uses, false),
             _ => match self.probe_config.connect(NoTls) {
-                Ok(c) => c,
+                Ok(c) => (c, 0, true),
                 Err(e) => {
                     self.probe_in_flight.store(false, Ordering::Release);
                     return Some(Err(format!("connect: {e}")));
                 }
             },
         };
-        let out = f(&mut client).map_err(|e| e.to_string());
+        let out = f(&mut client, fresh);
         if out.is_ok() {
-            *self.probe_conn.lock() = Some(client);
+            *self.probe_conn.lock() = Some((client, uses + 1));
         }
         self.probe_in_flight.store(false, Ordering::Release);
         Some(out)
+    }
+
+    /// Drops the monitoring connection: the next probe connects anew.
+    pub(crate) fn reconnect_probe(&self) {
+        let old = self.probe_conn.lock().take();
+        drop(old); // closing it is I/O: not under the lock
     }
 
     /// Checks a connection out of this host's pool, waiting at most `timeout`.

@@ -127,6 +127,20 @@ named_enum! {
         /// Quarantined or added/removed too often within `connectivity.flap_window_ms`: held
         /// out for `connectivity.flap_hold_ms`.
         Flapping = 4 => "flapping",
+        /// A standby of another cluster: its `system_identifier` differs from the primary's
+        /// (a copy-pasted host list, a name shared by two clusters).
+        WrongCluster = 5 => "wrong_cluster",
+        /// Its history left the primary's: its replay position is ahead of the primary's, or
+        /// it is on a timeline the primary is not on (an async standby that replayed past a
+        /// failover's switch point, an old primary restarted as a standby without rewind).
+        Diverged = 6 => "diverged",
+        /// Behind the primary and replaying nothing for `max_replay_stall_ms` (replay paused,
+        /// or blocked by a recovery conflict).
+        Stalled = 7 => "stalled",
+        /// New connections to this one address reach different servers (a load balancer,
+        /// Kubernetes Service or pooler over several replicas): no replay position describes
+        /// them all. List each server as its own replica instead.
+        MultipleServers = 8 => "multiple_servers",
     }
 }
 
@@ -177,7 +191,7 @@ mod tests {
             assert_eq!(*q as usize, i);
         }
         assert_eq!(Reason::COUNT, 11);
-        assert_eq!(QuarantineReason::COUNT, 5);
+        assert_eq!(QuarantineReason::COUNT, 9);
         assert_eq!(Role::ALL, [Role::Primary, Role::Replica]);
         assert_eq!(Reason::NotCaughtUp.to_string(), "not_caught_up");
         assert_eq!(Reason::NoLsnRecorded.role(), Role::Replica);

@@ -33,6 +33,7 @@
 
 mod balancer;
 mod config;
+mod connection;
 mod counters;
 mod discovery;
 mod dsn;
@@ -41,6 +42,7 @@ mod error;
 pub mod ffi;
 mod health;
 mod host;
+mod identity;
 mod labels;
 mod lsn;
 mod monitor;

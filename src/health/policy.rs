@@ -35,6 +35,8 @@ pub(crate) struct Policy {
     pub(crate) flap_threshold: u32,
     pub(crate) flap_hold: Duration,
     pub(crate) drain_timeout: Duration,
+    /// 0: no stall rule.
+    pub(crate) stall_timeout: Duration,
 }
 
 impl Policy {
@@ -58,6 +60,7 @@ impl Policy {
             flap_threshold: conn.flap_threshold,
             flap_hold: Duration::from_millis(conn.flap_hold_ms),
             drain_timeout: Duration::from_millis(drain_ms),
+            stall_timeout: Duration::from_millis(c.max_replay_stall_ms),
         }
     }
 }
@@ -73,7 +76,65 @@ pub(crate) enum Observation {
         replay_lsn: Option<Lsn>,
         /// Seconds since the last replayed transaction; `None` if none was ever replayed.
         replay_age_s: Option<f64>,
+        /// The server's `system_identifier`; `None` if it could not be read.
+        system_id: Option<u64>,
+        /// The timeline it receives or last restarted on; `None` if unknown.
+        timeline: Option<u32>,
+        /// New connections to this address reached more than one server lately.
+        several_servers: bool,
     },
+}
+
+/// What the monitor knows of the primary.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct PrimaryView {
+    /// Its WAL insert position at the last successful probe.
+    pub(crate) lsn: Option<Lsn>,
+    /// `lsn` was read in this check, after every replica answered: a replica replaying past
+    /// it has diverged.
+    pub(crate) lsn_after_replicas: bool,
+    /// Its `system_identifier`.
+    pub(crate) system_id: Option<u64>,
+    /// Its current timeline.
+    pub(crate) timeline: Option<u32>,
+}
+
+/// Why a replica that answered must not serve reads whatever its lag, if it must not: not a
+/// standby, a standby of another cluster, diverged from the primary, an address reaching
+/// several servers, or stalled. `None` when the lag rule decides.
+pub(crate) fn disqualified(
+    obs: &Observation,
+    primary: &PrimaryView,
+    stalled: bool,
+) -> Option<QuarantineReason> {
+    let Observation::Answered {
+        in_recovery,
+        replay_lsn,
+        system_id,
+        timeline,
+        several_servers,
+        ..
+    } = obs
+    else {
+        return None;
+    };
+    let differ = |a: Option<u64>, b: Option<u64>| matches!((a, b), (Some(x), Some(y)) if x != y);
+    if !in_recovery {
+        Some(QuarantineReason::NotInRecovery)
+    } else if differ(*system_id, primary.system_id) {
+        Some(QuarantineReason::WrongCluster)
+    } else if differ(timeline.map(u64::from), primary.timeline.map(u64::from))
+        || (primary.lsn_after_replicas
+            && matches!((replay_lsn, primary.lsn), (Some(r), Some(p)) if *r > p))
+    {
+        Some(QuarantineReason::Diverged)
+    } else if *several_servers {
+        Some(QuarantineReason::MultipleServers)
+    } else if stalled {
+        Some(QuarantineReason::Stalled)
+    } else {
+        None
+    }
 }
 
 /// Lag thresholds.
@@ -147,6 +208,8 @@ pub(crate) struct ReplicaHealth {
     pub(crate) backoff: Duration,
     /// No probe before this instant (quarantined with backoff, or held out for flapping).
     pub(crate) retry_at: Option<Instant>,
+    /// The replay position last seen, and since when it has not moved.
+    pub(crate) progress: Option<(Lsn, Instant)>,
 }
 
 /// A replica's health before and after one decision.
@@ -176,6 +239,7 @@ impl ReplicaHealth {
             failures: 0,
             backoff: p.backoff_initial,
             retry_at: None,
+            progress: None,
         }
     }
 
@@ -185,11 +249,11 @@ impl ReplicaHealth {
         self.retry_at.is_none_or(|t| t <= now)
     }
 
-    /// Applies one probe's outcome, seen at `now`, against the primary position `primary_lsn`.
+    /// Applies one probe's outcome, seen at `now`, against what is known of the primary.
     pub(crate) fn observe(
         &mut self,
         obs: &Observation,
-        primary_lsn: Option<Lsn>,
+        primary: &PrimaryView,
         now: Instant,
         p: &Policy,
     ) -> Transition {
@@ -200,16 +264,21 @@ impl ReplicaHealth {
                 replay_age_s,
                 ..
             } => {
-                self.lag = Lag::measure(primary_lsn, *replay_lsn, *replay_age_s);
+                self.lag = Lag::measure(primary.lsn, *replay_lsn, *replay_age_s);
                 self.last_error = None;
                 self.failures = 0;
                 self.retry_at = None;
                 self.backoff = p.backoff_initial;
-                self.health = next_health(before, obs, self.lag, p.lag);
+                let stalled = self.stalled(*replay_lsn, now, p);
+                self.health = match disqualified(obs, primary, stalled) {
+                    Some(reason) => Health::Quarantined(reason),
+                    None => next_health(before, obs, self.lag, p.lag),
+                };
             }
             Observation::Failed(reason, e) => {
                 self.last_error = Some(e.clone());
                 self.lag = Lag::default();
+                self.progress = None;
                 self.failures = self.failures.saturating_add(1);
                 let already_out = matches!(
                     before,
@@ -222,11 +291,11 @@ impl ReplicaHealth {
                 if already_out {
                     // A failed re-probe: back off further.
                     self.backoff = self.backoff.saturating_mul(2).min(p.backoff_max);
-                    self.retry_at = Some(now + self.backoff);
+                    self.retry_at = Some(later(now, self.backoff));
                     self.health = Health::Quarantined(*reason);
                 } else if self.failures >= p.failure_threshold {
                     self.backoff = p.backoff_initial;
-                    self.retry_at = Some(now + self.backoff);
+                    self.retry_at = Some(later(now, self.backoff));
                     self.health = next_health(before, obs, self.lag, p.lag);
                 }
             }
@@ -237,12 +306,32 @@ impl ReplicaHealth {
         }
     }
 
+    /// Notes the replay position `replay` seen at `now`; true when the replica is behind
+    /// (`self.lag`, measured first) and has not replayed anything for `stall_timeout`.
+    fn stalled(&mut self, replay: Option<Lsn>, now: Instant, p: &Policy) -> bool {
+        match (replay, self.progress) {
+            (Some(l), Some((seen, _))) if l == seen => {}
+            (Some(l), _) => self.progress = Some((l, now)),
+            (None, _) => self.progress = None,
+        }
+        !p.stall_timeout.is_zero()
+            && self.lag.bytes > 0
+            && self
+                .progress
+                .is_some_and(|(_, since)| now.saturating_duration_since(since) >= p.stall_timeout)
+    }
+
+    /// Forgets the replay progress (the address now reaches another server).
+    pub(crate) fn forget_progress(&mut self) {
+        self.progress = None;
+    }
+
     /// Holds the replica out for `flap_hold` from `now`. Returns whether it was not already
     /// held out for flapping.
     pub(crate) fn hold_flapping(&mut self, now: Instant, p: &Policy) -> bool {
         let newly = self.health != Health::Quarantined(QuarantineReason::Flapping);
         self.health = Health::Quarantined(QuarantineReason::Flapping);
-        self.retry_at = Some(now + p.flap_hold);
+        self.retry_at = Some(later(now, p.flap_hold));
         self.backoff = p.backoff_initial;
         newly
     }
@@ -272,7 +361,15 @@ impl FlapDetector {
 
 /// When the pool of a replica that left the list at `now` is closed at the latest.
 pub(crate) fn drain_deadline(now: Instant, p: &Policy) -> Instant {
-    now + p.drain_timeout
+    later(now, p.drain_timeout)
+}
+
+/// `now + d`, or a day from now if that cannot be represented (configured durations are
+/// bounded, so this is a guard against panics, not a rule).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
 }
 
 /// Whether a drained replica's pool may be closed: no connection is checked out, or the
@@ -295,6 +392,9 @@ mod tests {
             in_recovery: true,
             replay_lsn: Some(Lsn::from_u64(10_000 - lag_bytes)),
             replay_age_s: Some(age),
+            system_id: Some(SYSTEM),
+            timeline: Some(1),
+            several_servers: false,
         };
         (
             obs,
@@ -351,6 +451,9 @@ mod tests {
             in_recovery: false,
             replay_lsn: None,
             replay_age_s: None,
+            system_id: Some(SYSTEM),
+            timeline: Some(1),
+            several_servers: false,
         };
         assert_eq!(
             next_health(Health::Healthy, &p, Lag::default(), T),
@@ -383,6 +486,7 @@ mod tests {
             flap_threshold: 3,
             flap_hold: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(20),
         }
     }
 
@@ -398,7 +502,14 @@ mod tests {
         ok(0, 0.0).0
     }
 
-    const PRIMARY: Option<Lsn> = Some(Lsn::from_u64(10_000));
+    const SYSTEM: u64 = 7_300_000_000_000_000_001;
+
+    const PRIMARY: &PrimaryView = &PrimaryView {
+        lsn: Some(Lsn::from_u64(10_000)),
+        lsn_after_replicas: true,
+        system_id: Some(SYSTEM),
+        timeline: Some(1),
+    };
 
     #[test]
     fn failure_threshold_counts_consecutive_failures() {
@@ -557,6 +668,147 @@ mod tests {
         assert!(drain_finished(0, deadline, t0), "nothing checked out");
         assert!(!drain_finished(2, deadline, at(t0, 29)));
         assert!(drain_finished(2, deadline, at(t0, 30)), "deadline reached");
+    }
+
+    /// An answer from a replica `behind` bytes behind [`PRIMARY`], with `f` applied.
+    fn answer_with(behind: u64, f: impl FnOnce(&mut Observation)) -> Observation {
+        let mut o = ok(behind, 1.0).0;
+        f(&mut o);
+        o
+    }
+
+    fn set(
+        o: &mut Observation,
+    ) -> (
+        &mut Option<u64>,
+        &mut Option<u32>,
+        &mut bool,
+        &mut Option<Lsn>,
+    ) {
+        match o {
+            Observation::Answered {
+                system_id,
+                timeline,
+                several_servers,
+                replay_lsn,
+                ..
+            } => (system_id, timeline, several_servers, replay_lsn),
+            Observation::Failed(..) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_standby_of_another_cluster_is_out_whatever_its_lag() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut r = ReplicaHealth::new(&p);
+        let foreign = answer_with(0, |o| *set(o).0 = Some(SYSTEM + 1));
+        let tr = r.observe(&foreign, PRIMARY, t0, &p);
+        assert_eq!(
+            tr.after,
+            Health::Quarantined(QuarantineReason::WrongCluster)
+        );
+        assert!(!tr.newly_unreachable());
+        // Unknown on either side: no verdict from identity.
+        let unknown = answer_with(0, |o| *set(o).0 = None);
+        assert_eq!(r.observe(&unknown, PRIMARY, t0, &p).after, Health::Healthy);
+    }
+
+    #[test]
+    fn ahead_of_the_primary_or_on_another_timeline_is_diverged() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut r = ReplicaHealth::new(&p);
+        let ahead = answer_with(0, |o| *set(o).3 = Some(Lsn::from_u64(10_001)));
+        assert_eq!(
+            r.observe(&ahead, PRIMARY, t0, &p).after,
+            Health::Quarantined(QuarantineReason::Diverged)
+        );
+        assert_eq!(r.lag.bytes, 0, "ahead counts as no lag");
+        // Only against a primary position read after the replica's.
+        let stale = PrimaryView {
+            lsn_after_replicas: false,
+            ..*PRIMARY
+        };
+        assert_eq!(r.observe(&ahead, &stale, t0, &p).after, Health::Healthy);
+        let old_timeline = answer_with(0, |o| *set(o).1 = Some(2));
+        assert_eq!(
+            r.observe(&old_timeline, &stale, t0, &p).after,
+            Health::Quarantined(QuarantineReason::Diverged)
+        );
+        assert_eq!(r.observe(&answer(), PRIMARY, t0, &p).after, Health::Healthy);
+    }
+
+    #[test]
+    fn an_address_reaching_several_servers_is_out() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut r = ReplicaHealth::new(&p);
+        let several = answer_with(0, |o| *set(o).2 = true);
+        assert_eq!(
+            r.observe(&several, PRIMARY, t0, &p).after,
+            Health::Quarantined(QuarantineReason::MultipleServers)
+        );
+        assert_eq!(r.observe(&answer(), PRIMARY, t0, &p).after, Health::Healthy);
+    }
+
+    #[test]
+    fn behind_without_replay_progress_is_stalled() {
+        let (p, t0) = (policy(), Instant::now());
+        let mut r = ReplicaHealth::new(&p);
+        // 10 bytes behind (far under max_lag_bytes), replay not moving.
+        let stuck = answer_with(10, |_| {});
+        for s in [0, 10, 19] {
+            assert_eq!(
+                r.observe(&stuck, PRIMARY, at(t0, s), &p).after,
+                Health::Healthy
+            );
+        }
+        assert_eq!(
+            r.observe(&stuck, PRIMARY, at(t0, 20), &p).after,
+            Health::Quarantined(QuarantineReason::Stalled)
+        );
+        // Progress re-admits it; so does catching up.
+        let moving = answer_with(5, |_| {});
+        assert_eq!(
+            r.observe(&moving, PRIMARY, at(t0, 21), &p).after,
+            Health::Healthy
+        );
+        // Caught up and idle: never stalled.
+        let mut idle = ReplicaHealth::new(&p);
+        for s in [0, 100, 1000] {
+            assert_eq!(
+                idle.observe(&answer(), PRIMARY, at(t0, s), &p).after,
+                Health::Healthy
+            );
+        }
+        // The rule can be turned off.
+        let off = Policy {
+            stall_timeout: Duration::ZERO,
+            ..p
+        };
+        let mut r = ReplicaHealth::new(&off);
+        r.observe(&stuck, PRIMARY, t0, &off);
+        assert_eq!(
+            r.observe(&stuck, PRIMARY, at(t0, 1000), &off).after,
+            Health::Healthy
+        );
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let p = Policy {
+            failure_threshold: 1,
+            backoff_initial: Duration::MAX,
+            backoff_max: Duration::MAX,
+            flap_hold: Duration::MAX,
+            drain_timeout: Duration::MAX,
+            ..policy()
+        };
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        r.observe(&fail(), PRIMARY, t0, &p);
+        assert!(r.retry_at.is_some_and(|t| t > t0));
+        assert!(r.hold_flapping(t0, &p));
+        assert!(drain_deadline(t0, &p) > t0);
     }
 
     #[test]

@@ -21,13 +21,18 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::discovery::{self, ReplicaSource};
 use crate::dsn::{Dsn, HostPort};
+use crate::health::policy::PrimaryView;
 use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Observation, Policy, ReplicaHealth};
 use crate::host::{Host, StripedHost};
+use crate::identity::{self, ServerIdentity};
 use crate::labels::{QuarantineReason, Role};
-use crate::lsn::Lsn;
 use crate::routing::{ReplicaState, Router, Snapshot};
 use crate::sticking::LsnStore;
+
+/// An address whose new connections changed server twice within this many check intervals
+/// reaches several servers.
+const SEVERAL_SERVERS_CHECKS: u32 = 30;
 
 /// Wake-ups closer together than this are merged into one check.
 const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
@@ -39,6 +44,48 @@ struct Member {
     /// The host's per-stripe handles, for the round-robin ring.
     handles: Arc<StripedHost>,
     state: ReplicaHealth,
+    /// Who answered the last probe, and its timeline.
+    server: Option<(ServerIdentity, Option<u32>)>,
+    /// When it was last probed successfully.
+    last_probe: Option<Instant>,
+}
+
+impl Member {
+    /// Takes in the identity a probe at `now` saw: a new monitoring connection is a sample of
+    /// who the address reaches; a change of server forgets what was known of the old one.
+    fn identity_seen(
+        &mut self,
+        id: ServerIdentity,
+        timeline: Option<u32>,
+        fresh_conn: bool,
+        now: Instant,
+    ) {
+        let tag = id.tag();
+        let since = self.last_probe.replace(now);
+        if fresh_conn {
+            self.host.identity_log.record(tag, now);
+        }
+        let before = self.host.identity_tag();
+        if self.host.set_identity(tag) {
+            self.state.forget_progress();
+            if before != 0 {
+                info!(target: "dlb", "replica {} now reaches {id}: its cached replay position is forgotten", self.addr);
+            }
+        }
+        // New pooled connections reached another server since the last probe: connect the
+        // probe anew, so that the next check sees where the address leads now.
+        if let Some(since) = since
+            && self
+                .host
+                .identity_log
+                .since(since)
+                .iter()
+                .any(|t| *t != tag)
+        {
+            self.host.reconnect_probe();
+        }
+        self.server = Some((id, timeline));
+    }
 }
 
 /// Everything the monitor knows: the replica list, each replica's health, the drained pools.
@@ -52,7 +99,9 @@ pub(crate) struct Monitor {
     members: Vec<Member>,
     draining: Vec<(Arc<Host>, Instant)>,
     flaps: FlapDetector,
-    primary_lsn: Option<Lsn>,
+    primary_view: PrimaryView,
+    /// Who answered the last primary probe, and on which timeline.
+    primary_server: Option<(ServerIdentity, Option<u32>)>,
     generation: u64,
     counters: Arc<Counters>,
     store: Weak<dyn LsnStore>,
@@ -78,7 +127,8 @@ impl Monitor {
             members: Vec::new(),
             draining: Vec::new(),
             flaps: FlapDetector::default(),
-            primary_lsn: None,
+            primary_view: PrimaryView::default(),
+            primary_server: None,
             generation: 0,
             counters,
             store,
@@ -100,36 +150,69 @@ impl Monitor {
             .iter()
             .map(|m| m.state.probe_due(now).then(|| m.host.clone()))
             .collect();
-        let answers = probe::probe_all(&self.primary, &due, probe_start + timeout);
+        // Replicas first, then the primary: a replica that replayed past a primary position
+        // read after it has diverged.
+        let answers = probe::probe_replicas(&due, probe_start + timeout);
+        let primary = probe::probe_primary(&self.primary, policy::later(Instant::now(), timeout));
 
         let counters = Arc::clone(&self.counters);
         let c = &*counters;
         c.count(&c.checks);
         let no_answer = || format!("no answer within {} ms", timeout.as_millis());
-        match answers.primary {
-            Some(Ok(lsn)) => self.primary_lsn = Some(lsn),
+        self.primary_view.lsn_after_replicas = false;
+        match primary {
+            Some(Ok(p)) => self.primary_answered(p, router),
             failed => {
                 let why = failed.and_then(Result::err).unwrap_or_else(no_answer);
                 c.count(&c.primary_check_errors);
                 warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
             }
         }
-        for (i, answer) in answers.replicas.into_iter().enumerate() {
+        let window_start = now
+            .checked_sub(
+                self.config
+                    .check_interval()
+                    .saturating_mul(SEVERAL_SERVERS_CHECKS),
+            )
+            .unwrap_or(now);
+        for (i, answer) in answers.into_iter().enumerate() {
             if due[i].is_none() {
                 continue; // waiting out a backoff or a hold: stays as it is
             }
-            let obs = answer
-                .unwrap_or_else(|| Observation::Failed(QuarantineReason::Timeout, no_answer()));
             let m = &mut self.members[i];
-            match &obs {
+            let mut obs = match answer {
+                Some(a) => {
+                    let timeline = match &a.obs {
+                        Observation::Answered { timeline, .. } => *timeline,
+                        Observation::Failed(..) => None,
+                    };
+                    if let Some(id) = a.identity {
+                        m.identity_seen(id, timeline, a.fresh, now);
+                    }
+                    a.obs
+                }
+                None => Observation::Failed(QuarantineReason::Timeout, no_answer()),
+            };
+            match &mut obs {
                 Observation::Answered {
-                    replay_lsn: Some(l),
+                    replay_lsn,
+                    several_servers,
                     ..
-                } => m.host.set_replay_lsn(*l),
-                Observation::Answered { .. } => {}
-                Observation::Failed(..) => c.count(&c.replica_check_errors),
+                } => {
+                    *several_servers =
+                        identity::changes(&m.host.identity_log.since(window_start)) >= 2;
+                    if let Some(l) = replay_lsn {
+                        m.host.set_replay_lsn(m.host.identity_tag(), *l);
+                    }
+                }
+                Observation::Failed(..) => {
+                    // Whoever answers next may be another server: trust no cached position.
+                    m.host.forget();
+                    m.server = None;
+                    c.count(&c.replica_check_errors);
+                }
             }
-            let t = m.state.observe(&obs, self.primary_lsn, now, &self.policy);
+            let t = m.state.observe(&obs, &self.primary_view, now, &self.policy);
             report_transition(c, m, t);
             if t.newly_unreachable() {
                 self.hold_if_flapping(i, now);
@@ -143,6 +226,23 @@ impl Monitor {
         }
     }
 
+    /// Takes in a primary probe's answer; a changed `system_identifier` (another cluster
+    /// behind the primary's address) is logged and passed on to routing.
+    fn primary_answered(&mut self, p: probe::PrimaryAnswer, router: &Router) {
+        let v = &mut self.primary_view;
+        if v.system_id.is_some_and(|old| old != p.identity.system_id) {
+            warn!(target: "dlb", "primary {} is now {}: another cluster; positions recorded before are not trusted", self.primary.addr, p.identity);
+        }
+        router.set_primary_system(p.identity.system_id);
+        *v = PrimaryView {
+            lsn: Some(p.lsn),
+            lsn_after_replicas: true,
+            system_id: Some(p.identity.system_id),
+            timeline: p.timeline,
+        };
+        self.primary_server = Some((p.identity, p.timeline));
+    }
+
     fn snapshot(&self) -> Snapshot {
         Snapshot {
             replicas: self
@@ -153,6 +253,7 @@ impl Monitor {
                     health: m.state.health,
                     lag: m.state.lag,
                     last_error: m.state.last_error.clone(),
+                    server: m.server.clone(),
                 })
                 .collect(),
             eligible: self
@@ -162,7 +263,8 @@ impl Monitor {
                 .map(|m| m.handles.clone())
                 .collect(),
             draining: self.draining.iter().map(|(h, _)| h.clone()).collect(),
-            primary_lsn: self.primary_lsn,
+            primary_lsn: self.primary_view.lsn,
+            primary_server: self.primary_server.clone(),
             generation: self.generation,
         }
     }
@@ -210,6 +312,8 @@ impl Monitor {
                 handles: StripedHost::new(host.clone()),
                 host,
                 state: ReplicaHealth::new(&self.policy),
+                server: None,
+                last_probe: None,
             });
             if self.generation > 0 {
                 self.hold_if_flapping(self.members.len() - 1, now);

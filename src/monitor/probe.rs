@@ -9,102 +9,141 @@ use log::warn;
 
 use crate::health::Observation;
 use crate::host::Host;
+use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::labels::QuarantineReason;
 use crate::lsn::Lsn;
-
-const PRIMARY_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text";
-const REPLICA_SQL: &str = "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
-     EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8";
 
 /// Said of a host whose previous probe is still running.
 const STILL_RUNNING: &str = "previous probe still running";
 
-/// What one round of probes saw. `replicas[i]` is `None` for a replica that was not probed
-/// (waiting out a backoff) or did not answer before the deadline.
-pub(super) struct Answers {
-    pub(super) primary: Option<Result<Lsn, String>>,
-    pub(super) replicas: Vec<Option<Observation>>,
+/// What a probe of the primary saw.
+#[derive(Clone, Debug)]
+pub(super) struct PrimaryAnswer {
+    pub(super) lsn: Lsn,
+    pub(super) identity: ServerIdentity,
+    pub(super) timeline: Option<u32>,
 }
 
-/// Probes the primary and every replica given (`None` entries are skipped) in parallel, one
-/// thread each, and waits until `deadline` at most. A probe still running at the deadline is
-/// left to finish on its own (its host refuses a second probe until then).
-pub(super) fn probe_all(
-    primary: &Arc<Host>,
+/// What a probe of a replica saw.
+#[derive(Clone, Debug)]
+pub(super) struct ReplicaAnswer {
+    /// `several_servers` is left `false`: the monitor knows better.
+    pub(super) obs: Observation,
+    /// Who answered (`None` when the probe failed).
+    pub(super) identity: Option<ServerIdentity>,
+    /// The probe connected anew.
+    pub(super) fresh: bool,
+}
+
+/// Probes every replica given (`None` entries are skipped) in parallel, one thread each, and
+/// waits until `deadline` at most. A probe still running at the deadline is left to finish on
+/// its own (its host refuses a second probe until then). `None` for a replica skipped or that
+/// did not answer in time.
+pub(super) fn probe_replicas(
     replicas: &[Option<Arc<Host>>],
     deadline: Instant,
-) -> Answers {
-    enum Answer {
-        Primary(Result<Lsn, String>),
-        Replica(usize, Observation),
-    }
-    let (tx, rx) = channel::unbounded::<Answer>();
-    let spawn = |host: Arc<Host>, job: Box<dyn FnOnce(&Host) -> Answer + Send>| {
-        let tx = tx.clone();
-        let name = format!("dlb-probe-{}", host.addr);
-        let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            let _ = tx.send(job(&host));
-        });
-        if let Err(e) = spawned {
-            warn!(target: "dlb", "cannot spawn probe thread: {e}");
-        }
-    };
-    spawn(
-        primary.clone(),
-        Box::new(|h| {
-            Answer::Primary(probe_primary(h).unwrap_or_else(|| Err(STILL_RUNNING.into())))
-        }),
-    );
+) -> Vec<Option<ReplicaAnswer>> {
+    let (tx, rx) = channel::unbounded::<(usize, ReplicaAnswer)>();
     for (i, host) in replicas.iter().enumerate() {
         if let Some(host) = host {
-            spawn(
-                host.clone(),
-                Box::new(move |h| Answer::Replica(i, probe_replica(h))),
-            );
+            let tx = tx.clone();
+            spawn(host, move |h| {
+                let _ = tx.send((i, probe_replica(h)));
+            });
         }
     }
     drop(tx);
-    let mut answers = Answers {
-        primary: None,
-        replicas: vec![None; replicas.len()],
-    };
-    while let Ok(answer) = rx.recv_deadline(deadline) {
-        match answer {
-            Answer::Primary(r) => answers.primary = Some(r),
-            Answer::Replica(i, o) => answers.replicas[i] = Some(o),
-        }
+    let mut answers = vec![None; replicas.len()];
+    while let Ok((i, answer)) = rx.recv_deadline(deadline) {
+        answers[i] = Some(answer);
     }
     answers
 }
 
-fn probe_primary(host: &Host) -> Option<Result<Lsn, String>> {
-    host.with_probe_conn(|c| {
-        c.query_one(PRIMARY_SQL, &[])
-            .map(|row| row.get::<_, String>(0))
-    })
-    .map(|r| r.and_then(|s| s.parse::<Lsn>().map_err(|e| e.to_string())))
+/// Probes the primary on its own thread, waiting until `deadline` at most (`None`: no answer
+/// in time).
+pub(super) fn probe_primary(
+    primary: &Arc<Host>,
+    deadline: Instant,
+) -> Option<Result<PrimaryAnswer, String>> {
+    let (tx, rx) = channel::bounded(1);
+    spawn(primary, move |h| {
+        let answer = h
+            .with_probe_conn(|c, _| primary_query(c))
+            .unwrap_or_else(|| Err(STILL_RUNNING.into()));
+        let _ = tx.send(answer);
+    });
+    rx.recv_deadline(deadline).ok()
 }
 
-fn probe_replica(host: &Host) -> Observation {
-    let res = host.with_probe_conn(|c| {
-        c.query_one(REPLICA_SQL, &[]).map(|row| {
-            (
-                row.get::<_, bool>(0),
-                row.get::<_, Option<String>>(1),
-                row.get::<_, Option<f64>>(2),
-            )
-        })
-    });
-    match res {
-        None => Observation::Failed(QuarantineReason::Timeout, STILL_RUNNING.into()),
-        Some(Err(e)) => Observation::Failed(QuarantineReason::Unreachable, e),
-        Some(Ok((in_recovery, lsn, age))) => match lsn.map(|s| s.parse::<Lsn>()).transpose() {
-            Ok(replay_lsn) => Observation::Answered {
+fn spawn(host: &Arc<Host>, job: impl FnOnce(&Host) + Send + 'static) {
+    let host = host.clone();
+    let name = format!("dlb-probe-{}", host.addr);
+    if let Err(e) = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || job(&host))
+    {
+        warn!(target: "dlb", "cannot spawn probe thread: {e}");
+    }
+}
+
+fn primary_query(c: &mut postgres::Client) -> Result<PrimaryAnswer, String> {
+    let sql = format!(
+        "SELECT pg_current_wal_insert_lsn()::text, \
+         ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8, \
+         {IDENTITY_COLUMNS}"
+    );
+    let row = c.query_one(&sql, &[]).map_err(|e| e.to_string())?;
+    let lsn: String = row.try_get(0).map_err(|e| e.to_string())?;
+    let timeline: Option<i64> = row.try_get(1).map_err(|e| e.to_string())?;
+    Ok(PrimaryAnswer {
+        lsn: lsn.parse().map_err(|e: crate::Error| e.to_string())?,
+        timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+        identity: ServerIdentity::from_row(&row, 2)?,
+    })
+}
+
+fn probe_replica(host: &Host) -> ReplicaAnswer {
+    let sql = format!(
+        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+         EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
+         COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
+                  (SELECT timeline_id FROM pg_control_checkpoint()))::int8, \
+         {IDENTITY_COLUMNS}"
+    );
+    let res = host.with_probe_conn(|c, fresh| {
+        let row = c.query_one(&sql, &[]).map_err(|e| e.to_string())?;
+        let get = |e: postgres::Error| e.to_string();
+        let in_recovery: bool = row.try_get(0).map_err(get)?;
+        let lsn: Option<String> = row.try_get(1).map_err(get)?;
+        let age: Option<f64> = row.try_get(2).map_err(get)?;
+        let timeline: Option<i64> = row.try_get(3).map_err(get)?;
+        let identity = ServerIdentity::from_row(&row, 4)?;
+        let replay_lsn = lsn
+            .map(|s| s.parse::<Lsn>())
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        Ok(ReplicaAnswer {
+            obs: Observation::Answered {
                 in_recovery,
                 replay_lsn,
                 replay_age_s: age,
+                system_id: Some(identity.system_id),
+                timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+                several_servers: false,
             },
-            Err(e) => Observation::Failed(QuarantineReason::Unreachable, e.to_string()),
-        },
+            identity: Some(identity),
+            fresh,
+        })
+    });
+    let failed = |reason, message: String| ReplicaAnswer {
+        obs: Observation::Failed(reason, message),
+        identity: None,
+        fresh: false,
+    };
+    match res {
+        None => failed(QuarantineReason::Timeout, STILL_RUNNING.into()),
+        Some(Err(e)) => failed(QuarantineReason::Unreachable, e),
+        Some(Ok(answer)) => answer,
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use crate::host::Host;
-use crate::routing::Router;
+use crate::routing::{Router, Server};
 
 /// A point-in-time report of every host. Contains no secrets; serialize it with
 /// [`Status::to_json`].
@@ -38,6 +38,15 @@ pub struct HostStatus {
     pub pool_connections: u32,
     /// Of which idle.
     pub pool_idle: u32,
+    /// The server that answered the last probe, as it sees itself
+    /// (`inet_server_addr():inet_server_port()`); `None` until a probe answers. Differs from
+    /// `addr` behind a proxy or a load balancer.
+    pub server_addr: Option<String>,
+    /// That server's `system_identifier` (as decimal text: it does not fit a JSON number):
+    /// the same for a primary and its standbys.
+    pub system_identifier: Option<String>,
+    /// That server's timeline (received or last restarted on, for a standby).
+    pub timeline: Option<u32>,
 }
 
 /// A replica's health as last seen by the monitor.
@@ -49,8 +58,9 @@ pub struct ReplicaStatus {
     pub host: HostStatus,
     /// `unknown`, `healthy` or `quarantined`.
     pub state: &'static str,
-    /// Why quarantined (a [`crate::QuarantineReason`] name: `lag`, `unreachable`, `timeout`,
-    /// `not_in_recovery`, `flapping`).
+    /// Why quarantined: a [`crate::QuarantineReason`] name (`lag`, `unreachable`, `timeout`,
+    /// `not_in_recovery`, `flapping`, `wrong_cluster`, `diverged`, `stalled`,
+    /// `multiple_servers`).
     pub reason: Option<&'static str>,
     /// Cached replay position, as `X/Y`.
     pub replay_lsn: Option<String>,
@@ -69,25 +79,28 @@ impl Status {
     }
 }
 
-fn host_status(h: &Host) -> HostStatus {
+fn host_status(h: &Host, server: &Server) -> HostStatus {
     let st = h.pool.state();
     HostStatus {
         addr: h.addr.clone(),
         dsn: h.redacted.clone(),
         pool_connections: st.connections,
         pool_idle: st.idle_connections,
+        server_addr: server.as_ref().map(|(id, _)| id.server_addr.clone()),
+        system_identifier: server.as_ref().map(|(id, _)| id.system_id.to_string()),
+        timeline: server.as_ref().and_then(|(_, tl)| *tl),
     }
 }
 
 /// The report of `router`'s current snapshot. Never blocks on I/O.
 pub(crate) fn collect(router: &Router, lsn_store: &'static str) -> Status {
     router.with_snapshot(|snap| Status {
-        primary: host_status(router.primary()),
+        primary: host_status(router.primary(), &snap.primary_server),
         replicas: snap
             .replicas
             .iter()
             .map(|r| ReplicaStatus {
-                host: host_status(&r.host),
+                host: host_status(&r.host, &r.server),
                 state: r.health.as_str(),
                 reason: r.health.reason().map(|q| q.as_str()),
                 replay_lsn: r.host.replay_lsn().map(|l| l.to_string()),

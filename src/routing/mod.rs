@@ -20,7 +20,7 @@ mod snapshot;
 mod sticky;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
@@ -29,7 +29,7 @@ use log::debug;
 use parking_lot::Mutex;
 
 pub use self::route::Route;
-pub(crate) use self::snapshot::{ReplicaState, Snapshot};
+pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
@@ -57,6 +57,8 @@ pub(crate) struct Router {
     refresh_requested: AtomicBool,
     /// Wakes the monitor for an immediate check (merged with any pending one).
     wake: Sender<()>,
+    /// The primary's `system_identifier` as last probed; 0 until known.
+    primary_system: AtomicU64,
 }
 
 impl Router {
@@ -80,6 +82,7 @@ impl Router {
             no_caught_up: config.no_caught_up_replica,
             refresh_requested: AtomicBool::new(false),
             wake,
+            primary_system: AtomicU64::new(0),
         }
     }
 
@@ -92,6 +95,7 @@ impl Router {
         Route {
             host: self.primary.handle(),
             reason,
+            min_lsn: None,
         }
     }
 
@@ -141,12 +145,13 @@ impl Router {
         match found {
             Some((host, reason)) => {
                 self.counters.count_pick(reason);
-                Ok(Route { host, reason })
+                Ok(Route {
+                    host,
+                    reason,
+                    min_lsn: Some(min_lsn),
+                })
             }
-            None => match self.no_caught_up {
-                NoCaughtUpPolicy::Primary => Ok(self.primary_route(Reason::NotCaughtUp)),
-                NoCaughtUpPolicy::Error => Err(Error::NoCaughtUpReplica { min_lsn }),
-            },
+            None => self.not_caught_up(min_lsn),
         }
     }
 
@@ -160,7 +165,11 @@ impl Router {
         match picked {
             Some(host) => {
                 self.counters.count_pick(reason);
-                Route { host, reason }
+                Route {
+                    host,
+                    reason,
+                    min_lsn: None,
+                }
             }
             None if self.lb_enabled => self.primary_route(Reason::NoHealthyReplica),
             None => self.primary_route(Reason::NoReplicasConfigured),
@@ -206,6 +215,11 @@ impl Router {
         self.swap(snap);
     }
 
+    /// Records the primary's `system_identifier` from a probe.
+    pub(crate) fn set_primary_system(&self, system_id: u64) {
+        self.primary_system.store(system_id, Ordering::Relaxed);
+    }
+
     /// Whether a caller reported a failure since the last call (clears the request).
     pub(crate) fn take_refresh_request(&self) -> bool {
         self.refresh_requested.swap(false, Ordering::Relaxed)
@@ -221,6 +235,22 @@ impl Router {
         // SAFETY: the pointer is set in `Router::new` and only ever replaced by `swap`, which
         // defers the old value's destruction until no pinned reader can see it.
         f(unsafe { ptr.deref() })
+    }
+
+    /// The primary's `system_identifier` as last probed (0: unknown).
+    pub(crate) fn primary_system(&self) -> u64 {
+        self.primary_system.load(Ordering::Relaxed)
+    }
+
+    /// What a sticky read that no replica can serve gets: the primary, or the error.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn not_caught_up(&self, min_lsn: Lsn) -> Result<Route> {
+        match self.no_caught_up {
+            NoCaughtUpPolicy::Primary => Ok(self.primary_route(Reason::NotCaughtUp)),
+            NoCaughtUpPolicy::Error => Err(Error::NoCaughtUpReplica { min_lsn }),
+        }
     }
 
     /// The primary host.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::host::HostHandle;
 use crate::labels::{Reason, Role};
+use crate::lsn::Lsn;
 
 /// Where to send a query, and why. Cheap to clone.
 ///
@@ -13,6 +14,9 @@ use crate::labels::{Reason, Role};
 pub struct Route {
     pub(crate) host: Arc<HostHandle>,
     pub(crate) reason: Reason,
+    /// For a sticky pick, the LSN the read needs (a connection to the host is checked against
+    /// it when it reached another server than the one the monitor probed).
+    pub(crate) min_lsn: Option<Lsn>,
 }
 
 impl Route {

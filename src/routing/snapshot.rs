@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use crate::health::{Health, Lag};
 use crate::host::{Host, StripedHost};
+use crate::identity::ServerIdentity;
 use crate::lsn::Lsn;
+
+/// Who answered a host's last probe, and its timeline.
+pub(crate) type Server = Option<(ServerIdentity, Option<u32>)>;
 
 /// One replica in a snapshot.
 #[derive(Clone, Debug)]
@@ -14,6 +18,7 @@ pub(crate) struct ReplicaState {
     pub(crate) health: Health,
     pub(crate) lag: Lag,
     pub(crate) last_error: Option<String>,
+    pub(crate) server: Server,
 }
 
 /// What the pick path and the status report read; replaced whole after every check.
@@ -27,6 +32,8 @@ pub(crate) struct Snapshot {
     pub(crate) draining: Vec<Arc<Host>>,
     /// Primary LSN seen by the last successful check.
     pub(crate) primary_lsn: Option<Lsn>,
+    /// Who answered the last successful primary probe.
+    pub(crate) primary_server: Server,
     /// Monotonic check counter (0 before the first check).
     pub(crate) generation: u64,
 }
@@ -44,6 +51,7 @@ impl Snapshot {
                 .collect(),
             draining: self.draining.clone(),
             primary_lsn: self.primary_lsn,
+            primary_server: self.primary_server.clone(),
             generation: self.generation,
         }
     }

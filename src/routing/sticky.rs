@@ -30,7 +30,8 @@ pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<A
 
 /// Asks every candidate for its replay LSN in parallel (one thread each, a pooled connection
 /// each); returns the first that has reached `min` within `budget`, and raises the cached
-/// positions of those that answer. Blocks for at most `budget`; a zero budget does nothing.
+/// positions of those that answer. An answer from a connection that reached another server
+/// than the one the host's cache describes proves nothing and is ignored. Blocks for at most `budget`; a zero budget does nothing.
 pub(super) fn live(
     candidates: Vec<Arc<StripedHost>>,
     min: Lsn,
@@ -48,13 +49,13 @@ pub(super) fn live(
         let spawned = std::thread::Builder::new()
             .name("dlb-lsn-check".into())
             .spawn(move || {
+                // Counts only when the connection reached the server the cache describes.
                 let lsn = host.pool.get_timeout(budget).ok().and_then(|mut c| {
-                    let row = c.query_one(LIVE_SQL, &[]).ok()?;
-                    row.get::<_, Option<String>>(0)?.parse::<Lsn>().ok()
+                    let row = c.client.query_one(LIVE_SQL, &[]).ok()?;
+                    let lsn = row.get::<_, Option<String>>(0)?.parse::<Lsn>().ok()?;
+                    host.observe_replay_lsn(c.identity_tag(), lsn)
+                        .then_some(lsn)
                 });
-                if let Some(l) = lsn {
-                    host.observe_replay_lsn(l);
-                }
                 let _ = tx.send((host, lsn));
             });
         if spawned.is_err() {
