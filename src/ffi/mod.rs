@@ -43,12 +43,15 @@ mod version;
 
 mod balancer;
 
+mod dsn;
+
 mod logging;
 
 #[cfg(test)]
 mod tests;
 
 pub use self::balancer::*;
+pub use self::dsn::*;
 pub use self::error::*;
 pub use self::logging::*;
 pub use self::version::*;
