@@ -287,14 +287,14 @@ func (b *Balancer) Metrics() (string, error) {
 	})
 }
 
-// Status returns a JSON health report: the primary and every replica (addr, redacted dsn,
-// state, quarantine reason, replay_lsn, lag_bytes, lag_seconds, last_error, pool sizes),
-// primary_lsn, checks and healthy_replicas. It contains no password. Never blocks on I/O.
-// StatusReport decodes it.
+// StatusJSON returns the health report (see Status) as JSON text, as the C API's
+// lb_status_json writes it. It contains no password. Never blocks on I/O.
 //
 // Errors: ErrClosed.
-func (b *Balancer) Status() (string, error) {
-	return b.text("Status", kindStatus, func(lb C.dlbgo_handle, buf *C.char, n C.size_t) C.dlbgo_result {
+func (b *Balancer) StatusJSON() (string, error) { return b.statusJSON("StatusJSON") }
+
+func (b *Balancer) statusJSON(op string) (string, error) {
+	return b.text(op, kindStatus, func(lb C.dlbgo_handle, buf *C.char, n C.size_t) C.dlbgo_result {
 		return C.dlbgo_status_json(lb, buf, n)
 	})
 }
