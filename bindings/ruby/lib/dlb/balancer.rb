@@ -71,8 +71,8 @@ module DLB
     SCRATCH_KEY = :__dlb_scratch__
     private_constant :SCRATCH_KEY, :Scratch
 
-    OK = Native::LB_OK
-    TOO_SMALL = Native::LB_ERR_BUFFER_TOO_SMALL
+    OK = Status::OK
+    TOO_SMALL = Status::ERR_BUFFER_TOO_SMALL
     MAX_ATTEMPTS = 16
     private_constant :OK, :TOO_SMALL, :MAX_ATTEMPTS
 
@@ -136,7 +136,7 @@ module DLB
                begin
                  JSON.generate(config)
                rescue JSON::GeneratorError => e
-                 raise InvalidConfigError.new("invalid configuration: #{e.message}", code: 2)
+                 raise InvalidConfigError.new("invalid configuration: #{e.message}", code: Status::ERR_INVALID_CONFIG)
                end
              when String then config
              else
@@ -208,7 +208,7 @@ module DLB
       raise TypeError, "ttl must be a Numeric (got #{ttl.class})" unless ttl.is_a?(Numeric)
 
       ttl_ms = (ttl * 1000).ceil
-      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: 1) unless ttl_ms.positive?
+      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: Status::ERR_INVALID_ARGUMENT) unless ttl_ms.positive?
 
       with_handle do |handle|
         status = Native.lb_force_primary(handle, key, ttl_ms)
@@ -380,10 +380,11 @@ module DLB
         begin
           str = str.encode(Encoding::UTF_8)
         rescue EncodingError
-          raise InvalidArgumentError.new("#{name} cannot be converted from #{enc} to UTF-8", code: 1)
+          raise InvalidArgumentError.new("#{name} cannot be converted from #{enc} to UTF-8",
+                                         code: Status::ERR_INVALID_ARGUMENT)
         end
       end
-      raise InvalidArgumentError.new("#{name} contains a NUL byte", code: 1) if str.include?("\0")
+      raise InvalidArgumentError.new("#{name} contains a NUL byte", code: Status::ERR_INVALID_ARGUMENT) if str.include?("\0")
 
       str
     end

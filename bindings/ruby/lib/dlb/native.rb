@@ -95,10 +95,6 @@ module DLB
     attach_function :lb_metrics_text, %i[lb_balancer pointer size_t pointer], :lb_status
     attach_function :lb_status_json, %i[lb_balancer pointer size_t pointer], :lb_status
 
-    # Status codes (+LB_OK+ / +LB_ERR_*+ in dlb.h).
-    LB_OK = 0
-    LB_ERR_BUFFER_TOO_SMALL = 3
-
     # The calling OS thread's last error message (+lb_last_error_message()+).
     #
     # dlb keeps the last error per OS thread. In CRuby every Ruby thread is its own native
