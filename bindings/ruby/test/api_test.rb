@@ -360,6 +360,13 @@ class ApiTest < Minitest::Test
     assert_equal "postgres://app:********@[::1]:5434/app?sslmode=disable&password=********", DLB::DSN.redact(url)
     assert_equal "[::1]:5434", DLB::DSN.address(url)
     assert_equal "db", DLB::DSN.address("host=db")
+    # The library redacts: what it cannot parse comes back hidden whole.
+    assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("host=db1 password=#{PASSWORD} port=x")
+    assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("")
+    long = "host=db1 application_name=#{'a' * 500} password=#{PASSWORD}"
+    assert_equal "host=db1 application_name=#{'a' * 500} password=********", DLB::DSN.redact(long)
+    assert_raises(DLB::InvalidArgumentError) { DLB::DSN.redact("host=db1\0") }
+    assert_raises(TypeError) { DLB::DSN.redact(nil) }
   end
 
   # --- loading ----------------------------------------------------------------------------

@@ -72,9 +72,7 @@ module DLB
     private_constant :SCRATCH_KEY, :Scratch
 
     OK = Status::OK
-    TOO_SMALL = Status::ERR_BUFFER_TOO_SMALL
-    MAX_ATTEMPTS = 16
-    private_constant :OK, :TOO_SMALL, :MAX_ATTEMPTS
+    private_constant :OK
 
     # Creates a balancer, yields it to the block and closes it when the block returns (or
     # raises), like +File.open+. Without a block, the same as {new}.
@@ -284,7 +282,7 @@ module DLB
           status = Native.lb_primary_dsn(handle, s.buf, s.cap, s.len)
           break s.buf.read_string(s.length).force_encoding(Encoding::UTF_8) if status == OK
 
-          retry_or_raise(status, attempts += 1)
+          Native.check_retry(status, attempts += 1)
           s.grow(s.length)
         end
       end
@@ -464,7 +462,7 @@ module DLB
     def pick_again(status, s)
       attempts = 1
       loop do
-        retry_or_raise(status, attempts)
+        Native.check_retry(status, attempts)
         s.grow(s.length)
         status = yield s
         return s.to_route if status == OK
@@ -473,30 +471,11 @@ module DLB
       end
     end
 
-    # A text that changes between calls (metrics, status): retried with the length needed
-    # plus some slack; remembers the size for next time.
-    def read_text
-      cap = @text_cap
-      len = FFI::MemoryPointer.new(:size_t)
-      attempts = 0
-      loop do
-        buf = FFI::MemoryPointer.new(:char, cap, false)
-        status = yield buf, cap, len
-        needed = len.read(:size_t)
-        if status == OK
-          @text_cap = cap
-          return buf.read_string(needed).force_encoding(Encoding::UTF_8)
-        end
-        retry_or_raise(status, attempts += 1)
-        cap = needed + 1 + (needed / 8) + 256
-      end
-    end
-
-    # Raises the error of a failed call, unless it is LB_ERR_BUFFER_TOO_SMALL and more
-    # attempts are allowed. Must run right after the failing call (same thread, no other
-    # lb_* call in between): it reads the thread's last error message.
-    def retry_or_raise(status, attempts)
-      raise Error.from_status(status) unless status == TOO_SMALL && attempts < MAX_ATTEMPTS
+    # A text that changes between calls (metrics, status): see {Native.read_text}; remembers
+    # the size for next time.
+    def read_text(&call)
+      text, @text_cap = Native.read_text(@text_cap, &call)
+      text
     end
   end
 end

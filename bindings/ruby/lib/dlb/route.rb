@@ -9,16 +9,17 @@ module DLB
 
     module_function
 
-    # The DSN with its password replaced by +********+: safe for logs.
+    # The DSN with its password replaced by +********+: safe for logs. The C library
+    # redacts it (+lb_dsn_redact()+), re-rendering the DSN as it does in its status report;
+    # text it cannot parse as a DSN comes back as +********+ alone (never echoed: a password
+    # may stand anywhere in it). Never blocks.
     # @param dsn [String]
     # @return [String]
+    # @raise [InvalidArgumentError] dsn not valid UTF-8 or holding a NUL byte
+    # @raise [TypeError] dsn is not a String
     def redact(dsn)
-      if (m = URL.match(dsn))
-        userinfo = m[2] && "#{m[2].sub(/:.*\z/m, ":#{REDACTED}")}@"
-        "#{m[1]}#{userinfo}#{m[3]}#{m[4].gsub(/([?&]password=)[^&#]*/, "\\1#{REDACTED}")}"
-      else
-        dsn.gsub(/(?<=\A|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)/) { "#{Regexp.last_match(1)}#{REDACTED}" }
-      end
+      dsn = Balancer.c_string(dsn, "dsn")
+      Native.read_text(dsn.bytesize + 64) { |buf, cap, len| Native.lb_dsn_redact(dsn, buf, cap, len) }.first
     end
 
     # The +host:port+ a DSN connects to (the first host of a list), best effort; +port+ is
