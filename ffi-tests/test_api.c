@@ -1,7 +1,7 @@
 /*
  * The C API's contract: version, status codes, argument checking (NULL, invalid UTF-8,
  * malformed LSN and configuration), the output buffer rules (cap 0, 1, exact, exact + 1),
- * the last error, lb_report_failure and lb_balancer_free(NULL).
+ * the last error, lb_report_failure, lb_dsn_redact and lb_balancer_free(NULL).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -244,12 +244,55 @@ static void test_report_failure(const lb_balancer *lb) {
     CHECK_STATUS(lb_report_failure(lb, "127.0.0.1:1"), LB_ERR_UNKNOWN_HOST);
 }
 
+/* lb_dsn_redact needs no balancer: both syntaxes, the buffer rules, arguments, and nothing
+   of a DSN it cannot parse. */
+static void test_dsn_redact(void) {
+    static const char kv[] = "host=db1 port=5433 user=app password='s3 cr\\'t' dbname=app";
+    static const char kv_redacted[] = "host=db1 port=5433 user=app password=******** dbname=app";
+    static const char url[] = "postgres://app:hunter2@[::1]:5434/app?password=hunter2";
+    char buf[256];
+    char small[8];
+    size_t len = 0, len2 = 0;
+
+    CHECK_OK(lb_dsn_redact(kv, buf, sizeof buf, &len));
+    CHECK_MSG(strcmp(buf, kv_redacted) == 0, buf);
+    CHECK(len == strlen(kv_redacted));
+    CHECK_OK(lb_dsn_redact(url, buf, sizeof buf, NULL));
+    CHECK_MSG(strcmp(buf, "postgres://app:********@[::1]:5434/app?password=********") == 0, buf);
+    /* Not a DSN dlb can parse: the placeholder, never the text. */
+    CHECK_OK(lb_dsn_redact("host=db1 password=hunter2 port=x", buf, sizeof buf, &len));
+    CHECK_MSG(strcmp(buf, "********") == 0 && len == 8, buf);
+
+    /* cap 0 (size query), 1, exact length (no room for the NUL), len + 1. */
+    CHECK_STATUS(lb_dsn_redact(kv, NULL, 0, &len), LB_ERR_BUFFER_TOO_SMALL);
+    CHECK(len == strlen(kv_redacted));
+    CHECK(t_last_error_contains("lb_dsn_redact"));
+    CHECK(t_last_error_lacks("s3 cr"));
+    memset(small, 'x', sizeof small);
+    CHECK_STATUS(lb_dsn_redact(kv, small, 1, &len2), LB_ERR_BUFFER_TOO_SMALL);
+    CHECK(len2 == len && small[0] == 'x');
+    memset(buf, 'x', sizeof buf);
+    CHECK_STATUS(lb_dsn_redact(kv, buf, len, &len2), LB_ERR_BUFFER_TOO_SMALL);
+    CHECK(len2 == len && buf[0] == 'x' && buf[len - 1] == 'x');
+    CHECK_OK(lb_dsn_redact(kv, buf, len + 1, &len2));
+    CHECK(len2 == len && strcmp(buf, kv_redacted) == 0);
+
+    CHECK_STATUS(lb_dsn_redact(NULL, buf, sizeof buf, &len), LB_ERR_INVALID_ARGUMENT);
+    CHECK(t_last_error_contains("`dsn` is NULL"));
+    CHECK_STATUS(lb_dsn_redact(kv, NULL, 8, &len), LB_ERR_INVALID_ARGUMENT);
+    CHECK(t_last_error_contains("`buf`"));
+    CHECK_STATUS(lb_dsn_redact("host=db1 password=caf\xe9", buf, sizeof buf, NULL),
+                 LB_ERR_INVALID_ARGUMENT);
+    CHECK(t_last_error_contains("UTF-8"));
+}
+
 int main(void) {
     lb_balancer *lb;
     test_version();
     test_status_strings();
     test_config_errors();
     test_null_handle();
+    test_dsn_redact();
 
     lb = t_open("");
     t_wait_healthy(lb, 2, 30000);

@@ -38,7 +38,7 @@
 
 /* The version of this header; compare with lb_version() for the linked library. */
 #define LB_VERSION_MAJOR 0
-#define LB_VERSION_MINOR 1
+#define LB_VERSION_MINOR 2
 #define LB_VERSION_PATCH 0
 
 /*
@@ -485,6 +485,19 @@ const char *lb_reason_str(uint32_t reason);
  Static; never NULL.
  */
 const char *lb_role_str(uint32_t role);
+
+/*
+ Writes `dsn` (a libpq `key=value` connection string or a `postgres://` URL) with its
+ password replaced by `********` into `buf` (output string rules: see the top of dlb.h):
+ safe for logs. The DSN is parsed and re-rendered, as the redacted DSNs of
+ `lb_status_json()` are. Text that dlb cannot parse as a DSN gives `********` alone (a
+ password may stand anywhere in it, so none of it is echoed); that is not an error.
+
+ Needs no balancer. Never blocks.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_dsn_redact(const char *dsn, char *buf, size_t cap, size_t *len);
 
 /*
  Routes dlb's log records of level `level_filter` and more severe (`LB_LOG_ERROR` = 1 ..

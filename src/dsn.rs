@@ -297,6 +297,17 @@ fn without_primary_only_params(rest: &str) -> String {
     out
 }
 
+/// `s`, a connection string in either syntax, with any password replaced by `********`: the
+/// text of `lb_dsn_redact()`. The DSN is parsed and re-rendered (as [`Dsn::redacted`] renders
+/// the hosts' DSNs). Text that does not parse as a DSN gives [`REDACTED`] alone: a password may
+/// stand anywhere in it, so none of it is echoed.
+pub(crate) fn redact_dsn(s: &str) -> String {
+    match Dsn::parse(s, "dsn") {
+        Ok(dsn) => dsn.redacted(),
+        Err(_) => REDACTED.to_string(),
+    }
+}
+
 fn redact_query(rest: &str) -> String {
     let Some((path, query)) = rest.split_once('?') else {
         return rest.to_string();
@@ -494,6 +505,43 @@ mod tests {
     fn secrets_never_in_bad_dsn_errors() {
         let e = Dsn::parse("host=a password=hunter2 port=x", "primary").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn redact_dsn_hides_passwords_in_both_syntaxes() {
+        for (dsn, want) in [
+            (
+                "host=db1 port=5433 user=app password='s3 cr\\'t' dbname=app",
+                "host=db1 port=5433 user=app password=******** dbname=app",
+            ),
+            ("  host=db1 user=app ", "host=db1 user=app"),
+            (
+                "postgres://app:hunter2@[::1]:5434/app?sslmode=disable&password=hunter2",
+                "postgres://app:********@[::1]:5434/app?sslmode=disable&password=********",
+            ),
+            (
+                "postgresql://app@db1,db2:5433/app",
+                "postgresql://app@db1,db2:5433/app",
+            ),
+            ("postgres://db1", "postgres://db1"),
+        ] {
+            assert_eq!(redact_dsn(dsn), want, "{dsn:?}");
+        }
+    }
+
+    #[test]
+    fn redact_dsn_echoes_nothing_it_cannot_parse() {
+        for bad in [
+            "",
+            "hunter2",
+            "host=a password=hunter2 port=x",
+            "host=a password='hunter2",
+            "password=hunter2 bogus_option=1",
+            "mysql://app:hunter2@db1/app",
+            "host=a password=hunter2 port",
+        ] {
+            assert_eq!(redact_dsn(bad), REDACTED, "{bad:?}");
+        }
     }
 
     #[test]

@@ -259,7 +259,7 @@ func TestClose(t *testing.T) {
 		calls["ReportFailure"] = bb.ReportFailure("127.0.0.1:2")
 		_, calls["Metrics"] = bb.Metrics()
 		_, calls["Status"] = bb.Status()
-		_, calls["StatusReport"] = bb.StatusReport()
+		_, calls["StatusJSON"] = bb.StatusJSON()
 		for name, err := range calls {
 			if !errors.Is(err, dlb.ErrClosed) {
 				t.Errorf("%s after Close (nil: %v): %v, want ErrClosed", name, bb == nil, err)

@@ -3,6 +3,7 @@ package dlb_test
 // Tests against the real replication cluster (scripts/testenv.sh).
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -202,7 +203,7 @@ func TestStickyPausedReplica(t *testing.T) {
 		}
 		switch port := dsnPort(r.DSN); {
 		case port == pausedPort:
-			st, _ := b.Status()
+			st, _ := b.StatusJSON()
 			t.Fatalf("%s: %v on the paused replica; status: %s", what, r, st)
 		case r.Role == dlb.RoleReplica:
 			if port != caughtUpPort ||
@@ -415,9 +416,9 @@ func TestBufferGrowth(t *testing.T) {
 	if len(ports) != 2 {
 		t.Errorf("picked ports %v, want both replicas", ports)
 	}
-	st, err := b.Status()
+	st, err := b.StatusJSON()
 	if err != nil || !strings.Contains(st, app) || len(st) < 3*len(app) {
-		t.Errorf("Status (%d bytes): %v", len(st), err)
+		t.Errorf("StatusJSON (%d bytes): %v", len(st), err)
 	}
 	m, err := b.Metrics()
 	if err != nil || !strings.Contains(m, "dlb_picks_total") || len(m) < 1024 {
@@ -468,9 +469,9 @@ func TestSecrets(t *testing.T) {
 	if s := fmt.Sprintf("%v %+v %#v", r, r, r); strings.Contains(s, secret) {
 		t.Errorf("a formatted Route shows the password: %s", s)
 	}
-	st, err := b.Status()
+	st, err := b.StatusJSON()
 	if err != nil || strings.Contains(st, secret) || !strings.Contains(st, "password=********") {
-		t.Errorf("Status: %v; %s", err, st)
+		t.Errorf("StatusJSON: %v; %s", err, st)
 	}
 	m, err := b.Metrics()
 	if err != nil || strings.Contains(m, secret) {
@@ -487,11 +488,11 @@ func TestSecrets(t *testing.T) {
 	}
 }
 
-func TestStatusReport(t *testing.T) {
+func TestStatus(t *testing.T) {
 	c := needCluster(t)
 	b := c.open(t, "", nil)
 	waitHealthy(t, b, 2)
-	st, err := b.StatusReport()
+	st, err := b.Status()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -508,5 +509,18 @@ func TestStatusReport(t *testing.T) {
 			t.Errorf("replica %d: %+v", i+1, r)
 		}
 		parseLSN(t, r.ReplayLSN)
+	}
+	if st.Draining == nil || len(st.Draining) != 0 {
+		t.Errorf("draining: %#v, want []", st.Draining)
+	}
+	// StatusReport mirrors the JSON: it has a field for every member.
+	text, err := b.StatusJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := json.NewDecoder(strings.NewReader(text))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(new(dlb.StatusReport)); err != nil {
+		t.Errorf("StatusJSON has a member StatusReport lacks: %v", err)
 	}
 }

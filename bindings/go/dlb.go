@@ -7,8 +7,6 @@ import "C"
 
 import (
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,19 +30,6 @@ const (
 // Version returns the linked library's version, "MAJOR.MINOR.PATCH". Never blocks.
 func Version() string { return C.GoString(C.lb_version()) }
 
-// lsnBufSize holds any LSN text and its NUL.
-const lsnBufSize = C.LB_LSN_MAX_LENGTH + 1
-
-// Output buffers: the first try of a call uses at least minOutput bytes (more when an
-// earlier call of the same kind needed more); after LB_ERR_BUFFER_TOO_SMALL the call is
-// retried with the length reported plus some slack, at most maxAttempts times in all.
-const (
-	minOutput   = 256
-	maxAttempts = 8
-	// Scratch buffers larger than this are not kept for reuse.
-	maxPooled = 64 << 10
-)
-
 // Balancer is a load balancer over one PostgreSQL primary and its streaming replicas.
 //
 // It is safe for concurrent use by any number of goroutines. Close releases it; a finalizer
@@ -65,37 +50,6 @@ type Balancer struct {
 	dsnsMu sync.Mutex
 }
 
-// maxInterned bounds Balancer.dsns (hosts may come and go with DNS discovery).
-const maxInterned = 64
-
-// intern returns p as a string, the same one for the same DSN.
-func (b *Balancer) intern(p []byte) string {
-	if m := b.dsns.Load(); m != nil {
-		if s, ok := (*m)[string(p)]; ok { // no allocation for the lookup
-			return s
-		}
-	}
-	s := string(p)
-	b.dsnsMu.Lock()
-	defer b.dsnsMu.Unlock()
-	next := map[string]string{s: s}
-	if m := b.dsns.Load(); m != nil && len(*m) < maxInterned {
-		for k, v := range *m {
-			next[k] = v
-		}
-	}
-	b.dsns.Store(&next)
-	return s
-}
-
-// Kinds of output text, for Balancer.hints.
-const (
-	kindDSN = iota
-	kindStatus
-	kindMetrics
-	numKinds
-)
-
 // Open creates a balancer from a JSON configuration, e.g.
 //
 //	{"primary": "host=db1 port=5432 user=app dbname=app",
@@ -112,10 +66,10 @@ const (
 // ErrInvalidArgument (the JSON is not valid UTF-8 or contains a NUL byte).
 func Open(configJSON string) (*Balancer, error) {
 	const op = "Open"
-	if strings.IndexByte(configJSON, 0) >= 0 {
-		return nil, argError(op, "argument `configJSON` contains a NUL byte")
+	cjson, err := cString(op, "configJSON", configJSON)
+	if err != nil {
+		return nil, err
 	}
-	cjson := C.CString(configJSON)
 	defer C.free(unsafe.Pointer(cjson))
 	r := C.dlbgo_balancer_new(cjson)
 	if r.status != C.LB_OK {
@@ -167,80 +121,6 @@ func (b *Balancer) release() {
 	runtime.KeepAlive(b)
 }
 
-// scratch is a reusable buffer for a call's NUL-terminated inputs and its output text.
-type scratch struct{ b []byte }
-
-var scratchPool = sync.Pool{New: func() any { return &scratch{b: make([]byte, 2*minOutput)} }}
-
-func getScratch() *scratch { return scratchPool.Get().(*scratch) }
-
-func putScratch(s *scratch) {
-	if cap(s.b) <= maxPooled {
-		scratchPool.Put(s)
-	}
-}
-
-// layout places the NUL-terminated inputs at the start of s's buffer, followed by an output
-// area of at least outCap bytes, and returns pointers to the inputs (in order) and to the
-// output area; at most two inputs. Go memory holding no Go pointers may be passed to C for
-// the duration of a call.
-func (s *scratch) layout(outCap int, inputs ...string) (in [2]*C.char, out []byte) {
-	need := outCap
-	for _, v := range inputs {
-		need += len(v) + 1
-	}
-	if cap(s.b) < need {
-		s.b = make([]byte, need)
-	}
-	buf := s.b[:cap(s.b)]
-	off := 0
-	for i, v := range inputs {
-		copy(buf[off:], v)
-		buf[off+len(v)] = 0
-		in[i] = (*C.char)(unsafe.Pointer(&buf[off]))
-		off += len(v) + 1
-	}
-	return in, buf[off:]
-}
-
-func bufPtr(b []byte) *C.char { return (*C.char)(unsafe.Pointer(&b[0])) }
-
-// checkString rejects a string C would see cut short at a NUL byte.
-func checkString(op, name, v string) error {
-	if strings.IndexByte(v, 0) >= 0 {
-		return argError(op, "argument `"+name+"` contains a NUL byte")
-	}
-	return nil
-}
-
-// grow returns the capacity for the next try after LB_ERR_BUFFER_TOO_SMALL reported `need`
-// bytes (without the NUL): the text may change between calls, so leave some slack.
-func grow(need int) int { return need + 1 + need/8 + 64 }
-
-// firstCap is the capacity of a call's first try, from the longest text seen so far.
-func firstCap(hint *atomic.Int64) int {
-	n := int(hint.Load())
-	if n < minOutput {
-		return minOutput
-	}
-	return grow(n)
-}
-
-// noteLen records a text length for firstCap.
-func noteLen(hint *atomic.Int64, n int) {
-	for {
-		old := hint.Load()
-		if int64(n) <= old || hint.CompareAndSwap(old, int64(n)) {
-			return
-		}
-	}
-}
-
-func tooManyTries(op string) error {
-	return &Error{Op: op, Code: ErrBufferTooSmall,
-		Message: "the output kept growing after " + strconv.Itoa(maxAttempts) + " tries"}
-}
-
 // RecordLSN records the primary's current WAL insert position for key and returns it as
 // "X/Y". Call it after a write for key commits: for the next sticky_ttl_s seconds, sticky
 // picks for key only return replicas that have replayed it. A key's LSN never moves
@@ -257,19 +137,13 @@ func (b *Balancer) RecordLSN(key string) (string, error) {
 	if err := checkString(op, "key", key); err != nil {
 		return "", err
 	}
-	lb, err := b.acquire()
-	if err != nil {
-		return "", err
-	}
-	defer b.release()
-	s := getScratch()
-	defer putScratch(s)
-	in, out := s.layout(lsnBufSize, key)
-	r := C.dlbgo_record_lsn(lb, in[0], bufPtr(out), C.size_t(len(out)))
-	if r.status != C.LB_OK {
-		return "", resultError(op, r)
-	}
-	return string(out[:r.len]), nil
+	// The first try's buffer (at least minOutput bytes) always holds an LSN, so the LSN is
+	// recorded once.
+	return withOutput(b, op, kindLSN, []string{key},
+		func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+			return C.dlbgo_record_lsn(lb, in[0], buf, n)
+		},
+		func(lsn []byte, _ C.dlbgo_result) string { return string(lsn) })
 }
 
 // RecordLSNValue records an LSN the caller already has for key: a causal token carried in
@@ -288,18 +162,9 @@ func (b *Balancer) RecordLSNValue(key, lsn string) error {
 	if err := checkString(op, "lsn", lsn); err != nil {
 		return err
 	}
-	lb, err := b.acquire()
-	if err != nil {
-		return err
-	}
-	defer b.release()
-	s := getScratch()
-	defer putScratch(s)
-	in, _ := s.layout(0, key, lsn)
-	if r := C.dlbgo_record_lsn_value(lb, in[0], in[1]); r.status != C.LB_OK {
-		return resultError(op, r)
-	}
-	return nil
+	return b.withInputs(op, []string{key, lsn}, func(lb C.dlbgo_handle, in cIn) C.dlbgo_result {
+		return C.dlbgo_record_lsn_value(lb, in[0], in[1])
+	})
 }
 
 // ForcePrimary sends every sticky read of key to the primary for ttl (for data that must
@@ -318,19 +183,10 @@ func (b *Balancer) ForcePrimary(key string, ttl time.Duration) error {
 	if ttl <= 0 {
 		return argError(op, "argument `ttl` must be positive (got "+ttl.String()+")")
 	}
-	ms := uint64((ttl + time.Millisecond - 1) / time.Millisecond)
-	lb, err := b.acquire()
-	if err != nil {
-		return err
-	}
-	defer b.release()
-	s := getScratch()
-	defer putScratch(s)
-	in, _ := s.layout(0, key)
-	if r := C.dlbgo_force_primary(lb, in[0], C.uint64_t(ms)); r.status != C.LB_OK {
-		return resultError(op, r)
-	}
-	return nil
+	ms := C.uint64_t((ttl + time.Millisecond - 1) / time.Millisecond)
+	return b.withInputs(op, []string{key}, func(lb C.dlbgo_handle, in cIn) C.dlbgo_result {
+		return C.dlbgo_force_primary(lb, in[0], ms)
+	})
 }
 
 // PickReplica picks where a read should go.
@@ -355,9 +211,9 @@ func (b *Balancer) PickReplica(key string) (Route, error) {
 		return Route{}, err
 	}
 	if key == NoKey {
-		return b.pick(op, false)
+		return b.pick(op, nil, pickReplica) // in[0] stays nil: round-robin
 	}
-	return b.pick(op, false, key)
+	return b.pick(op, []string{key}, pickReplica)
 }
 
 // PickReplicaMinLSN picks, in round-robin order, a replica that has replayed at least
@@ -373,40 +229,23 @@ func (b *Balancer) PickReplicaMinLSN(minLSN string) (Route, error) {
 	if err := checkString(op, "minLSN", minLSN); err != nil {
 		return Route{}, err
 	}
-	return b.pick(op, true, minLSN)
+	return b.pick(op, []string{minLSN}, pickReplicaMinLSN)
 }
 
-// pick runs lb_pick_replica (arg: none, or the key) or, when minLSN is set,
-// lb_pick_replica_min_lsn (arg: the LSN), growing the DSN buffer as needed. Every try is a
-// new pick.
-func (b *Balancer) pick(op string, minLSN bool, arg ...string) (Route, error) {
-	lb, err := b.acquire()
-	if err != nil {
-		return Route{}, err
-	}
-	defer b.release()
-	s := getScratch()
-	defer putScratch(s)
-	outCap := firstCap(&b.hints[kindDSN])
-	for try := 0; try < maxAttempts; try++ {
-		in, out := s.layout(outCap, arg...)
-		var r C.dlbgo_result
-		if minLSN {
-			r = C.dlbgo_pick_replica_min_lsn(lb, in[0], bufPtr(out), C.size_t(len(out)))
-		} else { // in[0] is nil without a key: round-robin
-			r = C.dlbgo_pick_replica(lb, in[0], bufPtr(out), C.size_t(len(out)))
-		}
-		switch r.status {
-		case C.LB_OK:
-			return Route{DSN: b.intern(out[:r.len]), Role: Role(r.role), Reason: Reason(r.reason)}, nil
-		case C.LB_ERR_BUFFER_TOO_SMALL:
-			noteLen(&b.hints[kindDSN], int(r.len))
-			outCap = grow(int(r.len))
-		default:
-			return Route{}, resultError(op, r)
-		}
-	}
-	return Route{}, tooManyTries(op)
+func pickReplica(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+	return C.dlbgo_pick_replica(lb, in[0], buf, n)
+}
+
+func pickReplicaMinLSN(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+	return C.dlbgo_pick_replica_min_lsn(lb, in[0], buf, n)
+}
+
+// pick runs a pick; every try (after the DSN buffer grows) is a new pick.
+func (b *Balancer) pick(op string, inputs []string,
+	call func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result) (Route, error) {
+	return withOutput(b, op, kindDSN, inputs, call, func(dsn []byte, r C.dlbgo_result) Route {
+		return Route{DSN: b.intern(dsn), Role: Role(r.role), Reason: Reason(r.reason)}
+	})
 }
 
 // PrimaryDSN returns the primary's DSN, for writes; it contains the password (hand it to
@@ -432,18 +271,9 @@ func (b *Balancer) ReportFailure(dsn string) error {
 	if err := checkString(op, "dsn", dsn); err != nil {
 		return err
 	}
-	lb, err := b.acquire()
-	if err != nil {
-		return err
-	}
-	defer b.release()
-	s := getScratch()
-	defer putScratch(s)
-	in, _ := s.layout(0, dsn)
-	if r := C.dlbgo_report_failure(lb, in[0]); r.status != C.LB_OK {
-		return resultError(op, r)
-	}
-	return nil
+	return b.withInputs(op, []string{dsn}, func(lb C.dlbgo_handle, in cIn) C.dlbgo_result {
+		return C.dlbgo_report_failure(lb, in[0])
+	})
 }
 
 // Metrics returns every metric in the Prometheus text exposition format (names prefixed
@@ -457,48 +287,16 @@ func (b *Balancer) Metrics() (string, error) {
 	})
 }
 
-// Status returns a JSON health report: the primary and every replica (addr, redacted dsn,
-// state, quarantine reason, replay_lsn, lag_bytes, lag_seconds, last_error, pool sizes),
-// primary_lsn, checks and healthy_replicas. It contains no password. Never blocks on I/O.
-// StatusReport decodes it.
+// StatusJSON returns the health report (see Status) as JSON text, as the C API's
+// lb_status_json writes it. It contains no password. Never blocks on I/O.
 //
 // Errors: ErrClosed.
-func (b *Balancer) Status() (string, error) {
-	return b.text("Status", kindStatus, func(lb C.dlbgo_handle, buf *C.char, n C.size_t) C.dlbgo_result {
+func (b *Balancer) StatusJSON() (string, error) { return b.statusJSON("StatusJSON") }
+
+func (b *Balancer) statusJSON(op string) (string, error) {
+	return b.text(op, kindStatus, func(lb C.dlbgo_handle, buf *C.char, n C.size_t) C.dlbgo_result {
 		return C.dlbgo_status_json(lb, buf, n)
 	})
-}
-
-// text runs an output-only call, growing the buffer until the text fits.
-func (b *Balancer) text(op string, kind int,
-	call func(lb C.dlbgo_handle, buf *C.char, n C.size_t) C.dlbgo_result) (string, error) {
-	lb, err := b.acquire()
-	if err != nil {
-		return "", err
-	}
-	defer b.release()
-	hint := &b.hints[kind]
-	s := getScratch()
-	defer putScratch(s)
-	outCap := firstCap(hint)
-	for try := 0; try < maxAttempts; try++ {
-		_, out := s.layout(outCap)
-		r := call(lb, bufPtr(out), C.size_t(len(out)))
-		switch r.status {
-		case C.LB_OK:
-			noteLen(hint, int(r.len))
-			if kind == kindDSN {
-				return b.intern(out[:r.len]), nil
-			}
-			return string(out[:r.len]), nil
-		case C.LB_ERR_BUFFER_TOO_SMALL:
-			noteLen(hint, int(r.len))
-			outCap = grow(int(r.len))
-		default:
-			return "", resultError(op, r)
-		}
-	}
-	return "", tooManyTries(op)
 }
 
 // benchPickC makes n round-robin picks in a C loop, in one cgo call: the baseline of

@@ -61,8 +61,8 @@
 //   - RecordLSN makes one round trip to the primary.
 //   - PickReplica with a key, and PickReplicaMinLSN, may check replicas live for at most
 //     sticky_check_budget_ms when the cached positions show none caught up.
-//   - PickReplica without a key, PrimaryDSN, ReportFailure, Metrics and Status never block
-//     on I/O.
+//   - PickReplica without a key, PrimaryDSN, ReportFailure, Metrics, Status and StatusJSON
+//     never block on I/O.
 //
 // dlb's health monitor runs on its own thread. SetLogHandler forwards its log records.
 //

@@ -183,15 +183,15 @@ func waitHealthy(tb testing.TB, b *dlb.Balancer, n int) {
 	tb.Helper()
 	deadline := time.Now().Add(waitDeadline)
 	for {
-		st, err := b.StatusReport()
+		st, err := b.Status()
 		if err != nil {
-			tb.Fatalf("StatusReport: %v", err)
+			tb.Fatalf("Status: %v", err)
 		}
 		if st.HealthyReplicas >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			text, _ := b.Status()
+			text, _ := b.StatusJSON()
 			tb.Fatalf("%d healthy replicas after %v, want %d; status: %s",
 				st.HealthyReplicas, waitDeadline, n, text)
 		}

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 )
 
-// StatusReport is the decoded form of Status: a point-in-time health report of every host.
+// StatusReport is what Status returns: a point-in-time health report of every host, the
+// decoded form of StatusJSON (it mirrors the Rust crate's Status). It contains no password.
 // Fields the library adds in later versions are ignored.
 type StatusReport struct {
 	// Primary is the primary host.
@@ -56,12 +57,15 @@ type ReplicaStatus struct {
 	LastError string `json:"last_error"`
 }
 
-// StatusReport returns Status decoded. Never blocks on I/O.
+// Status returns the health report: the primary and every replica (address, redacted DSN,
+// state, quarantine reason, replay LSN, lag, last probe error, pool sizes), the primary's
+// LSN, the number of checks and of healthy replicas, the LSN store's kind and the replicas
+// being drained. StatusJSON returns the same report as JSON text. Never blocks on I/O.
 //
 // Errors: ErrClosed; a *json.SyntaxError or similar if the library's JSON does not decode
 // (a bug).
-func (b *Balancer) StatusReport() (*StatusReport, error) {
-	text, err := b.Status()
+func (b *Balancer) Status() (*StatusReport, error) {
+	text, err := b.statusJSON("Status")
 	if err != nil {
 		return nil, err
 	}

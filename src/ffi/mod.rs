@@ -54,12 +54,15 @@ mod balancer;
 
 mod route;
 
+mod dsn;
+
 mod logging;
 
 #[cfg(test)]
 mod tests;
 
 pub use self::balancer::*;
+pub use self::dsn::*;
 pub use self::error::*;
 pub use self::logging::*;
 pub use self::route::*;

@@ -1,6 +1,7 @@
 # frozen_string_literal: true
 
 require_relative "dlb/version"
+require_relative "dlb/codes"
 require_relative "dlb/native"
 require_relative "dlb/errors"
 require_relative "dlb/route"

@@ -26,16 +26,37 @@ class ApiTest < Minitest::Test
     assert_equal DLB::VERSION, spec.version.to_s
   end
 
+  # The C header's value of every +#define PREFIX...+ (e.g. "LB_ERR_"), by name without the
+  # prefix.
+  def header_constants(prefix)
+    header = File.read(File.expand_path("../../../include/dlb.h", __dir__))
+    header.scan(/^#define #{prefix}(\w+) (\d+)$/).to_h { |name, value| [name, Integer(value)] }
+  end
+
+  def named_constants(mod)
+    mod.constants.to_h { |c| [c.to_s, mod.const_get(c)] }
+  end
+
+  def test_named_constants_match_the_header
+    statuses = header_constants("LB_").select { |name, _| name == "OK" || name.start_with?("ERR_") }
+    assert_equal statuses, named_constants(DLB::Status)
+    assert_equal header_constants("LB_ROLE_"), named_constants(DLB::Role)
+    assert_equal header_constants("LB_REASON_"), named_constants(DLB::Reason)
+  end
+
   def test_every_status_code_has_an_error_class
-    (1..14).each do |code|
+    codes = DLB::Status.constants.map { |c| DLB::Status.const_get(c) } - [DLB::Status::OK]
+    assert_equal (1..14).to_a, codes.sort
+    codes.each do |code|
       refute_equal "unknown status", DLB::Native.lb_status_str(code), "code #{code}"
       klass = DLB::ERRORS_BY_CODE.fetch(code)
       assert_operator klass, :<, DLB::Error
       assert_equal DLB::Native.lb_status_is_retryable(code), klass.include?(DLB::Retryable),
                    "retryable mismatch for #{klass}"
     end
+    assert_equal "ok", DLB::Native.lb_status_str(DLB::Status::OK)
     # A code added to the C API without a class here would show up as known.
-    assert_equal "unknown status", DLB::Native.lb_status_str(15)
+    assert_equal "unknown status", DLB::Native.lb_status_str(codes.max + 1)
     err = DLB::Error.from_status(9999)
     assert_instance_of DLB::Error, err
     assert_equal 9999, err.code
@@ -43,10 +64,12 @@ class ApiTest < Minitest::Test
 
   def test_reasons_and_roles_match_the_library
     DLB::Route::REASONS.each { |code, sym| assert_equal sym.to_s, DLB::Native.lb_reason_str(code) }
+    DLB::Reason.constants.each { |c| assert_equal c.to_s.downcase.to_sym, DLB::Route::REASONS.fetch(DLB::Reason.const_get(c)) }
+    DLB::Role.constants.each { |c| assert_equal c.to_s.downcase.to_sym, DLB::Route::ROLES.fetch(DLB::Role.const_get(c)) }
     assert_equal "unknown", DLB::Native.lb_reason_str(DLB::Route::REASONS.size),
                  "the C library has a reason this binding does not name"
     DLB::Route::ROLES.each { |code, sym| assert_equal sym.to_s, DLB::Native.lb_role_str(code) }
-    route = DLB::Route.from_c("host=h port=1", 1, 9999)
+    route = DLB::Route.from_c("host=h port=1", DLB::Role::REPLICA, 9999)
     assert_equal :unknown, route.reason
     assert route.replica?
   end
@@ -55,7 +78,7 @@ class ApiTest < Minitest::Test
 
   def test_malformed_json_is_an_invalid_config_error
     err = assert_raises(DLB::InvalidConfigError) { DLB::Balancer.new("{") }
-    assert_equal 2, err.code
+    assert_equal DLB::Status::ERR_INVALID_CONFIG, err.code
     assert_includes err.message, "invalid configuration"
     refute err.retryable?
   end
@@ -100,7 +123,7 @@ class ApiTest < Minitest::Test
 
   def test_bad_lsn_is_an_invalid_lsn_error
     err = assert_raises(DLB::InvalidLsnError) { @lb.record_lsn_value("k", "16-B374D848") }
-    assert_equal 8, err.code
+    assert_equal DLB::Status::ERR_INVALID_LSN, err.code
     assert_includes err.message, "invalid LSN"
     assert_includes err.message, "16-B374D848"
     assert_raises(DLB::InvalidLsnError) { @lb.record_lsn_value("k", "") }
@@ -112,7 +135,7 @@ class ApiTest < Minitest::Test
 
   def test_empty_and_long_keys_are_invalid_key_errors
     err = assert_raises(DLB::InvalidKeyError) { @lb.pick_replica("") }
-    assert_equal 9, err.code
+    assert_equal DLB::Status::ERR_INVALID_KEY, err.code
     assert_includes err.message, "key is empty"
     assert_raises(DLB::InvalidKeyError) { @lb.record_lsn("") }
     assert_raises(DLB::InvalidKeyError) { @lb.record_lsn_value("", "0/1") }
@@ -138,7 +161,7 @@ class ApiTest < Minitest::Test
     err = assert_raises(DLB::UnknownHostError) do
       @lb.report_failure("host=nowhere.invalid port=1 user=x password=#{PASSWORD}")
     end
-    assert_equal 12, err.code
+    assert_equal DLB::Status::ERR_UNKNOWN_HOST, err.code
     assert_includes err.message, "neither the DSN nor the host:port"
     refute_includes err.message, PASSWORD
     refute_includes err.message, "nowhere.invalid"
@@ -163,7 +186,7 @@ class ApiTest < Minitest::Test
     assert_equal :not_caught_up, route.reason
     DLB::Balancer.open(config(no_caught_up_replica: "error", sticky_check_budget_ms: 0)) do |strict|
       err = assert_raises(DLB::NoCaughtUpReplicaError) { strict.pick_replica_min_lsn("FFFFFFFF/0") }
-      assert_equal 5, err.code
+      assert_equal DLB::Status::ERR_NO_CAUGHT_UP_REPLICA, err.code
       assert err.retryable?
       assert_kind_of DLB::Retryable, err
       assert_includes err.message, "FFFFFFFF/0"
@@ -337,6 +360,13 @@ class ApiTest < Minitest::Test
     assert_equal "postgres://app:********@[::1]:5434/app?sslmode=disable&password=********", DLB::DSN.redact(url)
     assert_equal "[::1]:5434", DLB::DSN.address(url)
     assert_equal "db", DLB::DSN.address("host=db")
+    # The library redacts: what it cannot parse comes back hidden whole.
+    assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("host=db1 password=#{PASSWORD} port=x")
+    assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("")
+    long = "host=db1 application_name=#{'a' * 500} password=#{PASSWORD}"
+    assert_equal "host=db1 application_name=#{'a' * 500} password=********", DLB::DSN.redact(long)
+    assert_raises(DLB::InvalidArgumentError) { DLB::DSN.redact("host=db1\0") }
+    assert_raises(TypeError) { DLB::DSN.redact(nil) }
   end
 
   # --- loading ----------------------------------------------------------------------------

@@ -71,10 +71,8 @@ module DLB
     SCRATCH_KEY = :__dlb_scratch__
     private_constant :SCRATCH_KEY, :Scratch
 
-    OK = Native::LB_OK
-    TOO_SMALL = Native::LB_ERR_BUFFER_TOO_SMALL
-    MAX_ATTEMPTS = 16
-    private_constant :OK, :TOO_SMALL, :MAX_ATTEMPTS
+    OK = Status::OK
+    private_constant :OK
 
     # Creates a balancer, yields it to the block and closes it when the block returns (or
     # raises), like +File.open+. Without a block, the same as {new}.
@@ -136,7 +134,7 @@ module DLB
                begin
                  JSON.generate(config)
                rescue JSON::GeneratorError => e
-                 raise InvalidConfigError.new("invalid configuration: #{e.message}", code: 2)
+                 raise InvalidConfigError.new("invalid configuration: #{e.message}", code: Status::ERR_INVALID_CONFIG)
                end
              when String then config
              else
@@ -208,7 +206,7 @@ module DLB
       raise TypeError, "ttl must be a Numeric (got #{ttl.class})" unless ttl.is_a?(Numeric)
 
       ttl_ms = (ttl * 1000).ceil
-      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: 1) unless ttl_ms.positive?
+      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: Status::ERR_INVALID_ARGUMENT) unless ttl_ms.positive?
 
       with_handle do |handle|
         status = Native.lb_force_primary(handle, key, ttl_ms)
@@ -284,7 +282,7 @@ module DLB
           status = Native.lb_primary_dsn(handle, s.buf, s.cap, s.len)
           break s.buf.read_string(s.length).force_encoding(Encoding::UTF_8) if status == OK
 
-          retry_or_raise(status, attempts += 1)
+          Native.check_retry(status, attempts += 1)
           s.grow(s.length)
         end
       end
@@ -380,10 +378,11 @@ module DLB
         begin
           str = str.encode(Encoding::UTF_8)
         rescue EncodingError
-          raise InvalidArgumentError.new("#{name} cannot be converted from #{enc} to UTF-8", code: 1)
+          raise InvalidArgumentError.new("#{name} cannot be converted from #{enc} to UTF-8",
+                                         code: Status::ERR_INVALID_ARGUMENT)
         end
       end
-      raise InvalidArgumentError.new("#{name} contains a NUL byte", code: 1) if str.include?("\0")
+      raise InvalidArgumentError.new("#{name} contains a NUL byte", code: Status::ERR_INVALID_ARGUMENT) if str.include?("\0")
 
       str
     end
@@ -463,7 +462,7 @@ module DLB
     def pick_again(status, s)
       attempts = 1
       loop do
-        retry_or_raise(status, attempts)
+        Native.check_retry(status, attempts)
         s.grow(s.length)
         status = yield s
         return s.to_route if status == OK
@@ -472,30 +471,11 @@ module DLB
       end
     end
 
-    # A text that changes between calls (metrics, status): retried with the length needed
-    # plus some slack; remembers the size for next time.
-    def read_text
-      cap = @text_cap
-      len = FFI::MemoryPointer.new(:size_t)
-      attempts = 0
-      loop do
-        buf = FFI::MemoryPointer.new(:char, cap, false)
-        status = yield buf, cap, len
-        needed = len.read(:size_t)
-        if status == OK
-          @text_cap = cap
-          return buf.read_string(needed).force_encoding(Encoding::UTF_8)
-        end
-        retry_or_raise(status, attempts += 1)
-        cap = needed + 1 + (needed / 8) + 256
-      end
-    end
-
-    # Raises the error of a failed call, unless it is LB_ERR_BUFFER_TOO_SMALL and more
-    # attempts are allowed. Must run right after the failing call (same thread, no other
-    # lb_* call in between): it reads the thread's last error message.
-    def retry_or_raise(status, attempts)
-      raise Error.from_status(status) unless status == TOO_SMALL && attempts < MAX_ATTEMPTS
+    # A text that changes between calls (metrics, status): see {Native.read_text}; remembers
+    # the size for next time.
+    def read_text(&call)
+      text, @text_cap = Native.read_text(@text_cap, &call)
+      text
     end
   end
 end

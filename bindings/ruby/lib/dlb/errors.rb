@@ -9,8 +9,8 @@ module DLB
   # Base class of every error raised by dlb. Messages come from the C library and never
   # contain a password.
   class Error < StandardError
-    # @return [Integer, nil] the C status code (+LB_ERR_*+), nil for errors raised by the
-    #   Ruby binding itself ({ClosedError})
+    # @return [Integer, nil] the C status code (one of the {Status} constants, +LB_ERR_*+),
+    #   nil for errors raised by the Ruby binding itself ({ClosedError})
     attr_reader :code
 
     # @param message [String]
@@ -104,20 +104,20 @@ module DLB
 
   # Exception class per C status code; an unknown (newer) code maps to {Error}.
   ERRORS_BY_CODE = {
-    1 => InvalidArgumentError,
-    2 => InvalidConfigError,
-    3 => BufferTooSmallError,
-    4 => PrimaryUnavailableError,
-    5 => NoCaughtUpReplicaError,
-    6 => StoreError,
-    7 => PanicError,
-    8 => InvalidLsnError,
-    9 => InvalidKeyError,
-    10 => ReplicaUnavailableError,
-    11 => QueryError,
-    12 => UnknownHostError,
-    13 => InternalError,
-    14 => LoggerUnavailableError
+    Status::ERR_INVALID_ARGUMENT => InvalidArgumentError,
+    Status::ERR_INVALID_CONFIG => InvalidConfigError,
+    Status::ERR_BUFFER_TOO_SMALL => BufferTooSmallError,
+    Status::ERR_PRIMARY_UNAVAILABLE => PrimaryUnavailableError,
+    Status::ERR_NO_CAUGHT_UP_REPLICA => NoCaughtUpReplicaError,
+    Status::ERR_STORE => StoreError,
+    Status::ERR_PANIC => PanicError,
+    Status::ERR_INVALID_LSN => InvalidLsnError,
+    Status::ERR_INVALID_KEY => InvalidKeyError,
+    Status::ERR_REPLICA_UNAVAILABLE => ReplicaUnavailableError,
+    Status::ERR_QUERY => QueryError,
+    Status::ERR_UNKNOWN_HOST => UnknownHostError,
+    Status::ERR_INTERNAL => InternalError,
+    Status::ERR_LOGGER_UNAVAILABLE => LoggerUnavailableError
   }.freeze
 
   # A retryable error with a status code newer than this binding.

@@ -94,10 +94,38 @@ module DLB
     attach_function :lb_report_failure, %i[lb_balancer string], :lb_status
     attach_function :lb_metrics_text, %i[lb_balancer pointer size_t pointer], :lb_status
     attach_function :lb_status_json, %i[lb_balancer pointer size_t pointer], :lb_status
+    attach_function :lb_dsn_redact, %i[string pointer size_t pointer], :lb_status
 
-    # Status codes (+LB_OK+ / +LB_ERR_*+ in dlb.h).
-    LB_OK = 0
-    LB_ERR_BUFFER_TOO_SMALL = 3
+    # Most tries of a call whose output keeps outgrowing its buffer.
+    MAX_ATTEMPTS = 16
+
+    # Runs a C call that writes a text into a caller buffer (+buf+, +cap+, +len+): yields
+    # them for the call, which returns its status, and while the status is
+    # +LB_ERR_BUFFER_TOO_SMALL+ yields a larger buffer (the length needed plus some slack:
+    # texts such as the metrics change between calls), at most {MAX_ATTEMPTS} times.
+    # @param cap [Integer] the first buffer's size
+    # @return [Array(String, Integer)] the text and the size of the buffer that held it
+    # @raise [Error] the error of a failed call
+    def self.read_text(cap)
+      len = FFI::MemoryPointer.new(:size_t)
+      attempts = 0
+      loop do
+        buf = FFI::MemoryPointer.new(:char, cap, false)
+        status = yield buf, cap, len
+        needed = len.read(:size_t)
+        return [buf.read_string(needed).force_encoding(Encoding::UTF_8), cap] if status == Status::OK
+
+        check_retry(status, attempts += 1)
+        cap = needed + 1 + (needed / 8) + 256
+      end
+    end
+
+    # Raises the error of a failed call, unless it is +LB_ERR_BUFFER_TOO_SMALL+ and fewer
+    # than {MAX_ATTEMPTS} attempts were made. Must run right after the failing call (same
+    # thread, no other +lb_*+ call in between): it reads the thread's last error message.
+    def self.check_retry(status, attempts)
+      raise Error.from_status(status) unless status == Status::ERR_BUFFER_TOO_SMALL && attempts < MAX_ATTEMPTS
+    end
 
     # The calling OS thread's last error message (+lb_last_error_message()+).
     #

@@ -9,16 +9,17 @@ module DLB
 
     module_function
 
-    # The DSN with its password replaced by +********+: safe for logs.
+    # The DSN with its password replaced by +********+: safe for logs. The C library
+    # redacts it (+lb_dsn_redact()+), re-rendering the DSN as it does in its status report;
+    # text it cannot parse as a DSN comes back as +********+ alone (never echoed: a password
+    # may stand anywhere in it). Never blocks.
     # @param dsn [String]
     # @return [String]
+    # @raise [InvalidArgumentError] dsn not valid UTF-8 or holding a NUL byte
+    # @raise [TypeError] dsn is not a String
     def redact(dsn)
-      if (m = URL.match(dsn))
-        userinfo = m[2] && "#{m[2].sub(/:.*\z/m, ":#{REDACTED}")}@"
-        "#{m[1]}#{userinfo}#{m[3]}#{m[4].gsub(/([?&]password=)[^&#]*/, "\\1#{REDACTED}")}"
-      else
-        dsn.gsub(/(?<=\A|\s)(password\s*=\s*)('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)/) { "#{Regexp.last_match(1)}#{REDACTED}" }
-      end
+      dsn = Balancer.c_string(dsn, "dsn")
+      Native.read_text(dsn.bytesize + 64) { |buf, cap, len| Native.lb_dsn_redact(dsn, buf, cap, len) }.first
     end
 
     # The +host:port+ a DSN connects to (the first host of a list), best effort; +port+ is
@@ -56,20 +57,20 @@ module DLB
   # never to a log. {#to_s} and {#inspect} show the address only.
   class Route
     # +LB_ROLE_*+ to symbols.
-    ROLES = { 0 => :primary, 1 => :replica }.freeze
+    ROLES = { Role::PRIMARY => :primary, Role::REPLICA => :replica }.freeze
     # +LB_REASON_*+ to symbols (the names of +lb_reason_str()+ and of the metrics).
     REASONS = {
-      0 => :round_robin,
-      1 => :caught_up_cached,
-      2 => :caught_up_live,
-      3 => :no_lsn_recorded,
-      4 => :no_replicas_configured,
-      5 => :no_healthy_replica,
-      6 => :not_caught_up,
-      7 => :store_error,
-      8 => :forced_primary,
-      9 => :write,
-      10 => :replica_unavailable
+      Reason::ROUND_ROBIN => :round_robin,
+      Reason::CAUGHT_UP_CACHED => :caught_up_cached,
+      Reason::CAUGHT_UP_LIVE => :caught_up_live,
+      Reason::NO_LSN_RECORDED => :no_lsn_recorded,
+      Reason::NO_REPLICAS_CONFIGURED => :no_replicas_configured,
+      Reason::NO_HEALTHY_REPLICA => :no_healthy_replica,
+      Reason::NOT_CAUGHT_UP => :not_caught_up,
+      Reason::STORE_ERROR => :store_error,
+      Reason::FORCED_PRIMARY => :forced_primary,
+      Reason::WRITE => :write,
+      Reason::REPLICA_UNAVAILABLE => :replica_unavailable
     }.freeze
 
     # @return [String] the DSN to connect with, password included
