@@ -321,10 +321,14 @@ const char *lb_version(void);
  On success `*out` receives a handle owned by the caller (free it with `lb_balancer_free()`);
  on failure `*out` is left untouched.
 
- Blocking: runs one health check of every host before returning, bounded by the
- configuration's `probe_timeout_ms` (default 100 ms), then starts a background monitor
- thread. A host that is down does not fail the call: replicas become eligible once the
- monitor sees them healthy.
+ Blocking: runs one health check of every host before returning (the replicas, then the
+ primary, each bounded by the configuration's `probe_timeout_ms`, default 100 ms), then
+ starts a background monitor thread. A host that is down does not fail the call: replicas
+ become eligible once the monitor sees them healthy.
+
+ With the default embedded LSN store (`"lsn_store"` absent), recorded LSNs protect reads of
+ this process only; a warning says so once per process (configure the Redis store, or carry
+ the LSN as a causal token, for several processes).
 
  Errors: `LB_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 `config_json`, NULL `out`),
  `LB_ERR_INVALID_CONFIG` (the message names the offending field).

@@ -71,10 +71,14 @@ fn check_no_nul(config: &Config) -> Result<(), Failure> {
 /// On success `*out` receives a handle owned by the caller (free it with `lb_balancer_free()`);
 /// on failure `*out` is left untouched.
 ///
-/// Blocking: runs one health check of every host before returning, bounded by the
-/// configuration's `probe_timeout_ms` (default 100 ms), then starts a background monitor
-/// thread. A host that is down does not fail the call: replicas become eligible once the
-/// monitor sees them healthy.
+/// Blocking: runs one health check of every host before returning (the replicas, then the
+/// primary, each bounded by the configuration's `probe_timeout_ms`, default 100 ms), then
+/// starts a background monitor thread. A host that is down does not fail the call: replicas
+/// become eligible once the monitor sees them healthy.
+///
+/// With the default embedded LSN store (`"lsn_store"` absent), recorded LSNs protect reads of
+/// this process only; a warning says so once per process (configure the Redis store, or carry
+/// the LSN as a causal token, for several processes).
 ///
 /// Errors: `LB_ERR_INVALID_ARGUMENT` (NULL or non-UTF-8 `config_json`, NULL `out`),
 /// `LB_ERR_INVALID_CONFIG` (the message names the offending field).
@@ -94,10 +98,23 @@ pub unsafe extern "C" fn lb_balancer_new(
         }
         let config = Config::from_json(json)?;
         check_no_nul(&config)?;
+        let embedded = matches!(config.lsn_store, crate::LsnStoreConfig::Memory {});
         let lb = Box::new(Balancer::new(config)?);
+        if embedded {
+            warn_embedded_store_once();
+        }
         unsafe { out.write(Box::into_raw(lb).cast::<lb_balancer>()) };
         Ok(())
     })
+}
+
+/// Logs, once per process, that the embedded LSN store only protects this process's own reads:
+/// C callers are often multi-process servers (Puma, Unicorn, Sidekiq, several instances).
+fn warn_embedded_store_once() {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    WARNED.call_once(|| {
+        log::warn!(target: "dlb", "the embedded LSN store protects read-your-writes within this process only: with several worker processes or instances, configure \"lsn_store\": {{\"redis\": ...}} or carry the LSN as a causal token");
+    });
 }
 
 /// Stops the balancer's monitor thread, closes its connection pools and frees it. NULL is a
