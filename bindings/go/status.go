@@ -35,6 +35,14 @@ type HostStatus struct {
 	PoolConnections uint32 `json:"pool_connections"`
 	// PoolIdle is how many of them are idle.
 	PoolIdle uint32 `json:"pool_idle"`
+	// ServerAddr is the server that answered the last probe, as it sees itself
+	// ("addr:port"); "" until a probe answers. Differs from Addr behind a proxy.
+	ServerAddr string `json:"server_addr"`
+	// SystemIdentifier is that server's system_identifier (decimal text), the same for a
+	// primary and its standbys; "" when unknown.
+	SystemIdentifier string `json:"system_identifier"`
+	// Timeline is that server's timeline; nil when unknown.
+	Timeline *uint32 `json:"timeline"`
 }
 
 // ReplicaStatus is a replica's health as last seen by the monitor.
@@ -43,7 +51,8 @@ type ReplicaStatus struct {
 	// State is "unknown", "healthy" or "quarantined".
 	State string `json:"state"`
 	// Reason says why the replica is quarantined ("lag", "unreachable", "timeout",
-	// "not_in_recovery"); "" when it is not.
+	// "not_in_recovery", "flapping", "wrong_cluster", "diverged", "stalled",
+	// "multiple_servers"); "" when it is not.
 	Reason string `json:"reason"`
 	// ReplayLSN is the cached replay position ("X/Y"), or "" when unknown.
 	ReplayLSN string `json:"replay_lsn"`
