@@ -98,6 +98,7 @@ module DLB
     # Status codes (+LB_OK+ / +LB_ERR_*+ in dlb.h).
     LB_OK = 0
     LB_ERR_BUFFER_TOO_SMALL = 3
+    LB_ERR_STORE = 6
 
     # The calling OS thread's last error message (+lb_last_error_message()+).
     #
