@@ -293,7 +293,7 @@ impl GitLabStyle {
     }
 
     fn sticky_pick(&self, key: &str) -> BasePick {
-        let Some(want) = self.store.get(key).expect("store") else {
+        let Some(want) = self.store.get(key).expect("store").lsn else {
             return BasePick {
                 replica: Some(self.next_index()),
                 queries: 0,

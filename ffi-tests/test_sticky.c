@@ -121,6 +121,27 @@ int main(void) {
     CHECK(t_last_error_contains("FFFFFFFF/0"));
     lb_balancer_free(strict);
 
+    /* A store that fails after the LSN was read (a Redis at a dead port): LB_ERR_STORE, with
+       the LSN written to the buffer, a causal token. */
+    {
+        lb_balancer *down = t_open(
+            "\"lsn_store\": {\"redis\": {\"url\": \"redis://127.0.0.1:1\", \"op_timeout_ms\": 200}}");
+        char token[LB_LSN_MAX_LENGTH + 1] = "";
+        size_t token_len = 0;
+        CHECK_STATUS(lb_record_lsn(down, "user:45", token, sizeof token, &token_len),
+                     LB_ERR_STORE);
+        CHECK(token_len > 0 && token_len == strlen(token) && strchr(token, '/') != NULL);
+        CHECK(t_last_error_contains(token));
+        CHECK_OK(lb_pick_replica_min_lsn(down, token, dsn, sizeof dsn, NULL, &route));
+        CHECK(route.reason != LB_REASON_FORCED_PRIMARY);
+        CHECK_OK(lb_record_lsn_value(lb, "user:45", token));
+        /* Too small a buffer: still LB_ERR_STORE, the length only. */
+        token_len = 0;
+        CHECK_STATUS(lb_record_lsn(down, "user:45", token, 2, &token_len), LB_ERR_STORE);
+        CHECK(token_len > 2);
+        lb_balancer_free(down);
+    }
+
     lb_balancer_free(lb);
     printf("test_sticky: ok\n");
     return 0;

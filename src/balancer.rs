@@ -27,7 +27,7 @@ use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Status};
 use crate::routing::{Route, Router};
-use crate::sticking::{self, FORCE_PRIMARY, LsnStore, MemoryStore, RedisStore, check_key};
+use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
 ///
@@ -266,7 +266,9 @@ impl Balancer {
 
     /// Records the primary's current WAL insert position for `key` (call it after a write
     /// commits) and returns it. Later sticky reads for `key` only go to replicas that have
-    /// replayed at least this position, for `sticky_ttl_s`. A key's LSN never moves backwards.
+    /// replayed at least this position, for at least `sticky_ttl_s` (a key's entry lives until
+    /// the latest end of its records and forces). A key's LSN never moves backwards, and a
+    /// force on the key ([`Balancer::force_primary`]) stays as long as it was asked for.
     /// The returned LSN is also a causal token (see [`Balancer::pick_replica_min_lsn`]).
     ///
     /// Blocks for one round trip to the primary (`SELECT pg_current_wal_insert_lsn()`) on a
@@ -274,6 +276,8 @@ impl Balancer {
     ///
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::PrimaryUnavailable`], [`Error::Query`], [`Error::Store`].
+    /// A store error comes after the LSN was read: [`Error::lsn`] gives it, to carry as a
+    /// causal token (the write happened; only its recording failed).
     pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
         check_key(key)?;
         let mut conn = self.write_conn()?;
@@ -290,11 +294,11 @@ impl Balancer {
     }
 
     /// Stores an LSN the caller already has (from a causal token carried in a header or a job,
-    /// or from its own `pg_current_wal_insert_lsn()`), with the same monotonic rule.
-    /// Does no database I/O.
+    /// or from its own `pg_current_wal_insert_lsn()`), with the same rules as
+    /// [`Balancer::record_lsn`]. Does no database I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidKey`], [`Error::Store`].
+    /// [`Error::InvalidKey`], [`Error::Store`] (carrying `lsn`, see [`Error::lsn`]).
     pub fn record_lsn_value(&self, key: &str, lsn: Lsn) -> Result<()> {
         check_key(key)?;
         self.store_lsn(key, lsn)
@@ -302,23 +306,31 @@ impl Balancer {
 
     /// Sends every sticky read of `key` to the primary for `ttl` (for data that must never be
     /// read from a replica, or after an operation whose effects cannot be captured by one
-    /// LSN). Picks answer [`Reason::ForcedPrimary`]. Later `record_lsn` calls on the key keep
-    /// it forced and extend the time.
+    /// LSN). Picks answer [`Reason::ForcedPrimary`].
+    ///
+    /// The force is kept apart from the key's recorded LSN: it never erases the LSN (when the
+    /// force ends, reads still wait for a replica that replayed it), and nothing shortens it
+    /// (a later `record_lsn`, or a force with a shorter `ttl`, even zero, leaves its end as
+    /// it is; a longer one extends it). A `ttl` over [`crate::MAX_TTL`] (10 years), up to
+    /// [`Duration::MAX`], counts as `MAX_TTL`.
+    ///
+    /// Blocks only on the LSN store (never with the default in-memory one).
     ///
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
         check_key(key)?;
-        sticking::record(&*self.store, &self.counters, key, FORCE_PRIMARY, ttl)
+        sticking::force(&*self.store, &self.counters, key, ttl)
     }
 
-    /// The LSN currently recorded for `key` (`None`: none, or expired). Reads the store only.
+    /// The LSN currently recorded for `key` (`None`: none, or expired), forced or not.
+    /// Reads the store only.
     ///
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
         check_key(key)?;
-        self.store.get(key)
+        Ok(self.store.get(key)?.lsn)
     }
 
     // ---- Observability.
@@ -372,8 +384,9 @@ impl Balancer {
     }
 
     fn store_lsn(&self, key: &str, lsn: Lsn) -> Result<()> {
+        // `Config::validate` bounds `sticky_ttl_s`; the stores cap TTLs anyway.
         let ttl = Duration::from_secs(self.config.sticky_ttl_s);
-        sticking::record(&*self.store, &self.counters, key, lsn, ttl)
+        sticking::record(&*self.store, &self.counters, key, lsn, ttl).map(|_| ())
     }
 
     fn checkout_timeout(&self) -> Duration {

@@ -525,6 +525,16 @@ impl Config {
         at_least("pool.connect_timeout_ms", self.pool.connect_timeout_ms, 1)?;
         at_least("pool.checkout_timeout_ms", self.pool.checkout_timeout_ms, 1)?;
         at_least("sticky_ttl_s", self.sticky_ttl_s, 1)?;
+        let max_ttl_s = crate::sticking::MAX_TTL.as_secs();
+        if self.sticky_ttl_s > max_ttl_s {
+            return Err(Error::config(
+                "sticky_ttl_s",
+                format!(
+                    "must be at most {max_ttl_s} (10 years, dlb::MAX_TTL) (got {})",
+                    self.sticky_ttl_s
+                ),
+            ));
+        }
         if let Some(dns) = self.replicas.as_ref().and_then(|r| r.dns.as_ref()) {
             if dns.record.trim().is_empty() {
                 return Err(Error::config("replicas.dns.record", "must not be empty"));

@@ -51,9 +51,15 @@ pub enum Error {
         min_lsn: Lsn,
     },
     /// The LSN store (in-memory or Redis) failed.
+    ///
+    /// From [`crate::Balancer::record_lsn`] (and `record_lsn_value`) it carries the LSN that
+    /// could not be stored: see [`Error::lsn`].
     Store {
         /// The underlying failure.
         message: String,
+        /// The LSN that was read (or given) but could not be stored; `None` for the other
+        /// store failures. [`Error::store`] builds a store error without one.
+        lsn: Option<Lsn>,
     },
     /// A database query issued by dlb itself failed.
     Query {
@@ -69,6 +75,29 @@ impl Error {
         Error::Config {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    /// A store error ([`Error::Store`]) with this message and no LSN: what an [`crate::LsnStore`]
+    /// implementation returns when it fails.
+    pub fn store(message: impl Into<String>) -> Error {
+        Error::Store {
+            message: message.into(),
+            lsn: None,
+        }
+    }
+
+    /// The LSN that was read but could not be stored: carry it as a causal token.
+    ///
+    /// [`crate::Balancer::record_lsn`] reads the primary's WAL position, then stores it; when
+    /// the store fails, the write has still happened at that LSN. Pass it along (a header, a
+    /// job) and read with [`crate::Balancer::pick_replica_min_lsn`], or retry
+    /// [`crate::Balancer::record_lsn_value`] with it. `Some` only for an [`Error::Store`] from
+    /// `record_lsn` or `record_lsn_value`; `None` for every other error.
+    pub fn lsn(&self) -> Option<Lsn> {
+        match self {
+            Error::Store { lsn, .. } => *lsn,
+            _ => None,
         }
     }
 
@@ -112,7 +141,14 @@ impl fmt::Display for Error {
                 f,
                 "no replica has replayed LSN {min_lsn} yet (retryable; or read from the primary)"
             ),
-            Error::Store { message } => write!(f, "LSN store error: {message}"),
+            Error::Store { message, lsn: None } => write!(f, "LSN store error: {message}"),
+            Error::Store {
+                message,
+                lsn: Some(lsn),
+            } => write!(
+                f,
+                "LSN store error: {message} (LSN {lsn} was not stored: carry it as a causal token)"
+            ),
             Error::Query { host, message } => write!(f, "query on {host} failed: {message}"),
         }
     }

@@ -63,4 +63,4 @@ pub use labels::{Health, QuarantineReason, Reason, Role};
 pub use lsn::Lsn;
 pub use observability::{HostStatus, ReplicaStatus, Status};
 pub use routing::Route;
-pub use sticking::{LsnStore, MAX_VERBATIM_KEY, MemoryStore, RedisStore};
+pub use sticking::{LsnStore, MAX_TTL, MAX_VERBATIM_KEY, MemoryStore, Recorded, RedisStore};

@@ -114,8 +114,7 @@ fn lsns(seed: u64, n: usize) -> Vec<Lsn> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            // Keep clear of u64::MAX, which the balancer reserves for force_primary.
-            Lsn::from_u64(x >> (x % 4 * 8) & !(1 << 63))
+            Lsn::from_u64(x >> (x % 4 * 8))
         })
         .collect()
 }
@@ -151,6 +150,15 @@ fn monotonic_across_threads_and_instances(kind: Kind) {
     a.record_lsn_value("repo/high", high).unwrap();
     b.record_lsn_value("repo/high", lower).unwrap();
     assert_eq!(a.recorded_lsn("repo/high").unwrap(), Some(high));
+    // u64::MAX is an LSN like any other (no longer the mark of a forced key).
+    let max = Lsn::from_u64(u64::MAX);
+    a.record_lsn_value("repo/max", max).unwrap();
+    b.record_lsn_value("repo/max", high).unwrap();
+    assert_eq!(b.recorded_lsn("repo/max").unwrap(), Some(max));
+    assert_ne!(
+        b.pick_replica(Some("repo/max")).unwrap().reason(),
+        Reason::ForcedPrimary
+    );
     // 2^53 + 1 and 2^53 are the same double.
     let above = Lsn::from_u64((1 << 53) + 1);
     a.record_lsn_value("repo/2^53", above).unwrap();
@@ -175,8 +183,8 @@ fn cluster_is_monotonic_across_threads_and_instances() {
     monotonic_across_threads_and_instances(Kind::Cluster);
 }
 
-/// Keys spread over the cluster's masters (one slot per key, no hash tags needed), each
-/// stored as 16 hex digits with a TTL.
+/// Keys spread over the cluster's masters (one slot per key, no hash tags needed), each a
+/// hash whose `lsn` is 16 hex digits, with a TTL.
 #[test]
 fn cluster_keys_spread_over_every_master_with_a_ttl() {
     let _l = lock_cluster();
@@ -203,7 +211,7 @@ fn cluster_keys_spread_over_every_master_with_a_ttl() {
             .query(&mut c)
             .unwrap();
         for k in &found {
-            let v: String = redis::cmd("GET").arg(k).query(&mut c).unwrap();
+            let v: String = redis::cmd("HGET").arg(k).arg("lsn").query(&mut c).unwrap();
             assert!(
                 v.len() == 16 && v.bytes().all(|b| b.is_ascii_hexdigit()),
                 "{k} holds {v:?}"
@@ -219,7 +227,7 @@ fn cluster_keys_spread_over_every_master_with_a_ttl() {
         "a master got no key: {per_node:?}"
     );
     for (i, k) in keys.iter().enumerate() {
-        assert_eq!(store.get(k).unwrap(), Some(Lsn::from_u64(i as u64 + 1)));
+        assert_eq!(store.get(k).unwrap().lsn, Some(Lsn::from_u64(i as u64 + 1)));
     }
 }
 
@@ -246,7 +254,7 @@ fn redis_outage_sends_sticky_reads_to_the_primary_until_it_returns() {
         assert_eq!(lb.pick_replica(None).unwrap().role(), Role::Replica);
     }
     match lb.record_lsn(key) {
-        Err(Error::Store { message }) => assert!(message.contains("redis"), "{message}"),
+        Err(Error::Store { message, .. }) => assert!(message.contains("redis"), "{message}"),
         other => panic!("expected a store error, got {other:?}"),
     }
     assert!(
@@ -349,7 +357,7 @@ fn tls_with_a_private_ca() {
     for (what, config) in [("system roots", untrusted), ("plain redis://", plain)] {
         let lb = balancer(&config);
         match lb.record_lsn_value("repo/tls", Lsn::from_u64(1)) {
-            Err(Error::Store { message }) => {
+            Err(Error::Store { message, .. }) => {
                 if what == "system roots" {
                     assert!(message.contains("certificate"), "{what}: {message}");
                 }
@@ -363,4 +371,247 @@ fn tls_with_a_private_ca() {
             "{what}"
         );
     }
+}
+
+#[test]
+fn standalone_force_expiry_keeps_the_lsn() {
+    let _l = lock_cluster();
+    let store = LsnStoreConfig::Redis(store_config(Kind::Standalone, "force-expiry"));
+    protection::force_expiry_keeps_the_lsn(&store, "dlb_protect_standalone");
+}
+
+#[test]
+fn cluster_force_expiry_keeps_the_lsn() {
+    let _l = lock_cluster();
+    let store = LsnStoreConfig::Redis(store_config(Kind::Cluster, "force-expiry"));
+    protection::force_expiry_keeps_the_lsn(&store, "dlb_protect_cluster");
+}
+
+#[test]
+fn standalone_nothing_shortens_a_force() {
+    let _l = lock_cluster();
+    let store = LsnStoreConfig::Redis(store_config(Kind::Standalone, "shorten"));
+    protection::nothing_shortens_a_force(&store);
+}
+
+#[test]
+fn cluster_nothing_shortens_a_force() {
+    let _l = lock_cluster();
+    let store = LsnStoreConfig::Redis(store_config(Kind::Cluster, "shorten"));
+    protection::nothing_shortens_a_force(&store);
+}
+
+#[test]
+fn standalone_huge_ttls() {
+    let _l = lock_cluster();
+    let config = store_config(Kind::Standalone, "huge");
+    protection::huge_ttls(&LsnStoreConfig::Redis(config.clone()));
+    // The entry lives about 10 years on the server.
+    let mut c = redis::Client::open(env().redis.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{}huge", config.key_prefix))
+        .query(&mut c)
+        .unwrap();
+    let max_ms = dlb::MAX_TTL.as_millis() as i64;
+    assert!(pttl > max_ms - 3_600_000 && pttl <= max_ms, "PTTL {pttl}");
+}
+
+#[test]
+fn cluster_huge_ttls() {
+    let _l = lock_cluster();
+    protection::huge_ttls(&LsnStoreConfig::Redis(store_config(Kind::Cluster, "huge")));
+}
+
+/// Redis stops after the write: `record_lsn` fails with a store error that carries the LSN it
+/// read from the primary, and that LSN works as a causal token (the paused replica is never
+/// picked for it, the row is visible where it is read).
+#[test]
+fn a_failed_record_returns_the_lsn_it_read() {
+    let _l = lock_cluster();
+    let mut store = store_config(Kind::Standalone, "failed-record");
+    store.op_timeout_ms = 200;
+    let lb = balancer(&store);
+    let table = "dlb_redis_failed_record";
+    setup_table(&lb, table);
+    pause_replay(2);
+    let before = lb.record_lsn("repo/failed").unwrap();
+    insert_row(&lb, table, 1, "repo/failed");
+    stop_redis();
+    let e = lb.record_lsn("repo/failed").unwrap_err();
+    assert!(matches!(e, Error::Store { .. }), "{e:?}");
+    assert!(e.is_retryable());
+    let lsn = e.lsn().expect("the store error carries the LSN");
+    assert!(lsn > before, "{lsn} > {before}");
+    assert!(e.to_string().contains(&lsn.to_string()), "{e}");
+    let written: String = primary_client()
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    assert!(lsn <= written.parse().unwrap());
+    // The same for an LSN the caller gave.
+    let e = lb.record_lsn_value("repo/failed", lsn).unwrap_err();
+    assert_eq!(e.lsn(), Some(lsn));
+    // Other errors carry none.
+    assert_eq!(lb.record_lsn("").unwrap_err().lsn(), None);
+
+    let mut readers = Readers::default();
+    for _ in 0..20 {
+        let route = lb.pick_replica_min_lsn(lsn).unwrap();
+        assert_ne!(route.addr(), replica_addr(2), "{route}");
+        assert!(readers.sees_row(&route, table, 1), "stale read via {route}");
+    }
+}
+
+/// The cluster client's node connections are never in `READONLY` mode (`CLIENT LIST` flag
+/// `r`): a Redis replica would answer our reads itself, possibly stale, instead of
+/// redirecting them to the master.
+#[test]
+fn cluster_node_connections_are_not_readonly() {
+    let _l = lock_cluster();
+    let config = store_config(Kind::Cluster, "readonly");
+    let store = RedisStore::new(&config).unwrap();
+    for i in 0..48 {
+        let k = format!("repo/{i}");
+        store
+            .record(&k, Lsn::from_u64(1), std::time::Duration::from_secs(60))
+            .unwrap();
+        store.get(&k).unwrap();
+    }
+    let mut ours = 0;
+    for url in &env().redis_cluster {
+        let mut c = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        for line in list.lines() {
+            let flags = line
+                .split(' ')
+                .find_map(|f| f.strip_prefix("flags="))
+                .unwrap_or("");
+            assert!(!flags.contains('r'), "a READONLY connection: {line}");
+            if line.contains("cmd=evalsha") || line.contains("cmd=eval ") {
+                ours += 1;
+            }
+        }
+    }
+    assert!(ours > 0, "no connection of the store seen");
+    drop(store);
+}
+
+/// The stored layout, read and written by hand: a value of the previous format (16 hex
+/// digits) is read as its LSN and converted by the next record, keeping its life; whether a
+/// key is forced is decided on the Redis server's clock.
+fn stored_layout(kind: Kind) {
+    let _l = lock_cluster();
+    let config = store_config(kind, "layout");
+    let store = RedisStore::new(&config).unwrap();
+    let key = "repo/layout";
+    let rkey = store.redis_key(key);
+    // A plain connection to the node that holds the key (on a Cluster, the one master that
+    // does not answer MOVED): no cluster client, no READONLY.
+    let urls = match kind {
+        Kind::Standalone => vec![env().redis.clone()],
+        Kind::Cluster => env().redis_cluster.clone(),
+    };
+    let mut c = urls
+        .iter()
+        .map(|u| {
+            redis::Client::open(u.as_str())
+                .unwrap()
+                .get_connection()
+                .unwrap()
+        })
+        .find_map(|mut c| {
+            let owner = redis::cmd("TYPE")
+                .arg(&rkey)
+                .query::<String>(&mut c)
+                .is_ok();
+            owner.then_some(c)
+        })
+        .expect("a node holds the key");
+    let _: () = redis::cmd("SET")
+        .arg(&rkey)
+        .arg("0020000000000001")
+        .arg("PX")
+        .arg(600_000)
+        .query(&mut c)
+        .unwrap();
+    let legacy = Lsn::from_u64(0x20_0000_0000_0001);
+    assert_eq!(
+        store.get(key).unwrap(),
+        dlb::Recorded {
+            lsn: Some(legacy),
+            forced: false
+        }
+    );
+    // 2^53 + 2 and 2^53 + 1 are different (as doubles they may not be).
+    let older = Lsn::from_u64(0x20_0000_0000_0000);
+    assert_eq!(
+        store
+            .record(key, older, std::time::Duration::from_secs(1))
+            .unwrap(),
+        legacy
+    );
+    let ty: String = redis::cmd("TYPE").arg(&rkey).query(&mut c).unwrap();
+    assert_eq!(ty, "hash");
+    let pttl: i64 = redis::cmd("PTTL").arg(&rkey).query(&mut c).unwrap();
+    assert!(pttl > 500_000, "the converted entry kept its life: {pttl}");
+
+    let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut c).unwrap();
+    let server_ms = secs * 1000 + micros / 1000;
+    for (until, forced) in [(server_ms + 600_000, true), (server_ms - 1000, false)] {
+        let _: () = redis::cmd("HSET")
+            .arg(&rkey)
+            .arg("forced_until")
+            .arg(until)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(
+            store.get(key).unwrap().forced,
+            forced,
+            "forced_until {until}"
+        );
+        assert_eq!(store.get(key).unwrap().lsn, Some(legacy));
+    }
+    store
+        .force(key, std::time::Duration::from_secs(60))
+        .unwrap();
+    let until: i64 = redis::cmd("HGET")
+        .arg(&rkey)
+        .arg("forced_until")
+        .query(&mut c)
+        .unwrap();
+    assert!(
+        (server_ms + 59_000..server_ms + 600_000).contains(&until),
+        "forced_until {until} is the server's now + 60 s"
+    );
+    // Something else at the key: reading it is an error, recording replaces it.
+    let _: () = redis::cmd("DEL").arg(&rkey).query(&mut c).unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg(&rkey)
+        .arg("x")
+        .query(&mut c)
+        .unwrap();
+    assert!(matches!(store.get(key), Err(Error::Store { .. })));
+    assert_eq!(
+        store
+            .record(key, older, std::time::Duration::from_secs(60))
+            .unwrap(),
+        older
+    );
+    assert_eq!(store.get(key).unwrap().lsn, Some(older));
+}
+
+#[test]
+fn standalone_stored_layout() {
+    stored_layout(Kind::Standalone);
+}
+
+#[test]
+fn cluster_stored_layout() {
+    stored_layout(Kind::Cluster);
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::*;
-use dlb::{Balancer, Error, Lsn, NoCaughtUpPolicy, Reason, Role};
+use dlb::{Balancer, Error, Lsn, LsnStoreConfig, NoCaughtUpPolicy, Reason, Role};
 
 fn live_checks(lb: &Balancer) -> u64 {
     let m = lb.metrics_text();
@@ -319,4 +319,22 @@ fn bad_keys_and_lsns_get_clear_errors() {
         e.to_string(),
         "invalid LSN \"12/zz\": the part after '/' is not hexadecimal"
     );
+}
+
+#[test]
+fn memory_store_force_expiry_keeps_the_lsn() {
+    let _l = lock_cluster();
+    protection::force_expiry_keeps_the_lsn(&LsnStoreConfig::Memory {}, "dlb_protect_memory");
+}
+
+#[test]
+fn memory_store_nothing_shortens_a_force() {
+    let _l = lock_cluster();
+    protection::nothing_shortens_a_force(&LsnStoreConfig::Memory {});
+}
+
+#[test]
+fn memory_store_huge_ttls() {
+    let _l = lock_cluster();
+    protection::huge_ttls(&LsnStoreConfig::Memory {});
 }

@@ -524,3 +524,38 @@ func TestStatus(t *testing.T) {
 		t.Errorf("StatusJSON has a member StatusReport lacks: %v", err)
 	}
 }
+
+// A store that fails after the LSN was read (a Redis at a dead port): RecordLSN returns a
+// *StoreError that matches ErrStore and carries the LSN, which works as a causal token.
+func TestRecordLSNStoreErrorCarriesTheLSN(t *testing.T) {
+	c := needCluster(t)
+	b := c.open(t, "", map[string]any{
+		"lsn_store": map[string]any{
+			"redis": map[string]any{"url": "redis://127.0.0.1:1", "op_timeout_ms": 200},
+		},
+	})
+	waitHealthy(t, b, 2)
+	lsn, err := b.RecordLSN("go:store-down")
+	if lsn != "" || !errors.Is(err, dlb.ErrStore) || !dlb.IsRetryable(err) {
+		t.Fatalf("RecordLSN with Redis down = %q, %v", lsn, err)
+	}
+	var se *dlb.StoreError
+	if !errors.As(err, &se) {
+		t.Fatalf("not a *StoreError: %#v", err)
+	}
+	var e *dlb.Error
+	if !errors.As(err, &e) || e.Code != dlb.ErrStore || e.Op != "RecordLSN" {
+		t.Errorf("errors.As(*Error) = %#v", e)
+	}
+	if parseLSN(t, se.LSN) == 0 || !strings.Contains(err.Error(), se.LSN) {
+		t.Errorf("LSN %q in %v", se.LSN, err)
+	}
+	r, err := b.PickReplicaMinLSN(se.LSN)
+	if err != nil || r.Reason == dlb.ReasonForcedPrimary {
+		t.Errorf("PickReplicaMinLSN(%s) = %v, %v", se.LSN, r, err)
+	}
+	// Other errors carry none.
+	if _, err := b.RecordLSN(""); errors.As(err, &se) {
+		t.Errorf("RecordLSN(\"\") = %#v", err)
+	}
+}

@@ -131,19 +131,45 @@ func (b *Balancer) release() {
 // needed, up to pool.checkout_timeout_ms), plus the LSN store's write.
 //
 // Errors: ErrInvalidKey (empty or longer than MaxKeyLength), ErrInvalidArgument,
-// ErrPrimaryUnavailable, ErrQuery, ErrStore, ErrClosed.
+// ErrPrimaryUnavailable, ErrQuery, ErrStore, ErrClosed. ErrStore comes after the LSN was
+// read (the write happened; only recording it failed) as a *StoreError whose LSN field holds
+// it: carry it as a causal token (PickReplicaMinLSN) or retry with RecordLSNValue.
+//
+//	lsn, err := b.RecordLSN(key)
+//	var se *dlb.StoreError
+//	if errors.As(err, &se) {
+//		lsn = se.LSN // still a valid causal token
+//	}
 func (b *Balancer) RecordLSN(key string) (string, error) {
 	const op = "RecordLSN"
 	if err := checkString(op, "key", key); err != nil {
 		return "", err
 	}
-	// The first try's buffer (at least minOutput bytes) always holds an LSN, so the LSN is
-	// recorded once.
-	return withOutput(b, op, kindLSN, []string{key},
-		func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
-			return C.dlbgo_record_lsn(lb, in[0], buf, n)
-		},
-		func(lsn []byte, _ C.dlbgo_result) string { return string(lsn) })
+	// The buffer (minOutput bytes) always holds an LSN: one try, and on LB_ERR_STORE the LSN
+	// the C call read is in it too.
+	lb, err := b.acquire()
+	if err != nil {
+		return "", err
+	}
+	defer b.release()
+	s := getScratch()
+	defer putScratch(s)
+	in, out := s.layout(minOutput, key)
+	r := C.dlbgo_record_lsn(lb, in[0], bufPtr(out), C.size_t(len(out)))
+	if r.status != C.LB_OK {
+		// On LB_ERR_STORE the C call wrote the LSN it read (see lb_record_lsn).
+		stored := r.status == C.LB_ERR_STORE && r.len > 0 && int(r.len) < len(out)
+		lsn := ""
+		if stored {
+			lsn = string(out[:r.len])
+		}
+		err := resultError(op, r)
+		if stored {
+			return "", &StoreError{Err: err.(*Error), LSN: lsn}
+		}
+		return "", err
+	}
+	return string(out[:r.len]), nil
 }
 
 // RecordLSNValue records an LSN the caller already has for key: a causal token carried in
@@ -169,7 +195,13 @@ func (b *Balancer) RecordLSNValue(key, lsn string) error {
 
 // ForcePrimary sends every sticky read of key to the primary for ttl (for data that must
 // never be read from a replica): sticky picks of key return the primary with
-// ReasonForcedPrimary. ttl is rounded up to whole milliseconds; it must be positive.
+// ReasonForcedPrimary. ttl is rounded up to whole milliseconds; it must be positive (over
+// 10 years it counts as 10 years).
+//
+// The force is kept apart from the LSN recorded for key: it never erases it (when the force
+// ends, sticky picks still wait for a replica that replayed the LSN), and nothing shortens it
+// (a later RecordLSN or a shorter ForcePrimary leaves its end as it is; a longer one extends
+// it).
 //
 // Blocking: no database I/O; blocks only on the LSN store (never with the default in-memory
 // one).

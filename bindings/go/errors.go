@@ -13,8 +13,8 @@ import (
 
 // Code is a status code of dlb's C API (an LB_ERR_* value of dlb.h).
 //
-// The Err* codes double as sentinel errors: every failure of this package is an *Error whose
-// Code matches with errors.Is, for example
+// The Err* codes double as sentinel errors: every failure of this package is an *Error (or a
+// *StoreError, which holds one) whose Code matches with errors.Is, for example
 //
 //	if errors.Is(err, dlb.ErrNoCaughtUpReplica) { /* read from the primary */ }
 //
@@ -113,6 +113,27 @@ func (e *Error) Is(target error) bool {
 	c, ok := target.(Code)
 	return ok && c == e.Code
 }
+
+// StoreError is the error RecordLSN returns when the LSN store fails after the primary's
+// LSN was read: the write happened at LSN, only recording it failed. Carry LSN as a causal
+// token (PickReplicaMinLSN), or retry with RecordLSNValue.
+//
+// It wraps an *Error with Code ErrStore: errors.Is(err, dlb.ErrStore) matches it, and
+// errors.As gives either the *StoreError or the *Error.
+type StoreError struct {
+	// Err is the failure itself (Op "RecordLSN", Code ErrStore, Message).
+	Err *Error
+	// LSN is the LSN that was read but could not be stored, "X/Y".
+	LSN string
+}
+
+// Error returns the wrapped error's text and the LSN.
+func (e *StoreError) Error() string {
+	return e.Err.Error() + " (LSN " + e.LSN + " not stored)"
+}
+
+// Unwrap returns the *Error.
+func (e *StoreError) Unwrap() error { return e.Err }
 
 // IsRetryable reports whether err is a dlb error that may succeed when the call is retried
 // later (see Code.Retryable).

@@ -137,18 +137,24 @@ pub unsafe extern "C" fn lb_balancer_free(lb: *mut lb_balancer) {
 /// Records the primary's current WAL insert position for `key` (call it after a write
 /// commits) and writes that LSN, as `"X/Y"`, into `lsn_buf` (output string rules: see the top
 /// of dlb.h).
-/// For the next `sticky_ttl_s` seconds, sticky picks for `key` only return replicas that have
-/// replayed it. A key's LSN never moves backwards. The LSN is also a causal token for
-/// `lb_pick_replica_min_lsn()`.
+/// For at least the next `sticky_ttl_s` seconds, sticky picks for `key` only return replicas
+/// that have replayed it. A key's LSN never moves backwards, and a force on the key
+/// (`lb_force_primary()`) is neither ended nor shortened by it. The LSN is also a causal token
+/// for `lb_pick_replica_min_lsn()`.
 ///
 /// The LSN is recorded even when `lsn_buf` turns out too small; a buffer of
 /// `LB_LSN_MAX_LENGTH + 1` bytes always suffices.
+///
+/// `LB_ERR_STORE` comes after the LSN was read: the write happened at that LSN, only storing
+/// it failed. Unlike the general rule, the LSN is then written to `lsn_buf` and `*lsn_len` as
+/// on success (when it fits; otherwise `*lsn_len` only): carry it as a causal token
+/// (`lb_pick_replica_min_lsn()`), or retry with `lb_record_lsn_value()`.
 ///
 /// Blocking: one round trip to the primary on a pooled connection (connecting first if needed,
 /// up to `pool.checkout_timeout_ms`), plus the LSN store's write.
 ///
 /// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_INVALID_KEY`, `LB_ERR_PRIMARY_UNAVAILABLE`,
-/// `LB_ERR_QUERY`, `LB_ERR_STORE`, `LB_ERR_BUFFER_TOO_SMALL`.
+/// `LB_ERR_QUERY`, `LB_ERR_STORE` (with the LSN, see above), `LB_ERR_BUFFER_TOO_SMALL`.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn lb_record_lsn(
     lb: *const lb_balancer,
@@ -162,8 +168,16 @@ pub unsafe extern "C" fn lb_record_lsn(
         let lb = unsafe { balancer(lb) }?;
         let key = unsafe { arg_str(key, "key") }?;
         let out = unsafe { OutStr::new(lsn_buf, lsn_cap, lsn_len, "lsn_buf") }?;
-        let lsn = lb.record_lsn(key)?;
-        out.put(&lsn.to_string())
+        match lb.record_lsn(key) {
+            Ok(lsn) => out.put(&lsn.to_string()),
+            Err(e) => {
+                if let Some(lsn) = e.lsn() {
+                    // The store error is what the caller must see, whether the LSN fits or not.
+                    let _ = out.put(&lsn.to_string());
+                }
+                Err(e.into())
+            }
+        }
     })
 }
 
@@ -193,6 +207,12 @@ pub unsafe extern "C" fn lb_record_lsn_value(
 
 /// Sends every sticky read of `key` to the primary for `ttl_ms` milliseconds (data that must
 /// never be read from a replica). Sticky picks of the key answer `LB_REASON_FORCED_PRIMARY`.
+///
+/// The force is kept apart from the key's recorded LSN: it never erases it (when the force
+/// ends, sticky picks still wait for a replica that replayed the LSN), and nothing shortens
+/// it (a later `lb_record_lsn()` or a shorter force leaves its end as it is; a longer one
+/// extends it). Any `ttl_ms` up to `UINT64_MAX` is accepted; over 10 years it counts as 10
+/// years.
 ///
 /// Does no database I/O; blocks only on the LSN store (never with the default in-memory one).
 ///

@@ -16,7 +16,8 @@
 //!   When `len` is not NULL it receives the full length of the text (without the NUL) on
 //!   success and on [`LB_ERR_BUFFER_TOO_SMALL`]; the text and its NUL are written only when
 //!   `cap >= len + 1`. `buf` may be NULL when `cap` is 0 (a size query). Outputs are written
-//!   only on success (except `len` on [`LB_ERR_BUFFER_TOO_SMALL`]).
+//!   only on success (except `len` on [`LB_ERR_BUFFER_TOO_SMALL`], and the LSN of
+//!   [`lb_record_lsn`] on [`LB_ERR_STORE`]).
 //! * No function unwinds into C or aborts the process: every body runs behind one panic
 //!   boundary (`ffi_boundary!`) that turns a panic into [`LB_ERR_PANIC`].
 //! * No DSN is ever written into the last error: the DSNs handed out contain passwords.

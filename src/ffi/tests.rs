@@ -138,7 +138,10 @@ fn one_error_of_each_variant() -> Vec<crate::Error> {
         Error::NoCaughtUpReplica {
             min_lsn: crate::Lsn::ZERO,
         },
-        Error::Store { message: message() },
+        Error::Store {
+            message: message(),
+            lsn: Some(crate::Lsn::ZERO),
+        },
         Error::Query {
             host: host(),
             message: message(),

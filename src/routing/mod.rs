@@ -6,8 +6,8 @@
 //!
 //! 1. without a key: round-robin over the healthy replicas ([`Reason::RoundRobin`]), or the
 //!    primary when none is healthy or none is configured;
-//! 2. with a key: the key's recorded LSN is read from the [`LsnStore`]; none recorded means
-//!    round-robin ([`Reason::NoLsnRecorded`]), a forced key or a store error the primary, and
+//! 2. with a key: the key's entry is read from the [`LsnStore`]; a forced key or a store
+//!    error means the primary, no LSN recorded round-robin ([`Reason::NoLsnRecorded`]), and
 //!    an LSN a replica that has replayed it ([`sticky`]: cached positions first, then a live
 //!    check within `sticky_check_budget_ms`), else the primary ([`Reason::NotCaughtUp`]) or
 //!    [`Error::NoCaughtUpReplica`].
@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::host::{Host, StripedHost};
 pub use crate::labels::Reason;
 use crate::lsn::Lsn;
-use crate::sticking::{FORCE_PRIMARY, LsnStore, check_key};
+use crate::sticking::{LsnStore, Recorded, check_key};
 use crate::stripe::StripedCursor;
 
 /// The routing state of one balancer: shared by callers (picks, failure reports), the monitor
@@ -114,9 +114,9 @@ impl Router {
                 debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
                 Ok(self.primary_route(Reason::StoreError))
             }
-            Ok(None) => Ok(self.round_robin(Reason::NoLsnRecorded)),
-            Ok(Some(FORCE_PRIMARY)) => Ok(self.primary_route(Reason::ForcedPrimary)),
-            Ok(Some(lsn)) => self.pick_min_lsn(lsn),
+            Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
+            Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn(lsn),
+            Ok(Recorded { lsn: None, .. }) => Ok(self.round_robin(Reason::NoLsnRecorded)),
         }
     }
 

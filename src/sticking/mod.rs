@@ -7,7 +7,7 @@
 mod memory;
 pub(crate) mod redis;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::MAX_KEY_LEN;
 use crate::counters::Counters;
@@ -17,24 +17,68 @@ use crate::lsn::Lsn;
 pub use self::memory::MemoryStore;
 pub use self::redis::{MAX_VERBATIM_KEY, RedisStore};
 
-/// Storage for the last write position of each sticking key.
+/// The longest time-to-live a store keeps an entry for: 10 years (of 365 days).
 ///
-/// Implementations must be thread-safe and **monotonic per key**: `record` never moves a key's
-/// LSN backwards, so a late, older write cannot hide a newer one. Every `record` refreshes the
-/// key's time-to-live.
+/// A longer `ttl` given to [`LsnStore::record`] or [`LsnStore::force`] (up to
+/// [`Duration::MAX`], e.g. through [`crate::Balancer::force_primary`]) counts as this one:
+/// "forever" for a read. `sticky_ttl_s` may be at most this many seconds
+/// ([`crate::Config::validate`] rejects more, naming the field).
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// What a store holds for a sticking key ([`LsnStore::get`]). The default (no LSN, not
+/// forced) is what a key that was never written, or whose entry expired, has.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Recorded {
+    /// The newest LSN recorded for the key, if any: sticky reads need a replica that has
+    /// replayed it.
+    pub lsn: Option<Lsn>,
+    /// The key is forced to the primary right now ([`LsnStore::force`] with a TTL that has not
+    /// run out yet): sticky reads go to the primary whatever the LSN.
+    pub forced: bool,
+}
+
+/// Storage for the last write position of each sticking key, and for "read this key from the
+/// primary" forces.
+///
+/// An entry holds two things, kept apart: the key's **LSN** (monotonic: `record` never moves
+/// it backwards, so a late, older write cannot hide a newer one) and the time it is **forced
+/// until**. Neither call ever loses protection:
+///
+/// * `force` never erases or lowers the recorded LSN; `record` never ends a force early;
+/// * expiries only ever extend: the entry lives until the latest `now + ttl` of all the
+///   `record` and `force` calls on it, and the force lasts until the latest `now + ttl` of the
+///   `force` calls. A call with a shorter TTL (even zero) shortens nothing;
+/// * a TTL longer than [`MAX_TTL`] counts as [`MAX_TTL`]; no TTL, up to [`Duration::MAX`],
+///   may panic.
+///
+/// When the entry expires, both go at once (the key is as if never written).
+///
+/// Implementations must be thread-safe (and, for a shared store, agree across processes: the
+/// Redis store compares times on the Redis server's clock). Calls may block on the store's
+/// I/O; [`MemoryStore`] never does.
 pub trait LsnStore: Send + Sync + 'static {
-    /// Stores `lsn` for `key` unless a newer LSN is already stored, and (re)sets the entry to
-    /// expire after `ttl`. Returns the LSN now stored (the newer of the two).
+    /// Stores `lsn` for `key` unless a newer LSN is already stored, and makes the entry live
+    /// for at least `ttl` from now (a longer remaining lifetime is kept). Leaves a force as it
+    /// is. Returns the LSN now stored (the newer of the two).
     ///
     /// # Errors
-    /// [`crate::Error::Store`] when the store cannot be reached.
+    /// [`crate::Error::Store`] when the store fails (build it with [`crate::Error::store`]).
     fn record(&self, key: &str, lsn: Lsn, ttl: Duration) -> Result<Lsn>;
 
-    /// The LSN stored for `key`, or `None` when there is none or it expired.
+    /// Forces `key` to the primary until at least `ttl` from now (a later end is kept), and
+    /// makes the entry live at least that long. Leaves the recorded LSN as it is (or absent).
     ///
     /// # Errors
-    /// [`crate::Error::Store`] when the store cannot be reached.
-    fn get(&self, key: &str) -> Result<Option<Lsn>>;
+    /// [`crate::Error::Store`] when the store fails.
+    fn force(&self, key: &str, ttl: Duration) -> Result<()>;
+
+    /// What is stored for `key` now: its LSN and whether it is forced. An expired or absent
+    /// entry gives [`Recorded::default()`].
+    ///
+    /// # Errors
+    /// [`crate::Error::Store`] when the store fails or holds something it cannot read (a
+    /// sticky pick then goes to the primary).
+    fn get(&self, key: &str) -> Result<Recorded>;
 
     /// Housekeeping, called by the monitor after every check (the memory store evicts expired
     /// entries here). Must not block for long. The default does nothing.
@@ -44,8 +88,17 @@ pub trait LsnStore: Send + Sync + 'static {
     fn kind(&self) -> &'static str;
 }
 
-/// Stored in place of an LSN to force the primary for a key (no replica reaches it).
-pub(crate) const FORCE_PRIMARY: Lsn = Lsn::from_u64(u64::MAX);
+/// `now + ttl`, with `ttl` capped at [`MAX_TTL`]; never panics (on a clock that cannot go that
+/// far, as far as it can).
+pub(crate) fn deadline(now: Instant, ttl: Duration) -> Instant {
+    let mut ttl = ttl.min(MAX_TTL);
+    loop {
+        if let Some(t) = now.checked_add(ttl) {
+            return t;
+        }
+        ttl /= 2;
+    }
+}
 
 /// Checks a sticking key: not empty, at most [`MAX_KEY_LEN`] bytes.
 ///
@@ -71,24 +124,45 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
 /// Stores `lsn` for `key` for `ttl` (monotonic), counting the record or the store error.
 ///
 /// # Errors
-/// [`Error::Store`].
+/// [`Error::Store`] carrying `lsn` ([`Error::lsn`]): the caller can still use it as a causal
+/// token. A store that fails with another kind of error has it turned into such a store error.
 pub(crate) fn record(
     store: &dyn LsnStore,
     counters: &Counters,
     key: &str,
     lsn: Lsn,
     ttl: Duration,
-) -> Result<()> {
+) -> Result<Lsn> {
     match store.record(key, lsn, ttl) {
-        Ok(_) => {
-            if lsn != FORCE_PRIMARY {
-                counters.count(&counters.lsn_recorded);
-            }
-            Ok(())
+        Ok(stored) => {
+            counters.count(&counters.lsn_recorded);
+            Ok(stored)
         }
         Err(e) => {
             counters.count(&counters.store_errors);
-            Err(e)
+            let message = match e {
+                Error::Store { message, .. } => message,
+                other => other.to_string(),
+            };
+            Err(Error::Store {
+                message,
+                lsn: Some(lsn),
+            })
         }
     }
+}
+
+/// Forces `key` to the primary for `ttl`, counting a store error.
+///
+/// # Errors
+/// [`Error::Store`].
+pub(crate) fn force(
+    store: &dyn LsnStore,
+    counters: &Counters,
+    key: &str,
+    ttl: Duration,
+) -> Result<()> {
+    store
+        .force(key, ttl)
+        .inspect_err(|_| counters.count(&counters.store_errors))
 }

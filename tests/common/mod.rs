@@ -293,4 +293,5 @@ impl Readers {
 }
 
 pub mod dnsmasq;
+pub mod protection;
 pub mod proxy;

@@ -130,4 +130,22 @@ class StickyTest < Minitest::Test
       assert_equal @caught_up_port, port_of(route.dsn)
     end
   end
+
+  # A store that fails after the LSN was read (a Redis at a dead port): the StoreError
+  # carries the LSN, which works as a causal token.
+  def test_store_error_carries_the_lsn
+    lb = DLB::Balancer.new(config(lsn_store: { redis: { url: "redis://127.0.0.1:1", op_timeout_ms: 200 } }))
+    wait_healthy(lb)
+    err = assert_raises(DLB::StoreError) { lb.record_lsn("ruby:store-down") }
+    assert_predicate err, :retryable?
+    assert_match(%r{\A\h{1,8}/\h{1,8}\z}, err.lsn)
+    assert_includes err.message, err.lsn
+    refute_equal :forced_primary, lb.pick_replica_min_lsn(err.lsn).reason
+    # Other errors carry none; a StoreError of another call has no LSN.
+    assert_raises(DLB::InvalidKeyError) { lb.record_lsn("") }
+    err = assert_raises(DLB::StoreError) { lb.record_lsn_value("ruby:store-down", err.lsn) }
+    assert_nil err.lsn
+  ensure
+    lb&.close
+  end
 end

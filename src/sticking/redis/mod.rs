@@ -2,14 +2,23 @@
 //! standalone Redis or a Redis Cluster.
 //!
 //! * **One key per sticking key**, `key_prefix` + the key (keys over [`MAX_VERBATIM_KEY`] bytes
-//!   are replaced by their SHA-1, see [`RedisStore::redis_key`]). Every command touches one
-//!   key, so it works on a Cluster without hash tags.
-//! * **Monotonic on the server**: a Lua script ([`RECORD_SCRIPT`], sent with `EVALSHA`, falling
-//!   back to `EVAL` when the server does not have it cached) keeps the larger of the stored and
-//!   the new LSN and refreshes the TTL, atomically. LSNs are stored as 16 uppercase hex digits
-//!   (`%016X`), so comparing them as byte strings is comparing them as numbers over the whole
-//!   64-bit range; the script never turns an LSN into a Lua number (a double, exact only up to
-//!   2^53).
+//!   are replaced by their SHA-1, see [`RedisStore::redis_key`]): a hash holding the LSN and,
+//!   apart from it, the end of a force (see `script.rs` for the layout). Every command touches
+//!   one key, so it works on a Cluster without hash tags.
+//! * **Atomic on the server**: Lua scripts (sent with `EVALSHA`, falling back to `EVAL` when
+//!   the server does not have them cached) record an LSN (keeping the larger of the stored and
+//!   the new one), force a key, and read an entry. Expiries only ever extend. Whether a key is
+//!   forced *now* is decided on the Redis server's clock (`TIME`), so a fleet whose clocks
+//!   disagree still agrees. LSNs are stored as 16 uppercase hex digits (`%016X`) and compared
+//!   byte by byte, exactly over the whole 64-bit range; the scripts never turn an LSN into a
+//!   Lua number (a double, exact only up to 2^53).
+//! * **Never a Redis replica**: every call is a script (`EVALSHA`), which redis-rs's cluster
+//!   client routes to the master of the key's slot. It would also send `READONLY` on every
+//!   node connection, which lets a replica answer reads for its master's slots instead of
+//!   redirecting them, e.g. when the client's slot map is stale after a failover or it falls
+//!   back to a random node; our node connections swallow that `READONLY` (see `pool.rs`), so
+//!   a replica answers `MOVED` and the call goes to the master. A standalone `url` must name
+//!   the master: a replica there fails every record (a store error), and its reads may lag.
 //! * **Bounded waits**: each call gets `op_timeout_ms` for everything (waiting for a pooled
 //!   connection, connecting, the round trip). Connections are pooled (`pool_size`), opened
 //!   lazily, dropped after any error and reopened by the next call, so the store recovers by
@@ -28,18 +37,19 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{
-    Cmd, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError, RedisResult,
-    TlsCertificates, Value,
+    ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
+    Value,
 };
 
 use self::pool::{Link, NodeConn, Pool, Pooled};
-pub use self::script::RECORD_SCRIPT;
-use self::script::{decode_lsn, encode_lsn, request, run_record};
+use self::script::{
+    FORCE_SCRIPT, GET_SCRIPT, RECORD_SCRIPT, Script, decode_lsn, encode_lsn, run_script,
+};
 use crate::config::RedisStoreConfig;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::redact::redact_text as redact;
-use crate::sticking::LsnStore;
+use crate::sticking::{LsnStore, MAX_TTL, Recorded};
 
 /// Longest sticking key stored verbatim after the prefix; longer keys are stored under their
 /// SHA-1 (see [`RedisStore::redis_key`]).
@@ -71,7 +81,9 @@ pub struct RedisStore {
     target: String,
     /// Passwords from the configured URLs, removed from every error message.
     secrets: Vec<String>,
-    record_sha: String,
+    record: Script,
+    force: Script,
+    get: Script,
     /// Whether the last call succeeded (to log only transitions).
     healthy: AtomicBool,
 }
@@ -163,7 +175,9 @@ impl RedisStore {
             op_timeout,
             target,
             secrets,
-            record_sha: redis::Script::new(RECORD_SCRIPT).get_hash().to_string(),
+            record: Script::new(RECORD_SCRIPT),
+            force: Script::new(FORCE_SCRIPT),
+            get: Script::new(GET_SCRIPT),
             healthy: AtomicBool::new(true),
         })
     }
@@ -197,7 +211,7 @@ impl RedisStore {
                 "{message}; sticky reads go to the primary until Redis answers again"
             );
         }
-        Error::Store { message }
+        Error::store(message)
     }
 
     fn timeout_error(&self, what: &str, detail: &str) -> Error {
@@ -209,7 +223,14 @@ impl RedisStore {
         if self.healthy.swap(false, Ordering::Relaxed) {
             warn!(target: "dlb", "{message}");
         }
-        Error::Store { message }
+        Error::store(message)
+    }
+
+    fn unexpected(&self, what: &str, v: &Value) -> Error {
+        Error::store(format!(
+            "redis {what} on {}: unexpected reply {v:?}",
+            self.target
+        ))
     }
 
     fn ok(&self) {
@@ -355,38 +376,61 @@ fn value_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
+/// `ttl` in whole milliseconds for the scripts, capped at [`MAX_TTL`] (so that the server's
+/// time plus it stays exact in a Lua number).
+fn ttl_ms(ttl: Duration) -> String {
+    ttl.min(MAX_TTL).as_millis().to_string()
+}
+
 impl LsnStore for RedisStore {
     fn record(&self, key: &str, lsn: Lsn, ttl: Duration) -> Result<Lsn> {
         let rkey = self.redis_key(key);
-        let new = encode_lsn(lsn);
-        // PX must be positive; a zero TTL expires at once, as in the memory store.
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let (new, ttl) = (encode_lsn(lsn), ttl_ms(ttl));
         let v = self.exec("record (EVALSHA)", |c| {
-            run_record(c, &self.record_sha, &rkey, &new, ttl_ms)
+            run_script(c, &self.record, &rkey, &[&new, &ttl])
         })?;
         value_bytes(&v)
             .and_then(decode_lsn)
-            .ok_or_else(|| Error::Store {
-                message: format!("redis record on {}: unexpected reply {v:?}", self.target),
-            })
+            .ok_or_else(|| self.unexpected("record", &v))
     }
 
-    fn get(&self, key: &str) -> Result<Option<Lsn>> {
+    fn force(&self, key: &str, ttl: Duration) -> Result<()> {
         let rkey = self.redis_key(key);
-        let mut get = Cmd::new();
-        get.arg("GET").arg(&rkey);
-        match self.exec("GET", |c| request(c, &get))? {
-            Value::Nil => Ok(None),
-            v => match value_bytes(&v).and_then(decode_lsn) {
-                Some(l) => Ok(Some(l)),
+        let ttl = ttl_ms(ttl);
+        match self.exec("force (EVALSHA)", |c| {
+            run_script(c, &self.force, &rkey, &[&ttl])
+        })? {
+            Value::Int(1) => Ok(()),
+            v => Err(self.unexpected("force", &v)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Recorded> {
+        let rkey = self.redis_key(key);
+        let v = self.exec("get (EVALSHA)", |c| run_script(c, &self.get, &rkey, &[]))?;
+        let Value::Array(items) = &v else {
+            return Err(self.unexpected("get", &v));
+        };
+        let lsn = match items.first() {
+            Some(Value::Nil) => None,
+            Some(l) => match value_bytes(l).and_then(decode_lsn) {
+                Some(l) => Some(l),
                 // Unreadable: treat like an unreachable store (the read goes to the primary).
-                None => Err(Error::Store {
-                    message: format!(
-                        "redis GET on {}: the value stored for the key is not an LSN",
+                None => {
+                    return Err(Error::store(format!(
+                        "redis get on {}: the value stored for the key is not an LSN",
                         self.target
-                    ),
-                }),
+                    )));
+                }
             },
+            None => return Err(self.unexpected("get", &v)),
+        };
+        match items.get(1) {
+            Some(Value::Int(f @ (0 | 1))) => Ok(Recorded {
+                lsn,
+                forced: *f == 1,
+            }),
+            _ => Err(self.unexpected("get", &v)),
         }
     }
 
@@ -394,6 +438,7 @@ impl LsnStore for RedisStore {
         "redis"
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,11 +27,25 @@ impl Link for ClusterConnection<NodeConn> {
     }
 }
 
-/// A connection to one Cluster node. The cluster client sends `READONLY` on a new node
-/// connection before it applies its response timeout; this wrapper applies the connect timeout
-/// to reads and writes at once, so a node that accepts connections but does not answer cannot
-/// block a caller.
+/// A connection to one Cluster node, with two changes to what redis-rs's cluster client does
+/// with it:
+///
+/// * **No `READONLY`.** The client sends `READONLY` on every new node connection (replicas
+///   included: it connects to every node of its slot map). On such a connection a replica
+///   answers reads (`GET`, and scripts not flagged as writing, which ours are not: flags need
+///   Redis 7) for its master's slots itself, with data that may lag, instead of redirecting
+///   them. Our calls are routed to the slot's master, but a stale slot map (the old master is
+///   a replica after a failover) or the client's random-node fallback (a slot it does not
+///   know) would reach a replica. This wrapper answers `READONLY` with `OK` without sending
+///   it, so a replica answers `MOVED` and the call follows it to the master: an LSN is never
+///   read from a Redis replica.
+/// * **Bounded from the start.** The client sends `READONLY` before it applies its response
+///   timeout; this wrapper applies the connect timeout to reads and writes at once, so a node
+///   that accepts connections but does not answer cannot block a caller.
 pub(super) struct NodeConn(redis::Connection);
+
+/// `READONLY` as redis-rs packs it (`cmd("READONLY")`).
+const READONLY: &[u8] = b"*1\r\n$8\r\nREADONLY\r\n";
 
 impl redis::cluster::Connect for NodeConn {
     fn connect<T: IntoConnectionInfo>(info: T, timeout: Option<Duration>) -> RedisResult<Self> {
@@ -56,6 +70,9 @@ impl redis::cluster::Connect for NodeConn {
 
 impl ConnectionLike for NodeConn {
     fn req_packed_command(&mut self, cmd: &[u8]) -> RedisResult<Value> {
+        if cmd.eq_ignore_ascii_case(READONLY) {
+            return Ok(Value::Okay);
+        }
         self.0.req_packed_command(cmd)
     }
     fn req_packed_commands(

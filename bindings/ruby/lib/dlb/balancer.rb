@@ -72,7 +72,8 @@ module DLB
     private_constant :SCRATCH_KEY, :Scratch
 
     OK = Status::OK
-    private_constant :OK
+    STORE_ERROR = Status::ERR_STORE
+    private_constant :OK, :STORE_ERROR
 
     # Creates a balancer, yields it to the block and closes it when the block returns (or
     # raises), like +File.open+. Without a block, the same as {new}.
@@ -157,13 +158,17 @@ module DLB
     # @return [String] the LSN, +"X/Y"+: also a causal token for {#pick_replica_min_lsn}
     # @raise [InvalidKeyError] empty or too long key
     # @raise [InvalidArgumentError] key not valid UTF-8 or holding a NUL byte
-    # @raise [PrimaryUnavailableError, QueryError, StoreError] retryable failures
+    # @raise [PrimaryUnavailableError, QueryError, StoreError] retryable failures; a
+    #   {StoreError} comes after the LSN was read and carries it ({StoreError#lsn}): carry it
+    #   as a causal token
     # @raise [ClosedError] the balancer is closed
     def record_lsn(key)
       key = Balancer.c_string(key, "key")
       with_handle do |handle|
         s = scratch
+        s.len.clear # written by the call on success and when it carries the LSN of a StoreError
         status = Native.lb_record_lsn(handle, key, s.buf, s.cap, s.len)
+        raise store_error_with_lsn(s) if status == STORE_ERROR && s.length.between?(1, s.cap - 1)
         raise Error.from_status(status) unless status == OK
 
         s.buf.read_string(s.length).force_encoding(Encoding::UTF_8)
@@ -193,6 +198,11 @@ module DLB
 
     # Sends every sticky read of +key+ to the primary for +ttl+ seconds (data that must never
     # be read from a replica); such picks answer reason +:forced_primary+.
+    #
+    # The force is kept apart from the key's recorded LSN: it never erases it (when the force
+    # ends, sticky picks still wait for a replica that replayed the LSN), and nothing shortens
+    # it (a later {#record_lsn} or a shorter force leaves its end as it is; a longer one
+    # extends it). Over 10 years counts as 10 years.
     #
     # *Blocking* only on the LSN store (never with the default in-memory store).
     #
@@ -439,6 +449,13 @@ module DLB
 
     def scratch
       Thread.current[SCRATCH_KEY] ||= Scratch.new(256)
+    end
+
+    # The {StoreError} of a failed lb_record_lsn, with the LSN the C call wrote to the buffer.
+    def store_error_with_lsn(scratch)
+      e = Error.from_status(STORE_ERROR)
+      lsn = scratch.buf.read_string(scratch.length).force_encoding(Encoding::UTF_8)
+      StoreError.new(e.message, code: STORE_ERROR, lsn: lsn)
     end
 
     # After a failed pick: raises, or, on LB_ERR_BUFFER_TOO_SMALL, grows the buffer and calls

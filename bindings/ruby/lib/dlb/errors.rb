@@ -68,8 +68,24 @@ module DLB
   end
 
   # +LB_ERR_STORE+: the LSN store failed.
+  #
+  # From {Balancer#record_lsn} it comes after the primary's LSN was read: the write happened
+  # at that LSN, only recording it failed. {#lsn} gives it: carry it as a causal token
+  # ({Balancer#pick_replica_min_lsn}) or retry with {Balancer#record_lsn_value}.
   class StoreError < Error
     include Retryable
+
+    # @return [String, nil] the LSN (+"X/Y"+) that was read but could not be stored: carry it
+    #   as a causal token. nil for the other store failures.
+    attr_reader :lsn
+
+    # @param message [String]
+    # @param code [Integer, nil]
+    # @param lsn [String, nil]
+    def initialize(message = nil, code: nil, lsn: nil)
+      super(message, code: code)
+      @lsn = lsn
+    end
   end
 
   # +LB_ERR_PANIC+: a bug in dlb, caught at the C boundary. The balancer is still usable.
