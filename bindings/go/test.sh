@@ -87,7 +87,9 @@ say "go test -race (libdlb.a)"
 
 say "go test -tags dlb_shared (libdlb.so)"
 (cd bindings/go && go test -c -race -tags dlb_shared -o "$TMP/dlb_shared.test" .)
-ldd "$TMP/dlb_shared.test" | grep -q "libdlb.so => .*/target/release/libdlb.so" ||
+# Not `ldd | grep -q`: under pipefail, grep exiting at the first match can fail ldd (SIGPIPE).
+linked=$(ldd "$TMP/dlb_shared.test")
+grep -q "libdlb.so => .*/target/release/libdlb.so" <<<"$linked" ||
     die "the dlb_shared test binary does not load target/release/libdlb.so"
 (cd bindings/go && "$TMP/dlb_shared.test" -test.count=1 \
     -test.run '^(TestVersion|TestNames|TestOpenInvalidConfig|TestArgumentErrors|TestClose|TestRoundRobin|TestBufferGrowth)$')
@@ -95,7 +97,8 @@ ldd "$TMP/dlb_shared.test" | grep -q "libdlb.so => .*/target/release/libdlb.so" 
 # --- example --------------------------------------------------------------------------------
 say "examples/go: build and run"
 (cd examples/go && go build -o "$TMP/dlb-example" .)
-if ldd "$TMP/dlb-example" | grep -q libdlb; then
+linked=$(ldd "$TMP/dlb-example" || true)
+if grep -q libdlb <<<"$linked"; then
     die "examples/go is linked dynamically against libdlb; expected the static library"
 fi
 flock "$LOCK" "$TMP/dlb-example" -repo "go-test/$(date +%s)-$$" -tag v1.0.0
