@@ -26,7 +26,7 @@ use crate::labels::{Reason, Role};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Status};
-use crate::routing::{Route, Router};
+use crate::routing::{self, Route, Router};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
@@ -281,15 +281,29 @@ impl Balancer {
     pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
         check_key(key)?;
         let mut conn = self.write_conn()?;
-        let text: String = conn
-            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        let row = conn
+            .query_one(
+                "SELECT pg_current_wal_insert_lsn()::text, \
+                 (SELECT system_identifier FROM pg_control_system())::text",
+                &[],
+            )
             .map_err(|e| Error::Query {
                 host: conn.route().addr().to_string(),
                 message: e.to_string(),
-            })?
-            .get(0);
-        let lsn: Lsn = text.parse()?;
-        self.store_lsn(key, lsn)?;
+            })?;
+        drop(conn);
+        let lsn: Lsn = row.get::<_, String>(0).parse()?;
+        // The LSN belongs to the cluster that gave it, whatever the monitor saw last.
+        let system = row
+            .get::<_, Option<String>>(1)
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|v| v as u64);
+        if let Some(system) = system {
+            self.router.set_primary_system(system);
+        }
+        let stored =
+            routing::store_key(system.unwrap_or_else(|| self.router.primary_system()), key);
+        self.store_lsn(&stored, lsn)?;
         Ok(lsn)
     }
 
@@ -301,7 +315,7 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`] (carrying `lsn`, see [`Error::lsn`]).
     pub fn record_lsn_value(&self, key: &str, lsn: Lsn) -> Result<()> {
         check_key(key)?;
-        self.store_lsn(key, lsn)
+        self.store_lsn(&self.router.store_key(key), lsn)
     }
 
     /// Sends every sticky read of `key` to the primary for `ttl` (for data that must never be
@@ -320,7 +334,12 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
         check_key(key)?;
-        sticking::force(&*self.store, &self.counters, key, ttl)
+        sticking::force(
+            &*self.store,
+            &self.counters,
+            &self.router.store_key(key),
+            ttl,
+        )
     }
 
     /// The LSN currently recorded for `key` (`None`: none, or expired), forced or not.
@@ -330,7 +349,7 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
         check_key(key)?;
-        Ok(self.store.get(key)?.lsn)
+        Ok(self.store.get(&self.router.store_key(key))?.lsn)
     }
 
     // ---- Observability.

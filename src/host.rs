@@ -120,7 +120,8 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
-fn nanos_since_epoch(t: Instant) -> u64 {
+/// `t` as nanoseconds since a process-wide origin, plus one (0 stays free for "never").
+pub(crate) fn nanos_since_epoch(t: Instant) -> u64 {
     t.saturating_duration_since(epoch()).as_nanos() as u64 + 1
 }
 

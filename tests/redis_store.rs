@@ -411,10 +411,13 @@ fn standalone_huge_ttls() {
         .unwrap()
         .get_connection()
         .unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(format!("{}huge", config.key_prefix))
+    // Stored per cluster: `key_prefix` + the primary's system identifier (hex) + `:huge`.
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*:huge", config.key_prefix))
         .query(&mut c)
         .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query(&mut c).unwrap();
     let max_ms = dlb::MAX_TTL.as_millis() as i64;
     assert!(pttl > max_ms - 3_600_000 && pttl <= max_ms, "PTTL {pttl}");
 }

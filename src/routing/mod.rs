@@ -33,7 +33,7 @@ pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
-use crate::host::{Host, StripedHost};
+use crate::host::{Host, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
 use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
@@ -59,6 +59,10 @@ pub(crate) struct Router {
     wake: Sender<()>,
     /// The primary's `system_identifier` as last probed; 0 until known.
     primary_system: AtomicU64,
+    /// When it last changed from one known value to another ([`nanos_since_epoch`]; 0: never).
+    system_changed_at: AtomicU64,
+    /// `sticky_ttl_s`: how long after such a change a key recorded before it may still exist.
+    sticky_ttl: Duration,
 }
 
 impl Router {
@@ -83,6 +87,8 @@ impl Router {
             refresh_requested: AtomicBool::new(false),
             wake,
             primary_system: AtomicU64::new(0),
+            system_changed_at: AtomicU64::new(0),
+            sticky_ttl: Duration::from_secs(config.sticky_ttl_s),
         }
     }
 
@@ -108,7 +114,7 @@ impl Router {
             return Ok(self.round_robin(Reason::RoundRobin));
         };
         check_key(key)?;
-        match self.store.get(key) {
+        match self.store.get(&self.store_key(key)) {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
                 debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
@@ -116,6 +122,11 @@ impl Router {
             }
             Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
             Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn(lsn),
+            // Nothing recorded in this cluster: but a key recorded in the previous one (behind
+            // the same primary address) may still be alive, and cannot be compared here.
+            Ok(Recorded { lsn: None, .. }) if self.cluster_changed_within_ttl() => {
+                Ok(self.primary_route(Reason::NotCaughtUp))
+            }
             Ok(Recorded { lsn: None, .. }) => Ok(self.round_robin(Reason::NoLsnRecorded)),
         }
     }
@@ -215,9 +226,34 @@ impl Router {
         self.swap(snap);
     }
 
-    /// Records the primary's `system_identifier` from a probe.
+    /// Records the primary's `system_identifier` (from a probe, or read with a recorded LSN).
+    /// A change from one known value to another (a cluster swapped behind the primary's
+    /// address) starts a `sticky_ttl_s` window in which keys with nothing recorded in the new
+    /// cluster go to the primary.
     pub(crate) fn set_primary_system(&self, system_id: u64) {
-        self.primary_system.store(system_id, Ordering::Relaxed);
+        let old = self.primary_system.swap(system_id, Ordering::AcqRel);
+        if old != 0 && old != system_id {
+            self.system_changed_at
+                .store(nanos_since_epoch(Instant::now()), Ordering::Release);
+        }
+    }
+
+    /// The name `key` is stored under: recorded LSNs are kept per cluster (the primary's
+    /// `system_identifier`, as 16 hex digits, then `:`), so that positions of one cluster are
+    /// never compared with another's.
+    pub(crate) fn store_key(&self, key: &str) -> String {
+        store_key(self.primary_system(), key)
+    }
+
+    fn cluster_changed_within_ttl(&self) -> bool {
+        match self.system_changed_at.load(Ordering::Acquire) {
+            0 => false,
+            at => {
+                let now = nanos_since_epoch(Instant::now());
+                now.saturating_sub(at)
+                    < u64::try_from(self.sticky_ttl.as_nanos()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     /// Whether a caller reported a failure since the last call (clears the request).
@@ -267,6 +303,11 @@ impl Router {
         // destroyed only after every such guard is gone.
         unsafe { guard.defer_destroy(old) };
     }
+}
+
+/// The name `key` is stored under in the cluster `system_id` (see [`Router::store_key`]).
+pub(crate) fn store_key(system_id: u64, key: &str) -> String {
+    format!("{system_id:016x}:{key}")
 }
 
 impl Drop for Router {
