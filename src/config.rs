@@ -576,7 +576,41 @@ impl Config {
                 format!("must not exceed pool.max_size ({})", self.pool.max_size),
             ));
         }
+        for (field, ms) in self.durations_ms() {
+            at_most(field, ms, MAX_DURATION_MS)?;
+        }
         Ok(Resolved { primary, replicas })
+    }
+
+    /// Every duration setting in milliseconds, with its field name (for the upper bound: no
+    /// configured duration may overflow a clock).
+    fn durations_ms(&self) -> Vec<(&'static str, u64)> {
+        let (p, c) = (&self.pool, &self.connectivity);
+        let mut v = vec![
+            ("replica_check_interval_ms", self.replica_check_interval_ms),
+            ("max_lag_ms", self.max_lag_ms),
+            ("max_replay_stall_ms", self.max_replay_stall_ms),
+            ("probe_timeout_ms", self.probe_timeout_ms),
+            ("sticky_check_budget_ms", self.sticky_check_budget_ms),
+            ("pool.connect_timeout_ms", p.connect_timeout_ms),
+            ("pool.checkout_timeout_ms", p.checkout_timeout_ms),
+            ("pool.max_lifetime_s", p.max_lifetime_s.saturating_mul(1000)),
+            ("connectivity.backoff_initial_ms", c.backoff_initial_ms),
+            ("connectivity.backoff_max_ms", c.backoff_max_ms),
+            ("connectivity.flap_window_ms", c.flap_window_ms),
+            ("connectivity.flap_hold_ms", c.flap_hold_ms),
+        ];
+        if let Some(r) = &self.replicas {
+            v.push(("replicas.drain_timeout_ms", r.drain_timeout_ms));
+            if let Some(d) = &r.dns {
+                v.push(("replicas.dns.refresh_interval_ms", d.refresh_interval_ms));
+                v.push(("replicas.dns.timeout_ms", d.timeout_ms));
+            }
+        }
+        if let LsnStoreConfig::Redis(r) = &self.lsn_store {
+            v.push(("lsn_store.redis.op_timeout_ms", r.op_timeout_ms));
+        }
+        v
     }
 
     pub(crate) fn check_interval(&self) -> Duration {
@@ -585,6 +619,21 @@ impl Config {
 
     pub(crate) fn probe_timeout(&self) -> Duration {
         Duration::from_millis(self.probe_timeout_ms)
+    }
+}
+
+/// The longest duration any setting may have: 10 years, as [`crate::MAX_TTL`].
+const MAX_DURATION_MS: u64 = crate::sticking::MAX_TTL.as_millis() as u64;
+
+/// `ms <= max`, or an error naming `field`.
+fn at_most(field: &str, ms: u64, max: u64) -> Result<()> {
+    if ms > max {
+        Err(Error::config(
+            field,
+            format!("must be at most {max} ms (10 years) (got {ms} ms)"),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -808,5 +857,31 @@ mod tests {
         assert!(Config::builder(P).pool_max_size(0).build().is_err());
         let c = Config::builder(P).replica_hosts(["h:1"]).build().unwrap();
         assert_eq!(c.resolve().unwrap().replicas[0].to_string(), "h:1");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "connectivity": {{"flap_hold_ms": 18446744073709551615}}}}"#
+        ));
+        assert!(
+            e.contains("connectivity.flap_hold_ms: must be at most"),
+            "{e}"
+        );
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "pool": {{"max_lifetime_s": 18446744073709551615}}}}"#
+        ));
+        assert!(e.contains("pool.max_lifetime_s: must be at most"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": [], "drain_timeout_ms": 999999999999999}}}}"#
+        ));
+        assert!(e.contains("replicas.drain_timeout_ms"), "{e}");
+        let ten_years = MAX_DURATION_MS;
+        assert!(
+            Config::from_json(&format!(
+                r#"{{"primary": "{P}", "max_lag_ms": {ten_years}}}"#
+            ))
+            .is_ok()
+        );
     }
 }
