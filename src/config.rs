@@ -474,7 +474,7 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            Error::config(field, e.into_inner().to_string())
+            Error::config(field, without_quoted_values(&e.into_inner().to_string()))
         })?;
         de.end()
             .map_err(|e| Error::config("", format!("{e} after the configuration object")))?;
@@ -497,6 +497,19 @@ impl Config {
 
     pub(crate) fn resolve(&self) -> Result<Resolved> {
         let primary = Dsn::parse(&self.primary, "primary")?;
+        if primary.hosts().len() > 1 {
+            return Err(Error::config(
+                "primary",
+                "names several hosts: give the primary's one host (dlb finds the replicas \
+                 itself: list them in replicas.hosts)",
+            ));
+        }
+        if primary.get("service").is_some() {
+            return Err(Error::config(
+                "primary",
+                "`service` is not supported: give host, port and dbname",
+            ));
+        }
         let primary_hp = primary.host_port();
         let mut replicas: Vec<HostPort> = Vec::new();
         for (i, h) in self
@@ -635,6 +648,29 @@ fn at_most(field: &str, ms: u64, max: u64) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// A JSON error message with the values it quotes (`invalid type: string "..."`) left out:
+/// a DSN pasted into the wrong field must not be echoed. Field and variant names, which serde
+/// writes between backquotes, stay.
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut quoted = false;
+    for c in message.chars() {
+        match (c, quoted) {
+            ('"', false) => {
+                quoted = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                quoted = false;
+                out.push('"');
+            }
+            (_, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
 }
 
 /// `v >= min`, or an error naming `field`.
@@ -883,5 +919,23 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn values_in_the_wrong_field_are_not_echoed() {
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "pool": {{"max_size": "postgres://u:SECRET@h/db"}}}}"#
+        ));
+        assert!(e.contains("pool.max_size: invalid type"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+        let e = err(r#"{"primary": 5}"#);
+        assert!(e.contains("primary: invalid type"), "{e}");
+        let e = err(&format!(
+            r#"{{"primary": "{P}", "replicas": {{"hosts": ["postgres://u:SECRET@h/db"]}}}}"#
+        ));
+        assert!(e.contains("replicas.hosts[0]"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+        let e = err(r#"{"primary": "host=h port=5432,5433 host=a,b"}"#);
+        assert!(e.contains("several hosts"), "{e}");
     }
 }

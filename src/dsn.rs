@@ -1,33 +1,137 @@
-//! Connection strings: libpq `key=value` and `postgres://` URLs.
+//! Connection strings: the one place that reads, derives, renders and redacts a DSN.
 //!
-//! dlb hands out connection strings in the syntax the caller configured: a replica's DSN is the
-//! primary's with host and port replaced. The [`Dsn`] type keeps the original syntax so that it
-//! can be re-rendered, and renders a redacted form (password hidden) for logs, metrics, status
-//! and errors.
+//! Both of libpq's syntaxes are read with libpq's grammar:
+//!
+//! * `key=value` pairs: values bare or single-quoted, `\` escaping the next character in both;
+//!   keywords must be libpq's ([`KEYWORDS`]);
+//! * `postgres://` / `postgresql://` URLs: `[user[:password]@][host[:port][,...]][/dbname]
+//!   [?key=value&...]`, every component percent-decoded (query keys included), IPv6 hosts in
+//!   brackets.
+//!
+//! A [`Dsn`] keeps the decoded parameters in order and the syntax, and renders back in that
+//! syntax. A replica's DSN is the primary's with exactly its `host`/`hostaddr`/`port` replaced
+//! and nothing left that could reach another server or only suits the primary
+//! ([`Dsn::with_host`]). Redaction keeps only the values of known-safe keys
+//! ([`SAFE_KEYS`]): every other value (passwords, `options`, keys dlb does not know) is
+//! replaced by [`REDACTED`]. Parse errors say *where* the text is wrong (a keyword dlb knows,
+//! or a byte position), never quote it.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
 
 use crate::error::{Error, Result};
 
 /// Replacement text for secrets in redacted output.
 pub(crate) const REDACTED: &str = "********";
 
-/// A parsed connection string in one of libpq's two syntaxes.
+/// libpq's connection keywords (PostgreSQL 16), the only ones accepted.
+pub(crate) const KEYWORDS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "krbsrvname",
+    "gsslib",
+    "gssdelegation",
+    "service",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "require_auth",
+];
+
+/// Keys whose values may be shown in logs, status and errors. Every other value is hidden.
+pub(crate) const SAFE_KEYS: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "requiressl",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslcertmode",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "ssl_min_protocol_version",
+    "ssl_max_protocol_version",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "require_auth",
+];
+
+/// Keys a replica DSN leaves out: they name the server to reach (replaced by the replica's
+/// own), or only make sense for the primary (`target_session_attrs=read-write` would make
+/// every replica connection fail), or could lead elsewhere (`service`, `load_balance_hosts`).
+pub(crate) const NOT_INHERITED: &[&str] = &[
+    "host",
+    "hostaddr",
+    "port",
+    "target_session_attrs",
+    "load_balance_hosts",
+    "service",
+];
+
+/// Which syntax a DSN was written in (it is rendered back in the same one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Syntax {
+    KeyValue,
+    /// `postgres` or `postgresql`.
+    Url(String),
+}
+
+/// A parsed connection string: its decoded parameters, in order, and its syntax.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Dsn {
-    /// `host=... port=... user=...`: pairs in their original order, values unescaped.
-    KeyValue(Vec<(String, String)>),
-    /// `postgres://user:pass@host:port/db?params`.
-    Url {
-        /// `postgres` or `postgresql`.
-        scheme: String,
-        /// Raw (percent-encoded) `user[:password]`, without the `@`.
-        userinfo: Option<String>,
-        /// Raw host spec (`host`, `host:port`, `[v6]:port`, or several comma-separated).
-        hostspec: String,
-        /// Raw remainder starting at `/` or `?`, or empty.
-        rest: String,
-    },
+pub(crate) struct Dsn {
+    syntax: Syntax,
+    /// Decoded `(keyword, value)` pairs. From a URL: `user`, `password`, `host`, `port`,
+    /// `dbname`, then the query's parameters.
+    params: Vec<(String, String)>,
 }
 
 /// A replica address from configuration: `host`, `host:port` or `[v6addr]:port`.
@@ -41,10 +145,13 @@ pub struct HostPort {
 
 impl HostPort {
     /// Parses `host`, `host:port`, `[v6]:port` or a bare IPv6 address; `default_port` is used
-    /// when none is given.
+    /// when none is given. A host is a DNS name (letters, digits, `-`, `_`, `.`) or an IP
+    /// address: no Unix socket paths, no percent-encoding, nothing a connection string would
+    /// read as syntax.
     ///
     /// # Errors
-    /// A message saying what is wrong (the caller adds the field name).
+    /// A message saying what is wrong (the caller adds the field name); it does not quote the
+    /// input.
     pub fn parse(s: &str, default_port: u16) -> std::result::Result<HostPort, String> {
         let s = s.trim();
         if s.is_empty() {
@@ -53,32 +160,43 @@ impl HostPort {
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
             let (h, after) = rest
                 .split_once(']')
-                .ok_or_else(|| format!("{s:?}: missing ']' after IPv6 address"))?;
+                .ok_or("missing ']' after an IPv6 address")?;
+            if h.parse::<Ipv6Addr>().is_err() {
+                return Err("not an IPv6 address between '[' and ']'".into());
+            }
             match after {
                 "" => (h, None),
                 p if p.starts_with(':') => (h, Some(&p[1..])),
-                _ => return Err(format!("{s:?}: expected ':port' after ']'")),
+                _ => return Err("expected ':port' after ']'".into()),
             }
         } else if s.matches(':').count() > 1 {
-            (s, None) // bare IPv6 address
+            if s.parse::<Ipv6Addr>().is_err() {
+                return Err(
+                    "several ':' but not an IPv6 address (write [v6addr]:port for a port)".into(),
+                );
+            }
+            (s, None)
         } else if let Some((h, p)) = s.rsplit_once(':') {
             (h, Some(p))
         } else {
             (s, None)
         };
         if host.is_empty() {
-            return Err(format!("{s:?}: empty host"));
+            return Err("empty host".into());
         }
-        if host
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == ',' || c == '@')
+        if !host.contains(':')
+            && !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         {
-            return Err(format!("{s:?}: invalid character in host"));
+            return Err(
+                "a host is a DNS name (letters, digits, '-', '_', '.') or an IP address".into(),
+            );
         }
         let port = match port {
             None => default_port,
             Some(p) => match p.parse::<u16>() {
-                Ok(0) | Err(_) => return Err(format!("{s:?}: port must be 1-65535")),
+                Ok(0) | Err(_) => return Err("port must be 1-65535".into()),
                 Ok(p) => p,
             },
         };
@@ -101,137 +219,325 @@ impl fmt::Display for HostPort {
 
 impl Dsn {
     /// Parses a DSN in either syntax. `field` names the configuration field for errors.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `field` and where the text is wrong, never quoting it.
     pub(crate) fn parse(s: &str, field: &str) -> Result<Dsn> {
         let t = s.trim();
         if t.is_empty() {
             return Err(Error::config(field, "empty connection string"));
         }
-        let dsn = if let Some((scheme, rest)) = t.split_once("://") {
-            if scheme != "postgres" && scheme != "postgresql" {
-                return Err(Error::config(
-                    field,
-                    format!("unsupported URL scheme {scheme:?} (use postgres:// or postgresql://)"),
-                ));
+        let scheme_end = t.find("://").filter(|&i| {
+            t[..i]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.')
+        });
+        let dsn = match scheme_end {
+            Some(i) => {
+                let scheme = &t[..i];
+                if scheme != "postgres" && scheme != "postgresql" {
+                    return Err(Error::config(
+                        field,
+                        "unsupported URL scheme (use postgres:// or postgresql://)",
+                    ));
+                }
+                Dsn {
+                    syntax: Syntax::Url(scheme.to_string()),
+                    params: parse_url(&t[i + 3..]).map_err(|m| Error::config(field, m))?,
+                }
             }
-            let end = rest.find(['/', '?']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(end);
-            let (userinfo, hostspec) = match authority.rsplit_once('@') {
-                Some((u, h)) => (Some(u.to_string()), h.to_string()),
-                None => (None, authority.to_string()),
-            };
-            Dsn::Url {
-                scheme: scheme.to_string(),
-                userinfo,
-                hostspec,
-                rest: tail.to_string(),
-            }
-        } else {
-            Dsn::KeyValue(parse_key_value(t).map_err(|m| Error::config(field, m))?)
+            None => Dsn {
+                syntax: Syntax::KeyValue,
+                params: parse_key_value(t).map_err(|m| Error::config(field, m))?,
+            },
         };
-        // Let the driver validate the rest (unknown options, bad ports...). Its messages name
-        // options, never their values.
-        dsn.to_string()
-            .parse::<postgres::Config>()
-            .map_err(|e| Error::config(field, format!("not a valid connection string: {e}")))?;
+        dsn.check().map_err(|m| Error::config(field, m))?;
         Ok(dsn)
     }
 
-    /// The primary's first host and port, for display and as the default replica port.
-    pub(crate) fn host_port(&self) -> HostPort {
-        let (host, port) = match self {
-            Dsn::KeyValue(pairs) => {
-                let get = |k: &str| pairs.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v);
-                let host = get("host")
-                    .or_else(|| get("hostaddr"))
-                    .map(|h| h.split(',').next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| "localhost".into());
-                let port = get("port").and_then(|p| p.split(',').next()?.parse().ok());
-                (host, port)
+    /// Checks keywords and the values dlb reads itself.
+    fn check(&self) -> std::result::Result<(), String> {
+        for (k, v) in &self.params {
+            if !KEYWORDS.contains(&k.as_str()) {
+                return Err(match self.syntax {
+                    Syntax::KeyValue => "unknown keyword (not a libpq connection option)".into(),
+                    Syntax::Url(_) => {
+                        "unknown query parameter (not a libpq connection option)".into()
+                    }
+                });
             }
-            Dsn::Url { hostspec, .. } => {
-                let first = hostspec.split(',').next().unwrap_or_default();
-                match HostPort::parse(first, 5432) {
-                    Ok(hp) => (hp.host, Some(hp.port)),
-                    Err(_) => ("localhost".into(), None),
+            if v.contains('\0') {
+                return Err(format!("the value of `{k}` contains a NUL byte"));
+            }
+        }
+        if let Some(p) = self.get("port") {
+            for part in p.split(',') {
+                if !part.is_empty() && !matches!(part.parse::<u16>(), Ok(1..)) {
+                    return Err("`port` must be 1-65535".into());
                 }
             }
-        };
-        HostPort {
-            host: if host.is_empty() {
-                "localhost".into()
+        }
+        Ok(())
+    }
+
+    /// The last value of `key` (libpq: a later setting wins).
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every parameter, decoded, in order.
+    #[allow(dead_code)] // for the TLS settings (`ssl*` keys)
+    pub(crate) fn params(&self) -> &[(String, String)] {
+        &self.params
+    }
+
+    /// The hosts this DSN names (`hostaddr` wins over `host`, as in libpq), with their ports;
+    /// `localhost:5432` when it names none.
+    pub(crate) fn hosts(&self) -> Vec<HostPort> {
+        let hosts: Vec<&str> = self
+            .get("hostaddr")
+            .filter(|h| !h.is_empty())
+            .or_else(|| self.get("host").filter(|h| !h.is_empty()))
+            .map_or_else(|| vec!["localhost"], |h| h.split(',').collect());
+        let ports: Vec<&str> = self
+            .get("port")
+            .map_or_else(Vec::new, |p| p.split(',').collect());
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = match ports.len() {
+                    0 => None,
+                    1 => Some(ports[0]),
+                    _ => ports.get(i).copied(),
+                };
+                HostPort {
+                    host: if h.is_empty() { "localhost" } else { h }.to_string(),
+                    port: port.and_then(|p| p.parse().ok()).unwrap_or(5432),
+                }
+            })
+            .collect()
+    }
+
+    /// The first host and its port: where the driver connects (for a single-host DSN, the
+    /// only one); the label in logs, metrics and status.
+    pub(crate) fn host_port(&self) -> HostPort {
+        self.hosts().into_iter().next().unwrap_or_else(|| HostPort {
+            host: "localhost".into(),
+            port: 5432,
+        })
+    }
+
+    /// The same DSN pointing at `hp`, in the same syntax: `host`, `hostaddr` and `port`
+    /// replaced wherever they were, and the [`NOT_INHERITED`] keys left out.
+    pub(crate) fn with_host(&self, hp: &HostPort) -> Dsn {
+        let mut params: Vec<(String, String)> = Vec::with_capacity(self.params.len() + 2);
+        let mut placed = false;
+        for (k, v) in &self.params {
+            if NOT_INHERITED.contains(&k.as_str()) {
+                if !placed && matches!(k.as_str(), "host" | "hostaddr" | "port") {
+                    params.push(("host".into(), hp.host.clone()));
+                    params.push(("port".into(), hp.port.to_string()));
+                    placed = true;
+                }
             } else {
-                host
-            },
-            port: port.unwrap_or(5432),
+                params.push((k.clone(), v.clone()));
+            }
+        }
+        if !placed {
+            params.insert(0, ("port".into(), hp.port.to_string()));
+            params.insert(0, ("host".into(), hp.host.clone()));
+        }
+        Dsn {
+            syntax: self.syntax.clone(),
+            params,
         }
     }
 
-    /// The same DSN pointing at another host and port, in the same syntax, without the
-    /// settings that only make sense for the primary ([`PRIMARY_ONLY_KEYS`]: a replica
-    /// connection asking for `target_session_attrs=read-write` would always fail).
-    pub(crate) fn with_host(&self, hp: &HostPort) -> Dsn {
-        match self {
-            Dsn::KeyValue(pairs) => {
-                let mut out: Vec<(String, String)> = Vec::with_capacity(pairs.len() + 2);
-                let mut placed = false;
-                for (k, v) in pairs {
-                    match k.as_str() {
-                        "host" | "port" | "hostaddr" => {
-                            if !placed {
-                                out.push(("host".into(), hp.host.clone()));
-                                out.push(("port".into(), hp.port.to_string()));
-                                placed = true;
-                            }
-                        }
-                        k if PRIMARY_ONLY_KEYS.contains(&k) => {}
-                        _ => out.push((k.clone(), v.clone())),
+    /// The DSN with every value that is not known to be safe replaced by `********`: for logs,
+    /// metrics, status and errors.
+    pub(crate) fn redacted(&self) -> String {
+        self.render(true)
+    }
+
+    /// A `postgres` driver configuration for this DSN's first host (TCP or Unix socket), with
+    /// every setting the driver knows. TLS settings (`ssl*`) are not the driver's: see
+    /// [`crate::tls`] where supported.
+    ///
+    /// # Errors
+    /// A message naming the keyword whose value the driver cannot take.
+    pub(crate) fn driver_config(&self) -> std::result::Result<postgres::Config, String> {
+        let mut c = postgres::Config::new();
+        let hp = self.host_port();
+        let host = self
+            .get("host")
+            .and_then(|h| h.split(',').next())
+            .filter(|h| !h.is_empty());
+        match self.get("hostaddr").and_then(|h| h.split(',').next()) {
+            Some(addr) if !addr.is_empty() => {
+                let ip: IpAddr = addr
+                    .parse()
+                    .map_err(|_| "`hostaddr` must be an IP address".to_string())?;
+                c.hostaddr(ip);
+                // The name, for TLS verification, when one is given.
+                c.host(host.unwrap_or(addr));
+            }
+            _ => {
+                c.host(&hp.host);
+            }
+        }
+        c.port(hp.port);
+        let number = |k: &str, v: &str| -> std::result::Result<u64, String> {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("`{k}` must be a number"))
+        };
+        for (k, v) in &self.params {
+            match k.as_str() {
+                "user" => {
+                    c.user(v);
+                }
+                "password" => {
+                    c.password(v.as_bytes());
+                }
+                "dbname" => {
+                    c.dbname(v);
+                }
+                "options" => {
+                    c.options(v);
+                }
+                "application_name" => {
+                    c.application_name(v);
+                }
+                "connect_timeout" => {
+                    let s = number(k, v)?;
+                    if s > 0 {
+                        c.connect_timeout(std::time::Duration::from_secs(s.min(86_400)));
                     }
                 }
-                if !placed {
-                    out.insert(0, ("port".into(), hp.port.to_string()));
-                    out.insert(0, ("host".into(), hp.host.clone()));
+                "keepalives" => {
+                    c.keepalives(number(k, v)? != 0);
                 }
-                Dsn::KeyValue(out)
+                "keepalives_idle" => {
+                    c.keepalives_idle(std::time::Duration::from_secs(number(k, v)?.min(86_400)));
+                }
+                "tcp_user_timeout" => {
+                    c.tcp_user_timeout(std::time::Duration::from_millis(
+                        number(k, v)?.min(86_400_000),
+                    ));
+                }
+                "target_session_attrs" => {
+                    c.target_session_attrs(match v.as_str() {
+                        "any" => postgres::config::TargetSessionAttrs::Any,
+                        "read-write" => postgres::config::TargetSessionAttrs::ReadWrite,
+                        _ => {
+                            return Err(
+                                "`target_session_attrs` must be `any` or `read-write`".into()
+                            );
+                        }
+                    });
+                }
+                "channel_binding" => {
+                    c.channel_binding(match v.as_str() {
+                        "disable" => postgres::config::ChannelBinding::Disable,
+                        "prefer" => postgres::config::ChannelBinding::Prefer,
+                        "require" => postgres::config::ChannelBinding::Require,
+                        _ => {
+                            return Err(
+                                "`channel_binding` must be disable, prefer or require".into()
+                            );
+                        }
+                    });
+                }
+                _ => {}
             }
-            Dsn::Url {
-                scheme,
-                userinfo,
-                rest,
-                ..
-            } => Dsn::Url {
-                scheme: scheme.clone(),
-                userinfo: userinfo.clone(),
-                hostspec: hp.to_string(),
-                rest: without_primary_only_params(rest),
-            },
         }
+        Ok(c)
     }
 
-    /// The DSN with any password replaced by `********`: safe for logs, metrics and errors.
-    pub(crate) fn redacted(&self) -> String {
-        match self {
-            Dsn::KeyValue(pairs) => render_pairs(pairs.iter().map(|(k, v)| {
-                if k == "password" {
-                    (k.as_str(), REDACTED)
-                } else {
-                    (k.as_str(), v.as_str())
+    fn render(&self, redact: bool) -> String {
+        let shown = |k: &str, v: &str| -> String {
+            if redact && !SAFE_KEYS.contains(&k) {
+                REDACTED.to_string()
+            } else {
+                v.to_string()
+            }
+        };
+        match &self.syntax {
+            Syntax::KeyValue => {
+                let mut out = String::new();
+                for (k, v) in &self.params {
+                    if !out.is_empty() {
+                        out.push(' ');
+                    }
+                    out.push_str(k);
+                    out.push('=');
+                    push_kv_value(&mut out, &shown(k, v));
                 }
-            })),
-            Dsn::Url {
-                scheme,
-                userinfo,
-                hostspec,
-                rest,
-            } => {
-                let user = userinfo.as_ref().map(|u| match u.split_once(':') {
-                    Some((name, _)) => format!("{name}:{REDACTED}@"),
-                    None => format!("{u}@"),
-                });
-                format!(
-                    "{scheme}://{}{hostspec}{}",
-                    user.unwrap_or_default(),
-                    redact_query(rest)
-                )
+                out
+            }
+            Syntax::Url(scheme) => {
+                let mut out = format!("{scheme}://");
+                let mut query: Vec<(&str, String)> = Vec::new();
+                let (mut user, mut password, mut hosts, mut ports, mut dbname) =
+                    (None, None, None, None, None);
+                for (k, v) in &self.params {
+                    match k.as_str() {
+                        "user" if user.is_none() => user = Some(v.as_str()),
+                        "password" if password.is_none() => password = Some(v.as_str()),
+                        "host" if hosts.is_none() => hosts = Some(v.as_str()),
+                        "port" if ports.is_none() => ports = Some(v.as_str()),
+                        "dbname" if dbname.is_none() => dbname = Some(v.as_str()),
+                        _ => query.push((k, shown(k, v))),
+                    }
+                }
+                if user.is_some() || password.is_some() {
+                    out.push_str(&encode(user.unwrap_or_default(), USERINFO));
+                    if let Some(p) = password {
+                        out.push(':');
+                        out.push_str(&encode(&shown("password", p), USERINFO));
+                    }
+                    out.push('@');
+                }
+                let hosts: Vec<&str> = hosts.map_or_else(Vec::new, |h| h.split(',').collect());
+                let ports: Vec<&str> = ports.map_or_else(Vec::new, |p| p.split(',').collect());
+                let n = hosts.len().max(ports.len());
+                for i in 0..n {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let h = hosts.get(i).copied().unwrap_or_default();
+                    if h.contains(':') {
+                        out.push('[');
+                        out.push_str(h);
+                        out.push(']');
+                    } else {
+                        out.push_str(&encode(h, HOST));
+                    }
+                    let p = match ports.len() {
+                        1 => ports[0],
+                        _ => ports.get(i).copied().unwrap_or_default(),
+                    };
+                    if !p.is_empty() {
+                        out.push(':');
+                        out.push_str(&encode(p, HOST));
+                    }
+                }
+                if let Some(db) = dbname {
+                    out.push('/');
+                    out.push_str(&encode(db, PATH));
+                }
+                for (i, (k, v)) in query.iter().enumerate() {
+                    out.push(if i == 0 { '?' } else { '&' });
+                    out.push_str(&encode(k, QUERY));
+                    out.push('=');
+                    out.push_str(&encode(v, QUERY));
+                }
+                out
             }
         }
     }
@@ -240,23 +546,7 @@ impl Dsn {
 impl fmt::Display for Dsn {
     /// The full DSN, password included: only for handing to a driver.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Dsn::KeyValue(pairs) => f.write_str(&render_pairs(
-                pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            )),
-            Dsn::Url {
-                scheme,
-                userinfo,
-                hostspec,
-                rest,
-            } => {
-                let user = userinfo
-                    .as_ref()
-                    .map(|u| format!("{u}@"))
-                    .unwrap_or_default();
-                write!(f, "{scheme}://{user}{hostspec}{rest}")
-            }
-        }
+        f.write_str(&self.render(false))
     }
 }
 
@@ -266,41 +556,9 @@ impl fmt::Debug for Dsn {
     }
 }
 
-/// Connection settings a replica DSN leaves out: they only make sense for the primary.
-pub(crate) const PRIMARY_ONLY_KEYS: [&str; 1] = ["target_session_attrs"];
-
-/// `rest` of a URL (`/db?query#fragment`) without the [`PRIMARY_ONLY_KEYS`] query parameters.
-fn without_primary_only_params(rest: &str) -> String {
-    let Some((path, query)) = rest.split_once('?') else {
-        return rest.to_string();
-    };
-    let (query, fragment) = match query.split_once('#') {
-        Some((q, f)) => (q, Some(f)),
-        None => (query, None),
-    };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| {
-            let key = p.split_once('=').map_or(*p, |(k, _)| k);
-            !PRIMARY_ONLY_KEYS.contains(&key)
-        })
-        .collect();
-    let mut out = path.to_string();
-    if !kept.is_empty() {
-        out.push('?');
-        out.push_str(&kept.join("&"));
-    }
-    if let Some(f) = fragment {
-        out.push('#');
-        out.push_str(f);
-    }
-    out
-}
-
-/// `s`, a connection string in either syntax, with any password replaced by `********`: the
-/// text of `lb_dsn_redact()`. The DSN is parsed and re-rendered (as [`Dsn::redacted`] renders
-/// the hosts' DSNs). Text that does not parse as a DSN gives [`REDACTED`] alone: a password may
-/// stand anywhere in it, so none of it is echoed.
+/// `s`, a connection string in either syntax, with every value that is not known to be safe
+/// replaced by `********`: the text of `lb_dsn_redact()`. Text that does not parse as a DSN
+/// gives [`REDACTED`] alone: a password may stand anywhere in it, so none of it is echoed.
 pub(crate) fn redact_dsn(s: &str) -> String {
     match Dsn::parse(s, "dsn") {
         Ok(dsn) => dsn.redacted(),
@@ -308,104 +566,93 @@ pub(crate) fn redact_dsn(s: &str) -> String {
     }
 }
 
-fn redact_query(rest: &str) -> String {
-    let Some((path, query)) = rest.split_once('?') else {
-        return rest.to_string();
-    };
-    let params: Vec<String> = query
-        .split('&')
-        .map(|p| match p.split_once('=') {
-            Some(("password", _)) => format!("password={REDACTED}"),
-            _ => p.to_string(),
-        })
-        .collect();
-    format!("{path}?{}", params.join("&"))
-}
-
-fn render_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut out = String::new();
-    for (k, v) in pairs {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(k);
-        out.push('=');
-        let plain = !v.is_empty()
-            && !v
-                .chars()
-                .any(|c| c.is_whitespace() || c == '\'' || c == '\\' || c == '=');
-        if plain {
-            out.push_str(v);
-        } else {
-            out.push('\'');
-            for c in v.chars() {
-                if c == '\'' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('\'');
-        }
+fn push_kv_value(out: &mut String, v: &str) {
+    let plain = !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c.is_whitespace() || c == '\'' || c == '\\' || c == '=');
+    if plain {
+        out.push_str(v);
+        return;
     }
-    out
+    out.push('\'');
+    for c in v.chars() {
+        if c == '\'' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('\'');
 }
 
 /// libpq's `keyword = value` syntax: values are bare words or single-quoted strings, with `\`
-/// escaping the next character in both.
+/// escaping the next character in both. Errors give byte positions, never the text.
 fn parse_key_value(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
-    let mut it = s.chars().peekable();
-    loop {
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
+    let mut it = s.char_indices().peekable();
+    let skip_ws = |it: &mut std::iter::Peekable<std::str::CharIndices<'_>>| {
+        while it.peek().is_some_and(|(_, c)| c.is_whitespace()) {
             it.next();
         }
-        if it.peek().is_none() {
-            break;
-        }
+    };
+    loop {
+        skip_ws(&mut it);
+        let Some(&(start, _)) = it.peek() else { break };
         let mut key = String::new();
-        while let Some(&c) = it.peek() {
+        while let Some(&(_, c)) = it.peek() {
             if c == '=' || c.is_whitespace() {
                 break;
             }
             key.push(c);
             it.next();
         }
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
-        }
-        if it.next() != Some('=') {
-            return Err(format!(
-                "expected '=' after {key:?} (use key=value pairs or a postgres:// URL)"
-            ));
+        skip_ws(&mut it);
+        let known = KEYWORDS.contains(&key.as_str());
+        if it.next().map(|(_, c)| c) != Some('=') {
+            return Err(if known {
+                format!("expected '=' after `{key}`")
+            } else {
+                format!(
+                    "expected keyword=value at byte {start} (a value with spaces must be quoted: 'a b')"
+                )
+            });
         }
         if key.is_empty() {
-            return Err("empty keyword before '='".into());
+            return Err(format!("missing keyword before '=' at byte {start}"));
         }
-        while it.peek().is_some_and(|c| c.is_whitespace()) {
-            it.next();
+        if !known {
+            return Err(format!(
+                "unknown keyword at byte {start} (not a libpq connection option)"
+            ));
         }
+        skip_ws(&mut it);
         let mut value = String::new();
-        if it.peek() == Some(&'\'') {
+        if it.peek().is_some_and(|&(_, c)| c == '\'') {
             it.next();
             loop {
-                match it.next() {
-                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                match it.next().map(|(_, c)| c) {
+                    None => return Err(format!("unterminated quoted value of `{key}`")),
                     Some('\\') => match it.next() {
-                        Some(c) => value.push(c),
-                        None => return Err(format!("unterminated quoted value for {key:?}")),
+                        Some((_, c)) => value.push(c),
+                        None => return Err(format!("unterminated quoted value of `{key}`")),
                     },
                     Some('\'') => break,
                     Some(c) => value.push(c),
                 }
             }
+            if it.peek().is_some_and(|(_, c)| !c.is_whitespace()) {
+                return Err(format!(
+                    "expected a space after the quoted value of `{key}`"
+                ));
+            }
         } else {
-            while let Some(&c) = it.peek() {
+            while let Some(&(_, c)) = it.peek() {
                 if c.is_whitespace() {
                     break;
                 }
                 it.next();
                 if c == '\\' {
-                    if let Some(n) = it.next() {
+                    if let Some((_, n)) = it.next() {
                         value.push(n);
                     }
                 } else {
@@ -421,6 +668,120 @@ fn parse_key_value(s: &str) -> std::result::Result<Vec<(String, String)>, String
     Ok(pairs)
 }
 
+/// The part of a URL after `scheme://`, as parameters. Errors name the component.
+fn parse_url(rest: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let (rest, _fragment) = rest.split_once('#').unwrap_or((rest, ""));
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = match before_query.find('/') {
+        Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
+        None => (before_query, None),
+    };
+    let (userinfo, hostspec) = match authority.rfind('@') {
+        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+        None => (None, authority),
+    };
+    if userinfo.is_none() && path.is_some_and(|p| p.contains('@')) {
+        return Err(
+            "'@' after the host: a '/' in the user name or password must be written %2F".into(),
+        );
+    }
+    let mut params = Vec::new();
+    if let Some(u) = userinfo {
+        let (user, password) = match u.split_once(':') {
+            Some((user, pw)) => (user, Some(pw)),
+            None => (u, None),
+        };
+        if !user.is_empty() {
+            params.push(("user".into(), decode(user, "the user name")?));
+        }
+        if let Some(pw) = password {
+            params.push(("password".into(), decode(pw, "the password")?));
+        }
+    }
+    if !hostspec.is_empty() {
+        let (mut hosts, mut ports) = (Vec::new(), Vec::new());
+        for (i, spec) in hostspec.split(',').enumerate() {
+            let (h, p) = if let Some(v6) = spec.strip_prefix('[') {
+                let (h, after) = v6
+                    .split_once(']')
+                    .ok_or_else(|| format!("host {}: missing ']' after an IPv6 address", i + 1))?;
+                let p = match after {
+                    "" => "",
+                    p if p.starts_with(':') => &p[1..],
+                    _ => return Err(format!("host {}: expected ':port' after ']'", i + 1)),
+                };
+                (h.to_string(), p)
+            } else {
+                let (h, p) = spec.rsplit_once(':').unwrap_or((spec, ""));
+                (decode(h, "a host")?, p)
+            };
+            hosts.push(h);
+            ports.push(decode(p, "a port")?);
+        }
+        params.push(("host".into(), hosts.join(",")));
+        if ports.iter().any(|p| !p.is_empty()) {
+            params.push(("port".into(), ports.join(",")));
+        }
+    }
+    if let Some(db) = path.filter(|p| !p.is_empty()) {
+        params.push(("dbname".into(), decode(db, "the database name")?));
+    }
+    for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("query parameter {}: expected key=value", i + 1))?;
+        let k = decode(k, "a query parameter name")?;
+        let v = decode(v, "a query parameter value")?;
+        // libpq's compatibility spelling.
+        if k == "ssl" && v == "true" {
+            params.push(("sslmode".into(), "require".into()));
+        } else {
+            params.push((k, v));
+        }
+    }
+    Ok(params)
+}
+
+/// Percent-decodes one URL component (`what` names it in errors).
+fn decode(s: &str, what: &str) -> std::result::Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in {what}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("{what} is not UTF-8 once decoded"))
+}
+
+/// Characters left as they are in each URL component (RFC 3986 unreserved, plus what the
+/// component allows).
+const USERINFO: &str = "-._~!$&'()*+;=";
+const HOST: &str = "-._~";
+const PATH: &str = "-._~!$&'()*+,;=:@";
+const QUERY: &str = "-._~!$'()*+,;:@/";
+
+fn encode(s: &str, keep: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || keep.as_bytes().contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -590,5 +951,106 @@ mod tests {
             let d = Dsn::parse(url, "primary").unwrap();
             assert_eq!(d.with_host(&hp).to_string(), want, "{url}");
         }
+    }
+
+    /// The defects found by fuzzing, each as a DSN with the secret `SEC`: it must appear in no
+    /// error, no redacted form, and replica DSNs must reach the replica only.
+    #[test]
+    fn secrets_never_leak_from_bad_or_odd_dsns() {
+        for dsn in [
+            "postgres://app:SEC/RET@h/app",
+            "postgres://app@h/app?pass%77ord=SECRET",
+            "host=h options='-c x=postgres://u:SECRET@x' password=SECRET",
+            "host=h password=my SECRET",
+            "host=h password=SECRET bogus=1",
+            "host=h sslpassword=SECRET",
+            "postgres://u:SECRET@h/db?options=SECRET",
+            "host=h password='SECRET",
+        ] {
+            match Dsn::parse(dsn, "primary") {
+                Ok(d) => {
+                    assert!(!d.redacted().contains("SEC"), "{dsn}: {}", d.redacted());
+                    assert!(!format!("{d:?}").contains("SEC"), "{dsn}");
+                }
+                Err(e) => assert!(!e.to_string().contains("SEC"), "{dsn}: {e}"),
+            }
+            assert!(!redact_dsn(dsn).contains("SEC"), "{dsn}");
+        }
+        let e = Dsn::parse("postgres://app:SEC/RET@h/app", "primary").unwrap_err();
+        assert!(e.to_string().contains("%2F"), "{e}");
+    }
+
+    #[test]
+    fn replica_dsns_reach_exactly_the_replica() {
+        let replica = HostPort::parse("10.1.2.3:6432", 5432).unwrap();
+        for primary in [
+            "host=db1 hostaddr=10.0.0.1 port=5432 dbname=app sslmode=require",
+            "postgres://u@db1:5432/app?hostaddr=10.0.0.1&sslmode=require",
+            "postgres://u@db1/app?host=db9&port=7777",
+            "postgres://u@%64b1:5432/app",
+            "dbname=app port=5432 service=x",
+        ] {
+            let d = Dsn::parse(primary, "primary").unwrap();
+            let r = d.with_host(&replica);
+            assert_eq!(r.hosts(), vec![replica.clone()], "{primary} -> {r}");
+            for k in ["hostaddr", "service"] {
+                assert!(r.get(k).is_none(), "{primary} -> {r}");
+            }
+            // What a driver makes of the rendered text: the replica, and only it.
+            let text = r.to_string();
+            let driver = r.driver_config().unwrap();
+            assert_eq!(driver.get_ports(), [6432], "{text}");
+            assert!(
+                matches!(driver.get_hosts(), [postgres::config::Host::Tcp(h)] if h == "10.1.2.3"),
+                "{text}"
+            );
+            if !text.contains("sslmode") {
+                let parsed: postgres::Config = text.parse().unwrap();
+                assert_eq!(parsed.get_ports(), [6432], "{text}");
+            }
+            assert!(text.contains("10.1.2.3") && text.contains("6432"), "{text}");
+        }
+    }
+
+    #[test]
+    fn urls_are_percent_decoded_everywhere() {
+        let d = Dsn::parse(
+            "postgres://us%65r:p%40ss@db%2Dx:5433/my%20db?application_name=a%26b&sslmode=verify-full",
+            "primary",
+        )
+        .unwrap();
+        assert_eq!(d.get("user"), Some("user"));
+        assert_eq!(d.get("password"), Some("p@ss"));
+        assert_eq!(d.get("dbname"), Some("my db"));
+        assert_eq!(d.get("application_name"), Some("a&b"));
+        assert_eq!(d.host_port().to_string(), "db-x:5433");
+        // Rendered back in the same syntax, every key kept.
+        let again = Dsn::parse(&d.to_string(), "primary").unwrap();
+        assert_eq!(again, d);
+        assert_eq!(
+            d.redacted(),
+            "postgres://user:********@db-x:5433/my%20db?application_name=a%26b&sslmode=verify-full"
+        );
+        assert!(Dsn::parse("postgres://h/db?x%zz=1", "primary").is_err());
+        assert!(Dsn::parse("host=h bogus=1", "primary").is_err());
+        assert!(Dsn::parse("host=h port=0", "primary").is_err());
+    }
+
+    #[test]
+    fn replica_hosts_are_only_addresses() {
+        for bad in [
+            "r1?options=x",
+            "%2Ftmp",
+            "/tmp",
+            "a:b:c",
+            "h=1",
+            "h'x",
+            "postgres://u:SEC@h/db",
+        ] {
+            let e = HostPort::parse(bad, 5432).unwrap_err();
+            assert!(!e.contains("SEC") && !e.contains(bad), "{bad}: {e}");
+        }
+        assert_eq!(HostPort::parse("fe80::1", 1).unwrap().host, "fe80::1");
+        assert_eq!(HostPort::parse("db_2.internal", 1).unwrap().port, 1);
     }
 }

@@ -146,9 +146,7 @@ impl Host {
             Role::Primary => "primary",
             Role::Replica => "replicas",
         };
-        let mut pg: postgres::Config = text
-            .parse()
-            .map_err(|e| Error::config(field, format!("not a valid connection string: {e}")))?;
+        let mut pg = dsn.driver_config().map_err(|m| Error::config(field, m))?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_millis(cfg.pool.connect_timeout_ms));
         }
