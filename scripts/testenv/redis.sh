@@ -90,6 +90,10 @@ redis_start() { # NAME
             --tls-ca-cert-file "$(redis_dir "$name")/ca.pem" --tls-auth-clients no)
     fi
     if [[ $name == redis-c* ]]; then
+        # Checked here: a taken bus port only shows in the log, as a PING that never comes.
+        if port_in_use $((port + 100)); then
+            die "cluster bus port $((port + 100)) of $name on $HOST is already in use by another process; set DLB_TESTENV_REDIS_CLUSTER_PORT"
+        fi
         # A cluster node restarts from scratch: the cluster is (re)created by cluster_ensure.
         as_owner rm -rf -- "$(redis_dir "$name")"
         # The cluster bus port is explicit (the default, port + 10000, does not exist here).
