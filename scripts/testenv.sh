@@ -75,7 +75,7 @@ CHANGED=0 # set when `up` had to start or create something
 # The parts, by service: they define functions and only their own settings (NODES and PG_BIN
 # in postgres.sh; CLUSTER_NODES and the Redis ACL user in redis.sh). This file keeps the
 # shared settings above and the commands below.
-TESTENV_LIB="$(dirname -- "$SCRIPT_PATH")/testenv"
+TESTENV_LIB="$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/testenv" # also when run through a symlink
 # shellcheck source=testenv/common.sh
 source "$TESTENV_LIB/common.sh"
 # shellcheck source=testenv/postgres.sh
