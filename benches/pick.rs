@@ -40,7 +40,7 @@ fn main() {
         .unwrap_or(DEFAULT_ROUNDS);
     let (dlb_iters, base_iters) = (DLB_ITERS / div, BASELINE_ITERS / div);
 
-    let env = test_env();
+    let env = env();
     let _lock = lock_cluster();
     let config = Config::builder(env.primary.clone())
         .replica_hosts(env.replicas.clone())
@@ -50,9 +50,8 @@ fn main() {
     wait_healthy(&lb, env.replicas.len());
 
     let baseline = MutexRoundRobin::new(
-        env.replicas
-            .iter()
-            .map(|hp| Arc::new(replica_dsn(&env.primary, hp)))
+        (1..=env.replicas.len())
+            .map(|n| Arc::new(replica_dsn(n)))
             .collect(),
     );
 

@@ -44,13 +44,13 @@ fn main() {
     let div = if quick { 10 } else { 1 };
     let (picks, records) = (PICKS / div, RECORDS / div);
 
-    let env = test_env();
+    let env = env();
     assert!(
         !env.redis.is_empty() && env.redis_cluster.len() == 3,
         "the bench needs DLB_TEST_REDIS and DLB_TEST_REDIS_CLUSTER (scripts/testenv.sh env)"
     );
     let _lock = lock_cluster();
-    resume_replay(&env);
+    resume_replays();
 
     let prefix = format!("dlb:bench:{}:", std::process::id());
     let mut standalone = RedisStoreConfig::standalone(env.redis.clone());

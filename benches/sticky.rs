@@ -58,16 +58,16 @@ fn main() {
     let (dlb_picks, base_picks, loop_iters) =
         (DLB_PICKS / div, BASELINE_PICKS / div, LOOP_ITERS / div);
 
-    let env = test_env();
+    let env = env();
     let _lock = lock_cluster();
-    resume_replay(&env);
+    resume_replays();
     let config = Config::builder(env.primary.clone())
         .replica_hosts(env.replicas.clone())
         .build()
         .expect("bench config");
     let lb = Balancer::new(config).expect("balancer");
     wait_healthy(&lb, env.replicas.len());
-    let gitlab = GitLabStyle::new(&env);
+    let gitlab = GitLabStyle::new(env);
 
     eprintln!(
         "sticky bench: {rounds} rounds of (a) {dlb_picks} dlb picks / (b) {base_picks} baseline \
@@ -267,11 +267,9 @@ struct GitLabStyle {
 
 impl GitLabStyle {
     fn new(env: &TestEnv) -> Self {
-        let pools = env
-            .replicas
-            .iter()
-            .map(|hp| {
-                let cfg: postgres::Config = replica_dsn(&env.primary, hp).parse().expect("dsn");
+        let pools = (1..=env.replicas.len())
+            .map(|n| {
+                let cfg: postgres::Config = replica_dsn(n).parse().expect("dsn");
                 r2d2::Pool::builder()
                     .max_size(2)
                     .build(PostgresConnectionManager::new(cfg, NoTls))

@@ -29,6 +29,7 @@ BUILD=ffi-tests/build
 CC=${CC:-cc}
 CXX=${CXX:-c++}
 CFLAGS=(-std=c99 -Wall -Wextra -Wpedantic -Werror -g -O1 -Iinclude -Iffi-tests -pthread)
+# shellcheck disable=SC2054 # the commas belong to -fsanitize=address,undefined
 SANITIZE=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 # Every test program with its sources (besides the shared test_util.c).
 TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu)
@@ -157,7 +158,7 @@ run_test() {
 if [[ $MODE == bench ]]; then
     build_lib release --release
     mkdir -p "$BUILD/release"
-    # shellcheck disable=SC2086 # NATIVE_LIBS is a list of flags
+    # shellcheck disable=SC2086 # CC may be a command with arguments; NATIVE_LIBS is a list of flags
     $CC -std=c99 -Wall -Wextra -Wpedantic -Werror -O2 -Iinclude -Iffi-tests -pthread \
         -o "$BUILD/release/bench_pick" ffi-tests/bench_pick.c ffi-tests/test_util.c \
         "$LIBDIR/libdlb.a" $NATIVE_LIBS
@@ -176,11 +177,13 @@ for t in "${TESTS[@]}"; do
     for v in "${VARIANTS[@]}"; do
         out="$BUILD/$v/$t"
         log="$BUILD/logs/compile-$v-$t.log"
+        # shellcheck disable=SC2054,SC2206 # NATIVE_LIBS is a list of flags; -Wl,-rpath,DIR has commas
         case $v in
         static) link=("$LIBDIR/libdlb.a" $NATIVE_LIBS) extra=() ;;
         shared) link=(-L"$LIBDIR" -ldlb -Wl,-rpath,"$LIBDIR") extra=() ;;
         asan) link=("$LIBDIR/libdlb.a" $NATIVE_LIBS) extra=("${SANITIZE[@]}") ;;
         esac
+        # shellcheck disable=SC2086 # CC may be a command with arguments (e.g. "ccache cc")
         if compile "$v/$t" "$log" $CC "${CFLAGS[@]}" "${extra[@]}" -o "$out" "${src[@]}" "${link[@]}"; then
             built[$v/$t]=1
         fi
@@ -224,7 +227,7 @@ fi
 
 # The header as C++ (cpp_compat).
 log="$BUILD/logs/compile-header_cxx.log"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2086 # CXX may be a command with arguments; NATIVE_LIBS is a list of flags
 if compile "header_cxx" "$log" $CXX -std=c++11 -Wall -Wextra -Wpedantic -Werror -Iinclude \
     -o "$BUILD/static/header_cxx" ffi-tests/header_cxx.cpp "$LIBDIR/libdlb.a" $NATIVE_LIBS; then
     run_test "static/header_cxx" "$BUILD/logs/run-header_cxx.log" "$BUILD/static/header_cxx"
@@ -233,13 +236,14 @@ fi
 # examples/c, built with the lines it documents, run against the test cluster.
 example_config="{\"primary\": \"$DLB_TEST_PRIMARY\", \"replicas\": {\"hosts\": [\"${DLB_TEST_REPLICAS//,/\", \"}\"]}}"
 log="$BUILD/logs/compile-example-static.log"
-# shellcheck disable=SC2086
+# shellcheck disable=SC2086 # CC may be a command with arguments; NATIVE_LIBS is a list of flags
 if compile "examples/c (static)" "$log" $CC -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude \
     examples/c/dlb_example.c "$LIBDIR/libdlb.a" $NATIVE_LIBS -o "$BUILD/examples/dlb_example"; then
     run_test "examples/dlb_example" "$BUILD/logs/run-example-static.log" \
         "$BUILD/examples/dlb_example" "$example_config"
 fi
 log="$BUILD/logs/compile-example-shared.log"
+# shellcheck disable=SC2086 # CC may be a command with arguments (e.g. "ccache cc")
 if compile "examples/c (shared)" "$log" $CC -std=c99 -Wall -Wextra -Wpedantic -Werror -Iinclude \
     examples/c/dlb_example.c -L"$LIBDIR" -ldlb -Wl,-rpath,"$LIBDIR" \
     -o "$BUILD/examples/dlb_example_shared"; then

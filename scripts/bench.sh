@@ -55,6 +55,7 @@ EOF
     bash ffi-tests/run.sh bench 2>/dev/null | grep -E 'ns/pick|warning' || true
     printf '```\n'
 
+    # shellcheck disable=SC2016 # the backquotes in the printf formats are Markdown
     if [[ -f bindings/go/go.mod ]]; then
         section "Go"
         printf '\n# 5. A pick through cgo (issue: bindings)\n\n'

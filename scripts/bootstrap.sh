@@ -40,8 +40,9 @@ need_glob() {
 
 # need_ruby LIBRARY PACKAGE: `ruby -e 'require "LIBRARY"'` must succeed.
 need_ruby() {
-    command -v ruby >/dev/null 2>&1 && ruby -e "require '$1'" >/dev/null 2>&1 ||
+    if ! { command -v ruby >/dev/null 2>&1 && ruby -e "require '$1'" >/dev/null 2>&1; }; then
         add_missing "$2" "ruby library '$1'"
+    fi
 }
 
 check_all() {
@@ -62,6 +63,8 @@ check_all() {
     need      runuser                                   util-linux
     need      flock                                     util-linux
     need_glob '/usr/sbin/dnsmasq'                       dnsmasq-base
+    # Lint of every shell script (a step of scripts/test.sh).
+    need      shellcheck                                shellcheck
     # Bindings: Go (cgo, standard library only) and Ruby (ffi gem; pg gem and minitest for tests).
     need      go                                        golang-go
     need_glob '/usr/share/gocode/src/github.com/lib/pq/conn.go' golang-github-lib-pq-dev

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs every check and test of dlb: formatting, clippy, rustdoc, Rust unit and integration tests
-# against a real PostgreSQL primary + two streaming replicas and Redis (scripts/testenv.sh), and
-# the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and valgrind).
+# Runs every check and test of dlb: shellcheck of the shell scripts, formatting, clippy, rustdoc,
+# Rust unit and integration tests against a real PostgreSQL primary + two streaming replicas and
+# Redis (scripts/testenv.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
+# valgrind).
 #
 # Installs missing Debian prerequisites first (scripts/bootstrap.sh). The test environment is
 # stopped at the end if this script started it (set DLB_KEEP_TESTENV=1 to keep it).
@@ -12,6 +13,14 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "prerequisites"
 bash scripts/bootstrap.sh
+
+step "shellcheck"
+# Every shell script of the repository (testenv.sh's sourced parts on their own too; -x follows
+# the `source` lines). Build output directories are skipped.
+mapfile -t shell_scripts < <(find scripts ffi-tests bindings .ci \( -name build -o -name target \) -prune -o \
+    -type f \( -name '*.sh' -o -path .ci/run \) -print | sort)
+shellcheck -x "${shell_scripts[@]}"
+echo "shellcheck: ${#shell_scripts[@]} scripts clean"
 
 step "test environment"
 started=0

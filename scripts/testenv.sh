@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # dlb test environment: one PostgreSQL primary, two streaming hot-standby
 # replicas, one Redis (and a TLS-only one) and a Redis Cluster of three masters, all on 127.0.0.1
 # with their own ports, all state
@@ -32,6 +33,9 @@
 # When run as root, PostgreSQL and Redis run as the `postgres` user (via
 # runuser) and the base dir is owned by it.  Otherwise they run as the
 # invoking user, who must own the base dir.
+#
+# This file is the entry point (settings and commands); the helpers live in
+# scripts/testenv/common.sh, postgres.sh and redis.sh, sourced below.
 set -euo pipefail
 
 # Connection-related PG* variables of the caller must not redirect our
@@ -66,227 +70,18 @@ if ((EUID == 0)) && [[ -d $BASE ]]; then
 fi
 MARKER="$BASE/.dlb-testenv"
 LOCK_FILE="$BASE.lock"
-NODES=(primary replica1 replica2)
-
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-
-log() { printf 'testenv: %s\n' "$*"; }
-warn() { printf 'testenv: warning: %s\n' "$*" >&2; }
-die() {
-    printf 'testenv: error: %s\n' "$*" >&2
-    exit 1
-}
-
-# die_log LOGFILE MESSAGE: fail and show the tail of LOGFILE.
-die_log() {
-    local logfile=$1
-    shift
-    printf 'testenv: error: %s\n' "$*" >&2
-    if [[ -n $logfile ]]; then
-        printf 'testenv: see log file %s; last lines:\n' "$logfile" >&2
-        if [[ -r $logfile ]]; then
-            tail -n 20 -- "$logfile" | sed 's/^/    | /' >&2
-        else
-            echo "    (log file missing or unreadable)" >&2
-        fi
-    fi
-    exit 1
-}
-
-default_pg_bin() {
-    local d
-    local -a found=()
-    for d in /usr/lib/postgresql/*/bin; do
-        [[ -x $d/pg_ctl ]] && found+=("$d")
-    done
-    ((${#found[@]} > 0)) || return 0
-    printf '%s\n' "${found[@]}" | sort -V | tail -n 1
-}
-
-PG_BIN="${DLB_PG_BIN:-$(default_pg_bin)}"
-PG_BIN="${PG_BIN%/}"
-
-check_pg_bin() {
-    [[ -n $PG_BIN ]] || die "no PostgreSQL server binaries found in /usr/lib/postgresql/*/bin; run scripts/bootstrap.sh or set DLB_PG_BIN"
-    local b
-    for b in initdb pg_ctl pg_basebackup psql; do
-        [[ -x $PG_BIN/$b ]] || die "$PG_BIN/$b not found or not executable (DLB_PG_BIN=$PG_BIN); run scripts/bootstrap.sh"
-    done
-}
-
-check_redis_bin() {
-    command -v redis-server >/dev/null 2>&1 || die "redis-server not found; run scripts/bootstrap.sh"
-    command -v redis-cli >/dev/null 2>&1 || die "redis-cli not found; run scripts/bootstrap.sh"
-}
-
-check_user() {
-    if ((EUID != 0)) && [[ -e $BASE && ! -O $BASE ]]; then
-        die "$BASE is owned by $(stat -c %U -- "$BASE"), not $(id -un); run as that user (or root), or set DLB_TESTENV_DIR"
-    fi
-    if ((EUID == 0)); then
-        id -u "$RUN_AS" >/dev/null 2>&1 || die "running as root but user '$RUN_AS' does not exist (PostgreSQL refuses to run as root)"
-        command -v runuser >/dev/null 2>&1 || die "runuser not found (package util-linux)"
-    fi
-}
-
-# as_owner CMD...: run CMD as the owner of the environment.  From root that is
-# the postgres user (PostgreSQL refuses to run as root); otherwise the caller.
-# fd 9 (the lock, see take_lock) is closed for children: a daemon inheriting
-# it would hold the lock forever.
-as_owner() {
-    if ((EUID == 0)); then
-        (cd / && runuser -u "$RUN_AS" -- "$@" 9<&-)
-    else
-        "$@" 9<&-
-    fi
-}
-
-# owner_write FILE: write stdin to FILE as the owner.
-owner_write() {
-    as_owner tee -- "$1" >/dev/null
-}
-
-# owner_logfile FILE: create/truncate FILE as the owner; prints its name.
-owner_logfile() {
-    as_owner rm -f -- "$1" || return 1
-    owner_write "$1" </dev/null || return 1
-    echo "$1"
-}
-
 CHANGED=0 # set when `up` had to start or create something
 
-
-node_port() {
-    case $1 in
-    primary) echo "$PG_PORT" ;;
-    replica1) echo "$R1_PORT" ;;
-    replica2) echo "$R2_PORT" ;;
-    *) die "unknown node '$1'" ;;
-    esac
-}
-node_dir() { echo "$BASE/$1"; }
-node_data() { echo "$BASE/$1/data"; }
-node_sock() { echo "$BASE/$1/sock"; }
-node_log() { echo "$BASE/$1.log"; }
-
-# replica_node N: map a user-supplied replica number to a node name.
-replica_node() {
-    case ${1-} in
-    1 | r1 | replica1) echo replica1 ;;
-    2 | r2 | replica2) echo replica2 ;;
-    *) die "replica must be 1 or 2 (got '${1-}')" ;;
-    esac
-}
-
-# any_node ARG: primary|1|2 (and aliases) to a node name.
-any_node() {
-    case ${1-} in
-    primary | p | 0) echo primary ;;
-    *) replica_node "${1-}" ;;
-    esac
-}
-
-# pg_query PORT DB SQL: run SQL, print the unaligned tuples-only result.
-# Fails quietly when the server does not answer.
-pg_query() {
-    PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 \
-        -h "$HOST" -p "$1" -U "$PG_SUPERUSER" -d "$2" -c "$3" 2>/dev/null
-}
-
-# pid_alive PID: PID exists and is not a zombie (a killed daemon may linger
-# as a zombie until init reaps it; kill -0 and pg_ctl status count it alive).
-pid_alive() {
-    local st
-    [[ ${1-} =~ ^[0-9]+$ ]] || return 1
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    st=${st%% *}
-    [[ $st != Z && $st != X ]]
-}
-
-# node_running NODE: its postmaster is alive (pg_ctl status, minus zombies).
-node_running() {
-    local data
-    data=$(node_data "$1")
-    [[ -f $data/PG_VERSION ]] || return 1
-    as_owner "$PG_BIN/pg_ctl" status -D "$data" >/dev/null 2>&1 || return 1
-    pid_alive "$(head -n 1 -- "$data/postmaster.pid" 2>/dev/null)"
-}
-
-node_pid() {
-    local data
-    data=$(node_data "$1")
-    if [[ -r $data/postmaster.pid ]]; then
-        head -n 1 -- "$data/postmaster.pid"
-    else
-        echo "?"
-    fi
-}
-
-node_answers() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT 1') == 1 ]]; }
-node_in_recovery() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT pg_is_in_recovery()') == t ]]; }
-node_is_primary() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT pg_is_in_recovery()') == f ]]; }
-
-# replica_streaming NODE: the primary sees NODE's walreceiver streaming.
-replica_streaming() {
-    [[ $(pg_query "$PG_PORT" postgres \
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'dlb-$1' AND state = 'streaming'") == 1 ]]
-}
-
-streaming_count() {
-    pg_query "$PG_PORT" postgres \
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name IN ('dlb-replica1', 'dlb-replica2') AND state = 'streaming'" ||
-        echo 0
-}
-
-both_streaming() { [[ $(streaming_count) == 2 ]]; }
-
-db_visible() { # NODE
-    [[ $(pg_query "$(node_port "$1")" postgres "SELECT count(*) FROM pg_database WHERE datname = '$DB'") == 1 ]]
-}
-
-# port_in_use PORT: something accepts TCP connections on 127.0.0.1:PORT.
-port_in_use() {
-    (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
-}
-
-# wait_until SECONDS WHAT LOGFILE CMD...: bounded polling until CMD succeeds.
-wait_until() {
-    local timeout=$1 what=$2 logfile=$3
-    shift 3
-    local deadline=$((SECONDS + timeout))
-    until "$@"; do
-        if ((SECONDS >= deadline)); then
-            die_log "$logfile" "timed out after ${timeout}s waiting for $what"
-        fi
-        sleep 0.2
-    done
-}
-
-# Serialize mutating commands (tests may call this script concurrently).
-# The lock lives next to (not inside) the base dir because `down` removes it.
-take_lock() {
-    command -v flock >/dev/null 2>&1 || return 0
-    if [[ ! -e $LOCK_FILE ]]; then
-        (umask 000 && : >>"$LOCK_FILE") 2>/dev/null || true
-    fi
-    if [[ -r $LOCK_FILE ]]; then
-        exec 9<"$LOCK_FILE"
-        flock -w "$TIMEOUT" 9 || die "could not get the lock $LOCK_FILE within ${TIMEOUT}s (another testenv.sh still running?)"
-    else
-        warn "cannot create/read lock file $LOCK_FILE; continuing without locking"
-    fi
-}
-
-check_socket_path() {
-    local n p
-    for n in "${NODES[@]}"; do
-        p="$(node_sock "$n")/.s.PGSQL.$(node_port "$n")"
-        ((${#p} < 100)) || die "unix socket path too long (${#p} chars): $p; use a shorter DLB_TESTENV_DIR"
-    done
-}
+# The parts, by service: they define functions and only their own settings (NODES and PG_BIN
+# in postgres.sh; CLUSTER_NODES and the Redis ACL user in redis.sh). This file keeps the
+# shared settings above and the commands below.
+TESTENV_LIB="$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")/testenv" # also when run through a symlink
+# shellcheck source=testenv/common.sh
+source "$TESTENV_LIB/common.sh"
+# shellcheck source=testenv/postgres.sh
+source "$TESTENV_LIB/postgres.sh"
+# shellcheck source=testenv/redis.sh
+source "$TESTENV_LIB/redis.sh"
 
 check_settings() {
     local v
@@ -295,340 +90,6 @@ check_settings() {
     done
     [[ $BASE == /* ]] || die "DLB_TESTENV_DIR must be an absolute path (got '$BASE')"
     [[ $BASE != / ]] || die "DLB_TESTENV_DIR must not be /"
-}
-
-# ---------------------------------------------------------------------------
-# base dir
-# ---------------------------------------------------------------------------
-
-# ensure_base: create the base dir (owned by the env owner) with its marker.
-ensure_base() {
-    if [[ -d $BASE && ! -e $MARKER ]]; then
-        if [[ -n $(ls -A -- "$BASE") ]]; then
-            die "$BASE exists, is not empty and was not created by testenv.sh (no $MARKER); refusing to use it"
-        fi
-    fi
-    mkdir -p -- "$BASE"
-    if ((EUID == 0)); then
-        chown "$RUN_AS:" -- "$BASE"
-    elif [[ ! -O $BASE ]]; then
-        die "$BASE is not owned by $(id -un); remove it or set DLB_TESTENV_DIR"
-    fi
-    chmod 0755 -- "$BASE"
-    [[ -e $MARKER ]] || echo "dlb test environment; managed by $SCRIPT_PATH" | owner_write "$MARKER"
-}
-
-remove_base() {
-    [[ -e $BASE ]] || return 0
-    if [[ ! -e $MARKER ]]; then
-        if [[ -d $BASE && -z $(ls -A -- "$BASE") ]]; then
-            rmdir -- "$BASE"
-            return 0
-        fi
-        die "refusing to remove $BASE: it has no $MARKER (not created by testenv.sh)"
-    fi
-    rm -rf -- "$BASE"
-}
-
-# ---------------------------------------------------------------------------
-# PostgreSQL nodes
-# ---------------------------------------------------------------------------
-
-# write_node_conf NODE: settings for NODE, included from postgresql.conf.
-# The primary's postgresql.conf (with the include line) is copied to the
-# replicas by pg_basebackup; each replica then gets its own include file.
-write_node_conf() {
-    local node=$1
-    owner_write "$(node_data "$node")/dlb_testenv.conf" <<EOF
-# Written by testenv.sh; node-specific settings for the dlb test environment.
-listen_addresses = '$HOST'
-port = $(node_port "$node")
-unix_socket_directories = '$(node_sock "$node")'
-cluster_name = 'dlb-$node'
-max_connections = 200
-shared_buffers = 32MB
-wal_level = replica
-max_wal_senders = 10
-max_replication_slots = 10
-wal_keep_size = 256MB
-hot_standby = on
-hot_standby_feedback = on
-wal_receiver_status_interval = 1s
-fsync = off
-full_page_writes = off
-logging_collector = off
-log_line_prefix = '%m [%p] %q%u@%d '
-log_timezone = 'UTC'
-timezone = 'UTC'
-EOF
-}
-
-pg_start() { # NODE
-    local node=$1 logfile
-    logfile=$(node_log "$node")
-    log "starting $node (port $(node_port "$node"))"
-    CHANGED=1
-    if port_in_use "$(node_port "$node")"; then
-        die "port $(node_port "$node") on $HOST is already in use by another process; stop it or choose another port (see the DLB_TESTENV_*_PORT variables)"
-    fi
-    as_owner mkdir -p -- "$(node_sock "$node")"
-    if ! as_owner "$PG_BIN/pg_ctl" start -w -t "$TIMEOUT" -D "$(node_data "$node")" -l "$logfile" >/dev/null; then
-        die_log "$logfile" "pg_ctl start failed for $node"
-    fi
-}
-
-# pg_stop NODE MODE: stop NODE if running (falls back to immediate).
-pg_stop() {
-    local node=$1 mode=$2
-    node_running "$node" || return 0
-    log "stopping $node (-m $mode)"
-    if ! as_owner "$PG_BIN/pg_ctl" stop -w -t "$TIMEOUT" -m "$mode" -D "$(node_data "$node")" >/dev/null; then
-        if [[ $mode != immediate ]]; then
-            warn "pg_ctl stop -m $mode failed for $node; retrying with -m immediate"
-            as_owner "$PG_BIN/pg_ctl" stop -w -t "$TIMEOUT" -m immediate -D "$(node_data "$node")" >/dev/null ||
-                die_log "$(node_log "$node")" "could not stop $node"
-        else
-            die_log "$(node_log "$node")" "could not stop $node"
-        fi
-    fi
-}
-
-create_primary() {
-    local data initdb_log
-    data=$(node_data primary)
-    log "initdb primary in $data"
-    CHANGED=1
-    as_owner mkdir -p -- "$(node_dir primary)" "$(node_sock primary)"
-    initdb_log=$(owner_logfile "$BASE/initdb.log")
-    if ! as_owner "$PG_BIN/initdb" -D "$data" -U "$PG_SUPERUSER" --auth=trust \
-        -E UTF8 --locale=C --no-sync --no-instructions >>"$initdb_log" 2>&1; then
-        die_log "$initdb_log" "initdb failed"
-    fi
-    owner_write "$data/pg_hba.conf" <<'EOF'
-# Written by testenv.sh: trust everything local (loopback-only test cluster).
-# TYPE  DATABASE     USER  ADDRESS       METHOD
-local   all          all                 trust
-local   replication  all                 trust
-host    all          all   127.0.0.1/32  trust
-host    replication  all   127.0.0.1/32  trust
-EOF
-    printf "\n# dlb test environment settings\ninclude 'dlb_testenv.conf'\n" |
-        as_owner tee -a -- "$data/postgresql.conf" >/dev/null
-    write_node_conf primary
-}
-
-create_replica() { # NODE
-    local node=$1 data bb_log
-    data=$(node_data "$node")
-    log "pg_basebackup $node from primary"
-    CHANGED=1
-    as_owner rm -rf -- "$(node_dir "$node")"
-    as_owner mkdir -p -- "$(node_dir "$node")" "$(node_sock "$node")"
-    bb_log=$(owner_logfile "$BASE/$node-basebackup.log")
-    if ! as_owner "$PG_BIN/pg_basebackup" -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -w \
-        -D "$data" -X stream -R -c fast --no-sync >>"$bb_log" 2>&1; then
-        die_log "$bb_log" "pg_basebackup for $node failed"
-    fi
-    write_node_conf "$node"
-}
-
-replica_valid() { # NODE: data dir looks like a standby created by us
-    local data
-    data=$(node_data "$1")
-    [[ -f $data/PG_VERSION && -f $data/standby.signal && -f $data/dlb_testenv.conf ]]
-}
-
-# ensure_replica NODE: make NODE run (start, or rebuild if needed).
-ensure_replica() {
-    local node=$1
-    if node_running "$node"; then
-        return 0
-    fi
-    if replica_valid "$node"; then
-        if port_in_use "$(node_port "$node")"; then
-            die "port $(node_port "$node") on $HOST is already in use by another process; stop it or choose another port"
-        fi
-        as_owner mkdir -p -- "$(node_sock "$node")"
-        log "starting $node (port $(node_port "$node"))"
-        CHANGED=1
-        if as_owner "$PG_BIN/pg_ctl" start -w -t "$TIMEOUT" -D "$(node_data "$node")" -l "$(node_log "$node")" >/dev/null; then
-            return 0
-        fi
-        warn "$node failed to start (see $(node_log "$node")); recreating it"
-        as_owner "$PG_BIN/pg_ctl" stop -m immediate -D "$(node_data "$node")" >/dev/null 2>&1 || true
-    fi
-    create_replica "$node"
-    pg_start "$node"
-}
-
-wait_replica_ready() { # NODE
-    local node=$1 logfile
-    logfile=$(node_log "$node")
-    wait_until "$TIMEOUT" "$node to answer on port $(node_port "$node")" "$logfile" node_answers "$node"
-    wait_until "$TIMEOUT" "$node to be in recovery (pg_is_in_recovery() = t)" "$logfile" node_in_recovery "$node"
-    wait_until "$TIMEOUT" "$node to stream from the primary (pg_stat_replication)" "$logfile" replica_streaming "$node"
-}
-
-# ---------------------------------------------------------------------------
-# Redis
-# ---------------------------------------------------------------------------
-
-# Redis instances: "redis" (standalone, $REDIS_PORT) and "redis-c1".."redis-c3" (the three
-# masters of a Redis Cluster, $CLUSTER_PORT..+2), each with its own directory.
-redis_port() { # NAME
-    case $1 in
-    redis) echo "$REDIS_PORT" ;;
-    redis-c1) echo "$CLUSTER_PORT" ;;
-    redis-c2) echo $((CLUSTER_PORT + 1)) ;;
-    redis-c3) echo $((CLUSTER_PORT + 2)) ;;
-    redis-tls) echo "$TLS_PORT" ;;
-    *) die "unknown redis instance '$1'" ;;
-    esac
-}
-redis_dir() { echo "$BASE/$1"; }
-redis_pidfile() { echo "$BASE/$1/redis.pid"; }
-redis_log() { echo "$BASE/$1/redis.log"; }
-
-redis_pid() { # NAME
-    local pid pidfile
-    pidfile=$(redis_pidfile "$1")
-    [[ -r $pidfile ]] || return 1
-    pid=$(head -n 1 -- "$pidfile" 2>/dev/null) || return 1 # redis removes it as it exits
-    pid_alive "$pid" || return 1
-    grep -q redis "/proc/$pid/comm" 2>/dev/null || return 1
-    echo "$pid"
-}
-
-redis_has_pid() { redis_pid "$1" >/dev/null; }
-
-# redis_cli NAME ARGS...: redis-cli to instance NAME (over TLS for redis-tls).
-redis_cli() {
-    local name=$1
-    shift
-    local -a tls=()
-    [[ $name == redis-tls ]] && tls=(--tls --cacert "$(redis_dir redis-tls)/ca.pem")
-    redis-cli -h "$HOST" -p "$(redis_port "$name")" "${tls[@]}" "$@"
-}
-
-redis_ping() { # NAME
-    [[ $(redis_cli "$1" ping 2>/dev/null) == PONG ]]
-}
-
-# tls_certs DIR: a test CA and a server certificate for 127.0.0.1 signed by it (once).
-tls_certs() {
-    local d=$1
-    [[ -s $d/ca.pem && -s $d/server.pem && -s $d/server.key ]] && return 0
-    log "creating a test CA and a TLS certificate for $HOST"
-    printf 'subjectAltName=IP:%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$HOST" |
-        owner_write "$d/server.ext"
-    {
-        as_owner openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=dlb test CA" \
-            -keyout "$d/ca.key" -out "$d/ca.pem" &&
-            as_owner openssl req -newkey rsa:2048 -nodes -subj "/CN=$HOST" \
-                -keyout "$d/server.key" -out "$d/server.csr" &&
-            as_owner openssl x509 -req -days 3650 -in "$d/server.csr" -CA "$d/ca.pem" \
-                -CAkey "$d/ca.key" -CAcreateserial -extfile "$d/server.ext" -out "$d/server.pem"
-    } >"$d/openssl.log" 2>&1 || die_log "$d/openssl.log" "creating the test TLS certificates failed"
-}
-
-redis_start() { # NAME
-    local name=$1 port logfile pidfile
-    local -a extra=()
-    port=$(redis_port "$name")
-    logfile=$(redis_log "$name")
-    pidfile=$(redis_pidfile "$name")
-    if redis_pid "$name" >/dev/null; then
-        wait_until "$TIMEOUT" "$name to answer PING on port $port" "$logfile" redis_ping "$name"
-        return 0
-    fi
-    if port_in_use "$port"; then
-        die "port $port on $HOST is already in use by another process; stop it or set DLB_TESTENV_REDIS_PORT / DLB_TESTENV_REDIS_CLUSTER_PORT"
-    fi
-    if [[ $name == redis-tls ]]; then
-        as_owner mkdir -p -- "$(redis_dir "$name")"
-        tls_certs "$(redis_dir "$name")"
-        # No plain port: TLS only, server certificate from the test CA, no client certificates.
-        extra=(--port 0 --tls-port "$port" --tls-cert-file "$(redis_dir "$name")/server.pem"
-            --tls-key-file "$(redis_dir "$name")/server.key"
-            --tls-ca-cert-file "$(redis_dir "$name")/ca.pem" --tls-auth-clients no)
-    fi
-    if [[ $name == redis-c* ]]; then
-        # A cluster node restarts from scratch: the cluster is (re)created by cluster_ensure.
-        as_owner rm -rf -- "$(redis_dir "$name")"
-        # The cluster bus port is explicit (the default, port + 10000, does not exist here).
-        extra=(--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000
-            --cluster-port $((port + 100)))
-    fi
-    as_owner mkdir -p -- "$(redis_dir "$name")"
-    as_owner rm -f -- "$pidfile"
-    log "starting $name (port $port)"
-    CHANGED=1
-    if ! as_owner redis-server --port "$port" --bind "$HOST" --save '' --appendonly no \
-        --daemonize yes --pidfile "$pidfile" --logfile "$logfile" --dir "$(redis_dir "$name")" \
-        "${extra[@]}"; then
-        die_log "$logfile" "redis-server ($name) failed to start"
-    fi
-    wait_until "$TIMEOUT" "$name to answer PING on port $port" "$logfile" redis_ping "$name"
-    wait_until "$TIMEOUT" "$name pid file $pidfile" "$logfile" redis_has_pid "$name"
-}
-
-# The standalone Redis also has an ACL user with a password (tests of authenticated stores);
-# the default user stays passwordless. Redis keeps nothing on disk, so every start sets it.
-REDIS_USER=dlb
-REDIS_PASSWORD=dlb-test-secret
-redis_standalone_start() {
-    redis_start redis
-    redis-cli -h "$HOST" -p "$REDIS_PORT" ACL SETUSER "$REDIS_USER" on ">$REDIS_PASSWORD" '~*' '+@all' >/dev/null ||
-        die_log "$(redis_log redis)" "ACL SETUSER $REDIS_USER failed"
-}
-
-redis_gone() { ! redis_pid "$1" >/dev/null; }
-
-redis_stop() { # NAME
-    local pid
-    pid=$(redis_pid "$1") || return 0
-    log "stopping $1 (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    wait_until "$TIMEOUT" "$1 (pid $pid) to exit" "$(redis_log "$1")" redis_gone "$1"
-}
-
-CLUSTER_NODES=(redis-c1 redis-c2 redis-c3)
-
-cluster_ok_on() { # NAME: the node sees the cluster as ok with all 16384 slots assigned.
-    local info
-    info=$(redis-cli -h "$HOST" -p "$(redis_port "$1")" cluster info 2>/dev/null) || return 1
-    [[ $info == *cluster_state:ok* && $info == *cluster_slots_assigned:16384* && $info == *cluster_known_nodes:3* ]]
-}
-
-cluster_ok() {
-    local n
-    for n in "${CLUSTER_NODES[@]}"; do cluster_ok_on "$n" || return 1; done
-}
-
-cluster_ensure() {
-    local n
-    local -a addrs=()
-    for n in "${CLUSTER_NODES[@]}"; do
-        redis_start "$n"
-        addrs+=("$HOST:$(redis_port "$n")")
-    done
-    cluster_ok && return 0
-    if redis-cli -h "$HOST" -p "$CLUSTER_PORT" cluster info 2>/dev/null | grep -q 'cluster_slots_assigned:0'; then
-        log "creating the Redis Cluster (3 masters: ${addrs[*]})"
-        CHANGED=1
-        redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
-            >"$BASE/redis-c1/create.log" 2>&1 ||
-            die_log "$BASE/redis-c1/create.log" "redis-cli --cluster create failed"
-    fi
-    wait_until "$TIMEOUT" "the Redis Cluster to be ok on every node" "$BASE/redis-c1/redis.log" cluster_ok
-}
-
-cluster_urls() {
-    local n sep=""
-    for n in "${CLUSTER_NODES[@]}"; do
-        printf '%sredis://%s:%s' "$sep" "$HOST" "$(redis_port "$n")"
-        sep=","
-    done
 }
 
 # ---------------------------------------------------------------------------
@@ -662,7 +123,7 @@ cmd_up() {
             die "the primary of $BASE answers on port $PG_PORT but pg_ctl (as $RUN_AS) cannot see it; refusing to touch it"
         fi
         log "stale environment in $BASE (primary not running); recreating it"
-        CHANGED=1
+        mark_changed
         teardown
     fi
     ensure_base
@@ -685,7 +146,7 @@ cmd_up() {
 
     if [[ $(pg_query "$PG_PORT" postgres "SELECT count(*) FROM pg_database WHERE datname = '$DB'") != 1 ]]; then
         log "creating database $DB"
-        CHANGED=1
+        mark_changed
         pg_query "$PG_PORT" postgres "CREATE DATABASE $DB" >/dev/null ||
             die_log "$(node_log primary)" "CREATE DATABASE $DB failed"
     fi
@@ -719,9 +180,6 @@ cmd_down() {
     teardown
     log "down ($BASE removed)"
 }
-
-# sq STRING: single-quote STRING for the shell.
-sq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
 cmd_env() {
     printf 'export DLB_TEST_PRIMARY=%s\n' "$(sq "host=$HOST port=$PG_PORT user=$PG_SUPERUSER dbname=$DB")"

@@ -47,7 +47,8 @@ export GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off CGO_ENABLED=1
 if [[ -z ${GOCACHE-} ]]; then
     cache=$(go env GOCACHE 2>/dev/null || true)
     if [[ -z $cache || $cache == off ]]; then
-        export GOCACHE="${TMPDIR:-/tmp}/dlb-go-cache-$(id -u)"
+        GOCACHE="${TMPDIR:-/tmp}/dlb-go-cache-$(id -u)"
+        export GOCACHE
     fi
 fi
 

@@ -1,106 +1,31 @@
 //! Shared support for integration tests against the real test cluster
 //! (`scripts/testenv.sh`: a primary and two streaming replicas on loopback, and Redis).
+//! The client of the environment itself ([`testenv`]) is shared with the benchmarks.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Connection details of the test cluster.
-#[derive(Debug, Clone)]
-pub struct TestEnv {
-    /// libpq key=value DSN of the primary.
-    pub primary: String,
-    /// `host:port` of replica 1 and replica 2.
-    pub replicas: Vec<String>,
-    /// `redis://` URL of the test Redis.
-    pub redis: String,
-    /// `redis://` URLs of the three masters of the test Redis Cluster.
-    pub redis_cluster: Vec<String>,
-    /// The test Redis as an ACL user with a password (`redis://user:password@host:port`).
-    pub redis_auth: String,
-    /// A TLS-only Redis (`rediss://`) and the PEM file of the test CA that signed its
-    /// certificate.
-    pub redis_tls: String,
-    pub redis_tls_ca: String,
-    script: String,
-}
+pub mod dnsmasq;
+pub mod proxy;
+pub mod testenv;
 
-fn repo_root() -> &'static str {
-    env!("CARGO_MANIFEST_DIR")
-}
+pub use testenv::*;
 
-/// The test cluster, started with `scripts/testenv.sh up` unless `DLB_TEST_PRIMARY` is set.
-pub fn env() -> &'static TestEnv {
-    static ENV: OnceLock<TestEnv> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let script = format!("{}/scripts/testenv.sh", repo_root());
-        let mut vars: HashMap<String, String> = std::env::vars().collect();
-        if !vars.contains_key("DLB_TEST_PRIMARY") {
-            run(&script, &["up"]);
-            let out = Command::new("bash")
-                .arg(&script)
-                .arg("env")
-                .output()
-                .expect("testenv env");
-            assert!(out.status.success(), "testenv.sh env failed");
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                    vars.insert(k.to_string(), v.trim_matches('\'').to_string());
-                }
-            }
-        }
-        let get = |k: &str| {
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| panic!("{k} not set"))
-        };
-        TestEnv {
-            primary: get("DLB_TEST_PRIMARY"),
-            replicas: get("DLB_TEST_REPLICAS")
-                .split(',')
-                .map(str::to_string)
-                .collect(),
-            redis: get("DLB_TEST_REDIS"),
-            redis_cluster: get("DLB_TEST_REDIS_CLUSTER")
-                .split(',')
-                .map(str::to_string)
-                .collect(),
-            redis_auth: get("DLB_TEST_REDIS_AUTH"),
-            redis_tls: get("DLB_TEST_REDIS_TLS"),
-            redis_tls_ca: get("DLB_TEST_REDIS_TLS_CA"),
-            script: vars.get("DLB_TESTENV_SCRIPT").cloned().unwrap_or(script),
-        }
-    })
-}
-
-fn run(script: &str, args: &[&str]) {
-    let st = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .status()
-        .expect("run testenv.sh");
-    assert!(st.success(), "testenv.sh {args:?} failed");
-}
-
-/// Serializes tests that use the cluster (across test binaries too: a file lock), so that
+/// Serializes tests that use the cluster (across test binaries too: [`CLUSTER_LOCK`]), so that
 /// pausing or stopping a replica in one test cannot disturb another. Released on drop, which
-/// also restores every replica (resumed, running).
+/// also restores every replica (resumed, running) and Redis.
 pub struct ClusterLock {
     _file: File,
 }
 
 pub fn lock_cluster() -> ClusterLock {
-    let e = env();
-    let file = File::create("/tmp/dlb-tests.lock").expect("lock file");
-    // SAFETY: plain flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock");
-    let l = ClusterLock { _file: file };
-    if let Err(e) = restore(e) {
+    env();
+    let l = ClusterLock {
+        _file: flock_cluster(),
+    };
+    if let Err(e) = restore() {
         panic!("cannot restore the test cluster: {e}");
     }
     l
@@ -109,90 +34,10 @@ pub fn lock_cluster() -> ClusterLock {
 impl Drop for ClusterLock {
     fn drop(&mut self) {
         // Never panic here: this runs while a failed test unwinds.
-        if let Err(e) = restore(env()) {
+        if let Err(e) = restore() {
             eprintln!("warning: cannot restore the test cluster: {e}");
         }
     }
-}
-
-/// Every replica running and replaying, and the standalone Redis running.
-fn restore(e: &TestEnv) -> Result<(), String> {
-    let st = Command::new("bash")
-        .arg(&e.script)
-        .arg("start-redis")
-        .stdout(std::process::Stdio::null())
-        .status();
-    if !st.is_ok_and(|s| s.success()) {
-        return Err("start-redis failed".into());
-    }
-    for n in 1..=2 {
-        let st = Command::new("bash")
-            .arg(&e.script)
-            .args(["start-replica", &n.to_string()])
-            .status();
-        if !st.is_ok_and(|s| s.success()) {
-            return Err(format!("start-replica {n} failed"));
-        }
-        let mut c = postgres::Client::connect(&replica_dsn(n), postgres::NoTls)
-            .map_err(|e| e.to_string())?;
-        c.simple_query("SELECT pg_wal_replay_resume()")
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Replica `n` (1 or 2) as `host:port`.
-pub fn replica_addr(n: usize) -> &'static str {
-    &env().replicas[n - 1]
-}
-
-/// The primary's DSN with host and port replaced by replica `n`'s.
-pub fn replica_dsn(n: usize) -> String {
-    let (host, port) = replica_addr(n).rsplit_once(':').unwrap();
-    // Replace, not append: a second `host=` adds a host in libpq syntax.
-    let rest: Vec<&str> = env()
-        .primary
-        .split_whitespace()
-        .filter(|kv| !kv.starts_with("host=") && !kv.starts_with("port="))
-        .collect();
-    format!("host={host} port={port} {}", rest.join(" "))
-}
-
-pub fn primary_client() -> postgres::Client {
-    postgres::Client::connect(&env().primary, postgres::NoTls).expect("connect primary")
-}
-
-pub fn replica_client(n: usize) -> postgres::Client {
-    postgres::Client::connect(&replica_dsn(n), postgres::NoTls).expect("connect replica")
-}
-
-pub fn pause_replay(n: usize) {
-    replica_client(n)
-        .simple_query("SELECT pg_wal_replay_pause()")
-        .expect("pause");
-}
-
-pub fn resume_replay(n: usize) {
-    replica_client(n)
-        .simple_query("SELECT pg_wal_replay_resume()")
-        .expect("resume");
-}
-
-pub fn stop_replica(n: usize) {
-    run(&env().script, &["stop-replica", &n.to_string()]);
-}
-
-pub fn start_replica(n: usize) {
-    run(&env().script, &["start-replica", &n.to_string()]);
-}
-
-/// Stops the standalone test Redis (restored by the [`ClusterLock`]).
-pub fn stop_redis() {
-    run(&env().script, &["stop-redis"]);
-}
-
-pub fn start_redis() {
-    run(&env().script, &["start-redis"]);
 }
 
 /// Writes about `kb` KiB of WAL on the primary in one transaction.
@@ -206,21 +51,6 @@ pub fn generate_wal(kb: usize) {
     )
     .unwrap();
 }
-
-/// Polls `cond` every 20 ms until it holds; panics with `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Generous bound for cluster state changes (checks run every 100 ms in tests).
-pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A config for the test cluster with both replicas and a fast monitor.
 pub fn config() -> dlb::ConfigBuilder {
@@ -239,12 +69,6 @@ pub fn replica_state(lb: &dlb::Balancer, addr: &str) -> (String, Option<String>)
         .find(|r| r.host.addr == addr)
         .expect("replica in status");
     (r.state.to_string(), r.reason.map(str::to_string))
-}
-
-pub fn wait_healthy(lb: &dlb::Balancer, n: usize) {
-    wait_until(&format!("{n} replicas healthy"), WAIT, || {
-        lb.status().healthy_replicas == n
-    });
 }
 
 /// Creates the test table and waits until both replicas have it.
@@ -291,6 +115,3 @@ impl Readers {
             .is_some()
     }
 }
-
-pub mod dnsmasq;
-pub mod proxy;
