@@ -172,6 +172,11 @@ log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
 EOF
+    if [[ $node == c2* ]]; then
+        # The drills push cluster 2's WAL past the main cluster's with pg_switch_wal(): new
+        # segments need not be zero-filled for that.
+        echo "wal_init_zero = off" | as_owner tee -a -- "$(node_data "$node")/dlb_testenv.conf" >/dev/null
+    fi
 }
 
 pg_start() { # NODE
