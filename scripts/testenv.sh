@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # shellcheck source-path=SCRIPTDIR
 # dlb test environment: one PostgreSQL primary, two streaming hot-standby
-# replicas, one Redis (and a TLS-only one) and a Redis Cluster of three masters, all on 127.0.0.1
+# replicas, a second independent PostgreSQL cluster ("cluster 2": its own initdb,
+# a primary and two streaming replicas), one Redis (and a TLS-only one) and a Redis Cluster of three masters, all on 127.0.0.1
 # with their own ports, all state
 # under one base directory.
 #
@@ -16,13 +17,19 @@
 #   resume-replica N    SELECT pg_wal_replay_resume() on replica N
 #   stop-redis          stop the standalone Redis (idempotent)
 #   start-redis         start it again and wait until it answers PING
-#   psql NODE [ARGS]    psql to NODE (primary|1|2) as postgres on dlb_test
+#   reset-cluster2      rebuild cluster 2 from scratch (after the failover drill)
+#   psql NODE [ARGS]    psql to NODE (primary|1|2|c2|c2-1|c2-2) as postgres on dlb_test
+#
+# Replica numbers N are 1|2 for the main cluster, c2-1|c2-2 for cluster 2.
 #
 # Environment:
 #   DLB_TESTENV_DIR            base dir                (default /tmp/dlb-testenv)
 #   DLB_TESTENV_PG_PORT        primary port            (default 55432)
 #   DLB_TESTENV_REPLICA1_PORT  replica 1 port          (default primary+1)
 #   DLB_TESTENV_REPLICA2_PORT  replica 2 port          (default primary+2)
+#   DLB_TESTENV_CLUSTER2_PORT  cluster 2 primary port  (default primary+10)
+#   DLB_TESTENV_CLUSTER2_REPLICA1_PORT  cluster 2 replica 1 port (default cluster 2 primary+1)
+#   DLB_TESTENV_CLUSTER2_REPLICA2_PORT  cluster 2 replica 2 port (default cluster 2 primary+2)
 #   DLB_TESTENV_REDIS_PORT     Redis port              (default 56379)
 #   DLB_TESTENV_REDIS_TLS_PORT TLS-only Redis port     (default Redis+4)
 #   DLB_TESTENV_REDIS_CLUSTER_PORT  first of the 3 Redis Cluster masters' ports (default Redis+1;
@@ -51,6 +58,9 @@ BASE="${BASE%/}"
 PG_PORT="${DLB_TESTENV_PG_PORT:-55432}"
 R1_PORT="${DLB_TESTENV_REPLICA1_PORT:-$((PG_PORT + 1))}"
 R2_PORT="${DLB_TESTENV_REPLICA2_PORT:-$((PG_PORT + 2))}"
+C2_PORT="${DLB_TESTENV_CLUSTER2_PORT:-$((PG_PORT + 10))}"
+C2_R1_PORT="${DLB_TESTENV_CLUSTER2_REPLICA1_PORT:-$((C2_PORT + 1))}"
+C2_R2_PORT="${DLB_TESTENV_CLUSTER2_REPLICA2_PORT:-$((C2_PORT + 2))}"
 REDIS_PORT="${DLB_TESTENV_REDIS_PORT:-56379}"
 CLUSTER_PORT="${DLB_TESTENV_REDIS_CLUSTER_PORT:-$((REDIS_PORT + 1))}"
 TLS_PORT="${DLB_TESTENV_REDIS_TLS_PORT:-$((REDIS_PORT + 4))}"
@@ -85,7 +95,7 @@ source "$TESTENV_LIB/redis.sh"
 
 check_settings() {
     local v
-    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$REDIS_PORT" "$CLUSTER_PORT" "$TLS_PORT" "$TIMEOUT"; do
+    for v in "$PG_PORT" "$R1_PORT" "$R2_PORT" "$C2_PORT" "$C2_R1_PORT" "$C2_R2_PORT" "$REDIS_PORT" "$CLUSTER_PORT" "$TLS_PORT" "$TIMEOUT"; do
         [[ $v =~ ^[0-9]+$ ]] || die "ports and DLB_TESTENV_TIMEOUT must be numbers (got '$v')"
     done
     [[ $BASE == /* ]] || die "DLB_TESTENV_DIR must be an absolute path (got '$BASE')"
@@ -99,7 +109,7 @@ check_settings() {
 teardown() {
     local n
     if [[ -d $BASE ]]; then
-        for n in replica2 replica1 primary; do
+        for n in replica2 replica1 primary c2replica2 c2replica1 c2primary; do
             pg_stop "$n" fast
         done
         for n in redis redis-tls "${CLUSTER_NODES[@]}"; do
@@ -143,15 +153,9 @@ cmd_up() {
     wait_replica_ready replica1
     wait_replica_ready replica2
     wait_until "$TIMEOUT" "2 streaming replicas in pg_stat_replication on the primary" "$(node_log primary)" both_streaming
+    ensure_database primary
 
-    if [[ $(pg_query "$PG_PORT" postgres "SELECT count(*) FROM pg_database WHERE datname = '$DB'") != 1 ]]; then
-        log "creating database $DB"
-        mark_changed
-        pg_query "$PG_PORT" postgres "CREATE DATABASE $DB" >/dev/null ||
-            die_log "$(node_log primary)" "CREATE DATABASE $DB failed"
-    fi
-    wait_until "$TIMEOUT" "database $DB on replica1" "$(node_log replica1)" db_visible replica1
-    wait_until "$TIMEOUT" "database $DB on replica2" "$(node_log replica2)" db_visible replica2
+    cluster2_ensure
 
     redis_standalone_start
     redis_start redis-tls
@@ -162,7 +166,7 @@ cmd_up() {
     else
         log "already up; verified (nothing to do)"
     fi
-    log "primary $HOST:$PG_PORT, replicas $HOST:$R1_PORT,$HOST:$R2_PORT, redis $HOST:$REDIS_PORT, redis cluster $(cluster_urls) (dir $BASE)"
+    log "primary $HOST:$PG_PORT, replicas $HOST:$R1_PORT,$HOST:$R2_PORT, cluster 2 $HOST:$C2_PORT (replicas $HOST:$C2_R1_PORT,$HOST:$C2_R2_PORT), redis $HOST:$REDIS_PORT, redis cluster $(cluster_urls) (dir $BASE)"
     log "use: eval \"\$($SCRIPT_PATH env)\""
 }
 
@@ -184,6 +188,8 @@ cmd_down() {
 cmd_env() {
     printf 'export DLB_TEST_PRIMARY=%s\n' "$(sq "host=$HOST port=$PG_PORT user=$PG_SUPERUSER dbname=$DB")"
     printf 'export DLB_TEST_REPLICAS=%s\n' "$(sq "$HOST:$R1_PORT,$HOST:$R2_PORT")"
+    printf 'export DLB_TEST_CLUSTER2_PRIMARY=%s\n' "$(sq "host=$HOST port=$C2_PORT user=$PG_SUPERUSER dbname=$DB")"
+    printf 'export DLB_TEST_CLUSTER2_REPLICAS=%s\n' "$(sq "$HOST:$C2_R1_PORT,$HOST:$C2_R2_PORT")"
     printf 'export DLB_TEST_REDIS=%s\n' "$(sq "redis://$HOST:$REDIS_PORT")"
     printf 'export DLB_TEST_REDIS_CLUSTER=%s\n' "$(sq "$(cluster_urls)")"
     printf 'export DLB_TEST_REDIS_AUTH=%s\n' "$(sq "redis://$REDIS_USER:$REDIS_PASSWORD@$HOST:$REDIS_PORT")"
@@ -200,12 +206,12 @@ cmd_status() {
     check_pg_bin
     local ok=0 n port info state
     echo "base dir: $BASE$([[ -e $MARKER ]] || echo ' (absent)')"
-    for n in "${NODES[@]}"; do
+    for n in "${NODES[@]}" "${C2_NODES[@]}"; do
         port=$(node_port "$n")
         if [[ -e $MARKER ]] && node_running "$n"; then
-            if [[ $n == primary ]]; then
+            if [[ $n == primary || $n == c2primary ]]; then
                 if node_is_primary "$n"; then
-                    info="primary, streaming replicas: $(streaming_count)/2"
+                    info="primary, streaming replicas: $(streaming_count "$n")/2"
                 else
                     info="NOT ANSWERING"
                     ok=1
@@ -221,9 +227,9 @@ cmd_status() {
                     info="replica, $state, $(replica_streaming "$n" && echo streaming || echo 'not streaming')"
                 fi
             fi
-            printf '%-9s %s:%-5s up (pid %s)  %s\n' "$n" "$HOST" "$port" "$(node_pid "$n")" "$info"
+            printf '%-10s %s:%-5s up (pid %s)  %s\n' "$n" "$HOST" "$port" "$(node_pid "$n")" "$info"
         else
-            printf '%-9s %s:%-5s DOWN\n' "$n" "$HOST" "$port"
+            printf '%-10s %s:%-5s DOWN\n' "$n" "$HOST" "$port"
             ok=1
         fi
     done
@@ -235,9 +241,9 @@ cmd_status() {
             if [[ $n == redis-c* ]]; then
                 if cluster_ok_on "$n"; then info="PONG, cluster ok"; else info="PONG, CLUSTER NOT OK" ok=1; fi
             fi
-            printf '%-9s %s:%-5s up (pid %s)  %s\n' "$n" "$HOST" "$port" "$rpid" "$info"
+            printf '%-10s %s:%-5s up (pid %s)  %s\n' "$n" "$HOST" "$port" "$rpid" "$info"
         else
-            printf '%-9s %s:%-5s DOWN\n' "$n" "$HOST" "$port"
+            printf '%-10s %s:%-5s DOWN\n' "$n" "$HOST" "$port"
             ok=1
         fi
     done
@@ -304,6 +310,19 @@ cmd_replay() { # pause|resume N
     log "$node: WAL replay ${what}d (state: $state)"
 }
 
+cmd_reset_cluster2() {
+    check_settings
+    check_user
+    check_pg_bin
+    require_env
+    take_lock
+    local start=$SECONDS
+    log "rebuilding cluster 2"
+    cluster2_remove
+    cluster2_ensure
+    log "cluster 2 rebuilt in $((SECONDS - start))s: primary $HOST:$C2_PORT, replicas $HOST:$C2_R1_PORT,$HOST:$C2_R2_PORT"
+}
+
 cmd_redis() { # stop|start
     check_settings
     check_redis_bin
@@ -330,9 +349,10 @@ usage() {
     cat <<EOF
 Usage: $(basename -- "$0") COMMAND [ARGS]
   up | down | env | status
-  stop-replica N | start-replica N | pause-replica N | resume-replica N   (N = 1|2)
+  stop-replica N | start-replica N | pause-replica N | resume-replica N   (N = 1|2|c2-1|c2-2)
+  reset-cluster2
   stop-redis | start-redis   (the standalone Redis)
-  psql primary|1|2 [psql args...]
+  psql primary|1|2|c2|c2-1|c2-2 [psql args...]
 EOF
 }
 
@@ -348,10 +368,11 @@ main() {
     start-replica) cmd_start_replica "$@" ;;
     pause-replica) cmd_replay pause "$@" ;;
     resume-replica) cmd_replay resume "$@" ;;
+    reset-cluster2) cmd_reset_cluster2 ;;
     stop-redis) cmd_redis stop ;;
     start-redis) cmd_redis start ;;
     psql)
-        (($# > 0)) || die "usage: psql primary|1|2 [psql args...]"
+        (($# > 0)) || die "usage: psql primary|1|2|c2|c2-1|c2-2 [psql args...]"
         cmd_psql "$@"
         ;;
     -h | --help | help) usage ;;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::dnsmasq::Dnsmasq;
-use common::proxy::DelayProxy;
+use common::proxy::Proxy;
 use common::*;
 use dlb::{Balancer, ConnectivityConfig, DnsConfig, DnsRecordType, Reason, Role};
 
@@ -303,7 +303,7 @@ fn a_stopped_replica_is_dropped_after_the_first_reported_failure_and_readmitted_
 fn a_slow_replica_is_quarantined_then_readmitted_when_fast_again() {
     let _l = lock_cluster();
     capture_logs();
-    let proxy = DelayProxy::start(replica_addr(1));
+    let proxy = Proxy::start(replica_addr(1));
     let lb = Balancer::new(
         dlb::Config::builder(env().primary.clone())
             .replica_hosts([proxy.addr.clone(), replica_addr(2).to_string()])

@@ -8,14 +8,6 @@ use std::time::Duration;
 use common::*;
 use dlb::{Balancer, Role};
 
-fn replica_status(lb: &Balancer, addr: &str) -> dlb::ReplicaStatus {
-    lb.status()
-        .replicas
-        .into_iter()
-        .find(|r| r.host.addr == addr)
-        .expect("replica in status")
-}
-
 #[test]
 fn status_shows_who_answers_behind_each_address() {
     let _l = lock_cluster();

@@ -1,11 +1,15 @@
 # shellcheck shell=bash
 # Part of scripts/testenv.sh, which sources it (not a command of its own): the PostgreSQL
-# primary and its two streaming replicas (binaries, nodes, queries, creation, start/stop).
+# primary and its two streaming replicas, and cluster 2 (its own initdb, so another
+# system_identifier: a primary and two streaming replicas) (binaries, nodes, queries, creation,
+# start/stop).
 #
 # Uses the settings testenv.sh defines before sourcing it (BASE, HOST, DB, PG_SUPERUSER,
-# PG_PORT, R1_PORT, R2_PORT, TIMEOUT) and the helpers of common.sh.
+# PG_PORT, R1_PORT, R2_PORT, C2_PORT, C2_R1_PORT, C2_R2_PORT, TIMEOUT) and the helpers of
+# common.sh.
 
 NODES=(primary replica1 replica2)
+C2_NODES=(c2primary c2replica1 c2replica2)
 
 default_pg_bin() {
     local d
@@ -33,7 +37,28 @@ node_port() {
     primary) echo "$PG_PORT" ;;
     replica1) echo "$R1_PORT" ;;
     replica2) echo "$R2_PORT" ;;
+    c2primary) echo "$C2_PORT" ;;
+    c2replica1) echo "$C2_R1_PORT" ;;
+    c2replica2) echo "$C2_R2_PORT" ;;
     *) die "unknown node '$1'" ;;
+    esac
+}
+
+# node_upstream NODE: the primary a replica streams from.
+node_upstream() {
+    case $1 in
+    replica1 | replica2) echo primary ;;
+    c2replica1 | c2replica2) echo c2primary ;;
+    *) die "'$1' is not a replica" ;;
+    esac
+}
+
+# replicas_of PRIMARY: its two replicas.
+replicas_of() {
+    case $1 in
+    primary) echo replica1 replica2 ;;
+    c2primary) echo c2replica1 c2replica2 ;;
+    *) die "'$1' is not a primary" ;;
     esac
 }
 node_dir() { echo "$BASE/$1"; }
@@ -46,7 +71,9 @@ replica_node() {
     case ${1-} in
     1 | r1 | replica1) echo replica1 ;;
     2 | r2 | replica2) echo replica2 ;;
-    *) die "replica must be 1 or 2 (got '${1-}')" ;;
+    c2-1 | c2replica1) echo c2replica1 ;;
+    c2-2 | c2replica2) echo c2replica2 ;;
+    *) die "replica must be 1 or 2 (or c2-1|c2-2 for cluster 2; got '${1-}')" ;;
     esac
 }
 
@@ -54,6 +81,7 @@ replica_node() {
 any_node() {
     case ${1-} in
     primary | p | 0) echo primary ;;
+    c2 | c2primary) echo c2primary ;;
     *) replica_node "${1-}" ;;
     esac
 }
@@ -88,19 +116,22 @@ node_answers() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT 1') == 1 ]];
 node_in_recovery() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT pg_is_in_recovery()') == t ]]; }
 node_is_primary() { [[ $(pg_query "$(node_port "$1")" postgres 'SELECT pg_is_in_recovery()') == f ]]; }
 
-# replica_streaming NODE: the primary sees NODE's walreceiver streaming.
+# replica_streaming NODE: its primary sees NODE's walreceiver streaming.
 replica_streaming() {
-    [[ $(pg_query "$PG_PORT" postgres \
+    [[ $(pg_query "$(node_port "$(node_upstream "$1")")" postgres \
         "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'dlb-$1' AND state = 'streaming'") == 1 ]]
 }
 
+# streaming_count [PRIMARY]: how many of its two replicas stream from PRIMARY (default primary).
 streaming_count() {
-    pg_query "$PG_PORT" postgres \
-        "SELECT count(*) FROM pg_stat_replication WHERE application_name IN ('dlb-replica1', 'dlb-replica2') AND state = 'streaming'" ||
+    local p=${1:-primary} a b
+    read -r a b <<<"$(replicas_of "$p")"
+    pg_query "$(node_port "$p")" postgres \
+        "SELECT count(*) FROM pg_stat_replication WHERE application_name IN ('dlb-$a', 'dlb-$b') AND state = 'streaming'" ||
         echo 0
 }
 
-both_streaming() { [[ $(streaming_count) == 2 ]]; }
+both_streaming() { [[ $(streaming_count "${1:-primary}") == 2 ]]; }
 
 db_visible() { # NODE
     [[ $(pg_query "$(node_port "$1")" postgres "SELECT count(*) FROM pg_database WHERE datname = '$DB'") == 1 ]]
@@ -108,7 +139,7 @@ db_visible() { # NODE
 
 check_socket_path() {
     local n p
-    for n in "${NODES[@]}"; do
+    for n in "${NODES[@]}" "${C2_NODES[@]}"; do
         p="$(node_sock "$n")/.s.PGSQL.$(node_port "$n")"
         ((${#p} < 100)) || die "unix socket path too long (${#p} chars): $p; use a shorter DLB_TESTENV_DIR"
     done
@@ -141,6 +172,11 @@ log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
 EOF
+    if [[ $node == c2* ]]; then
+        # The drills push cluster 2's WAL past the main cluster's with pg_switch_wal(): new
+        # segments need not be zero-filled for that.
+        echo "wal_init_zero = off" | as_owner tee -a -- "$(node_data "$node")/dlb_testenv.conf" >/dev/null
+    fi
 }
 
 pg_start() { # NODE
@@ -173,13 +209,13 @@ pg_stop() {
     fi
 }
 
-create_primary() {
-    local data initdb_log
-    data=$(node_data primary)
-    log "initdb primary in $data"
+create_primary() { # [NODE] (default primary)
+    local node=${1:-primary} data initdb_log
+    data=$(node_data "$node")
+    log "initdb $node in $data"
     mark_changed
-    as_owner mkdir -p -- "$(node_dir primary)" "$(node_sock primary)"
-    initdb_log=$(owner_logfile "$BASE/initdb.log")
+    as_owner mkdir -p -- "$(node_dir "$node")" "$(node_sock "$node")"
+    initdb_log=$(owner_logfile "$BASE/$node-initdb.log")
     if ! as_owner "$PG_BIN/initdb" -D "$data" -U "$PG_SUPERUSER" --auth=trust \
         -E UTF8 --locale=C --no-sync --no-instructions >>"$initdb_log" 2>&1; then
         die_log "$initdb_log" "initdb failed"
@@ -194,18 +230,19 @@ host    replication  all   127.0.0.1/32  trust
 EOF
     printf "\n# dlb test environment settings\ninclude 'dlb_testenv.conf'\n" |
         as_owner tee -a -- "$data/postgresql.conf" >/dev/null
-    write_node_conf primary
+    write_node_conf "$node"
 }
 
 create_replica() { # NODE
-    local node=$1 data bb_log
+    local node=$1 data bb_log upstream
     data=$(node_data "$node")
-    log "pg_basebackup $node from primary"
+    upstream=$(node_upstream "$node")
+    log "pg_basebackup $node from $upstream"
     mark_changed
     as_owner rm -rf -- "$(node_dir "$node")"
     as_owner mkdir -p -- "$(node_dir "$node")" "$(node_sock "$node")"
     bb_log=$(owner_logfile "$BASE/$node-basebackup.log")
-    if ! as_owner "$PG_BIN/pg_basebackup" -h "$HOST" -p "$PG_PORT" -U "$PG_SUPERUSER" -w \
+    if ! as_owner "$PG_BIN/pg_basebackup" -h "$HOST" -p "$(node_port "$upstream")" -U "$PG_SUPERUSER" -w \
         -D "$data" -X stream -R -c fast --no-sync >>"$bb_log" 2>&1; then
         die_log "$bb_log" "pg_basebackup for $node failed"
     fi
@@ -246,5 +283,63 @@ wait_replica_ready() { # NODE
     logfile=$(node_log "$node")
     wait_until "$TIMEOUT" "$node to answer on port $(node_port "$node")" "$logfile" node_answers "$node"
     wait_until "$TIMEOUT" "$node to be in recovery (pg_is_in_recovery() = t)" "$logfile" node_in_recovery "$node"
-    wait_until "$TIMEOUT" "$node to stream from the primary (pg_stat_replication)" "$logfile" replica_streaming "$node"
+    wait_until "$TIMEOUT" "$node to stream from $(node_upstream "$node") (pg_stat_replication)" "$logfile" replica_streaming "$node"
+}
+
+# ensure_database PRIMARY: the test database exists on PRIMARY and has reached its replicas.
+ensure_database() {
+    local p=$1 n
+    if [[ $(pg_query "$(node_port "$p")" postgres "SELECT count(*) FROM pg_database WHERE datname = '$DB'") != 1 ]]; then
+        log "creating database $DB on $p"
+        mark_changed
+        pg_query "$(node_port "$p")" postgres "CREATE DATABASE $DB" >/dev/null ||
+            die_log "$(node_log "$p")" "CREATE DATABASE $DB failed on $p"
+    fi
+    for n in $(replicas_of "$p"); do
+        wait_until "$TIMEOUT" "database $DB on $n" "$(node_log "$n")" db_visible "$n"
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Cluster 2: an independent cluster (its own initdb, so its own system_identifier) with a
+# primary and two streaming replicas, for the drills that put a standby of another cluster, or
+# one left behind by a failover, behind a replica entry. The failover drill promotes one of its
+# replicas: `reset-cluster2` rebuilds it, `up` repairs it.
+# ---------------------------------------------------------------------------
+
+# cluster2_remove: stop cluster 2 (-m immediate) and remove its data.
+cluster2_remove() {
+    local n
+    for n in c2replica2 c2replica1 c2primary; do
+        pg_stop "$n" immediate
+        as_owner rm -rf -- "$(node_dir "$n")"
+    done
+}
+
+# cluster2_ensure: make cluster 2 run as a primary with two streaming replicas (creating it
+# when its primary is not running, recreating a promoted replica), with the test database.
+cluster2_ensure() {
+    local n
+    if ! node_running c2primary; then
+        [[ ! -e $(node_dir c2primary) ]] || log "cluster 2's primary is not running; recreating cluster 2"
+        mark_changed
+        cluster2_remove
+        create_primary c2primary
+        pg_start c2primary
+    fi
+    wait_until "$TIMEOUT" "c2primary to answer as a primary on port $C2_PORT" "$(node_log c2primary)" node_is_primary c2primary
+    for n in c2replica1 c2replica2; do
+        if node_running "$n" && node_answers "$n" && ! node_in_recovery "$n"; then
+            log "$n is not a standby (promoted?); recreating it"
+            mark_changed
+            pg_stop "$n" immediate
+            as_owner rm -rf -- "$(node_dir "$n")"
+        fi
+        ensure_replica "$n"
+    done
+    for n in c2replica1 c2replica2; do
+        wait_replica_ready "$n"
+    done
+    wait_until "$TIMEOUT" "2 streaming replicas in pg_stat_replication on c2primary" "$(node_log c2primary)" both_streaming c2primary
+    ensure_database c2primary
 }

@@ -55,10 +55,25 @@ pub fn generate_wal(kb: usize) {
 
 /// A config for the test cluster with both replicas and a fast monitor.
 pub fn config() -> dlb::ConfigBuilder {
-    dlb::Config::builder(env().primary.clone())
-        .replica_hosts(env().replicas.clone())
+    let replicas: Vec<&str> = env().replicas.iter().map(String::as_str).collect();
+    config_for(&env().primary, &replicas)
+}
+
+/// A config with this primary DSN and these replica entries, and a fast monitor.
+pub fn config_for(primary: &str, replicas: &[&str]) -> dlb::ConfigBuilder {
+    dlb::Config::builder(primary.to_string())
+        .replica_hosts(replicas.iter().map(|s| s.to_string()))
         .replica_check_interval(Duration::from_millis(100))
         .probe_timeout(Duration::from_millis(1000))
+}
+
+/// The status of the replica at `addr`.
+pub fn replica_status(lb: &dlb::Balancer, addr: &str) -> dlb::ReplicaStatus {
+    lb.status()
+        .replicas
+        .into_iter()
+        .find(|r| r.host.addr == addr)
+        .expect("replica in status")
 }
 
 /// State of the replica at `addr` in the balancer's status.

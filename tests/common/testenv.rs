@@ -1,5 +1,6 @@
 //! The Rust client of the test environment (`scripts/testenv.sh`: a PostgreSQL primary and two
-//! streaming replicas, Redis, a Redis Cluster and a TLS-only Redis, all on loopback), shared
+//! streaming replicas, cluster 2 (an independent PostgreSQL cluster: a primary and two streaming
+//! replicas), Redis, a Redis Cluster and a TLS-only Redis, all on loopback), shared
 //! by the integration tests (`tests/common/mod.rs`) and the benchmarks (`benches/common/mod.rs`
 //! includes this file with `#[path]`, as benches cannot depend on tests otherwise).
 //!
@@ -22,6 +23,11 @@ pub struct TestEnv {
     pub primary: String,
     /// `host:port` of replica 1 and replica 2.
     pub replicas: Vec<String>,
+    /// Cluster 2 (its own initdb: another `system_identifier`): the DSN of its primary and
+    /// `host:port` of its two replicas (empty when `DLB_TEST_PRIMARY` is set but
+    /// `DLB_TEST_CLUSTER2_PRIMARY` is not: an environment made by an older script).
+    pub cluster2_primary: String,
+    pub cluster2_replicas: Vec<String>,
     /// `redis://` URL of the test Redis (empty when `DLB_TEST_PRIMARY` is set but
     /// `DLB_TEST_REDIS` is not; likewise for the other Redis fields).
     pub redis: String,
@@ -101,9 +107,16 @@ impl TestEnv {
             2,
             "DLB_TEST_REPLICAS must name the 2 replicas of the test environment"
         );
+        let cluster2_replicas = list(optional("DLB_TEST_CLUSTER2_REPLICAS"));
+        assert!(
+            cluster2_replicas.is_empty() || cluster2_replicas.len() == 2,
+            "DLB_TEST_CLUSTER2_REPLICAS must name the 2 replicas of cluster 2"
+        );
         TestEnv {
             primary: required("DLB_TEST_PRIMARY"),
             replicas,
+            cluster2_primary: optional("DLB_TEST_CLUSTER2_PRIMARY"),
+            cluster2_replicas,
             redis: optional("DLB_TEST_REDIS"),
             redis_cluster: list(optional("DLB_TEST_REDIS_CLUSTER")),
             redis_auth: optional("DLB_TEST_REDIS_AUTH"),
@@ -166,11 +179,14 @@ pub fn replica_addr(n: usize) -> &'static str {
 
 /// The primary's DSN with host and port replaced by replica `n`'s (port 5432 if it has none).
 pub fn replica_dsn(n: usize) -> String {
-    let addr = replica_addr(n);
+    dsn_at(&env().primary, replica_addr(n))
+}
+
+/// `dsn` with host and port replaced by `addr`'s (port 5432 if it has none).
+pub fn dsn_at(dsn: &str, addr: &str) -> String {
     let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "5432"));
     // Replace, not append: a second `host=` adds a host in libpq syntax.
-    let rest: Vec<&str> = env()
-        .primary
+    let rest: Vec<&str> = dsn
         .split_whitespace()
         .filter(|kv| !kv.starts_with("host=") && !kv.starts_with("port="))
         .collect();
@@ -183,6 +199,40 @@ pub fn primary_client() -> postgres::Client {
 
 pub fn replica_client(n: usize) -> postgres::Client {
     postgres::Client::connect(&replica_dsn(n), postgres::NoTls).expect("connect replica")
+}
+
+/// Cluster 2's primary DSN; panics when the environment has no cluster 2.
+pub fn cluster2_primary() -> &'static str {
+    let p = &env().cluster2_primary;
+    assert!(
+        !p.is_empty(),
+        "no cluster 2 in the test environment (DLB_TEST_CLUSTER2_PRIMARY unset): run scripts/testenv.sh up and eval its env again"
+    );
+    p
+}
+
+/// Cluster 2's replica `n` (1 or 2) as `host:port`.
+pub fn cluster2_replica_addr(n: usize) -> &'static str {
+    cluster2_primary();
+    &env().cluster2_replicas[n - 1]
+}
+
+pub fn cluster2_primary_client() -> postgres::Client {
+    postgres::Client::connect(cluster2_primary(), postgres::NoTls).expect("connect cluster 2")
+}
+
+pub fn cluster2_replica_client(n: usize) -> postgres::Client {
+    postgres::Client::connect(
+        &dsn_at(cluster2_primary(), cluster2_replica_addr(n)),
+        postgres::NoTls,
+    )
+    .expect("connect cluster 2 replica")
+}
+
+/// Rebuilds cluster 2 from scratch (`testenv.sh reset-cluster2`); false when that failed.
+/// Does not panic: it also runs while a failed test unwinds.
+pub fn reset_cluster2() -> bool {
+    env().run(&["reset-cluster2"], std::io::stderr())
 }
 
 pub fn pause_replay(n: usize) {
