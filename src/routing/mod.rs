@@ -114,6 +114,11 @@ impl Router {
             return Ok(self.round_robin(Reason::RoundRobin));
         };
         check_key(key)?;
+        if self.primary_system() == 0 {
+            // The primary's cluster is not known yet (it has not answered): a key recorded by
+            // another instance cannot be found, and no replica can be proven fresh.
+            return self.not_caught_up(Lsn::from_u64(0));
+        }
         match self.store.get(&self.store_key(key)) {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
