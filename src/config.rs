@@ -153,8 +153,10 @@ pub struct ConnectivityConfig {
     /// Quarantines (or add/remove events) within the window that make a replica a flapper.
     /// Default [`ConnectivityConfig::DEFAULT_FLAP_THRESHOLD`].
     pub flap_threshold: u32,
-    /// How long a flapping replica is held out, in milliseconds. Default
-    /// [`ConnectivityConfig::DEFAULT_FLAP_HOLD_MS`].
+    /// How long a flapping replica is held out after its last quarantine or list change, in
+    /// milliseconds (each new one extends the hold). It is still probed meanwhile, and serves
+    /// anyway when no other replica does. Default [`ConnectivityConfig::DEFAULT_FLAP_HOLD_MS`]:
+    /// with the defaults, a replica that answers is back within 15 s of its last fault.
     pub flap_hold_ms: u64,
 }
 
@@ -164,13 +166,13 @@ impl ConnectivityConfig {
     /// Default of [`ConnectivityConfig::backoff_initial_ms`].
     pub const DEFAULT_BACKOFF_INITIAL_MS: u64 = 1000;
     /// Default of [`ConnectivityConfig::backoff_max_ms`].
-    pub const DEFAULT_BACKOFF_MAX_MS: u64 = 30_000;
+    pub const DEFAULT_BACKOFF_MAX_MS: u64 = 10_000;
     /// Default of [`ConnectivityConfig::flap_window_ms`].
     pub const DEFAULT_FLAP_WINDOW_MS: u64 = 60_000;
     /// Default of [`ConnectivityConfig::flap_threshold`].
     pub const DEFAULT_FLAP_THRESHOLD: u32 = 5;
     /// Default of [`ConnectivityConfig::flap_hold_ms`].
-    pub const DEFAULT_FLAP_HOLD_MS: u64 = 300_000;
+    pub const DEFAULT_FLAP_HOLD_MS: u64 = 10_000;
 }
 
 impl Default for ConnectivityConfig {

@@ -188,3 +188,37 @@ fn a_connection_given_back_inside_a_transaction_is_rolled_back() {
     assert_eq!(count(&mut conn), 1);
     conn.batch_execute(&format!("DROP TABLE {table}")).unwrap();
 }
+
+#[test]
+fn a_replica_that_flapped_is_back_soon_after_the_storm() {
+    let _l = lock_cluster();
+    let mut c = dlb::ConnectivityConfig::default();
+    c.flap_threshold = 2;
+    let lb = Balancer::new(config().connectivity(c).build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    let addr = replica_addr(1);
+    for round in 0..2 {
+        stop_replica(1);
+        wait_until("the stopped replica is out", WAIT, || {
+            replica_status(&lb, addr).state == "quarantined"
+        });
+        start_replica(1);
+        if round == 0 {
+            wait_healthy(&lb, 2);
+        }
+    }
+    wait_until("the replica is held out for flapping", WAIT, || {
+        replica_status(&lb, addr).reason == Some("flapping")
+    });
+    // The storm is over and it answers: with the default hold it serves again soon (the old
+    // default held it out for five minutes, with every read on the other replica).
+    wait_until("the flapping replica serves again", WAIT, || {
+        replica_status(&lb, addr).state == "healthy"
+    });
+    assert!(
+        lb.metrics_text()
+            .contains("dlb_quarantines_total{reason=\"flapping\"} 1"),
+        "{}",
+        lb.metrics_text()
+    );
+}

@@ -210,6 +210,10 @@ pub(crate) struct ReplicaHealth {
     pub(crate) retry_at: Option<Instant>,
     /// The replay position last seen, and since when it has not moved.
     pub(crate) progress: Option<(Lsn, Instant)>,
+    /// Held out for flapping until then.
+    pub(crate) held_until: Option<Instant>,
+    /// The last probe answered and every rule but the flapping hold would let it serve.
+    pub(crate) ready: bool,
 }
 
 /// A replica's health before and after one decision.
@@ -240,6 +244,8 @@ impl ReplicaHealth {
             backoff: p.backoff_initial,
             retry_at: None,
             progress: None,
+            held_until: None,
+            ready: false,
         }
     }
 
@@ -270,15 +276,24 @@ impl ReplicaHealth {
                 self.retry_at = None;
                 self.backoff = p.backoff_initial;
                 let stalled = self.stalled(*replay_lsn, now, p);
-                self.health = match disqualified(obs, primary, stalled) {
+                let verdict = match disqualified(obs, primary, stalled) {
                     Some(reason) => Health::Quarantined(reason),
                     None => next_health(before, obs, self.lag, p.lag),
+                };
+                self.ready = verdict == Health::Healthy;
+                self.health = match self.held_until {
+                    Some(until) if now < until => Health::Quarantined(QuarantineReason::Flapping),
+                    _ => {
+                        self.held_until = None;
+                        verdict
+                    }
                 };
             }
             Observation::Failed(reason, e) => {
                 self.last_error = Some(e.clone());
                 self.lag = Lag::default();
                 self.progress = None;
+                self.ready = false;
                 self.failures = self.failures.saturating_add(1);
                 let already_out = matches!(
                     before,
@@ -326,15 +341,32 @@ impl ReplicaHealth {
         self.progress = None;
     }
 
-    /// Holds the replica out for `flap_hold` from `now`. Returns whether it was not already
-    /// held out for flapping.
+    /// Holds the replica out for `flap_hold` from `now` (a later event extends the hold). It
+    /// is still probed (after its connectivity backoff, if any): [`panic_admissions`] may let
+    /// it serve, and it serves again at its first good probe after the hold. Returns whether
+    /// it was not already held.
     pub(crate) fn hold_flapping(&mut self, now: Instant, p: &Policy) -> bool {
-        let newly = self.health != Health::Quarantined(QuarantineReason::Flapping);
+        let newly = self.held_until.is_none_or(|t| t <= now);
+        self.held_until = Some(later(now, p.flap_hold));
         self.health = Health::Quarantined(QuarantineReason::Flapping);
-        self.retry_at = Some(later(now, p.flap_hold));
-        self.backoff = p.backoff_initial;
         newly
     }
+}
+
+/// The replicas to let serve although they are held out for flapping: when no replica
+/// serves, those whose last probe answered within every other rule (Envoy's panic threshold,
+/// at its simplest: a flap hold never leaves the primary alone while a held replica would
+/// serve). Indexes into `replicas`.
+pub(crate) fn panic_admissions(replicas: &[ReplicaHealth]) -> Vec<usize> {
+    if replicas.iter().any(|r| r.health == Health::Healthy) {
+        return Vec::new();
+    }
+    (0..replicas.len())
+        .filter(|&i| {
+            let r = &replicas[i];
+            r.ready && r.health == Health::Quarantined(QuarantineReason::Flapping)
+        })
+        .collect()
 }
 
 /// Recent quarantine and membership events per address, for flap detection.
@@ -643,20 +675,102 @@ mod tests {
     }
 
     #[test]
-    fn flapping_hold_keeps_it_out_for_the_hold() {
+    fn flapping_hold_keeps_it_out_while_others_serve() {
         let p = policy();
         let t0 = Instant::now();
         let mut r = ReplicaHealth::new(&p);
         r.observe(&answer(), PRIMARY, t0, &p);
         assert!(r.hold_flapping(t0, &p));
         assert_eq!(r.health, Health::Quarantined(QuarantineReason::Flapping));
-        assert!(!r.hold_flapping(t0, &p), "already held");
-        assert!(!r.probe_due(at(t0, 299)));
-        assert!(r.probe_due(at(t0, 300)));
-        // A failed probe after the hold backs off from the initial wait.
-        r.observe(&fail(), PRIMARY, at(t0, 300), &p);
-        assert_eq!(r.retry_at, Some(at(t0, 302)));
-        assert_eq!(r.health, Health::Quarantined(QuarantineReason::Unreachable));
+        assert!(!r.hold_flapping(at(t0, 10), &p), "already held: extended");
+        // Still probed; good answers do not end the hold early.
+        assert!(r.probe_due(at(t0, 11)));
+        let tr = r.observe(&answer(), PRIMARY, at(t0, 11), &p);
+        assert_eq!(tr.after, Health::Quarantined(QuarantineReason::Flapping));
+        assert!(r.ready, "it would serve but for the hold");
+        assert_eq!(
+            r.observe(&answer(), PRIMARY, at(t0, 309), &p).after,
+            Health::Quarantined(QuarantineReason::Flapping)
+        );
+        assert_eq!(
+            r.observe(&answer(), PRIMARY, at(t0, 310), &p).after,
+            Health::Healthy
+        );
+        // A failed probe while held backs off as any failure does.
+        r.hold_flapping(at(t0, 400), &p);
+        r.observe(&fail(), PRIMARY, at(t0, 401), &p);
+        assert_eq!(r.retry_at, Some(at(t0, 403)));
+        assert!(!r.ready);
+    }
+
+    #[test]
+    fn a_held_replica_serves_when_no_other_does() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut held = ReplicaHealth::new(&p);
+        held.observe(&answer(), PRIMARY, t0, &p);
+        held.hold_flapping(t0, &p);
+        held.observe(&answer(), PRIMARY, at(t0, 1), &p);
+        let mut down = ReplicaHealth::new(&p);
+        down.observe(&fail(), PRIMARY, t0, &p);
+        let mut healthy = ReplicaHealth::new(&p);
+        healthy.observe(&answer(), PRIMARY, t0, &p);
+        // Another replica serves: the hold stands.
+        assert!(panic_admissions(&[held.clone(), healthy.clone()]).is_empty());
+        // None does: the held replica that answers serves; a failing one does not.
+        assert_eq!(panic_admissions(&[down.clone(), held.clone()]), [1]);
+        let mut held_failing = held.clone();
+        held_failing.observe(&fail(), PRIMARY, at(t0, 2), &p);
+        assert!(panic_admissions(&[down, held_failing]).is_empty());
+        // Lagging (another rule) is not overridden.
+        let mut held_lagging = held.clone();
+        held_lagging.observe(&ok(5000, 100.0).0, PRIMARY, at(t0, 2), &p);
+        assert!(!held_lagging.ready);
+        assert!(panic_admissions(&[held_lagging]).is_empty());
+    }
+
+    /// With the default settings, a replica that went through a storm of faults serves again
+    /// within 15 s of the last one (it answers from then on).
+    #[test]
+    fn back_within_15_s_of_the_last_fault_with_the_defaults() {
+        let p = Policy::from_config(&Config::new("host=h"));
+        let t0 = Instant::now();
+        let mut r = ReplicaHealth::new(&p);
+        let mut flaps = FlapDetector::default();
+        let addr = HostPort::parse("r1", 5432).unwrap();
+        let interval = Duration::from_secs(1);
+        let mut now = t0;
+        let mut last_fault = t0;
+        // Two minutes of faults: down 3 s, up 2 s, probed every second when due.
+        while now < t0 + Duration::from_secs(120) {
+            if r.probe_due(now) {
+                let phase = (now - t0).as_secs() % 5;
+                let obs = if phase < 3 { fail() } else { answer() };
+                if phase < 3 {
+                    last_fault = now;
+                }
+                let t = r.observe(&obs, PRIMARY, now, &p);
+                if t.newly_unreachable() && flaps.event(&addr, now, &p) {
+                    r.hold_flapping(now, &p);
+                }
+            }
+            now += interval;
+        }
+        assert_ne!(r.health, Health::Healthy, "out during the storm");
+        // The storm is over: it answers every probe.
+        let mut back = None;
+        while back.is_none() && now < last_fault + Duration::from_secs(60) {
+            if r.probe_due(now) && r.observe(&answer(), PRIMARY, now, &p).after == Health::Healthy {
+                back = Some(now);
+            }
+            now += interval;
+        }
+        let back = back.expect("back in rotation");
+        assert!(
+            back - last_fault <= Duration::from_secs(15),
+            "back {:?} after the last fault",
+            back - last_fault
+        );
     }
 
     #[test]

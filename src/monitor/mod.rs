@@ -175,6 +175,7 @@ impl Monitor {
                     .saturating_mul(SEVERAL_SERVERS_CHECKS),
             )
             .unwrap_or(now);
+        let mut transitions: Vec<Option<Transition>> = vec![None; self.members.len()];
         for (i, answer) in answers.into_iter().enumerate() {
             if due[i].is_none() {
                 continue; // waiting out a backoff or a hold: stays as it is
@@ -213,9 +214,37 @@ impl Monitor {
                 }
             }
             let t = m.state.observe(&obs, &self.primary_view, now, &self.policy);
-            report_transition(c, m, t);
             if t.newly_unreachable() {
-                self.hold_if_flapping(i, now);
+                self.hold_if_flapping(i, now, false);
+            }
+            transitions[i] = Some(t);
+        }
+        // No replica serves: let the ones held out only for flapping serve anyway.
+        let states: Vec<ReplicaHealth> = self.members.iter().map(|m| m.state.clone()).collect();
+        for i in policy::panic_admissions(&states) {
+            let m = &mut self.members[i];
+            m.state.health = Health::Healthy;
+            if !matches!(
+                transitions[i],
+                Some(Transition {
+                    before: Health::Healthy,
+                    ..
+                })
+            ) {
+                info!(target: "dlb", "replica {} serves although it flaps: no other replica does", m.addr);
+            }
+        }
+        for (i, t) in transitions.into_iter().enumerate() {
+            if let Some(t) = t {
+                let m = &self.members[i];
+                report_transition(
+                    c,
+                    m,
+                    Transition {
+                        before: t.before,
+                        after: m.state.health,
+                    },
+                );
             }
         }
         self.finish_draining(now);
@@ -269,16 +298,17 @@ impl Monitor {
         }
     }
 
-    /// Counts a flap event for member `i`; holds it out when it is now flapping.
-    fn hold_if_flapping(&mut self, i: usize, now: Instant) {
+    /// Counts a flap event for member `i`; holds it out when it is now flapping. `report`:
+    /// count and log a new hold here (a probe's transition is reported by the check).
+    fn hold_if_flapping(&mut self, i: usize, now: Instant, report: bool) {
         let m = &mut self.members[i];
         if !self.flaps.event(&m.addr, now, &self.policy) {
             return;
         }
-        if m.state.hold_flapping(now, &self.policy) {
+        if m.state.hold_flapping(now, &self.policy) && report {
             self.counters.quarantines[QuarantineReason::Flapping as usize]
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            warn!(target: "dlb", "replica {} quarantined: flapping (held out for {} s)", m.addr, self.policy.flap_hold.as_secs());
+            warn!(target: "dlb", "replica {} quarantined: flapping (held out for {} s after its last fault, unless no other replica serves)", m.addr, self.policy.flap_hold.as_secs());
         }
     }
 
@@ -316,7 +346,7 @@ impl Monitor {
                 last_probe: None,
             });
             if self.generation > 0 {
-                self.hold_if_flapping(self.members.len() - 1, now);
+                self.hold_if_flapping(self.members.len() - 1, now, true);
             }
         }
     }
