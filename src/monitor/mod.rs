@@ -369,9 +369,24 @@ impl Monitor {
 
 fn report_transition(c: &Counters, m: &Member, t: Transition) {
     let s = &m.state;
-    let detail = match &s.last_error {
-        Some(e) => e.clone(),
-        None => format!("lag {} bytes, {:.1} s", s.lag.bytes, s.lag.seconds),
+    let server = m
+        .server
+        .as_ref()
+        .map_or_else(|| "an unknown server".to_string(), |(id, _)| id.to_string());
+    let detail = match (&s.last_error, t.after) {
+        (Some(e), _) => e.clone(),
+        (None, Health::Quarantined(QuarantineReason::WrongCluster)) => {
+            format!("{server} is not a standby of the primary's cluster: check the replica list")
+        }
+        (None, Health::Quarantined(QuarantineReason::Diverged)) => format!(
+            "{server} replayed past the primary or is on another timeline: rebuild it (pg_rewind or a new base backup)"
+        ),
+        (None, Health::Quarantined(QuarantineReason::MultipleServers)) => "new connections to this address reach different servers (a load balancer, Service or pooler in front of several replicas): list each replica's own address instead".to_string(),
+        (None, Health::Quarantined(QuarantineReason::Stalled)) => format!(
+            "behind by {} bytes and replaying nothing (replay paused, or blocked by a recovery conflict)",
+            s.lag.bytes
+        ),
+        (None, _) => format!("lag {} bytes, {:.1} s", s.lag.bytes, s.lag.seconds),
     };
     match (t.before, t.after) {
         (a, b) if a == b => debug!(target: "dlb", "replica {} {} ({detail})", m.addr, b.as_str()),
