@@ -472,3 +472,43 @@ impl DerefMut for Conn {
         &mut self.client.client
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < end,
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_panicking_check_is_counted_and_the_monitor_goes_on() {
+        // Nothing listens on port 1: every probe fails at once, no server needed.
+        let lb = Balancer::new(
+            Config::builder("host=127.0.0.1 port=1 user=u dbname=d")
+                .replica_hosts(["127.0.0.1:2"])
+                .replica_check_interval(Duration::from_millis(20))
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(lb.status().last_check_age_ms.is_some());
+        lb.router
+            .panic_next_check
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        wait_until("the panic is counted", || {
+            lb.metrics_text().contains("dlb_monitor_panics_total 1")
+        });
+        let checks = lb.status().checks;
+        wait_until("the monitor checks again", || {
+            lb.status().checks > checks + 2
+        });
+    }
+}

@@ -23,6 +23,7 @@ pub(crate) struct Counters {
     pub(crate) replicas_added: AtomicU64,
     pub(crate) replicas_removed: AtomicU64,
     pub(crate) replicas_drained: AtomicU64,
+    pub(crate) monitor_panics: AtomicU64,
 }
 
 impl Counters {
@@ -43,6 +44,7 @@ impl Counters {
             replicas_added: AtomicU64::new(0),
             replicas_removed: AtomicU64::new(0),
             replicas_drained: AtomicU64::new(0),
+            monitor_panics: AtomicU64::new(0),
         }
     }
 

@@ -17,6 +17,9 @@ type StatusReport struct {
 	PrimaryLSN string `json:"primary_lsn"`
 	// Checks is the number of checks the monitor has run so far.
 	Checks uint64 `json:"checks"`
+	// LastCheckAgeMs is how many milliseconds ago the monitor last published a check; nil
+	// before the first. Several check intervals means the monitor is stuck or failing.
+	LastCheckAgeMs *uint64 `json:"last_check_age_ms"`
 	// HealthyReplicas is the number of replicas currently serving reads.
 	HealthyReplicas int `json:"healthy_replicas"`
 	// LSNStore is the kind of LSN store ("memory", ...).

@@ -138,6 +138,13 @@ impl Monitor {
     /// Runs one check and publishes the resulting snapshot. Blocks for at most
     /// `probe_timeout_ms` (plus a DNS exchange when a refresh is due).
     pub(crate) fn check(&mut self, router: &Router) {
+        #[cfg(test)]
+        if router
+            .panic_next_check
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            panic!("injected by a test");
+        }
         let now = Instant::now();
         self.source
             .refresh(router.take_refresh_request(), now, &self.counters);
@@ -295,6 +302,7 @@ impl Monitor {
             primary_lsn: self.primary_view.lsn,
             primary_server: self.primary_server.clone(),
             generation: self.generation,
+            published_at: Some(Instant::now()),
         }
     }
 
@@ -452,7 +460,19 @@ impl MonitorThread {
                         return;
                     };
                     last = Instant::now();
-                    monitor.check(&router);
+                    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        monitor.check(&router);
+                    }));
+                    if let Err(panic) = checked {
+                        let c = &monitor.counters;
+                        c.count(&c.monitor_panics);
+                        let what = panic
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| panic.downcast_ref::<String>().cloned())
+                            .unwrap_or_default();
+                        log::error!(target: "dlb", "a monitor check panicked (a bug in dlb): {what}; the next check runs as usual, and cached replay positions are not trusted until one succeeds");
+                    }
                 }
             })?;
         Ok(MonitorThread {

@@ -148,6 +148,11 @@ pub(crate) fn render(m: &Counters, status: &Status) -> String {
             "Removed replicas whose pools were closed.",
             &m.replicas_drained,
         ),
+        (
+            "monitor_panics_total",
+            "Monitor checks that panicked (a bug; the monitor goes on with the next check).",
+            &m.monitor_panics,
+        ),
     ];
     for (name, help, c) in counters {
         e.family(name, "counter", help);

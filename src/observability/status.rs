@@ -18,6 +18,10 @@ pub struct Status {
     pub primary_lsn: Option<String>,
     /// Checks run by the monitor so far.
     pub checks: u64,
+    /// Milliseconds since the monitor last published a check; `None` before the first. Several
+    /// check intervals means the monitor is stuck or failing: sticky picks then stop trusting
+    /// cached replay positions.
+    pub last_check_age_ms: Option<u64>,
     /// Replicas currently serving reads.
     pub healthy_replicas: usize,
     /// Kind of LSN store (`memory`, ...).
@@ -111,6 +115,9 @@ pub(crate) fn collect(router: &Router, lsn_store: &'static str) -> Status {
             .collect(),
         primary_lsn: snap.primary_lsn.map(|l| l.to_string()),
         checks: snap.generation,
+        last_check_age_ms: snap
+            .published_at
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
         healthy_replicas: snap.eligible.len(),
         lsn_store,
         draining: snap.draining.iter().map(|h| h.addr.clone()).collect(),

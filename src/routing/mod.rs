@@ -39,6 +39,10 @@ use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
 use crate::stripe::StripedCursor;
 
+/// Cached replay positions are trusted for this many check intervals after the snapshot that
+/// holds them (then sticky picks check live, or go to the primary).
+const TRUSTED_CHECKS: u32 = 3;
+
 /// The routing state of one balancer: shared by callers (picks, failure reports), the monitor
 /// (publishing) and the status report (reading).
 pub(crate) struct Router {
@@ -63,6 +67,12 @@ pub(crate) struct Router {
     system_changed_at: AtomicU64,
     /// `sticky_ttl_s`: how long after such a change a key recorded before it may still exist.
     sticky_ttl: Duration,
+    /// Cached replay positions older than this (a few check intervals: the monitor is stuck or
+    /// failing) are not trusted by sticky picks.
+    trust_cache_for: Duration,
+    /// Tests: the next monitor check panics.
+    #[cfg(test)]
+    pub(crate) panic_next_check: AtomicBool,
 }
 
 impl Router {
@@ -89,6 +99,12 @@ impl Router {
             primary_system: AtomicU64::new(0),
             system_changed_at: AtomicU64::new(0),
             sticky_ttl: Duration::from_secs(config.sticky_ttl_s),
+            trust_cache_for: config
+                .check_interval()
+                .saturating_mul(TRUSTED_CHECKS)
+                .max(config.probe_timeout().saturating_mul(2 * TRUSTED_CHECKS)),
+            #[cfg(test)]
+            panic_next_check: AtomicBool::new(false),
         }
     }
 
@@ -146,7 +162,16 @@ impl Router {
             return Ok(self.primary_route(Reason::NoReplicasConfigured));
         }
         let found = self
-            .with_snapshot(|s| sticky::cached(s, &self.cursor, min_lsn))
+            .with_snapshot(|s| {
+                let fresh = s
+                    .published_at
+                    .is_some_and(|t| t.elapsed() <= self.trust_cache_for);
+                if fresh {
+                    sticky::cached(s, &self.cursor, min_lsn)
+                } else {
+                    None
+                }
+            })
             .map(|host| (host, Reason::CaughtUpCached))
             .or_else(|| {
                 let candidates = self.with_snapshot(|s| s.eligible.clone());

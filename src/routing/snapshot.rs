@@ -36,6 +36,8 @@ pub(crate) struct Snapshot {
     pub(crate) primary_server: Server,
     /// Monotonic check counter (0 before the first check).
     pub(crate) generation: u64,
+    /// When the monitor published it (`None` before the first check).
+    pub(crate) published_at: Option<std::time::Instant>,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
             primary_lsn: self.primary_lsn,
             primary_server: self.primary_server.clone(),
             generation: self.generation,
+            published_at: self.published_at,
         }
     }
 }
