@@ -9,6 +9,7 @@
 //!
 //! See ARCHITECTURE.md for the data flow of a pick, a probe and a record.
 
+use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +45,9 @@ use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 /// balancer, and dropping one there leaks it instead of closing the parent's connections.
 pub struct Balancer {
     config: Config,
-    router: Arc<Router>,
-    store: Arc<dyn LsnStore>,
+    // Dropped on a dlb thread (see `Drop`), never on the caller's.
+    router: ManuallyDrop<Arc<Router>>,
+    store: ManuallyDrop<Arc<dyn LsnStore>>,
     counters: Arc<Counters>,
     monitor: MonitorThread,
     /// The process that made it (see the fork note on [`Balancer`]).
@@ -149,8 +151,8 @@ impl Balancer {
             .map_err(|e| Error::config("", format!("cannot start monitor thread: {e}")))?;
         Ok(Balancer {
             config,
-            router,
-            store,
+            router: ManuallyDrop::new(router),
+            store: ManuallyDrop::new(store),
             counters,
             monitor,
             pid: std::process::id(),
@@ -335,7 +337,7 @@ impl Balancer {
     pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
         check_key(key)?;
         sticking::force(
-            &*self.store,
+            &**self.store,
             &self.counters,
             &self.router.store_key(key),
             ttl,
@@ -405,7 +407,7 @@ impl Balancer {
     fn store_lsn(&self, key: &str, lsn: Lsn) -> Result<()> {
         // `Config::validate` bounds `sticky_ttl_s`; the stores cap TTLs anyway.
         let ttl = Duration::from_secs(self.config.sticky_ttl_s);
-        sticking::record(&*self.store, &self.counters, key, lsn, ttl).map(|_| ())
+        sticking::record(&**self.store, &self.counters, key, lsn, ttl).map(|_| ())
     }
 
     fn checkout_timeout(&self) -> Duration {
@@ -427,16 +429,32 @@ fn replay_lsn(client: &mut postgres::Client) -> Option<Lsn> {
 }
 
 impl Drop for Balancer {
+    /// Stops and joins the monitor thread, then closes the pools and connections on a
+    /// short-lived `dlb-teardown` thread (joined): closing a `postgres::Client` runs a runtime
+    /// of its own, which must not happen on a caller's async worker.
     fn drop(&mut self) {
         if std::process::id() != self.pid {
             // A forked child: the monitor thread does not exist here, and the pools' sockets
-            // are the parent's too (closing them would end the parent's sessions). Leak it all.
-            std::mem::forget(self.router.clone());
-            std::mem::forget(self.store.clone());
+            // are the parent's too (closing them would end the parent's sessions). Leak it all
+            // (the `ManuallyDrop` fields are never dropped).
             self.monitor.forget();
             return;
         }
         self.monitor.stop();
+        // SAFETY: taken once, here; the fields are not used again.
+        let parts = unsafe {
+            (
+                ManuallyDrop::take(&mut self.router),
+                ManuallyDrop::take(&mut self.store),
+            )
+        };
+        // If no thread can be started, the closure (and `parts`) is dropped right here.
+        if let Ok(h) = std::thread::Builder::new()
+            .name("dlb-teardown".into())
+            .spawn(move || drop(parts))
+        {
+            let _ = h.join();
+        }
     }
 }
 

@@ -409,3 +409,32 @@ fn a_forked_child_drops_an_inherited_balancer_without_harm() {
         "the child closed the parent's connection"
     );
 }
+
+/// Closing a `postgres::Client` runs a runtime of its own: on a tokio worker that panics
+/// ("Cannot start a runtime from within a runtime") unless dlb closes its connections on a
+/// thread of its own. Async callers run dlb's blocking calls with `spawn_blocking`, but picks
+/// (no I/O) and dropping the balancer happen on the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_used_and_dropped_on_a_tokio_worker() {
+    // The test's own helpers block (restoring the cluster uses postgres clients).
+    let lock = tokio::task::block_in_place(lock_cluster);
+    let lb = std::sync::Arc::new(Balancer::new(config().build().unwrap()).unwrap());
+    wait_healthy(&lb, 2);
+    let blocking = lb.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = blocking.read_conn(None).unwrap();
+        c.query_one("SELECT 1", &[]).unwrap();
+        let mut w = blocking.write_conn().unwrap();
+        w.query_one("SELECT 1", &[]).unwrap();
+    })
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        assert_eq!(lb.pick_replica(None).unwrap().role(), Role::Replica);
+    }
+    // Pooled and probe connections are open: dropping the balancer here closes them all.
+    assert!(lb.status().primary.pool_connections >= 1);
+    let lb = std::sync::Arc::into_inner(lb).unwrap();
+    drop(lb);
+    tokio::task::block_in_place(move || drop(lock));
+}
