@@ -429,9 +429,12 @@ fn replay_lsn(client: &mut postgres::Client) -> Option<Lsn> {
 }
 
 impl Drop for Balancer {
-    /// Stops and joins the monitor thread, then closes the pools and connections on a
-    /// short-lived `dlb-teardown` thread (joined): closing a `postgres::Client` runs a runtime
-    /// of its own, which must not happen on a caller's async worker.
+    /// Closes the pools and connections on dlb's threads, never the caller's (closing a
+    /// `postgres::Client` runs a runtime of its own, which must not happen on an async worker):
+    /// the routing state goes on a short-lived `dlb-teardown` thread, then the monitor thread
+    /// is stopped and closes the hosts once no old snapshot refers to them (see the monitor).
+    /// Blocks until done: at most about one `probe_timeout_ms`, plus up to 2 s while old
+    /// snapshots are reclaimed.
     fn drop(&mut self) {
         if std::process::id() != self.pid {
             // A forked child: the monitor thread does not exist here, and the pools' sockets
@@ -440,7 +443,6 @@ impl Drop for Balancer {
             self.monitor.forget();
             return;
         }
-        self.monitor.stop();
         // SAFETY: taken once, here; the fields are not used again.
         let parts = unsafe {
             (
@@ -455,6 +457,7 @@ impl Drop for Balancer {
         {
             let _ = h.join();
         }
+        self.monitor.stop();
     }
 }
 

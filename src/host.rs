@@ -98,6 +98,14 @@ impl StripedHost {
     pub(crate) fn host(&self) -> &Arc<Host> {
         &self.host
     }
+
+    /// Whether `this` is the only reference left to the host: no snapshot, route or monitor
+    /// entry holds it or one of its handles. Dropping `this` then closes the host.
+    pub(crate) fn only_reference(this: &Arc<StripedHost>) -> bool {
+        Arc::strong_count(this) == 1
+            && Arc::strong_count(&this.host) == 1 + this.handles.len()
+            && this.handles.iter().all(|h| Arc::strong_count(h) == 1)
+    }
 }
 
 impl std::fmt::Debug for StripedHost {

@@ -376,3 +376,64 @@ fn a_flapping_replica_is_held_out_longer() {
             .contains("dlb_quarantines_total{reason=\"flapping\"} 1")
     );
 }
+
+/// A replica removed from DNS is closed on a dlb thread: never inside a pick that happens to
+/// free the last old snapshot holding it (on a tokio worker, closing a `postgres::Client`
+/// there panics: "Cannot start a runtime from within a runtime").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_removed_from_dns_is_never_closed_inside_a_pick() {
+    let (lock, mut dns, lb) = tokio::task::block_in_place(|| {
+        let lock = lock_cluster();
+        let dns = Dnsmasq::start(&srv(&[port(1), port(2)]));
+        let lb = std::sync::Arc::new(dns_balancer(&dns, DnsRecordType::Srv));
+        wait_healthy(&lb, 2);
+        // Open pooled connections on both replicas.
+        for _ in 0..4 {
+            let mut c = lb.read_conn(None).unwrap();
+            c.query_one("SELECT 1", &[]).unwrap();
+        }
+        (lock, dns, lb)
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pickers: Vec<_> = (0..2)
+        .map(|_| {
+            let (lb, stop) = (lb.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = lb.pick_replica(None).unwrap();
+                    n += 1;
+                    if n % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    tokio::task::block_in_place(|| {
+        dns.set_records(&srv(&[port(2)]));
+        wait_until("replica 1 is removed and drained", WAIT, || {
+            let st = lb.status();
+            st.replicas.len() == 1 && st.draining.is_empty()
+        });
+        let checks = lb.status().checks;
+        wait_until("a few more checks", WAIT, || {
+            lb.status().checks > checks + 5
+        });
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for p in pickers {
+        assert!(p.await.expect("no pick panicked") > 0);
+    }
+    assert!(
+        lb.metrics_text().contains("dlb_replicas_drained_total 1"),
+        "{}",
+        lb.metrics_text()
+    );
+    tokio::task::block_in_place(move || {
+        drop(lb);
+        drop(dns);
+        drop(lock);
+    });
+}

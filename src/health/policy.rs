@@ -313,6 +313,10 @@ impl ReplicaHealth {
                     self.retry_at = Some(later(now, self.backoff));
                     self.health = next_health(before, obs, self.lag, p.lag);
                 }
+                if self.held_until.is_some_and(|t| now < t) {
+                    // Held out for flapping: it stays so (one quarantine, not one per probe).
+                    self.health = Health::Quarantined(QuarantineReason::Flapping);
+                }
             }
         }
         Transition {
@@ -696,11 +700,12 @@ mod tests {
             r.observe(&answer(), PRIMARY, at(t0, 310), &p).after,
             Health::Healthy
         );
-        // A failed probe while held backs off as any failure does.
+        // A failed probe while held backs off as any failure does, and stays `flapping`.
         r.hold_flapping(at(t0, 400), &p);
-        r.observe(&fail(), PRIMARY, at(t0, 401), &p);
+        let tr = r.observe(&fail(), PRIMARY, at(t0, 401), &p);
         assert_eq!(r.retry_at, Some(at(t0, 403)));
         assert!(!r.ready);
+        assert_eq!(tr.before, tr.after, "no new quarantine while held");
     }
 
     #[test]

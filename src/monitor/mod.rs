@@ -97,7 +97,10 @@ pub(crate) struct Monitor {
     scheduler: Arc<ScheduledThreadPool>,
     source: ReplicaSource,
     members: Vec<Member>,
-    draining: Vec<(Arc<Host>, Instant)>,
+    draining: Vec<(Arc<StripedHost>, Instant)>,
+    /// Hosts that left (drained), kept until nothing else refers to them, then closed on a
+    /// dlb thread: never inside a caller's pick (where an old snapshot may be freed).
+    graveyard: Vec<Arc<StripedHost>>,
     flaps: FlapDetector,
     primary_view: PrimaryView,
     /// Who answered the last primary probe, and on which timeline.
@@ -126,6 +129,7 @@ impl Monitor {
             source,
             members: Vec::new(),
             draining: Vec::new(),
+            graveyard: Vec::new(),
             flaps: FlapDetector::default(),
             primary_view: PrimaryView::default(),
             primary_server: None,
@@ -298,7 +302,11 @@ impl Monitor {
                 .filter(|m| m.state.health == Health::Healthy)
                 .map(|m| m.handles.clone())
                 .collect(),
-            draining: self.draining.iter().map(|(h, _)| h.clone()).collect(),
+            draining: self
+                .draining
+                .iter()
+                .map(|(h, _)| h.host().clone())
+                .collect(),
             primary_lsn: self.primary_view.lsn,
             primary_server: self.primary_server.clone(),
             generation: self.generation,
@@ -329,7 +337,7 @@ impl Monitor {
             let deadline = policy::drain_deadline(now, &self.policy);
             self.counters.count(&self.counters.replicas_removed);
             info!(target: "dlb", "replica {} left the list: draining (deadline {} s)", m.addr, self.policy.drain_timeout.as_secs());
-            self.draining.push((m.host, deadline));
+            self.draining.push((m.handles, deadline));
             self.flaps.event(&m.addr, now, &self.policy);
         }
         for addr in added {
@@ -359,19 +367,60 @@ impl Monitor {
         }
     }
 
-    /// Closes drained pools: once no connection is checked out, or at the deadline.
+    /// Closes drained pools: once no connection is checked out, or at the deadline. A drained
+    /// host waits in the graveyard until nothing else refers to it, and is closed on a
+    /// short-lived `dlb-reaper` thread (closing connections to a dead host may block).
     fn finish_draining(&mut self, now: Instant) {
         let c = &self.counters;
+        let graveyard = &mut self.graveyard;
         self.draining.retain(|(host, deadline)| {
             let in_use = host.in_use();
             if policy::drain_finished(in_use, *deadline, now) {
                 c.count(&c.replicas_drained);
                 info!(target: "dlb", "replica {} drained ({in_use} connection(s) still out)", host.addr);
+                graveyard.push(host.clone());
                 false
             } else {
                 true
             }
         });
+        let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.graveyard)
+            .into_iter()
+            .partition(StripedHost::only_reference);
+        self.graveyard = kept;
+        if !gone.is_empty() {
+            let reaper = std::thread::Builder::new()
+                .name("dlb-reaper".into())
+                .spawn(move || drop(gone));
+            if let Err(e) = reaper {
+                warn!(target: "dlb", "cannot start a thread to close drained hosts: {e}");
+            }
+        }
+    }
+}
+
+/// How long a stopping monitor waits for old snapshots to let go of its hosts.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+impl Drop for Monitor {
+    /// Runs on the monitor thread when it stops: closes every host here, once no old snapshot
+    /// (freed by crossbeam-epoch on whichever thread next collects garbage, possibly a caller's
+    /// pick) still refers to it — waiting at most [`RELEASE_WAIT`] for them to be reclaimed.
+    fn drop(&mut self) {
+        let mut hosts: Vec<Arc<StripedHost>> = self
+            .members
+            .drain(..)
+            .map(|m| m.handles)
+            .chain(self.draining.drain(..).map(|(h, _)| h))
+            .chain(self.graveyard.drain(..))
+            .collect();
+        let end = Instant::now() + RELEASE_WAIT;
+        while !hosts.iter().all(StripedHost::only_reference) && Instant::now() < end {
+            // Pinning and flushing lets the epoch advance and old snapshots be freed.
+            crossbeam::epoch::pin().flush();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        hosts.clear();
     }
 }
 
