@@ -2,7 +2,8 @@
 # C tests of dlb's C API (include/dlb.h), against the real test cluster.
 #
 # Usage (from any directory):
-#   bash ffi-tests/run.sh         build the library (cargo) and every C program, then run each
+#   bash ffi-tests/run.sh         build the library (cargo, with the test-only
+#                                 ffi-test-hooks feature) and every C program, then run each
 #                                 test linked statically (libdlb.a + native static libs) and
 #                                 dynamically (libdlb.so, -rpath), an AddressSanitizer+UBSan
 #                                 build, and the static build under valgrind; also the header
@@ -32,7 +33,7 @@ CFLAGS=(-std=c99 -Wall -Wextra -Wpedantic -Werror -g -O1 -Iinclude -Iffi-tests -
 # shellcheck disable=SC2054 # the commas belong to -fsanitize=address,undefined
 SANITIZE=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 # Every test program with its sources (besides the shared test_util.c).
-TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu)
+TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu test_bounds)
 PAUSED_REPLICA=2
 
 passed=0
@@ -167,7 +168,8 @@ if [[ $MODE == bench ]]; then
 fi
 
 # --- build --------------------------------------------------------------------------------
-build_lib debug
+# The test-only entry points (lb_test_panic, for test_bounds) are in this build only.
+build_lib debug --features ffi-test-hooks
 VARIANTS=(static shared)
 [[ ${DLB_FFI_ASAN:-1} == 0 ]] || VARIANTS+=(asan)
 mkdir -p "$BUILD"/{static,shared,asan,examples}

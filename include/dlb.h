@@ -24,8 +24,10 @@
  * - Threads. Every function is thread-safe; an lb_balancer may be shared by threads, except
  *   that lb_balancer_free() must not run concurrently with another call on it.
  * - Blocking. Each function says whether it blocks (waits on the network or a lock).
- * - No function aborts the process or unwinds into C: a panic inside dlb is caught and
- *   reported as LB_ERR_PANIC.
+ * - No function aborts the process or unwinds into C: a panic inside dlb is caught,
+ *   reported as LB_ERR_PANIC and logged at LB_LOG_ERROR (see lb_set_log_callback()), never
+ *   printed to stderr. Configuration sizes and durations are bounded (README), so no
+ *   configuration makes a call allocate without limit or block for long.
  * - DSNs handed out (lb_pick_replica(), lb_primary_dsn()) contain the configured password:
  *   pass them to the driver, never to a log.
  */

@@ -38,6 +38,8 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
+# The test-only C entry points (ffi-tests/run.sh builds with them).
+cargo clippy --all-targets --features ffi-test-hooks -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet

@@ -8,6 +8,8 @@
 //!   "pool": { "max_size": 10, "connect_timeout_ms": 2000, "max_lifetime_s": 1800 } }
 //! ```
 
+use std::collections::HashSet;
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,7 +22,12 @@ pub const MAX_KEY_LEN: usize = 1024;
 
 /// Balancer configuration. Build it with [`Config::from_json`] or [`Config::builder`]; both
 /// validate, and [`crate::Balancer::new`] validates again.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+///
+/// Every size and duration has an upper bound (README's configuration table lists them), so
+/// that no setting can make the balancer allocate without limit or block a caller for an
+/// unreasonable time. `Debug` shows the primary DSN and the Redis URLs without their
+/// passwords ([`Config::to_json`] shows them as configured).
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Config {
@@ -32,7 +39,7 @@ pub struct Config {
     pub replicas: Option<ReplicasConfig>,
     /// How often the background monitor polls the primary's LSN and every replica's replay
     /// position, in milliseconds. Default [`Config::DEFAULT_REPLICA_CHECK_INTERVAL_MS`]; at
-    /// least 10.
+    /// least 10, at most an hour.
     #[serde(default = "serde_default::replica_check_interval_ms")]
     pub replica_check_interval_ms: u64,
     /// Replication lag, in bytes of WAL, over which (together with `max_lag_ms`) a replica is
@@ -54,19 +61,20 @@ pub struct Config {
     pub max_replay_stall_ms: u64,
     /// Client-side timeout of each monitor probe and of each live replay-LSN check.
     /// A replica that does not answer in time counts as failed, in milliseconds. Default
-    /// [`Config::DEFAULT_PROBE_TIMEOUT_MS`].
+    /// [`Config::DEFAULT_PROBE_TIMEOUT_MS`]; at most a minute (construction waits for a first
+    /// probe).
     #[serde(default = "serde_default::probe_timeout_ms")]
     pub probe_timeout_ms: u64,
     /// Connection pools, one per host.
     #[serde(default)]
     pub pool: PoolConfig,
     /// How long a recorded LSN is kept for a key (primary sticking), in seconds. Default
-    /// [`Config::DEFAULT_STICKY_TTL_S`].
+    /// [`Config::DEFAULT_STICKY_TTL_S`]; at most 10 years ([`crate::MAX_TTL`]).
     #[serde(default = "serde_default::sticky_ttl_s")]
     pub sticky_ttl_s: u64,
     /// Total time a sticky pick may spend checking live replicas when the cached replay
     /// positions do not show one caught up, in milliseconds. Default
-    /// [`Config::DEFAULT_STICKY_CHECK_BUDGET_MS`]; 0 disables live checks.
+    /// [`Config::DEFAULT_STICKY_CHECK_BUDGET_MS`]; 0 disables live checks; at most a minute.
     #[serde(default = "serde_default::sticky_check_budget_ms")]
     pub sticky_check_budget_ms: u64,
     /// What a sticky pick does when no replica has replayed the key's LSN: `"primary"`
@@ -80,6 +88,43 @@ pub struct Config {
     /// Connectivity quarantine of replicas that fail probes.
     #[serde(default)]
     pub connectivity: ConnectivityConfig,
+}
+
+impl fmt::Debug for Config {
+    /// Every field, the primary DSN without its password (as `lb_dsn_redact` renders it).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Destructured so that a new field cannot be left out (or shown unredacted) unnoticed.
+        let Config {
+            primary,
+            replicas,
+            replica_check_interval_ms,
+            max_lag_bytes,
+            max_lag_ms,
+            max_replay_stall_ms,
+            probe_timeout_ms,
+            pool,
+            sticky_ttl_s,
+            sticky_check_budget_ms,
+            no_caught_up_replica,
+            lsn_store,
+            connectivity,
+        } = self;
+        f.debug_struct("Config")
+            .field("primary", &crate::dsn::redact_dsn(primary))
+            .field("replicas", replicas)
+            .field("replica_check_interval_ms", replica_check_interval_ms)
+            .field("max_lag_bytes", max_lag_bytes)
+            .field("max_lag_ms", max_lag_ms)
+            .field("max_replay_stall_ms", max_replay_stall_ms)
+            .field("probe_timeout_ms", probe_timeout_ms)
+            .field("pool", pool)
+            .field("sticky_ttl_s", sticky_ttl_s)
+            .field("sticky_check_budget_ms", sticky_check_budget_ms)
+            .field("no_caught_up_replica", no_caught_up_replica)
+            .field("lsn_store", lsn_store)
+            .field("connectivity", connectivity)
+            .finish()
+    }
 }
 
 /// Which [`crate::LsnStore`] to use.
@@ -99,8 +144,9 @@ impl Default for LsnStoreConfig {
     }
 }
 
-/// Redis LSN store settings. Exactly one of `url` and `cluster` is required.
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+/// Redis LSN store settings. Exactly one of `url` and `cluster` is required. `Debug` shows the
+/// URLs without their passwords.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RedisStoreConfig {
@@ -109,17 +155,19 @@ pub struct RedisStoreConfig {
     /// trusted roots).
     #[serde(default)]
     pub url: Option<String>,
-    /// Redis Cluster seed nodes (`redis://host:port`, ...).
+    /// Redis Cluster seed nodes (`redis://host:port`, ...); at most
+    /// [`RedisStoreConfig::LIMIT_CLUSTER_NODES`].
     #[serde(default)]
     pub cluster: Vec<String>,
     /// Prefix of every stored key. Default [`RedisStoreConfig::DEFAULT_KEY_PREFIX`].
     #[serde(default = "serde_default::redis_key_prefix")]
     pub key_prefix: String,
     /// Timeout of each Redis operation (connect, read, write), in milliseconds. Default
-    /// [`RedisStoreConfig::DEFAULT_OP_TIMEOUT_MS`].
+    /// [`RedisStoreConfig::DEFAULT_OP_TIMEOUT_MS`]; at most a minute.
     #[serde(default = "serde_default::redis_op_timeout_ms")]
     pub op_timeout_ms: u64,
-    /// Pooled Redis connections. Default [`RedisStoreConfig::DEFAULT_POOL_SIZE`].
+    /// Pooled Redis connections. Default [`RedisStoreConfig::DEFAULT_POOL_SIZE`]; at most
+    /// [`RedisStoreConfig::LIMIT_POOL_SIZE`].
     #[serde(default = "serde_default::redis_pool_size")]
     pub pool_size: u32,
     /// PEM file of the certificate authorities trusted for `rediss://` URLs instead of the
@@ -128,11 +176,35 @@ pub struct RedisStoreConfig {
     pub tls_ca_file: Option<String>,
 }
 
+impl fmt::Debug for RedisStoreConfig {
+    /// Every field, the URLs without their credentials (`user:password@` becomes `***@`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let RedisStoreConfig {
+            url,
+            cluster,
+            key_prefix,
+            op_timeout_ms,
+            pool_size,
+            tls_ca_file,
+        } = self;
+        let redacted = |u: &String| crate::redact::redact_url(u);
+        f.debug_struct("RedisStoreConfig")
+            .field("url", &url.as_ref().map(redacted))
+            .field("cluster", &cluster.iter().map(redacted).collect::<Vec<_>>())
+            .field("key_prefix", key_prefix)
+            .field("op_timeout_ms", op_timeout_ms)
+            .field("pool_size", pool_size)
+            .field("tls_ca_file", tls_ca_file)
+            .finish()
+    }
+}
+
 /// Connectivity quarantine: consecutive probe failures put a replica aside; it is probed again
 /// with exponential backoff and re-admitted after a successful probe. A replica that flaps
 /// (many quarantines or list changes within a window) is held out longer.
 ///
-/// A field missing from the JSON takes its value from [`ConnectivityConfig::default`].
+/// A field missing from the JSON takes its value from [`ConnectivityConfig::default`]. The
+/// thresholds are at most 1000, the durations at most a day.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
@@ -196,18 +268,22 @@ impl Default for ConnectivityConfig {
 #[non_exhaustive]
 pub struct ReplicasConfig {
     /// Fixed replica list: `host`, `host:port` or `[v6]:port`. A missing port means the
-    /// primary's. Default: empty.
+    /// primary's. Default: empty; at most [`ReplicasConfig::LIMIT_HOSTS`] entries.
     pub hosts: Vec<String>,
     /// DNS service discovery (instead of, or on top of, `hosts`). Default: none.
     pub dns: Option<DnsConfig>,
     /// How long a replica that left the list may keep its in-flight connections before its
-    /// pool is closed, in milliseconds. Default [`ReplicasConfig::DEFAULT_DRAIN_TIMEOUT_MS`].
+    /// pool is closed, in milliseconds. Default [`ReplicasConfig::DEFAULT_DRAIN_TIMEOUT_MS`]; at
+    /// most an hour.
     pub drain_timeout_ms: u64,
 }
 
 impl ReplicasConfig {
     /// Default of [`ReplicasConfig::drain_timeout_ms`].
     pub const DEFAULT_DRAIN_TIMEOUT_MS: u64 = 30_000;
+    /// Most entries [`ReplicasConfig::hosts`] may have, and most replicas a balancer keeps
+    /// (the fixed list first, then DNS answers, which are cut to fit with a warning).
+    pub const LIMIT_HOSTS: usize = 1000;
 }
 
 impl Default for ReplicasConfig {
@@ -249,7 +325,7 @@ impl RedisStoreConfig {
     ///
     /// # Errors
     /// [`Error::Config`] naming the field: both or neither of `url` and `cluster`, a zero
-    /// timeout or pool size.
+    /// timeout or pool size, a value over its bound.
     pub(crate) fn check(&self) -> Result<()> {
         match (&self.url, self.cluster.is_empty()) {
             (Some(_), false) => Err(Error::config(
@@ -263,8 +339,36 @@ impl RedisStoreConfig {
             _ => Ok(()),
         }?;
         at_least("lsn_store.redis.op_timeout_ms", self.op_timeout_ms, 1)?;
-        at_least("lsn_store.redis.pool_size", self.pool_size.into(), 1)
+        at_least("lsn_store.redis.pool_size", self.pool_size.into(), 1)?;
+        self.check_limits()
     }
+
+    /// The upper bounds of the Redis settings (before anything is allocated for them).
+    fn check_limits(&self) -> Result<()> {
+        at_most(
+            "lsn_store.redis.cluster",
+            len(self.cluster.len()),
+            len(Self::LIMIT_CLUSTER_NODES),
+            "entries",
+        )?;
+        at_most(
+            "lsn_store.redis.op_timeout_ms",
+            self.op_timeout_ms,
+            MINUTE,
+            "1 minute",
+        )?;
+        at_most(
+            "lsn_store.redis.pool_size",
+            self.pool_size.into(),
+            Self::LIMIT_POOL_SIZE.into(),
+            "",
+        )
+    }
+
+    /// Most [`RedisStoreConfig::pool_size`] may be.
+    pub const LIMIT_POOL_SIZE: u32 = 1000;
+    /// Most entries [`RedisStoreConfig::cluster`] may have.
+    pub const LIMIT_CLUSTER_NODES: usize = 1000;
 
     /// Default of [`RedisStoreConfig::key_prefix`].
     pub const DEFAULT_KEY_PREFIX: &str = "dlb:lsn:";
@@ -317,10 +421,11 @@ pub struct DnsConfig {
     pub tcp: bool,
     /// Longest time between refreshes, in milliseconds; answers with a shorter TTL refresh
     /// sooner. Default [`DnsConfig::DEFAULT_REFRESH_INTERVAL_MS`]. Refreshes carry up to 10%
-    /// jitter so a fleet does not refresh in lockstep.
+    /// jitter so a fleet does not refresh in lockstep. At most a day.
     #[serde(default = "serde_default::dns_refresh_interval_ms")]
     pub refresh_interval_ms: u64,
-    /// Timeout of one DNS exchange, in milliseconds. Default [`DnsConfig::DEFAULT_TIMEOUT_MS`].
+    /// Timeout of one DNS exchange, in milliseconds. Default [`DnsConfig::DEFAULT_TIMEOUT_MS`];
+    /// at most a minute.
     #[serde(default = "serde_default::dns_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -345,18 +450,20 @@ pub enum DnsRecordType {
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Most connections per host. Default [`PoolConfig::DEFAULT_MAX_SIZE`]; at least 1.
+    /// Most connections per host. Default [`PoolConfig::DEFAULT_MAX_SIZE`]; at least 1, at most
+    /// [`PoolConfig::LIMIT_MAX_SIZE`].
     pub max_size: u32,
     /// Idle connections each pool tries to keep open. Default [`PoolConfig::DEFAULT_MIN_IDLE`]
-    /// (0: connect lazily).
+    /// (0: connect lazily); at most `max_size`.
     pub min_idle: u32,
-    /// TCP connect timeout, in milliseconds. Default [`PoolConfig::DEFAULT_CONNECT_TIMEOUT_MS`].
+    /// TCP connect timeout, in milliseconds. Default [`PoolConfig::DEFAULT_CONNECT_TIMEOUT_MS`];
+    /// at most 10 minutes.
     pub connect_timeout_ms: u64,
     /// How long `write_conn`/`read_conn` wait for a free pooled connection, in milliseconds.
-    /// Default [`PoolConfig::DEFAULT_CHECKOUT_TIMEOUT_MS`].
+    /// Default [`PoolConfig::DEFAULT_CHECKOUT_TIMEOUT_MS`]; at most 10 minutes.
     pub checkout_timeout_ms: u64,
     /// Connections are closed after this age, in seconds. Default
-    /// [`PoolConfig::DEFAULT_MAX_LIFETIME_S`]; 0 means no limit.
+    /// [`PoolConfig::DEFAULT_MAX_LIFETIME_S`]; 0 means no limit; at most 10 years.
     pub max_lifetime_s: u64,
 }
 
@@ -371,6 +478,9 @@ impl PoolConfig {
     pub const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5000;
     /// Default of [`PoolConfig::max_lifetime_s`].
     pub const DEFAULT_MAX_LIFETIME_S: u64 = 1800;
+    /// Most [`PoolConfig::max_size`] may be (the pool reserves a slot per connection when
+    /// it is made).
+    pub const LIMIT_MAX_SIZE: u32 = 1000;
 }
 
 impl Default for PoolConfig {
@@ -498,6 +608,8 @@ impl Config {
     }
 
     pub(crate) fn resolve(&self) -> Result<Resolved> {
+        // Sizes first: nothing below allocates or loops in proportion to an unchecked one.
+        self.check_limits()?;
         let primary = Dsn::parse(&self.primary, "primary")?;
         if primary.hosts().len() > 1 {
             return Err(Error::config(
@@ -513,20 +625,17 @@ impl Config {
             ));
         }
         let primary_hp = primary.host_port();
-        let mut replicas: Vec<HostPort> = Vec::new();
-        for (i, h) in self
-            .replicas
-            .iter()
-            .flat_map(|r| r.hosts.iter())
-            .enumerate()
-        {
+        let hosts = self.replicas.as_ref().map_or(&[][..], |r| &r.hosts[..]);
+        let mut replicas: Vec<HostPort> = Vec::with_capacity(hosts.len());
+        let mut seen: HashSet<HostPort> = HashSet::with_capacity(hosts.len());
+        for (i, h) in hosts.iter().enumerate() {
             let field = format!("replicas.hosts[{i}]");
             let hp = HostPort::parse(h, primary_hp.port).map_err(|m| Error::config(&field, m))?;
-            if replicas.contains(&hp) {
-                return Err(Error::config(field, format!("duplicate replica {hp}")));
-            }
             if hp == primary_hp {
                 return Err(Error::config(field, format!("{hp} is the primary")));
+            }
+            if !seen.insert(hp.clone()) {
+                return Err(Error::config(field, format!("duplicate replica {hp}")));
             }
             replicas.push(hp);
         }
@@ -540,16 +649,6 @@ impl Config {
         at_least("pool.connect_timeout_ms", self.pool.connect_timeout_ms, 1)?;
         at_least("pool.checkout_timeout_ms", self.pool.checkout_timeout_ms, 1)?;
         at_least("sticky_ttl_s", self.sticky_ttl_s, 1)?;
-        let max_ttl_s = crate::sticking::MAX_TTL.as_secs();
-        if self.sticky_ttl_s > max_ttl_s {
-            return Err(Error::config(
-                "sticky_ttl_s",
-                format!(
-                    "must be at most {max_ttl_s} (10 years, dlb::MAX_TTL) (got {})",
-                    self.sticky_ttl_s
-                ),
-            ));
-        }
         if let Some(dns) = self.replicas.as_ref().and_then(|r| r.dns.as_ref()) {
             if dns.record.trim().is_empty() {
                 return Err(Error::config("replicas.dns.record", "must not be empty"));
@@ -591,39 +690,139 @@ impl Config {
                 format!("must not exceed pool.max_size ({})", self.pool.max_size),
             ));
         }
-        for (field, ms) in self.durations_ms() {
-            at_most(field, ms, MAX_DURATION_MS)?;
-        }
         Ok(Resolved { primary, replicas })
     }
 
-    /// Every duration setting in milliseconds, with its field name (for the upper bound: no
-    /// configured duration may overflow a clock).
-    fn durations_ms(&self) -> Vec<(&'static str, u64)> {
-        let (p, c) = (&self.pool, &self.connectivity);
-        let mut v = vec![
-            ("replica_check_interval_ms", self.replica_check_interval_ms),
-            ("max_lag_ms", self.max_lag_ms),
-            ("max_replay_stall_ms", self.max_replay_stall_ms),
-            ("probe_timeout_ms", self.probe_timeout_ms),
-            ("sticky_check_budget_ms", self.sticky_check_budget_ms),
-            ("pool.connect_timeout_ms", p.connect_timeout_ms),
-            ("pool.checkout_timeout_ms", p.checkout_timeout_ms),
-            ("pool.max_lifetime_s", p.max_lifetime_s.saturating_mul(1000)),
-            ("connectivity.backoff_initial_ms", c.backoff_initial_ms),
-            ("connectivity.backoff_max_ms", c.backoff_max_ms),
-            ("connectivity.flap_window_ms", c.flap_window_ms),
-            ("connectivity.flap_hold_ms", c.flap_hold_ms),
-        ];
-        if let Some(r) = &self.replicas {
-            v.push(("replicas.drain_timeout_ms", r.drain_timeout_ms));
-            if let Some(d) = &r.dns {
-                v.push(("replicas.dns.refresh_interval_ms", d.refresh_interval_ms));
-                v.push(("replicas.dns.timeout_ms", d.timeout_ms));
-            }
+    /// The upper bound of every size, count and duration (see [`Config::limits`]).
+    fn check_limits(&self) -> Result<()> {
+        for (field, value, max, what) in self.limits() {
+            at_most(field, value, max, what)?;
         }
         if let LsnStoreConfig::Redis(r) = &self.lsn_store {
-            v.push(("lsn_store.redis.op_timeout_ms", r.op_timeout_ms));
+            r.check_limits()?;
+        }
+        Ok(())
+    }
+
+    /// Every bounded setting but the Redis store's ([`RedisStoreConfig::check_limits`]): its
+    /// field name, value (in the field's unit), largest accepted value, and that value in
+    /// words. Durations that make a caller or the monitor wait (timeouts, budgets) are at most
+    /// a minute or ten; intervals and holds at most an hour or a day; thresholds and ages that
+    /// nothing waits for at most ten years ([`crate::MAX_TTL`]), so no instant computed from
+    /// them overflows a clock. README's configuration table lists the same bounds.
+    fn limits(&self) -> Vec<(&'static str, u64, u64, &'static str)> {
+        let (p, c) = (&self.pool, &self.connectivity);
+        let hosts = self.replicas.as_ref().map_or(0, |r| r.hosts.len());
+        let mut v = vec![
+            (
+                "replicas.hosts",
+                len(hosts),
+                len(ReplicasConfig::LIMIT_HOSTS),
+                "entries",
+            ),
+            (
+                "replica_check_interval_ms",
+                self.replica_check_interval_ms,
+                HOUR,
+                "1 hour",
+            ),
+            ("max_lag_ms", self.max_lag_ms, TEN_YEARS_MS, "10 years"),
+            (
+                "max_replay_stall_ms",
+                self.max_replay_stall_ms,
+                TEN_YEARS_MS,
+                "10 years",
+            ),
+            (
+                "probe_timeout_ms",
+                self.probe_timeout_ms,
+                MINUTE,
+                "1 minute",
+            ),
+            (
+                "sticky_ttl_s",
+                self.sticky_ttl_s,
+                TEN_YEARS_MS / 1000,
+                "10 years, dlb::MAX_TTL",
+            ),
+            (
+                "sticky_check_budget_ms",
+                self.sticky_check_budget_ms,
+                MINUTE,
+                "1 minute",
+            ),
+            (
+                "pool.max_size",
+                p.max_size.into(),
+                PoolConfig::LIMIT_MAX_SIZE.into(),
+                "",
+            ),
+            (
+                "pool.connect_timeout_ms",
+                p.connect_timeout_ms,
+                10 * MINUTE,
+                "10 minutes",
+            ),
+            (
+                "pool.checkout_timeout_ms",
+                p.checkout_timeout_ms,
+                10 * MINUTE,
+                "10 minutes",
+            ),
+            (
+                "pool.max_lifetime_s",
+                p.max_lifetime_s,
+                TEN_YEARS_MS / 1000,
+                "10 years",
+            ),
+            (
+                "connectivity.failure_threshold",
+                c.failure_threshold.into(),
+                THRESHOLD,
+                "",
+            ),
+            (
+                "connectivity.backoff_initial_ms",
+                c.backoff_initial_ms,
+                DAY,
+                "1 day",
+            ),
+            (
+                "connectivity.backoff_max_ms",
+                c.backoff_max_ms,
+                DAY,
+                "1 day",
+            ),
+            (
+                "connectivity.flap_window_ms",
+                c.flap_window_ms,
+                DAY,
+                "1 day",
+            ),
+            (
+                "connectivity.flap_threshold",
+                c.flap_threshold.into(),
+                THRESHOLD,
+                "",
+            ),
+            ("connectivity.flap_hold_ms", c.flap_hold_ms, DAY, "1 day"),
+        ];
+        if let Some(r) = &self.replicas {
+            v.push((
+                "replicas.drain_timeout_ms",
+                r.drain_timeout_ms,
+                HOUR,
+                "1 hour",
+            ));
+            if let Some(d) = &r.dns {
+                v.push((
+                    "replicas.dns.refresh_interval_ms",
+                    d.refresh_interval_ms,
+                    DAY,
+                    "1 day",
+                ));
+                v.push(("replicas.dns.timeout_ms", d.timeout_ms, MINUTE, "1 minute"));
+            }
         }
         v
     }
@@ -637,19 +836,40 @@ impl Config {
     }
 }
 
+const MINUTE: u64 = 60_000;
+const HOUR: u64 = 60 * MINUTE;
+const DAY: u64 = 24 * HOUR;
 /// The longest duration any setting may have: 10 years, as [`crate::MAX_TTL`].
-const MAX_DURATION_MS: u64 = crate::sticking::MAX_TTL.as_millis() as u64;
+const TEN_YEARS_MS: u64 = crate::sticking::MAX_TTL.as_millis() as u64;
+/// The most `connectivity.failure_threshold` and `connectivity.flap_threshold` may be.
+const THRESHOLD: u64 = 1000;
 
-/// `ms <= max`, or an error naming `field`.
-fn at_most(field: &str, ms: u64, max: u64) -> Result<()> {
-    if ms > max {
-        Err(Error::config(
-            field,
-            format!("must be at most {max} ms (10 years) (got {ms} ms)"),
-        ))
-    } else {
-        Ok(())
+/// A length as a `u64` (saturating; `usize` is at most 64 bits on every supported target).
+fn len(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+/// Whole milliseconds of `d`, saturating (the builder's setters take any [`Duration`]; a
+/// truncating cast could turn a huge one into a small valid one).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `v <= max`, or an error naming `field` (`what`: the bound in words, or the unit of a
+/// count; empty for none).
+fn at_most(field: &str, v: u64, max: u64, what: &str) -> Result<()> {
+    if v <= max {
+        return Ok(());
     }
+    let bound = if what.is_empty() {
+        max.to_string()
+    } else {
+        format!("{max} ({what})")
+    };
+    Err(Error::config(
+        field,
+        format!("must be at most {bound} (got {v})"),
+    ))
 }
 
 /// A JSON error message with the values it quotes (`invalid type: string "..."`) left out:
@@ -733,7 +953,7 @@ impl ConfigBuilder {
         self.0
             .replicas
             .get_or_insert_with(ReplicasConfig::default)
-            .drain_timeout_ms = d.as_millis() as u64;
+            .drain_timeout_ms = millis(d);
         self
     }
     /// See [`Config::lsn_store`].
@@ -748,7 +968,7 @@ impl ConfigBuilder {
     }
     /// See [`Config::replica_check_interval_ms`].
     pub fn replica_check_interval(mut self, d: Duration) -> Self {
-        self.0.replica_check_interval_ms = d.as_millis() as u64;
+        self.0.replica_check_interval_ms = millis(d);
         self
     }
     /// See [`Config::max_lag_bytes`].
@@ -758,17 +978,17 @@ impl ConfigBuilder {
     }
     /// See [`Config::max_lag_ms`].
     pub fn max_lag(mut self, d: Duration) -> Self {
-        self.0.max_lag_ms = d.as_millis() as u64;
+        self.0.max_lag_ms = millis(d);
         self
     }
     /// See [`Config::max_replay_stall_ms`].
     pub fn max_replay_stall(mut self, d: Duration) -> Self {
-        self.0.max_replay_stall_ms = d.as_millis() as u64;
+        self.0.max_replay_stall_ms = millis(d);
         self
     }
     /// See [`Config::probe_timeout_ms`].
     pub fn probe_timeout(mut self, d: Duration) -> Self {
-        self.0.probe_timeout_ms = d.as_millis() as u64;
+        self.0.probe_timeout_ms = millis(d);
         self
     }
     /// See [`PoolConfig::max_size`].
@@ -783,12 +1003,12 @@ impl ConfigBuilder {
     }
     /// See [`PoolConfig::connect_timeout_ms`].
     pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.0.pool.connect_timeout_ms = d.as_millis() as u64;
+        self.0.pool.connect_timeout_ms = millis(d);
         self
     }
     /// See [`PoolConfig::checkout_timeout_ms`].
     pub fn checkout_timeout(mut self, d: Duration) -> Self {
-        self.0.pool.checkout_timeout_ms = d.as_millis() as u64;
+        self.0.pool.checkout_timeout_ms = millis(d);
         self
     }
     /// See [`PoolConfig::max_lifetime_s`].
@@ -803,7 +1023,7 @@ impl ConfigBuilder {
     }
     /// See [`Config::sticky_check_budget_ms`].
     pub fn sticky_check_budget(mut self, d: Duration) -> Self {
-        self.0.sticky_check_budget_ms = d.as_millis() as u64;
+        self.0.sticky_check_budget_ms = millis(d);
         self
     }
     /// See [`Config::no_caught_up_replica`].
@@ -914,7 +1134,7 @@ mod tests {
             r#"{{"primary": "{P}", "replicas": {{"hosts": [], "drain_timeout_ms": 999999999999999}}}}"#
         ));
         assert!(e.contains("replicas.drain_timeout_ms"), "{e}");
-        let ten_years = MAX_DURATION_MS;
+        let ten_years = TEN_YEARS_MS;
         assert!(
             Config::from_json(&format!(
                 r#"{{"primary": "{P}", "max_lag_ms": {ten_years}}}"#
@@ -939,5 +1159,235 @@ mod tests {
         assert!(!e.contains("SECRET"), "{e}");
         let e = err(r#"{"primary": "host=h port=5432,5433 host=a,b"}"#);
         assert!(e.contains("several hosts"), "{e}");
+    }
+
+    /// Builds `{"primary": P, <extra>}` and returns the error's field and message.
+    fn field_err(extra: &str) -> (String, String) {
+        match Config::from_json(&format!(r#"{{"primary": "{P}", {extra}}}"#)) {
+            Err(Error::Config { field, message }) => (field, message),
+            other => panic!("{extra}: expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sizes_are_bounded_before_anything_is_allocated() {
+        // Each of these aborted the process (an allocation per slot) or took seconds.
+        for (extra, field) in [
+            (r#""pool": {"max_size": 100000000}"#, "pool.max_size"),
+            (
+                r#""pool": {"max_size": 10000000, "min_idle": 10000000}"#,
+                "pool.max_size",
+            ),
+            (r#""pool": {"max_size": 1001}"#, "pool.max_size"),
+            (
+                r#""lsn_store": {"redis": {"url": "redis://h:1", "pool_size": 4294967295}}"#,
+                "lsn_store.redis.pool_size",
+            ),
+            (
+                r#""connectivity": {"failure_threshold": 4294967295}"#,
+                "connectivity.failure_threshold",
+            ),
+            (
+                r#""connectivity": {"flap_threshold": 1001}"#,
+                "connectivity.flap_threshold",
+            ),
+        ] {
+            let (f, m) = field_err(extra);
+            assert_eq!(f, field, "{extra}: {m}");
+            assert!(m.starts_with("must be at most 1000 (got "), "{extra}: {m}");
+        }
+        let (f, m) = field_err(r#""pool": {"max_size": 1000, "min_idle": 1001}"#);
+        assert_eq!(
+            (f.as_str(), m.as_str()),
+            ("pool.min_idle", "must not exceed pool.max_size (1000)")
+        );
+        let at_limit = format!(
+            r#"{{"primary": "{P}", "pool": {{"max_size": 1000, "min_idle": 1000}},
+                "lsn_store": {{"redis": {{"url": "redis://h:1", "pool_size": 1000}}}}}}"#
+        );
+        Config::from_json(&at_limit).unwrap();
+        // The Redis store checks its own settings when made directly.
+        let mut r = RedisStoreConfig::standalone("redis://h:1");
+        r.pool_size = u32::MAX;
+        let e = r.check().unwrap_err().to_string();
+        assert!(
+            e.contains("lsn_store.redis.pool_size: must be at most 1000"),
+            "{e}"
+        );
+        r.pool_size = 1;
+        r.op_timeout_ms = u64::MAX;
+        let e = r.check().unwrap_err().to_string();
+        assert!(
+            e.contains("lsn_store.redis.op_timeout_ms: must be at most 60000"),
+            "{e}"
+        );
+        let mut c = RedisStoreConfig::cluster(vec!["redis://h:1"; 1001]);
+        let e = c.check().unwrap_err().to_string();
+        assert!(
+            e.contains("lsn_store.redis.cluster: must be at most 1000 (entries) (got 1001)"),
+            "{e}"
+        );
+        c.cluster.truncate(1000);
+        c.check().unwrap();
+    }
+
+    fn hosts(n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("10.{}.{}.{}:5432", i >> 16, (i >> 8) & 255, i & 255))
+            .collect()
+    }
+
+    #[test]
+    fn the_replica_list_is_bounded_and_checked_in_linear_time() {
+        let started = std::time::Instant::now();
+        let e = Config::builder(P)
+            .replica_hosts(hosts(50_000))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: replicas.hosts: must be at most 1000 (entries) (got 50000)"
+        );
+        // At the limit, duplicates are found through a hash set (quadratic took seconds at
+        // 50,000; here the whole list is parsed and checked), and keep their messages.
+        let mut list = hosts(ReplicasConfig::LIMIT_HOSTS);
+        let c = Config::builder(P)
+            .replica_hosts(list.clone())
+            .build()
+            .unwrap();
+        assert_eq!(c.resolve().unwrap().replicas.len(), 1000);
+        list[999] = list[3].clone();
+        let e = Config::builder(P).replica_hosts(list).build().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: replicas.hosts[999]: duplicate replica 10.0.0.3:5432"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn durations_that_block_a_caller_are_bounded() {
+        for (extra, field, max) in [
+            (
+                r#""probe_timeout_ms": 18446744073709551615"#,
+                "probe_timeout_ms",
+                "60000 (1 minute)",
+            ),
+            (
+                r#""probe_timeout_ms": 60001"#,
+                "probe_timeout_ms",
+                "60000 (1 minute)",
+            ),
+            (
+                r#""sticky_check_budget_ms": 60001"#,
+                "sticky_check_budget_ms",
+                "60000 (1 minute)",
+            ),
+            (
+                r#""pool": {"checkout_timeout_ms": 18446744073709551615}"#,
+                "pool.checkout_timeout_ms",
+                "600000 (10 minutes)",
+            ),
+            (
+                r#""pool": {"connect_timeout_ms": 600001}"#,
+                "pool.connect_timeout_ms",
+                "600000 (10 minutes)",
+            ),
+            (
+                r#""replica_check_interval_ms": 3600001"#,
+                "replica_check_interval_ms",
+                "3600000 (1 hour)",
+            ),
+            (
+                r#""replicas": {"drain_timeout_ms": 3600001}"#,
+                "replicas.drain_timeout_ms",
+                "3600000 (1 hour)",
+            ),
+            (
+                r#""replicas": {"dns": {"record": "r", "timeout_ms": 60001}}"#,
+                "replicas.dns.timeout_ms",
+                "60000 (1 minute)",
+            ),
+            (
+                r#""replicas": {"dns": {"record": "r", "refresh_interval_ms": 86400001}}"#,
+                "replicas.dns.refresh_interval_ms",
+                "86400000 (1 day)",
+            ),
+            (
+                r#""connectivity": {"backoff_max_ms": 86400001}"#,
+                "connectivity.backoff_max_ms",
+                "86400000 (1 day)",
+            ),
+            (
+                r#""lsn_store": {"redis": {"url": "redis://h:1", "op_timeout_ms": 60001}}"#,
+                "lsn_store.redis.op_timeout_ms",
+                "60000 (1 minute)",
+            ),
+            (
+                r#""sticky_ttl_s": 315360001"#,
+                "sticky_ttl_s",
+                "315360000 (10 years, dlb::MAX_TTL)",
+            ),
+        ] {
+            let (f, m) = field_err(extra);
+            assert_eq!(f, field, "{extra}: {m}");
+            assert!(
+                m.starts_with(&format!("must be at most {max} (got ")),
+                "{extra}: {m}"
+            );
+        }
+    }
+
+    #[test]
+    fn builder_durations_saturate_instead_of_wrapping() {
+        // 2^64 ms + 5 ms would wrap to 5 ms with `as u64`, a valid timeout.
+        let huge = Duration::from_millis(u64::MAX) + Duration::from_millis(6);
+        let e = Config::builder(P).probe_timeout(huge).build().unwrap_err();
+        assert!(
+            e.to_string().contains("probe_timeout_ms: must be at most"),
+            "{e}"
+        );
+        let e = Config::builder(P)
+            .checkout_timeout(Duration::MAX)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("pool.checkout_timeout_ms"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_passwords() {
+        let primary = "host=db port=5432 user=app password=pr1m4ry-s3cret dbname=app";
+        let mut c = Config::new(primary);
+        c.lsn_store = LsnStoreConfig::Redis(RedisStoreConfig::standalone(
+            "rediss://user:r3d1s-s3cret@cache:6380/0",
+        ));
+        let url_primary = Config::new("postgres://app:pr1m4ry-s3cret@db:5432/app");
+        let cluster = Config::builder(P)
+            .lsn_store(LsnStoreConfig::Redis(RedisStoreConfig::cluster([
+                "redis://:r3d1s-s3cret@n1:7000",
+                "redis://:r3d1s/s3cret@n2:7000",
+            ])))
+            .build()
+            .unwrap();
+        for shown in [
+            format!("{c:?}"),
+            format!("{c:#?}"),
+            format!("{url_primary:?}"),
+            format!("{cluster:?}"),
+            format!("{:?}", Config::builder(primary)),
+            format!("{:?}", c.lsn_store),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        let shown = format!("{c:?}");
+        assert!(shown.contains("host=db"), "{shown}");
+        assert!(shown.contains("rediss://***@cache:6380/0"), "{shown}");
+        assert!(shown.contains("probe_timeout_ms: 100"), "{shown}");
+        // The JSON rendering stays the configuration as given.
+        assert!(c.to_json().contains("pr1m4ry-s3cret"));
     }
 }

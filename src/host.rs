@@ -162,7 +162,7 @@ impl Host {
         probe_config.connect_timeout(Duration::from_millis(
             cfg.pool
                 .connect_timeout_ms
-                .min(cfg.probe_timeout_ms.max(1) * 10),
+                .min(cfg.probe_timeout_ms.max(1).saturating_mul(10)),
         ));
         probe_config.tcp_user_timeout(Duration::from_secs(5));
         let identity_log = Arc::new(IdentityLog::default());

@@ -51,6 +51,11 @@ mod redact;
 mod routing;
 mod sticking;
 mod stripe;
+// Test-only C entry points (`ffi-tests/`), outside `ffi/` so that cbindgen does not put them
+// in the header, and compiled only with the `ffi-test-hooks` feature.
+#[cfg(feature = "ffi-test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks;
 
 pub use balancer::{Balancer, Conn};
 pub use config::{

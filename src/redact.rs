@@ -29,9 +29,38 @@ pub(crate) fn redact_text(text: &str, secrets: &[String]) -> String {
     out
 }
 
+/// `url` (a configured Redis URL) without its credentials: everything between `://` and the
+/// last `@` becomes `***`. Unlike [`redact_text`], which must find URLs inside prose, this
+/// knows the whole text is one URL, so a password holding `/`, `?`, `#`, `,`, `@` or spaces
+/// is hidden too. Text without `://` loses everything up to its last `@`.
+pub(crate) fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    match rest.rfind('@') {
+        Some(at) => format!("{scheme}***{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials_whatever_they_hold() {
+        for (url, want) in [
+            ("redis://h:6379/0", "redis://h:6379/0"),
+            ("redis://:pw@h:6379", "redis://***@h:6379"),
+            ("rediss://user:pw@h:1/2", "rediss://***@h:1/2"),
+            ("redis://:p/a?s#s, w@rd@h:1", "redis://***@h:1"),
+            ("not a url :pw@h", "***@h"),
+            ("", ""),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
 
     #[test]
     fn urls_and_secrets() {

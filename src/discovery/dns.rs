@@ -4,9 +4,15 @@
 //! Kept small on purpose: one question per query, answers and additional records parsed with
 //! name compression, the smallest TTL reported so callers can refresh before it expires.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Most SRV targets resolved with queries of their own in one lookup (targets missing from the
+/// additional section); the others count as unresolved. With the one-timeout budget of
+/// [`Resolver::srv`] this bounds how long a large answer can hold the monitor thread.
+const MAX_TARGET_LOOKUPS: usize = 16;
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -50,12 +56,27 @@ pub(crate) struct Discovery {
 
 impl Resolver {
     /// SRV lookup of `name`; each target is resolved through the additional section or A/AAAA
-    /// queries. Targets that do not resolve are reported, the others kept.
+    /// queries. Targets that do not resolve are reported, the others kept. Targets are looked
+    /// up separately only while the lookup is younger than the timeout, and at most
+    /// [`MAX_TARGET_LOOKUPS`] of them, so a large answer cannot hold the caller for long.
     pub(crate) fn srv(&self, name: &str) -> Result<Discovery, String> {
+        let started = Instant::now();
         let resp = self.query(name, TYPE_SRV)?;
         let mut ttl = resp.min_ttl;
         let mut addrs = Vec::new();
         let mut unresolved = Vec::new();
+        let mut lookups = 0;
+        // The additional section's addresses by owner name (lower case): one pass, not one per
+        // target.
+        let mut additional: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for rec in &resp.records {
+            if let Record::A(n, ip) = rec {
+                additional
+                    .entry(n.to_ascii_lowercase())
+                    .or_default()
+                    .push(*ip);
+            }
+        }
         for rec in &resp.records {
             let Record::Srv {
                 name: owner,
@@ -68,15 +89,12 @@ impl Resolver {
             if !owner.eq_ignore_ascii_case(name.trim_end_matches('.')) {
                 continue;
             }
-            let mut ips: Vec<IpAddr> = resp
-                .records
-                .iter()
-                .filter_map(|r| match r {
-                    Record::A(n, ip) if n.eq_ignore_ascii_case(target) => Some(*ip),
-                    _ => None,
-                })
-                .collect();
-            if ips.is_empty() {
+            let mut ips = additional
+                .get(&target.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_default();
+            if ips.is_empty() && lookups < MAX_TARGET_LOOKUPS && started.elapsed() < self.timeout {
+                lookups += 1;
                 if let Ok((found, t)) = self.addresses(target) {
                     ips = found;
                     ttl = min_opt(ttl, t);

@@ -7,13 +7,14 @@
 
 pub(crate) mod dns;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use log::warn;
 
 use self::dns::Resolver;
-use crate::config::{DnsConfig, DnsRecordType};
+use crate::config::{DnsConfig, DnsRecordType, ReplicasConfig};
 use crate::counters::Counters;
 use crate::dsn::HostPort;
 
@@ -64,8 +65,10 @@ impl ReplicaSource {
         !self.fixed.is_empty() || self.dns.is_some()
     }
 
-    /// Refreshes the DNS list when due (or when `requested`, throttled). Blocks for at most one
-    /// DNS exchange (`replicas.dns.timeout_ms`, twice on a UDP answer truncated to TCP). On a
+    /// Refreshes the DNS list when due (or when `requested`, throttled). Blocks for one DNS
+    /// exchange (`replicas.dns.timeout_ms`, twice on a UDP answer truncated to TCP) and, for
+    /// SRV targets missing from the additional section, A/AAAA lookups started within that
+    /// timeout (at most 16). At most [`ReplicasConfig::LIMIT_HOSTS`] addresses are kept. On a
     /// failure or an empty answer the last good list stays.
     pub(crate) fn refresh(&mut self, requested: bool, now: Instant, counters: &Counters) {
         let Some(d) = self.dns.as_mut() else { return };
@@ -89,8 +92,12 @@ impl ReplicaSource {
             }),
         };
         let answer = answer.map(|(addrs, ttl)| {
+            if addrs.len() > MAX_HOSTS {
+                warn!(target: "dlb", "DNS: {} answered {} addresses; keeping the first {MAX_HOSTS}", d.cfg.record, addrs.len());
+            }
             let hosts = addrs
                 .into_iter()
+                .take(MAX_HOSTS)
                 .map(|(ip, port)| HostPort {
                     host: ip.to_string(),
                     port,
@@ -209,11 +216,19 @@ fn jitter_fraction() -> f64 {
     f64::from(nanos % 1000) / 10_000.0
 }
 
-/// The fixed list followed by the DNS hosts not already in it.
+/// Most replicas a balancer keeps: [`ReplicasConfig::LIMIT_HOSTS`].
+const MAX_HOSTS: usize = ReplicasConfig::LIMIT_HOSTS;
+
+/// The fixed list followed by the DNS hosts not already in it, at most [`MAX_HOSTS`] in all
+/// (the fixed list, bounded by the configuration, first). Linear in the lengths.
 pub(crate) fn desired(fixed: &[HostPort], dns: &[HostPort]) -> Vec<HostPort> {
+    let mut seen: HashSet<&HostPort> = fixed.iter().collect();
     let mut all = fixed.to_vec();
     for hp in dns {
-        if !all.contains(hp) {
+        if all.len() >= MAX_HOSTS {
+            break;
+        }
+        if seen.insert(hp) {
             all.push(hp.clone());
         }
     }
@@ -221,14 +236,16 @@ pub(crate) fn desired(fixed: &[HostPort], dns: &[HostPort]) -> Vec<HostPort> {
 }
 
 /// How to go from `current` to `desired`: the indexes in `current` to remove (ascending) and
-/// the addresses to add (in `desired`'s order).
+/// the addresses to add (in `desired`'s order). Linear in the lengths.
 pub(crate) fn diff(current: &[HostPort], desired: &[HostPort]) -> (Vec<usize>, Vec<HostPort>) {
+    let wanted: HashSet<&HostPort> = desired.iter().collect();
+    let present: HashSet<&HostPort> = current.iter().collect();
     let removed = (0..current.len())
-        .filter(|&i| !desired.contains(&current[i]))
+        .filter(|&i| !wanted.contains(&current[i]))
         .collect();
     let added = desired
         .iter()
-        .filter(|hp| !current.contains(hp))
+        .filter(|hp| !present.contains(hp))
         .cloned()
         .collect();
     (removed, added)
@@ -323,5 +340,42 @@ mod tests {
         assert_eq!(removed, [0, 2]);
         assert_eq!(added, [hp("a"), hp("c")]);
         assert_eq!(diff(&want, &want), (vec![], vec![]));
+    }
+
+    fn many(n: usize, port: u16) -> Vec<HostPort> {
+        (0..n)
+            .map(|i| HostPort {
+                host: format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                port,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn large_lists_are_capped_and_merged_in_linear_time() {
+        let started = Instant::now();
+        // 50,000 hosts took 2.8 s with the quadratic merge and diff.
+        let fixed = many(10, 1);
+        let dns = many(50_000, 2);
+        let want = desired(&fixed, &dns);
+        assert_eq!(
+            want.len(),
+            MAX_HOSTS,
+            "the fixed list first, DNS cut to fit"
+        );
+        assert_eq!(want[..10], fixed[..]);
+        assert_eq!(want[10], dns[0]);
+        let current = many(50_000, 2);
+        let (removed, added) = diff(&current, &want);
+        assert_eq!(removed.len(), 50_000 - (MAX_HOSTS - 10));
+        assert_eq!(added, fixed);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        // Duplicates within the DNS list count once.
+        let dup = [hp("c"), hp("c"), hp("a")];
+        assert_eq!(desired(&[hp("a")], &dup), [hp("a"), hp("c")]);
     }
 }

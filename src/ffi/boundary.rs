@@ -1,13 +1,16 @@
 //! The panic boundary every `extern "C"` function runs behind, and the argument helpers.
 
 use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, c_char};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
 
 use super::error::{Failure, set_last_error};
 use super::status::{
     LB_ERR_BUFFER_TOO_SMALL, LB_ERR_INVALID_ARGUMENT, LB_ERR_PANIC, LB_OK, lb_status,
 };
+use crate::redact::redact_text;
 
 /// Runs a function body behind the panic boundary.
 ///
@@ -15,8 +18,10 @@ use super::status::{
 /// inside `catch_unwind` and converts the result with [`BoundaryOutput`]: a
 /// `Result<(), Failure>` becomes an [`lb_status`] (recording the failure as the thread's last
 /// error, prefixed with the function name), other types pass through. A panic is caught,
-/// recorded as the last error and answered with [`BoundaryOutput::on_panic`]
-/// (`LB_ERR_PANIC` for statuses). Nothing unwinds into C.
+/// recorded as the last error, logged at error level (to the host's log callback, when one is
+/// set) and answered with [`BoundaryOutput::on_panic`] (`LB_ERR_PANIC` for statuses); the
+/// panic hook dlb installs keeps it off the host's stderr (see [`install_panic_hook`]).
+/// Nothing unwinds into C.
 macro_rules! ffi_boundary {
     ($func:literal, $ret:ty, $body:block) => {
         $crate::ffi::boundary::run($func, move || -> $ret { $body })
@@ -88,13 +93,69 @@ impl BoundaryOutput for *const c_char {
     }
 }
 
+thread_local! {
+    /// How many [`run`] calls are under way on this thread (a log callback may call back into
+    /// dlb, so they nest): a panic now is the boundary's to report.
+    static INSIDE: Cell<u32> = const { Cell::new(0) };
+    /// Where the last panic caught by the boundary on this thread happened (`file:line:col`),
+    /// noted by the hook for the log record.
+    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Marks this thread as inside the boundary until dropped.
+struct Inside;
+
+impl Inside {
+    fn enter() -> Inside {
+        let _ = INSIDE.try_with(|d| d.set(d.get() + 1));
+        Inside
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|d| d.set(d.get().saturating_sub(1)));
+    }
+}
+
+/// Installs, once per process, a panic hook that stays silent for panics inside the boundary
+/// (they become a status, the last error and a log record) and hands every other panic (dlb's
+/// background threads, the host's own Rust code) to the hook in place before it, by default
+/// the one that prints to stderr. A hook the host installs later replaces this one.
+fn install_panic_hook() {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if INSIDE.try_with(|d| d.get() > 0).unwrap_or(false) {
+                let at = info.location().map(ToString::to_string);
+                let _ = LOCATION.try_with(|l| l.replace(at));
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Body of [`ffi_boundary!`].
 pub(crate) fn run<T: BoundaryOutput>(func: &'static str, body: impl FnOnce() -> T) -> T::C {
+    install_panic_hook();
+    let _inside = Inside::enter();
     match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(out) => out.finish(func),
         Err(payload) => {
-            set_last_error(format!("{func}: panic: {}", panic_message(&*payload)));
-            // A payload whose destructor panics would unwind from here: contain that too.
+            let message = redact_text(panic_message(&*payload), &[]);
+            set_last_error(format!("{func}: panic: {message}"));
+            let at = LOCATION
+                .try_with(|l| l.take())
+                .ok()
+                .flatten()
+                .map_or_else(String::new, |at| format!(" at {at}"));
+            // Still inside: a panic of the logger (or of a payload's destructor) is contained,
+            // silently, here too.
+            let _ = panic::catch_unwind(|| {
+                log::error!(target: "dlb", "{func}: panic{at}: {message}");
+            });
             let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
             T::on_panic()
         }

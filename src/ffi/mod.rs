@@ -35,7 +35,7 @@
 #![allow(non_camel_case_types)]
 
 #[macro_use]
-mod boundary;
+pub(crate) mod boundary;
 // One file per C "class": what the C API promises about it, and nothing else.
 //   error     the thread's last error (lb_last_error_message/_length)
 //   status    lb_status: LB_OK, LB_ERR_*, lb_status_str, lb_status_is_retryable

@@ -110,7 +110,8 @@ impl RedisStore {
     /// # Errors
     /// [`Error::Config`] naming the field (`lsn_store.redis.url`, `lsn_store.redis.cluster[1]`,
     /// ...) for a URL that does not parse, a `tls_ca_file` that cannot be read or holds no
-    /// PEM certificate, both or neither of `url` and `cluster`, or a zero timeout or pool size.
+    /// PEM certificate, both or neither of `url` and `cluster`, a zero timeout or pool size, or
+    /// a value over its bound ([`RedisStoreConfig::LIMIT_POOL_SIZE`], ...).
     pub fn new(config: &RedisStoreConfig) -> Result<RedisStore> {
         config.check()?;
         let op_timeout = Duration::from_millis(config.op_timeout_ms);

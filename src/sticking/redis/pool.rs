@@ -116,10 +116,12 @@ struct PoolState<C> {
 }
 
 impl<C> Pool<C> {
+    /// A pool of at most `size` connections. Allocates nothing per slot: idle connections are
+    /// kept as they come back.
     pub(super) fn new(size: usize) -> Pool<C> {
         Pool {
             state: Mutex::new(PoolState {
-                idle: Vec::with_capacity(size),
+                idle: Vec::new(),
                 busy: 0,
             }),
             freed: Condvar::new(),
