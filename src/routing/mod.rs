@@ -130,11 +130,9 @@ impl Router {
             return Ok(self.round_robin(Reason::RoundRobin));
         };
         check_key(key)?;
-        if self.primary_system() == 0 {
-            // The primary's cluster is not known yet (it has not answered): a key recorded by
-            // another instance cannot be found, and no replica can be proven fresh.
-            return self.not_caught_up(Lsn::from_u64(0));
-        }
+        // While the primary's cluster is unknown (it has not answered yet), a key recorded by
+        // another instance cannot be found: no replica can be proven fresh.
+        let unknown_cluster = self.primary_system() == 0;
         match self.store.get(&self.store_key(key)) {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
@@ -142,6 +140,9 @@ impl Router {
                 Ok(self.primary_route(Reason::StoreError))
             }
             Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
+            Ok(Recorded { lsn, .. }) if unknown_cluster => {
+                self.not_caught_up(lsn.unwrap_or(Lsn::from_u64(0)))
+            }
             Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn(lsn),
             // Nothing recorded in this cluster: but a key recorded in the previous one (behind
             // the same primary address) may still be alive, and cannot be compared here.
