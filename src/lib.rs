@@ -52,6 +52,10 @@ mod routing;
 mod sticking;
 mod stripe;
 
+// Property tests (fuzzing) of the crate-private parsers.
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use balancer::{Balancer, Conn};
 pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
