@@ -14,7 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 /// Cases per property under `cargo test`.
-const CASES: u32 = 256;
+const CASES: u32 = 1024;
 
 /// Longest a parse may take (a generous bound: they take microseconds).
 const BOUND: Duration = Duration::from_secs(2);
@@ -244,16 +244,17 @@ fn config_json() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Known bugs (see the ignored regressions below): serde's "unknown variant `...`" quotes
-/// the value between backquotes, which `without_quoted_values` keeps; the nameserver check
+/// Known bugs (see the ignored regressions below): serde's "unknown variant `...`" and
+/// "unknown field `...`" quote the value or key between backquotes, which
+/// `without_quoted_values` keeps (the key is also the error's path); the nameserver check
 /// quotes the value with `{:?}`; and `without_quoted_values` takes an escaped quote (`\"`)
-/// inside a quoted value for its end (the text after it shows: `"…"SECRET"…`).
-fn known_echo(message: &str) -> bool {
+/// inside a quoted value for its end, so the text after it shows (`"…" SECRET"…`): any
+/// JSON string of the input holding a `"`.
+fn known_echo(json: &str, message: &str) -> bool {
     message.contains("unknown variant `")
+        || message.contains("unknown field `")
         || message.contains("replicas.dns.nameserver: \"")
-        || message.match_indices("\"…\"").any(|(i, q)| {
-            message[i + q.len()..].starts_with(|c: char| !matches!(c, ' ' | ',' | ')'))
-        })
+        || json.contains("\\\"")
 }
 
 /// `Config::from_json` within the time bound; its error text never holds the marker.
@@ -265,10 +266,10 @@ fn parse(json: &str) -> Result<Option<Config>, TestCaseError> {
         Ok(c) => Ok(Some(c)),
         Err(e) => {
             let m = e.to_string();
-            prop_assert!(!m.contains(MARK) || known_echo(&m), "error: {}", m);
+            prop_assert!(!m.contains(MARK) || known_echo(json, &m), "error: {}", m);
             let debug = format!("{e:?}");
             prop_assert!(
-                !debug.contains(MARK) || known_echo(&m),
+                !debug.contains(MARK) || known_echo(json, &m),
                 "error Debug: {}",
                 debug
             );
@@ -338,12 +339,12 @@ proptest! {
             // Known bug: builder_durations_past_u64_millis_are_rejected below.
             Ok(_) if durations.iter().any(|(_, d)| d.as_millis() > u128::from(u64::MAX)) => {}
             Ok(c) => {
-                for (setter, d) in durations.iter().rev() {
+                for (setter, _) in &durations {
                     let (field, got_ms) = get(&c, *setter);
-                    prop_assert!(d.as_millis() <= dlb::MAX_TTL.as_millis(), "{} accepted {:?}", field, d);
                     // The last setting of each field is the one kept.
-                    let last = durations.iter().rev().find(|(s, _)| s == setter).unwrap().1;
+                    let last = durations.iter().rev().find(|(s, _)| get(&c, *s).0 == field).unwrap().1;
                     let want = if *setter >= 9 { u128::from(last.as_secs()) * 1000 } else { last.as_millis() };
+                    prop_assert!(want <= dlb::MAX_TTL.as_millis(), "{} accepted {:?}", field, last);
                     prop_assert_eq!(u128::from(got_ms), want, "{}", field);
                 }
             }
@@ -512,6 +513,16 @@ fn builder_durations_past_u64_millis_are_rejected() {
 #[ignore = "bug: src/config.rs without_quoted_values ends a quoted value at an escaped quote"]
 fn wrong_type_values_with_quotes_are_not_echoed() {
     let doc = json!({"primary": "host=a", "pool": format!("\"{MARK}")});
+    let e = Config::from_json(&doc.to_string()).unwrap_err().to_string();
+    assert!(!e.contains(MARK), "{e}");
+}
+
+/// A key that is not a field name is quoted back, and is the error's path: a DSN given as a
+/// key (a value whose field name was forgotten, or JSON garbled by hand) shows its password.
+#[test]
+#[ignore = "bug (minor): src/config.rs echoes unknown field names, a DSN given as a key shows"]
+fn unknown_keys_are_not_echoed() {
+    let doc = json!({"primary": "host=a", format!("postgres://u:{MARK}@h/db"): 1});
     let e = Config::from_json(&doc.to_string()).unwrap_err().to_string();
     assert!(!e.contains(MARK), "{e}");
 }
