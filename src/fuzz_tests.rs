@@ -17,7 +17,7 @@ mod common;
 use common::MARK;
 
 /// Cases per property when `PROPTEST_CASES` is not set.
-const CASES: u32 = 256;
+const CASES: u32 = 1024;
 
 fn config() -> proptest::test_runner::Config {
     common::config(CASES)
