@@ -29,3 +29,18 @@ demo:
 # Every check and test (installs prerequisites, starts the test environment).
 test:
 	bash scripts/test.sh
+
+.PHONY: fuzz
+
+# Long runs of the property tests ("fuzzing": src/fuzz_tests.rs, tests/fuzz_*.rs), optimized:
+# CASES cases per property (`cargo test` runs 128 to 1024), repeated with new random inputs
+# until DURATION seconds have passed (0: once). A failure prints the minimal input.
+CASES ?= 20000
+DURATION ?= 0
+fuzz:
+	end=$$(( $$(date +%s) + $(DURATION) )); \
+	while :; do \
+		PROPTEST_CASES=$(CASES) cargo test --release --lib fuzz_tests || exit 1; \
+		PROPTEST_CASES=$(CASES) cargo test --release --test fuzz_config --test fuzz_ffi || exit 1; \
+		[[ $$(date +%s) -lt $$end ]] || break; \
+	done

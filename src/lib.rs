@@ -57,6 +57,10 @@ mod stripe;
 #[doc(hidden)]
 pub mod test_hooks;
 
+// Property tests (fuzzing) of the crate-private parsers.
+#[cfg(test)]
+mod fuzz_tests;
+
 pub use balancer::{Balancer, Conn};
 pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
