@@ -82,6 +82,8 @@ source "$TESTENV_LIB/common.sh"
 source "$TESTENV_LIB/postgres.sh"
 # shellcheck source=testenv/redis.sh
 source "$TESTENV_LIB/redis.sh"
+# shellcheck source=testenv/postgres_tls.sh
+source "$TESTENV_LIB/postgres_tls.sh"
 
 check_settings() {
     local v
@@ -105,6 +107,7 @@ teardown() {
         for n in redis redis-tls "${CLUSTER_NODES[@]}"; do
             redis_stop "$n"
         done
+        tls_cluster_down
     fi
     remove_base
 }
@@ -156,6 +159,7 @@ cmd_up() {
     redis_standalone_start
     redis_start redis-tls
     cluster_ensure
+    tls_cluster_up
 
     if ((CHANGED)); then
         log "up in $((SECONDS - start))s"
@@ -189,6 +193,7 @@ cmd_env() {
     printf 'export DLB_TEST_REDIS_AUTH=%s\n' "$(sq "redis://$REDIS_USER:$REDIS_PASSWORD@$HOST:$REDIS_PORT")"
     printf 'export DLB_TEST_REDIS_TLS=%s\n' "$(sq "rediss://$HOST:$TLS_PORT")"
     printf 'export DLB_TEST_REDIS_TLS_CA=%s\n' "$(sq "$(redis_dir redis-tls)/ca.pem")"
+    tls_cluster_env
     printf 'export DLB_TESTENV_DIR=%s\n' "$(sq "$BASE")"
     printf 'export DLB_PG_BIN=%s\n' "$(sq "$PG_BIN")"
     printf 'export DLB_TESTENV_SCRIPT=%s\n' "$(sq "$SCRIPT_PATH")"
@@ -241,6 +246,7 @@ cmd_status() {
             ok=1
         fi
     done
+    tls_cluster_status || ok=1
     if ((ok == 0)); then echo "all up"; else echo "NOT all up"; fi
     return "$ok"
 }
