@@ -51,6 +51,7 @@ mod redact;
 mod routing;
 mod sticking;
 mod stripe;
+mod tls;
 
 pub use balancer::{Balancer, Conn};
 pub use config::{
