@@ -625,7 +625,11 @@ impl PgTls {
                 );
             }
         }
-        e.to_string()
+        match e.as_db_error() {
+            // The driver's text is only "db error": the server's own words, as libpq shows them.
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        }
     }
 }
 

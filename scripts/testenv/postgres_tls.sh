@@ -199,6 +199,7 @@ tls_cluster_env() {
     printf 'export DLB_TEST_TLS_CLIENT_CERT=%s\n' "$(sq "$TLS_DIR/client.pem")"
     printf 'export DLB_TEST_TLS_CLIENT_KEY=%s\n' "$(sq "$TLS_DIR/client.key")"
     printf 'export DLB_TEST_TLS_CERT_USER=%s\n' "$(sq "$TLS_CERT_USER")"
+    printf 'export DLB_TEST_TLS_SOCKETS=%s\n' "$(sq "$(tls_node_sock tls-primary),$(tls_node_sock tls-replica1),$(tls_node_sock tls-replica2)")"
 }
 
 # tls_cluster_status: one line per node; fails when one is down.
