@@ -46,6 +46,13 @@ fn balancer(primary: String, replicas: &[String]) -> Balancer {
     Balancer::new(cfg).unwrap()
 }
 
+/// A balancer on the TLS cluster's primary with `sslmode` and the test CA, and `replicas`.
+fn verified(sslmode: &str, replicas: &[String]) -> Balancer {
+    let t = tls();
+    let extra = format!("sslmode={sslmode} sslrootcert={}", t.ca);
+    balancer(dsn(&t.primary, None, &extra), replicas)
+}
+
 /// Connects through dlb's pool to the primary: `Ok(encrypted)` or the error's text.
 fn outcome(primary: String) -> Result<bool, String> {
     let lb = balancer(primary, &[]);
@@ -231,23 +238,10 @@ fn client_certificates() {
 #[test]
 fn status_shows_the_tls_cause_of_a_failing_replica() {
     let t = tls();
-    let lb = balancer(
-        dsn(
-            &t.primary,
-            None,
-            &format!("sslmode=verify-full sslrootcert={}", t.ca),
-        ),
-        &t.replicas,
-    );
+    let lb = verified("verify-full", &t.replicas);
     wait_healthy(&lb, 1);
     wait_until("replica 2 quarantined", WAIT, || {
-        let st = lb.status();
-        let r = st
-            .replicas
-            .iter()
-            .find(|r| r.host.addr == t.replicas[1])
-            .unwrap();
-        r.state == "quarantined"
+        replica_state(&lb, &t.replicas[1]).0 == "quarantined"
     });
     let st = lb.status();
     let r = st
@@ -309,14 +303,7 @@ fn read_your_writes_over_tls() {
     let _l = lock_cluster();
     let _resume = ResumeTls;
     let t = tls();
-    let lb = balancer(
-        dsn(
-            &t.primary,
-            None,
-            &format!("sslmode=verify-ca sslrootcert={}", t.ca),
-        ),
-        &t.replicas,
-    );
+    let lb = verified("verify-ca", &t.replicas);
     wait_healthy(&lb, 2);
     lb.write_conn()
         .unwrap()
@@ -378,14 +365,7 @@ fn read_your_writes_over_tls() {
 #[test]
 fn handed_out_dsn_connects_with_psql() {
     let t = tls();
-    let lb = balancer(
-        dsn(
-            &t.primary,
-            None,
-            &format!("sslmode=verify-full sslrootcert={}", t.ca),
-        ),
-        &t.replicas[..1],
-    );
+    let lb = verified("verify-full", &t.replicas[..1]);
     wait_healthy(&lb, 1);
     let psql = format!(
         "{}/psql",
