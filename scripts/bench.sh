@@ -12,6 +12,7 @@
 #   4. ffi-tests/run.sh bench            lb_pick_replica through the C ABI (vs section 1's Rust call)
 #   5. bindings/go                       a pick through cgo vs the same picks in a C loop
 #   6. bindings/ruby/bench/pick.rb       a pick through Ruby FFI (vs section 4's C call)
+#   7. cargo bench --bench tls           read_conn over TLS vs plain TCP
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -73,6 +74,10 @@ EOF
         ruby bindings/ruby/bench/pick.rb 2>&1 || true
         printf '```\n'
     fi
+    section "tls"
+    printf '\n# 7. TLS to PostgreSQL (issue: TLS)\n'
+    cargo bench --quiet --bench tls 2>/dev/null
+
     cat <<'NOTES'
 
 # Notes
@@ -87,6 +92,11 @@ EOF
   cache is behind by construction), and the next picks are served from the updated cache.
 - Section 3: with Redis each sticky pick is one `GET` round trip on loopback; picks without a
   key never touch Redis.
+- Section 7: on pooled connections TLS costs little (encryption of small messages on
+  loopback); the handshake (certificate chain and name verification, key exchange) is paid
+  once per pooled connection, so it shows in the first connection and after
+  `pool.max_lifetime_s`. Compare the plain/TLS ratio within a row: with one thread on a small
+  machine both sides are slow (not investigated; likely wake-up latency).
 NOTES
 } >"$out"
 

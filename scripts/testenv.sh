@@ -30,6 +30,8 @@
 #   DLB_TESTENV_CLUSTER2_PORT  cluster 2 primary port  (default primary+10)
 #   DLB_TESTENV_CLUSTER2_REPLICA1_PORT  cluster 2 replica 1 port (default cluster 2 primary+1)
 #   DLB_TESTENV_CLUSTER2_REPLICA2_PORT  cluster 2 replica 2 port (default cluster 2 primary+2)
+#   DLB_TESTENV_TLS_PG_PORT    TLS-only PostgreSQL primary port (default primary+20; its
+#                              replicas +1, +2)
 #   DLB_TESTENV_REDIS_PORT     Redis port              (default 56379)
 #   DLB_TESTENV_REDIS_TLS_PORT TLS-only Redis port     (default Redis+4)
 #   DLB_TESTENV_REDIS_CLUSTER_PORT  first of the 3 Redis Cluster masters' ports (default Redis+1;
@@ -92,6 +94,8 @@ source "$TESTENV_LIB/common.sh"
 source "$TESTENV_LIB/postgres.sh"
 # shellcheck source=testenv/redis.sh
 source "$TESTENV_LIB/redis.sh"
+# shellcheck source=testenv/postgres_tls.sh
+source "$TESTENV_LIB/postgres_tls.sh"
 
 check_settings() {
     local v
@@ -115,6 +119,7 @@ teardown() {
         for n in redis redis-tls "${CLUSTER_NODES[@]}"; do
             redis_stop "$n"
         done
+        tls_cluster_down
     fi
     remove_base
 }
@@ -160,6 +165,7 @@ cmd_up() {
     redis_standalone_start
     redis_start redis-tls
     cluster_ensure
+    tls_cluster_up
 
     if ((CHANGED)); then
         log "up in $((SECONDS - start))s"
@@ -195,6 +201,7 @@ cmd_env() {
     printf 'export DLB_TEST_REDIS_AUTH=%s\n' "$(sq "redis://$REDIS_USER:$REDIS_PASSWORD@$HOST:$REDIS_PORT")"
     printf 'export DLB_TEST_REDIS_TLS=%s\n' "$(sq "rediss://$HOST:$TLS_PORT")"
     printf 'export DLB_TEST_REDIS_TLS_CA=%s\n' "$(sq "$(redis_dir redis-tls)/ca.pem")"
+    tls_cluster_env
     printf 'export DLB_TESTENV_DIR=%s\n' "$(sq "$BASE")"
     printf 'export DLB_PG_BIN=%s\n' "$(sq "$PG_BIN")"
     printf 'export DLB_TESTENV_SCRIPT=%s\n' "$(sq "$SCRIPT_PATH")"
@@ -247,6 +254,7 @@ cmd_status() {
             ok=1
         fi
     done
+    tls_cluster_status || ok=1
     if ((ok == 0)); then echo "all up"; else echo "NOT all up"; fi
     return "$ok"
 }

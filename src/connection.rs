@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use postgres::{NoTls, SimpleQueryMessage};
+use postgres::SimpleQueryMessage;
 
 use crate::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
+use crate::tls::{ConnectError, PgTls};
 
 /// A pooled PostgreSQL connection and the server it reached.
 pub(crate) struct PgConn {
@@ -33,12 +34,14 @@ impl PgConn {
 /// The r2d2 manager of one host's pool.
 pub(crate) struct PgManager {
     config: postgres::Config,
+    tls: PgTls,
     log: Arc<IdentityLog>,
 }
 
 impl PgManager {
-    pub(crate) fn new(config: postgres::Config, log: Arc<IdentityLog>) -> PgManager {
-        PgManager { config, log }
+    /// A manager connecting with `config` through `tls` (which applies the DSN's `sslmode`).
+    pub(crate) fn new(config: postgres::Config, tls: PgTls, log: Arc<IdentityLog>) -> PgManager {
+        PgManager { config, tls, log }
     }
 }
 
@@ -58,10 +61,10 @@ pub(crate) fn read_identity(client: &mut postgres::Client) -> Result<ServerIdent
 
 impl r2d2::ManageConnection for PgManager {
     type Connection = PgConn;
-    type Error = postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<PgConn, postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
+    fn connect(&self) -> Result<PgConn, ConnectError> {
+        let mut client = self.tls.connect(&self.config)?;
         let identity = match read_identity(&mut client) {
             Ok(id) => {
                 self.log.record(id.tag(), Instant::now());
@@ -79,7 +82,18 @@ impl r2d2::ManageConnection for PgManager {
         })
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), postgres::Error> {
+    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
+        Self::check(conn).map_err(|e| ConnectError(e.to_string()))
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.discard || conn.client.is_closed()
+    }
+}
+
+impl PgManager {
+    /// The check on checkout: one round trip, and a rollback of a transaction left open.
+    fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
         // In the first statement of a transaction the two are equal: `false` means a
         // transaction was left open. An aborted transaction fails the query (and the
         // connection is discarded).
@@ -95,9 +109,5 @@ impl r2d2::ManageConnection for PgManager {
             conn.client.batch_execute("ROLLBACK")?;
         }
         Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut PgConn) -> bool {
-        conn.discard || conn.client.is_closed()
     }
 }

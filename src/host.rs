@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
-use postgres::NoTls;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::config::Config;
@@ -19,6 +18,7 @@ use crate::identity::IdentityLog;
 use crate::labels::Role;
 use crate::lsn::Lsn;
 use crate::stripe::{STRIPES, stripe};
+use crate::tls::{PgTls, TlsSettings};
 
 /// The r2d2 pool type dlb uses for every host.
 pub(crate) type PgPool = r2d2::Pool<PgManager>;
@@ -41,6 +41,8 @@ pub(crate) struct Host {
     pub(crate) redacted: String,
     pub(crate) pool: PgPool,
     probe_config: postgres::Config,
+    /// The DSN's TLS settings (`sslmode` and the rest), for every connection to this host.
+    tls: PgTls,
     /// Monitoring connection and the probes it served, taken out while a probe runs (no lock
     /// across I/O).
     probe_conn: Mutex<Option<(postgres::Client, u32)>>,
@@ -155,6 +157,7 @@ impl Host {
             Role::Replica => "replicas",
         };
         let mut pg = dsn.driver_config().map_err(|m| Error::config(field, m))?;
+        let tls = TlsSettings::from_dsn(dsn, field)?.connector(field)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_millis(cfg.pool.connect_timeout_ms));
         }
@@ -166,7 +169,7 @@ impl Host {
         ));
         probe_config.tcp_user_timeout(Duration::from_secs(5));
         let identity_log = Arc::new(IdentityLog::default());
-        let manager = PgManager::new(pg, identity_log.clone());
+        let manager = PgManager::new(pg, tls.clone(), identity_log.clone());
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool.max_size)
             .min_idle(Some(cfg.pool.min_idle))
@@ -184,6 +187,7 @@ impl Host {
             redacted: dsn.redacted(),
             pool,
             probe_config,
+            tls,
             probe_conn: Mutex::new(None),
             probe_in_flight: AtomicBool::new(false),
             identity_log,
@@ -284,7 +288,7 @@ impl Host {
         let taken = self.probe_conn.lock().take();
         let (mut client, uses, fresh) = match taken {
             Some((c, uses)) if !c.is_closed() && uses < PROBE_CONN_USES => (c, uses, false),
-            _ => match self.probe_config.connect(NoTls) {
+            _ => match self.tls.connect(&self.probe_config) {
                 Ok(c) => (c, 0, true),
                 Err(e) => {
                     self.probe_in_flight.store(false, Ordering::Release);

@@ -60,6 +60,7 @@ pub mod test_hooks;
 // Property tests (fuzzing) of the crate-private parsers.
 #[cfg(test)]
 mod fuzz_tests;
+mod tls;
 
 pub use balancer::{Balancer, Conn};
 pub use config::{

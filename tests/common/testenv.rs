@@ -39,8 +39,30 @@ pub struct TestEnv {
     /// certificate.
     pub redis_tls: String,
     pub redis_tls_ca: String,
+    /// The TLS-only PostgreSQL cluster (`DLB_TEST_TLS_*`); `None` when not exported.
+    pub tls: Option<TlsEnv>,
     /// `scripts/testenv.sh` (`DLB_TESTENV_SCRIPT` when set).
     script: String,
+}
+
+/// The TLS-only PostgreSQL cluster of the test environment (`scripts/testenv/postgres_tls.sh`).
+#[derive(Debug, Clone)]
+pub struct TlsEnv {
+    /// key=value DSN of its primary (no TLS keys: tests add them).
+    pub primary: String,
+    /// `host:port` of replica 1 (certificate for 127.0.0.1 and localhost) and replica 2
+    /// (certificate for another name).
+    pub replicas: Vec<String>,
+    /// PEM files: the CA that signed the servers' certificates, and one that signed nothing.
+    pub ca: String,
+    pub wrong_ca: String,
+    /// The client certificate and key of [`TlsEnv::cert_user`], who must present them.
+    pub client_cert: String,
+    pub client_key: String,
+    pub cert_user: String,
+    /// The Unix socket directory of each node (primary, replica 1, replica 2): plain
+    /// connections for the tests' own housekeeping.
+    pub sockets: Vec<String>,
 }
 
 /// The file lock every suite that uses the environment holds (Rust, C, Go, Ruby).
@@ -122,6 +144,16 @@ impl TestEnv {
             redis_auth: optional("DLB_TEST_REDIS_AUTH"),
             redis_tls: optional("DLB_TEST_REDIS_TLS"),
             redis_tls_ca: optional("DLB_TEST_REDIS_TLS_CA"),
+            tls: vars.get("DLB_TEST_TLS_PRIMARY").map(|primary| TlsEnv {
+                primary: primary.clone(),
+                replicas: list(required("DLB_TEST_TLS_REPLICAS")),
+                ca: required("DLB_TEST_TLS_CA"),
+                wrong_ca: required("DLB_TEST_TLS_WRONG_CA"),
+                client_cert: required("DLB_TEST_TLS_CLIENT_CERT"),
+                client_key: required("DLB_TEST_TLS_CLIENT_KEY"),
+                cert_user: required("DLB_TEST_TLS_CERT_USER"),
+                sockets: list(required("DLB_TEST_TLS_SOCKETS")),
+            }),
             script: vars
                 .get("DLB_TESTENV_SCRIPT")
                 .cloned()

@@ -1,0 +1,934 @@
+//! TLS to PostgreSQL with libpq's `sslmode` semantics, for every connection dlb makes (pooled
+//! connections, monitoring connections, live checks).
+//!
+//! [`TlsSettings`] reads libpq's keys from a [`Dsn`]: `sslmode` (`disable`, `allow`, `prefer`
+//! (the default), `require`, `verify-ca`, `verify-full`), `sslrootcert` (a PEM file, or
+//! `system`), `sslcert`/`sslkey`, `sslcrl`, `sslsni`, `ssl_min_protocol_version`,
+//! `ssl_max_protocol_version`, `sslcertmode` and the old `requiressl`. [`TlsSettings::connector`]
+//! reads the files and builds a [`PgTls`], which opens connections:
+//!
+//! * `disable`: plain TCP only; `allow`: plain first, TLS when the server refuses the plain
+//!   connection; `prefer`: TLS when the server offers it, plain when it does not or when the
+//!   TLS connection fails; `require` and stronger: TLS or nothing.
+//! * What is verified: nothing under `require` without `sslrootcert` (as libpq: encryption
+//!   only); the certificate chain up to `sslrootcert` under `verify-ca`, and under `allow`,
+//!   `prefer` and `require` when `sslrootcert` is given (as libpq does when it has a root
+//!   file); the chain and the host name (or IP address) under `verify-full`.
+//!
+//! The PostgreSQL driver's own `SslMode` has only disable/prefer/require: `allow`, the
+//! fallbacks and the verification are done here, with rustls (ring provider).
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use postgres::config::SslMode as DriverMode;
+use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::dsn::Dsn;
+use crate::error::{Error, Result};
+
+/// libpq's `sslmode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Option<SslMode> {
+        Some(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// What a TLS connection verifies of the server's certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verify {
+    /// Nothing (encryption only): `require` without `sslrootcert`; `allow`/`prefer` without it.
+    Nothing,
+    /// The chain up to a trusted root, not the name: `verify-ca`, or a weaker mode with
+    /// `sslrootcert`.
+    Chain,
+    /// The chain and the host name (or IP address): `verify-full`.
+    Full,
+}
+
+/// Where the trusted roots come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Roots {
+    File(String),
+    /// `sslrootcert=system`: the operating system's trusted roots.
+    System,
+}
+
+/// The TLS keys of a DSN, checked (no file read yet).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TlsSettings {
+    pub(crate) mode: SslMode,
+    pub(crate) verify: Verify,
+    pub(crate) roots: Option<Roots>,
+    /// `sslcert` and `sslkey`.
+    pub(crate) client_cert: Option<(String, String)>,
+    pub(crate) crl: Option<String>,
+    pub(crate) sni: bool,
+    /// Allowed protocol versions: (TLS 1.2, TLS 1.3).
+    pub(crate) versions: (bool, bool),
+}
+
+fn bad(field: &str, key: &str, message: impl std::fmt::Display) -> Error {
+    Error::config(field, format!("`{key}`: {message}"))
+}
+
+impl TlsSettings {
+    /// Reads the TLS keys of `dsn`. `field` names the configuration field in errors, which name
+    /// the key and never quote a secret.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a value libpq would refuse, or one dlb does not support.
+    pub(crate) fn from_dsn(dsn: &Dsn, field: &str) -> Result<TlsSettings> {
+        let nonempty = |k: &str| dsn.get(k).filter(|v| !v.is_empty());
+        let roots = nonempty("sslrootcert").map(|v| match v {
+            "system" => Roots::System,
+            f => Roots::File(f.to_string()),
+        });
+        let mode = match nonempty("sslmode") {
+            Some(m) => SslMode::parse(m).ok_or_else(|| {
+                bad(
+                    field,
+                    "sslmode",
+                    "must be disable, allow, prefer, require, verify-ca or verify-full",
+                )
+            })?,
+            None => match nonempty("requiressl") {
+                Some("1") => SslMode::Require,
+                Some("0") | None => {
+                    // libpq: sslrootcert=system makes verify-full the default.
+                    if roots == Some(Roots::System) {
+                        SslMode::VerifyFull
+                    } else {
+                        SslMode::Prefer
+                    }
+                }
+                Some(_) => return Err(bad(field, "requiressl", "must be 0 or 1")),
+            },
+        };
+        if roots == Some(Roots::System) && mode != SslMode::VerifyFull {
+            return Err(bad(
+                field,
+                "sslmode",
+                format!(
+                    "weak sslmode \"{}\" may not be used with sslrootcert=system (use \"verify-full\")",
+                    mode.as_str()
+                ),
+            ));
+        }
+        let verify = match mode {
+            SslMode::VerifyFull => Verify::Full,
+            SslMode::VerifyCa => Verify::Chain,
+            SslMode::Disable => Verify::Nothing,
+            _ if roots.is_some() => Verify::Chain,
+            _ => Verify::Nothing,
+        };
+        if verify != Verify::Nothing && roots.is_none() {
+            return Err(bad(
+                field,
+                "sslrootcert",
+                format!(
+                    "sslmode={} needs the trusted roots: a PEM file of CA certificates, or `system` \
+                     (dlb does not read ~/.postgresql/root.crt)",
+                    mode.as_str()
+                ),
+            ));
+        }
+        let client_cert = match (nonempty("sslcert"), nonempty("sslkey")) {
+            (Some(c), Some(k)) => Some((c.to_string(), k.to_string())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(bad(
+                    field,
+                    "sslkey",
+                    "`sslcert` needs `sslkey` (dlb does not read ~/.postgresql/postgresql.key)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    field,
+                    "sslcert",
+                    "`sslkey` needs `sslcert` (dlb does not read ~/.postgresql/postgresql.crt)",
+                ));
+            }
+        };
+        let client_cert = match nonempty("sslcertmode") {
+            None | Some("allow") => client_cert,
+            Some("disable") => None,
+            Some("require") => {
+                return Err(bad(
+                    field,
+                    "sslcertmode",
+                    "`require` is not supported by dlb (use allow or disable)",
+                ));
+            }
+            Some(_) => return Err(bad(field, "sslcertmode", "must be allow or disable")),
+        };
+        if nonempty("sslcrldir").is_some() {
+            return Err(bad(
+                field,
+                "sslcrldir",
+                "not supported by dlb (name one PEM file of CRLs with `sslcrl`)",
+            ));
+        }
+        let sni = match nonempty("sslsni") {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(_) => return Err(bad(field, "sslsni", "must be 0 or 1")),
+        };
+        let version = |key: &str, default: u8| -> Result<u8> {
+            match nonempty(key) {
+                None => Ok(default),
+                Some("TLSv1") => Ok(0),
+                Some("TLSv1.1") => Ok(1),
+                Some("TLSv1.2") => Ok(2),
+                Some("TLSv1.3") => Ok(3),
+                Some(_) => Err(bad(
+                    field,
+                    key,
+                    "must be TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3",
+                )),
+            }
+        };
+        let (min, max) = (
+            version("ssl_min_protocol_version", 2)?,
+            version("ssl_max_protocol_version", 3)?,
+        );
+        if max < min {
+            return Err(bad(
+                field,
+                "ssl_max_protocol_version",
+                "lower than ssl_min_protocol_version",
+            ));
+        }
+        if max < 2 {
+            return Err(bad(
+                field,
+                "ssl_max_protocol_version",
+                "dlb speaks TLSv1.2 and TLSv1.3 only",
+            ));
+        }
+        Ok(TlsSettings {
+            mode,
+            verify,
+            roots,
+            client_cert,
+            crl: nonempty("sslcrl").map(String::from),
+            sni,
+            versions: (min <= 2, max >= 3),
+        })
+    }
+
+    /// Reads the files and builds the connector.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `field` and the key of a file that cannot be read or used.
+    pub(crate) fn connector(&self, field: &str) -> Result<PgTls> {
+        let config = if self.mode == SslMode::Disable {
+            None
+        } else {
+            Some(Arc::new(self.client_config(field)?))
+        };
+        Ok(PgTls {
+            mode: self.mode,
+            config,
+        })
+    }
+
+    fn client_config(&self, field: &str) -> Result<ClientConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+        if self.versions.1 {
+            versions.push(&rustls::version::TLS13);
+        }
+        if self.versions.0 {
+            versions.push(&rustls::version::TLS12);
+        }
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .map_err(|e| bad(field, "ssl_min_protocol_version", e))?;
+        let algs = provider.signature_verification_algorithms;
+        let verifier: Arc<dyn ServerCertVerifier> = match self.verify {
+            Verify::Nothing => Arc::new(NoVerification(algs)),
+            Verify::Chain | Verify::Full => {
+                let roots = Arc::new(self.root_store(field)?);
+                let mut b = WebPkiServerVerifier::builder_with_provider(roots, provider.clone());
+                if let Some(path) = &self.crl {
+                    let crls = read_pem_all::<CertificateRevocationListDer<'static>>(path)
+                        .map_err(|m| bad(field, "sslcrl", format!("{path}: {m}")))?;
+                    if crls.is_empty() {
+                        return Err(bad(field, "sslcrl", format!("{path}: no CRL in the file")));
+                    }
+                    // As libpq (OpenSSL's X509_V_FLAG_CRL_CHECK): the server's certificate
+                    // only, and a CRL of its issuer must be there.
+                    b = b.with_crls(crls).only_check_end_entity_revocation();
+                }
+                let inner = b.build().map_err(|e| bad(field, "sslrootcert", e))?;
+                Arc::new(WebPki {
+                    inner,
+                    check_name: self.verify == Verify::Full,
+                })
+            }
+        };
+        let builder = builder
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let mut config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let certs = read_pem_all::<CertificateDer<'static>>(cert)
+                    .map_err(|m| bad(field, "sslcert", format!("{cert}: {m}")))?;
+                if certs.is_empty() {
+                    return Err(bad(
+                        field,
+                        "sslcert",
+                        format!("{cert}: no certificate in the file"),
+                    ));
+                }
+                let key_der =
+                    read_key(key).map_err(|m| bad(field, "sslkey", format!("{key}: {m}")))?;
+                builder
+                    .with_client_auth_cert(certs, key_der)
+                    .map_err(|e| bad(field, "sslkey", format!("{key}: {e}")))?
+            }
+        };
+        config.enable_sni = self.sni;
+        // What libpq 17 sends; servers before 17 ignore it.
+        config.alpn_protocols = vec![b"postgresql".to_vec()];
+        Ok(config)
+    }
+
+    fn root_store(&self, field: &str) -> Result<RootCertStore> {
+        let mut store = RootCertStore::empty();
+        match &self.roots {
+            None => {}
+            Some(Roots::File(path)) => {
+                let certs = read_pem_all::<CertificateDer<'static>>(path)
+                    .map_err(|m| bad(field, "sslrootcert", format!("{path}: {m}")))?;
+                let (added, _) = store.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(bad(
+                        field,
+                        "sslrootcert",
+                        format!("{path}: no usable certificate in the file"),
+                    ));
+                }
+            }
+            Some(Roots::System) => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = store.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    return Err(bad(
+                        field,
+                        "sslrootcert",
+                        "`system`: no trusted root certificate found on this system",
+                    ));
+                }
+            }
+        }
+        Ok(store)
+    }
+}
+
+/// Every PEM object of type `T` in the file at `path`.
+fn read_pem_all<T: PemObject>(path: &str) -> std::result::Result<Vec<T>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the file ({e})"))?;
+    T::pem_slice_iter(&text)
+        .collect::<std::result::Result<Vec<T>, _>>()
+        .map_err(|e| format!("not a PEM file ({e})"))
+}
+
+/// The private key at `path`: unencrypted, and (as libpq) not readable by group or others.
+fn read_key(path: &str) -> std::result::Result<PrivateKeyDer<'static>, String> {
+    check_key_permissions(Path::new(path))?;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the file ({e})"))?;
+    if text.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(
+            "encrypted private keys are not supported (dlb does not use sslpassword): \
+             give an unencrypted key file"
+                .into(),
+        );
+    }
+    PrivateKeyDer::from_pem_slice(&text).map_err(|e| format!("no private key in the file ({e})"))
+}
+
+/// libpq's rule: a key file owned by the current user has no group or other access (0600 or
+/// less); one owned by root may be group-readable (0640 or less).
+fn check_key_permissions(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the file ({e})"))?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let mode = meta.mode() & 0o777;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let too_open =
+        (meta.uid() == me && mode & 0o077 != 0) || (meta.uid() == 0 && mode & 0o137 != 0);
+    let ok = !too_open;
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "has group or world access (mode {mode:o}); permissions must be u=rw (0600) or less \
+             if owned by the current user, or u=rw,g=r (0640) or less if owned by root"
+        ))
+    }
+}
+
+/// `require` (and `allow`/`prefer`) without `sslrootcert`: the handshake's signatures are
+/// checked (the peer holds the key of the certificate it sent) but not the certificate itself.
+#[derive(Debug)]
+struct NoVerification(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// WebPKI verification: the chain (and CRLs), and the name unless `check_name` is false
+/// (`verify-ca`). rustls checks the chain before the name, so a name error means the chain
+/// was good.
+#[derive(Debug)]
+struct WebPki {
+    inner: Arc<WebPkiServerVerifier>,
+    check_name: bool,
+}
+
+impl ServerCertVerifier for WebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// A connection failure, with a message that names the cause (no secrets: the driver's
+/// messages do not quote passwords, and certificate errors name hosts only).
+#[derive(Debug)]
+pub(crate) struct ConnectError(pub(crate) String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+/// Opens PostgreSQL connections with one DSN's TLS settings. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct PgTls {
+    mode: SslMode,
+    /// `None` for `disable`.
+    config: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for PgTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgTls")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgTls {
+    /// Connects with `config` (whose own `sslmode` is ignored) the way libpq's `sslmode` says.
+    ///
+    /// # Errors
+    /// The failure, naming the TLS cause when there is one.
+    pub(crate) fn connect(
+        &self,
+        config: &postgres::Config,
+    ) -> std::result::Result<postgres::Client, ConnectError> {
+        // libpq does not use TLS over Unix sockets, whatever sslmode says.
+        let unix = matches!(
+            config.get_hosts().first(),
+            Some(postgres::config::Host::Unix(_))
+        );
+        let tls = match (&self.config, unix) {
+            (Some(c), false) => c.clone(),
+            _ => {
+                return self
+                    .attempt(config, DriverMode::Disable, None)
+                    .map_err(|e| e.0);
+            }
+        };
+        match self.mode {
+            SslMode::Disable => self
+                .attempt(config, DriverMode::Disable, None)
+                .map_err(|e| e.0),
+            SslMode::Allow => match self.attempt(config, DriverMode::Disable, None) {
+                // The server answered with an error (e.g. pg_hba.conf wants hostssl): again
+                // over TLS, as libpq.
+                Err((plain, true)) => self
+                    .attempt(config, DriverMode::Require, Some(tls))
+                    .map_err(|(e, _)| ConnectError(format!("{e} (and without TLS: {plain})"))),
+                other => other.map_err(|e| e.0),
+            },
+            SslMode::Prefer => match self.attempt(config, DriverMode::Prefer, Some(tls)) {
+                // TLS failed, or the server refused the TLS connection: again without, as
+                // libpq (prefer promises no encryption).
+                Err((over_tls, true)) => self
+                    .attempt(config, DriverMode::Disable, None)
+                    .map_err(|(e, _)| ConnectError(format!("{e} (and over TLS: {over_tls})"))),
+                other => other.map_err(|e| e.0),
+            },
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => self
+                .attempt(config, DriverMode::Require, Some(tls))
+                .map_err(|e| e.0),
+        }
+    }
+
+    /// One connection attempt. The flag says whether another attempt in the other mode makes
+    /// sense: the server answered with an error, or the TLS handshake failed.
+    fn attempt(
+        &self,
+        config: &postgres::Config,
+        mode: DriverMode,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> std::result::Result<postgres::Client, (ConnectError, bool)> {
+        let mut c = config.clone();
+        c.ssl_mode(mode);
+        let result = match tls {
+            Some(tls) => c.connect(MakeRustls { config: tls }),
+            None => c.connect(postgres::NoTls),
+        };
+        result.map_err(|e| {
+            let retry = e.as_db_error().is_some() || tls_cause(&e).is_some();
+            (ConnectError(self.describe(&e)), retry)
+        })
+    }
+
+    /// The driver's error, with TLS causes in libpq's words.
+    fn describe(&self, e: &postgres::Error) -> String {
+        use std::error::Error as _;
+        if let Some(t) = tls_cause(e) {
+            return format!("TLS: {t} (sslmode={})", self.mode.as_str());
+        }
+        if let Some(src) = e.source() {
+            if src.to_string() == "server does not support TLS" {
+                return format!(
+                    "server does not support SSL, but sslmode={}",
+                    self.mode.as_str()
+                );
+            }
+        }
+        match e.as_db_error() {
+            // The driver's text is only "db error": the server's own words, as libpq shows them.
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => e.to_string(),
+        }
+    }
+}
+
+/// Our own TLS failure inside a driver error, if that is what it is.
+fn tls_cause(e: &postgres::Error) -> Option<&TlsError> {
+    use std::error::Error as _;
+    e.source().and_then(|s| s.downcast_ref::<TlsError>())
+}
+
+/// A TLS failure, in libpq's words where it has some.
+#[derive(Debug)]
+pub(crate) struct TlsError(String);
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// Describes a rustls error as libpq (OpenSSL) would.
+fn describe_rustls(e: &rustls::Error, host: &str) -> String {
+    use CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "certificate verify failed: unknown issuer".into(),
+            C::Expired | C::ExpiredContext { .. } => {
+                "certificate verify failed: certificate has expired".into()
+            }
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "certificate verify failed: certificate is not yet valid".into()
+            }
+            C::Revoked => "certificate verify failed: certificate revoked".into(),
+            C::UnknownRevocationStatus => {
+                "certificate verify failed: unable to get certificate CRL".into()
+            }
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                format!("server certificate does not match host name \"{host}\"")
+            }
+            C::BadSignature => "certificate verify failed: certificate signature failure".into(),
+            other => format!("certificate verify failed: {other:?}"),
+        },
+        rustls::Error::AlertReceived(a) => format!("the server sent a TLS alert: {a:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// The `MakeTlsConnect` of the driver: one TLS client configuration, the host name per
+/// connection.
+#[derive(Clone)]
+struct MakeRustls {
+    config: Arc<ClientConfig>,
+}
+
+impl MakeTlsConnect<postgres::Socket> for MakeRustls {
+    type Stream = RustlsStream;
+    type TlsConnect = RustlsConnect;
+    type Error = TlsError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> std::result::Result<RustlsConnect, TlsError> {
+        let name = ServerName::try_from(domain.to_string())
+            .map_err(|_| TlsError(format!("\"{domain}\" is not a host name or IP address")))?;
+        Ok(RustlsConnect {
+            config: self.config.clone(),
+            name,
+        })
+    }
+}
+
+struct RustlsConnect {
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+}
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<RustlsStream, TlsError>> + Send>>;
+
+impl TlsConnect<postgres::Socket> for RustlsConnect {
+    type Stream = RustlsStream;
+    type Error = TlsError;
+    type Future = ConnectFuture;
+
+    fn connect(self, stream: postgres::Socket) -> ConnectFuture {
+        Box::pin(async move {
+            let host = self.name.to_str().into_owned();
+            tokio_rustls::TlsConnector::from(self.config)
+                .connect(self.name, stream)
+                .await
+                .map(|s| RustlsStream(Box::new(s)))
+                .map_err(|e| {
+                    TlsError(
+                        match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+                            Some(r) => describe_rustls(r, &host),
+                            None => e.to_string(),
+                        },
+                    )
+                })
+        })
+    }
+}
+
+/// A TLS connection to the server.
+struct RustlsStream(Box<tokio_rustls::client::TlsStream<postgres::Socket>>);
+
+impl postgres::tls::TlsStream for RustlsStream {
+    fn channel_binding(&self) -> ChannelBinding {
+        // Not offered: SCRAM then runs without channel binding (`channel_binding=require`
+        // fails over TLS with dlb's own connections).
+        ChannelBinding::none()
+    }
+}
+
+impl AsyncRead for RustlsStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RustlsStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(dsn: &str) -> Result<TlsSettings> {
+        TlsSettings::from_dsn(&Dsn::parse(dsn, "primary").unwrap(), "primary")
+    }
+
+    #[test]
+    fn modes_and_what_they_verify() {
+        for (dsn, mode, verify) in [
+            ("host=h", SslMode::Prefer, Verify::Nothing),
+            ("host=h requiressl=1", SslMode::Require, Verify::Nothing),
+            (
+                "host=h sslmode=disable sslrootcert=/x",
+                SslMode::Disable,
+                Verify::Nothing,
+            ),
+            ("host=h sslmode=allow", SslMode::Allow, Verify::Nothing),
+            ("host=h sslmode=require", SslMode::Require, Verify::Nothing),
+            (
+                "host=h sslmode=require sslrootcert=/x",
+                SslMode::Require,
+                Verify::Chain,
+            ),
+            ("host=h sslrootcert=/x", SslMode::Prefer, Verify::Chain),
+            (
+                "host=h sslmode=verify-ca sslrootcert=/x",
+                SslMode::VerifyCa,
+                Verify::Chain,
+            ),
+            (
+                "host=h sslmode=verify-full sslrootcert=/x",
+                SslMode::VerifyFull,
+                Verify::Full,
+            ),
+            (
+                "postgres://h/db?sslrootcert=system",
+                SslMode::VerifyFull,
+                Verify::Full,
+            ),
+            (
+                "postgres://h/db?ssl=true",
+                SslMode::Require,
+                Verify::Nothing,
+            ),
+        ] {
+            let s = settings(dsn).unwrap();
+            assert_eq!((s.mode, s.verify), (mode, verify), "{dsn}");
+        }
+        let s = settings("host=h sslsni=0 ssl_min_protocol_version=TLSv1.3").unwrap();
+        assert!(!s.sni);
+        assert_eq!(s.versions, (false, true));
+    }
+
+    #[test]
+    fn bad_settings_name_the_field_and_the_key() {
+        for (dsn, key) in [
+            ("host=h sslmode=verify", "sslmode"),
+            ("host=h sslmode=verify-ca", "sslrootcert"),
+            ("host=h sslmode=verify-full", "sslrootcert"),
+            ("host=h sslmode=require sslrootcert=system", "sslmode"),
+            ("host=h sslcert=/c", "sslkey"),
+            ("host=h sslkey=/k", "sslcert"),
+            ("host=h sslsni=yes", "sslsni"),
+            ("host=h sslcrldir=/d", "sslcrldir"),
+            (
+                "host=h ssl_max_protocol_version=TLSv1.1",
+                "ssl_max_protocol_version",
+            ),
+            ("host=h requiressl=2", "requiressl"),
+        ] {
+            let e = settings(dsn).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid configuration: primary: ")
+                    && e.contains(&format!("`{key}`")),
+                "{dsn}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_files_are_config_errors_at_construction() {
+        let dir = std::env::temp_dir().join(format!("dlb-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.pem");
+        let not_pem = dir.join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let enc = dir.join("enc.key");
+        std::fs::write(
+            &enc,
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&enc, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let open = dir.join("open.key");
+        std::fs::write(&open, "x").unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+        let (m, n, e, o) = (
+            missing.display(),
+            not_pem.display(),
+            enc.display(),
+            open.display(),
+        );
+        for (dsn, key, what) in [
+            (
+                format!("host=h sslrootcert={m}"),
+                "sslrootcert",
+                "cannot read",
+            ),
+            (
+                format!("host=h sslrootcert={n}"),
+                "sslrootcert",
+                "no usable certificate",
+            ),
+            (
+                format!("host=h sslcert={m} sslkey={m}"),
+                "sslcert",
+                "cannot read",
+            ),
+            (
+                format!("host=h sslcert={n} sslkey={m}"),
+                "sslcert",
+                "no certificate",
+            ),
+            (
+                format!("host=h sslmode=require sslrootcert={n} sslcrl={m}"),
+                "sslrootcert",
+                "no usable",
+            ),
+        ] {
+            let err = settings(&dsn)
+                .unwrap()
+                .connector("primary")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with("invalid configuration: primary: ")
+                    && err.contains(&format!("`{key}`"))
+                    && err.contains(what),
+                "{dsn}: {err}"
+            );
+        }
+        assert!(
+            read_key(&e.to_string())
+                .unwrap_err()
+                .contains("encrypted private keys are not supported")
+        );
+        assert!(
+            read_key(&o.to_string())
+                .unwrap_err()
+                .contains("group or world access")
+        );
+        // sslpassword is a secret: never in an error.
+        let err = settings("host=h sslmode=verify-ca sslpassword=hunter2").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
