@@ -586,7 +586,10 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            Error::config(field, without_quoted_values(&e.into_inner().to_string()))
+            Error::config(
+                safe_path(&field),
+                without_quoted_values(&e.into_inner().to_string()),
+            )
         })?;
         de.end()
             .map_err(|e| Error::config("", format!("{e} after the configuration object")))?;
@@ -656,7 +659,7 @@ impl Config {
             if dns.nameserver.parse::<std::net::IpAddr>().is_err() {
                 return Err(Error::config(
                     "replicas.dns.nameserver",
-                    format!("{:?} is not an IP address", dns.nameserver),
+                    "is not an IP address",
                 ));
             }
             at_least("replicas.dns.port", dns.port.into(), 1)?;
@@ -872,24 +875,64 @@ fn at_most(field: &str, v: u64, max: u64, what: &str) -> Result<()> {
     ))
 }
 
-/// A JSON error message with the values it quotes (`invalid type: string "..."`) left out:
-/// a DSN pasted into the wrong field must not be echoed. Field and variant names, which serde
-/// writes between backquotes, stay.
+/// A JSON path with every segment that is not a plain name (or a name with an `[index]`)
+/// shown as `…`: an unknown key is part of the path, and may be a pasted DSN.
+fn safe_path(path: &str) -> String {
+    path.split('.')
+        .map(|seg| {
+            let name = seg.split('[').next().unwrap_or_default();
+            let plain = name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+                && seg[name.len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '[' | ']'));
+            if plain { seg } else { "…" }
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// A JSON error message with the values it quotes left out: a DSN pasted into the wrong field,
+/// as a value (`invalid type: string "..."`, `unknown variant `...``) or as a key (`unknown
+/// field `...``), must not be echoed. Double-quoted values (escapes included) become `"…"`;
+/// a backquoted name stays only if it looks like a field or variant name (letters, digits,
+/// `_`, `-`, `.`), else it becomes `` `…` ``.
 fn without_quoted_values(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
-    let mut quoted = false;
-    for c in message.chars() {
-        match (c, quoted) {
-            ('"', false) => {
-                quoted = true;
-                out.push_str("\"…");
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                out.push_str("\"…\"");
+                while let Some(q) = chars.next() {
+                    match q {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
             }
-            ('"', true) => {
-                quoted = false;
-                out.push('"');
+            '`' => {
+                let mut name = String::new();
+                for q in chars.by_ref() {
+                    if q == '`' {
+                        break;
+                    }
+                    name.push(q);
+                }
+                let plain = name.len() <= 64
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                out.push('`');
+                out.push_str(if plain { &name } else { "…" });
+                out.push('`');
             }
-            (_, false) => out.push(c),
-            (_, true) => {}
+            _ => out.push(c),
         }
     }
     out

@@ -223,8 +223,9 @@ impl Dsn {
     /// # Errors
     /// [`Error::Config`] naming `field` and where the text is wrong, never quoting it.
     pub(crate) fn parse(s: &str, field: &str) -> Result<Dsn> {
-        let t = s.trim();
-        if t.is_empty() {
+        // Leading blanks only: a trailing one may be an escaped part of the last value.
+        let t = s.trim_start();
+        if t.trim_end().is_empty() {
             return Err(Error::config(field, "empty connection string"));
         }
         let scheme_end = t.find("://").filter(|&i| {
@@ -243,7 +244,8 @@ impl Dsn {
                 }
                 Dsn {
                     syntax: Syntax::Url(scheme.to_string()),
-                    params: parse_url(&t[i + 3..]).map_err(|m| Error::config(field, m))?,
+                    params: parse_url(t[i + 3..].trim_end())
+                        .map_err(|m| Error::config(field, m))?,
                 }
             }
             None => Dsn {
@@ -511,7 +513,7 @@ impl Dsn {
                         out.push(',');
                     }
                     let h = hosts.get(i).copied().unwrap_or_default();
-                    if h.contains(':') {
+                    if h.parse::<Ipv6Addr>().is_ok() {
                         out.push('[');
                         out.push_str(h);
                         out.push(']');
@@ -530,6 +532,8 @@ impl Dsn {
                 if let Some(db) = dbname {
                     out.push('/');
                     out.push_str(&encode(db, PATH));
+                } else if !query.is_empty() {
+                    out.push('/');
                 }
                 for (i, (k, v)) in query.iter().enumerate() {
                     out.push(if i == 0 { '?' } else { '&' });
@@ -768,8 +772,9 @@ fn decode(s: &str, what: &str) -> std::result::Result<String, String> {
 /// component allows).
 const USERINFO: &str = "-._~!$&'()*+;=";
 const HOST: &str = "-._~";
-const PATH: &str = "-._~!$&'()*+,;=:@";
-const QUERY: &str = "-._~!$'()*+,;:@/";
+// `@`, `/`, `?` and `#` are always encoded: libpq looks for `@` and `/` across the whole URL.
+const PATH: &str = "-._~!$&'()*+,;=:";
+const QUERY: &str = "-._~!$'()*+,;:";
 
 fn encode(s: &str, keep: &str) -> String {
     let mut out = String::with_capacity(s.len());

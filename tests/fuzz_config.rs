@@ -250,11 +250,8 @@ fn config_json() -> impl Strategy<Value = Value> {
 /// quotes the value with `{:?}`; and `without_quoted_values` takes an escaped quote (`\"`)
 /// inside a quoted value for its end, so the text after it shows (`"…" SECRET"…`): any
 /// JSON string of the input holding a `"`.
-fn known_echo(json: &str, message: &str) -> bool {
-    message.contains("unknown variant `")
-        || message.contains("unknown field `")
-        || message.contains("replicas.dns.nameserver: \"")
-        || json.contains("\\\"")
+fn known_echo(_json: &str, _message: &str) -> bool {
+    false
 }
 
 /// `Config::from_json` within the time bound; its error text never holds the marker.
@@ -457,7 +454,6 @@ fn deep_and_huge_documents() {
 /// A configuration's `Debug` (e.g. `{:?}` in a log line) must not show the primary's
 /// password.
 #[test]
-#[ignore = "Config derives Debug: it prints the primary DSN with its password (a redacted Debug is being written)"]
 fn config_debug_hides_the_password() {
     let c = Config::from_json(&format!(
         r#"{{"primary": "host=127.0.0.1 port=1 password={MARK}"}}"#
@@ -474,7 +470,6 @@ fn config_debug_hides_the_password() {
 /// nameserver that is not an IP address: a DSN pasted into the wrong field shows its
 /// password in the error (and in `lb_balancer_new`'s last error).
 #[test]
-#[ignore = "bug: src/config.rs echoes unknown enum values and the nameserver in errors"]
 fn wrong_field_values_are_not_echoed() {
     let dsn = format!("postgres://u:{MARK}@h/db");
     for doc in [
@@ -493,7 +488,6 @@ fn wrong_field_values_are_not_echoed() {
 /// milliseconds wraps around to a small number and is accepted, though every duration is
 /// limited to 10 years.
 #[test]
-#[ignore = "bug: src/config.rs ConfigBuilder casts as_millis() to u64; huge durations wrap to small ones"]
 fn builder_durations_past_u64_millis_are_rejected() {
     let d = Duration::from_millis(u64::MAX) + Duration::from_millis(11);
     let c = Config::builder("host=127.0.0.1 port=1")
@@ -510,7 +504,6 @@ fn builder_durations_past_u64_millis_are_rejected() {
 /// quote escaped (`"\"SECRET"`); `without_quoted_values` takes the escaped quote for the end
 /// of the quoted text and shows what follows.
 #[test]
-#[ignore = "bug: src/config.rs without_quoted_values ends a quoted value at an escaped quote"]
 fn wrong_type_values_with_quotes_are_not_echoed() {
     let doc = json!({"primary": "host=a", "pool": format!("\"{MARK}")});
     let e = Config::from_json(&doc.to_string()).unwrap_err().to_string();
@@ -520,7 +513,6 @@ fn wrong_type_values_with_quotes_are_not_echoed() {
 /// A key that is not a field name is quoted back, and is the error's path: a DSN given as a
 /// key (a value whose field name was forgotten, or JSON garbled by hand) shows its password.
 #[test]
-#[ignore = "bug (minor): src/config.rs echoes unknown field names, a DSN given as a key shows"]
 fn unknown_keys_are_not_echoed() {
     let doc = json!({"primary": "host=a", format!("postgres://u:{MARK}@h/db"): 1});
     let e = Config::from_json(&doc.to_string()).unwrap_err().to_string();
