@@ -519,6 +519,19 @@ const char *lb_role_str(uint32_t role);
 lb_status lb_dsn_redact(const char *dsn, char *buf, size_t cap, size_t *len);
 
 /*
+ Writes the `host:port` that `dsn` connects to (its first host; `hostaddr` wins over
+ `host`; IPv6 in brackets; port 5432 when none is given; `localhost` when no host is) into
+ `buf` (output string rules: see the top of dlb.h): the label dlb uses in logs, metrics and
+ status, read with the same parser that derives replica DSNs.
+
+ Needs no balancer. Never blocks.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT` (also when `dsn` is not a DSN: the message says where,
+ never quoting it), `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_dsn_address(const char *dsn, char *buf, size_t cap, size_t *len);
+
+/*
  Routes dlb's log records of level `level_filter` and more severe (`LB_LOG_ERROR` = 1 ..
  `LB_LOG_TRACE` = 5; `LB_LOG_OFF` = 0 for none) to `cb`, with `user` passed through
  untouched. A NULL `cb` (or `LB_LOG_OFF`) turns forwarding off. Messages never contain a

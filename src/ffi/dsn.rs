@@ -5,7 +5,7 @@ use std::ffi::c_char;
 use super::boundary::{OutStr, arg_str};
 use super::error::Failure;
 use super::status::lb_status;
-use crate::dsn::redact_dsn;
+use crate::dsn::{Dsn, redact_dsn};
 
 /// Writes `dsn` (a libpq `key=value` connection string or a `postgres://` URL) with its
 /// password replaced by `********` into `buf` (output string rules: see the top of dlb.h):
@@ -28,6 +28,36 @@ pub unsafe extern "C" fn lb_dsn_redact(
         let dsn = unsafe { arg_str(dsn, "dsn") }?;
         let out = unsafe { OutStr::new(buf, cap, len, "buf") }?;
         out.put(&redact_dsn(dsn))
+    })
+}
+
+/// Writes the `host:port` that `dsn` connects to (its first host; `hostaddr` wins over
+/// `host`; IPv6 in brackets; port 5432 when none is given; `localhost` when no host is) into
+/// `buf` (output string rules: see the top of dlb.h): the label dlb uses in logs, metrics and
+/// status, read with the same parser that derives replica DSNs.
+///
+/// Needs no balancer. Never blocks.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT` (also when `dsn` is not a DSN: the message says where,
+/// never quoting it), `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_dsn_address(
+    dsn: *const c_char,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> lb_status {
+    ffi_boundary!("lb_dsn_address", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let dsn = unsafe { arg_str(dsn, "dsn") }?;
+        let out = unsafe { OutStr::new(buf, cap, len, "buf") }?;
+        let parsed = Dsn::parse(dsn, "dsn").map_err(|e| {
+            Failure::new(
+                super::status::LB_ERR_INVALID_ARGUMENT,
+                format!("argument `dsn`: {e}"),
+            )
+        })?;
+        out.put(&parsed.host_port().to_string())
     })
 }
 
@@ -111,5 +141,38 @@ mod tests {
             last_error(),
             "lb_dsn_redact: argument `dsn` is not valid UTF-8 (at byte 21)"
         );
+    }
+
+    #[test]
+    fn address_of_both_syntaxes() {
+        for (dsn, want) in [
+            ("host=db1 port=5433 password=SECRET", "db1:5433"),
+            ("postgres://u:SECRET@[::1]:6432/app", "[::1]:6432"),
+            ("postgresql://h%2Dx/app", "h-x:5432"),
+            ("dbname=app", "localhost:5432"),
+        ] {
+            let dsn = CString::new(dsn).unwrap();
+            let mut buf = vec![0u8; 64];
+            let mut len = 0usize;
+            // SAFETY: valid string, buffer of buf.len() bytes.
+            let st = unsafe {
+                lb_dsn_address(dsn.as_ptr(), buf.as_mut_ptr().cast(), buf.len(), &mut len)
+            };
+            assert_eq!(st, LB_OK);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), want);
+        }
+        let bad = CString::new("host=h password=SECRET bogus=1").unwrap();
+        let mut buf = vec![0u8; 64];
+        // SAFETY: as above.
+        let st = unsafe {
+            lb_dsn_address(
+                bad.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                ptr::null_mut(),
+            )
+        };
+        assert_eq!(st, LB_ERR_INVALID_ARGUMENT);
+        assert!(!last_error().contains("SECRET"), "{}", last_error());
     }
 }

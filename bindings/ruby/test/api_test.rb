@@ -359,7 +359,8 @@ class ApiTest < Minitest::Test
     url = "postgres://app:pa%40ss@[::1]:5434/app?sslmode=disable&password=x"
     assert_equal "postgres://app:********@[::1]:5434/app?sslmode=disable&password=********", DLB::DSN.redact(url)
     assert_equal "[::1]:5434", DLB::DSN.address(url)
-    assert_equal "db", DLB::DSN.address("host=db")
+    assert_equal "db:5432", DLB::DSN.address("host=db")
+    assert_nil DLB::DSN.address("host=db bogus=1")
     # The library redacts: what it cannot parse comes back hidden whole.
     assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("host=db1 password=#{PASSWORD} port=x")
     assert_equal DLB::DSN::REDACTED, DLB::DSN.redact("")

@@ -95,6 +95,7 @@ module DLB
     attach_function :lb_metrics_text, %i[lb_balancer pointer size_t pointer], :lb_status
     attach_function :lb_status_json, %i[lb_balancer pointer size_t pointer], :lb_status
     attach_function :lb_dsn_redact, %i[string pointer size_t pointer], :lb_status
+    attach_function :lb_dsn_address, %i[string pointer size_t pointer], :lb_status
 
     # Most tries of a call whose output keeps outgrowing its buffer.
     MAX_ATTEMPTS = 16

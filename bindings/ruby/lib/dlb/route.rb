@@ -4,8 +4,6 @@ module DLB
   # Helpers for the DSNs dlb hands out: libpq +key=value+ strings or +postgres://+ URLs.
   module DSN
     REDACTED = "********"
-    KEY_VALUE = /\G\s*(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|(?:[^\s'\\]|\\.)*)/.freeze
-    URL = %r{\A(postgres(?:ql)?://)(?:([^@/?#]*)@)?([^/?#]*)(.*)\z}m.freeze
 
     module_function
 
@@ -22,31 +20,16 @@ module DLB
       Native.read_text(dsn.bytesize + 64) { |buf, cap, len| Native.lb_dsn_redact(dsn, buf, cap, len) }.first
     end
 
-    # The +host:port+ a DSN connects to (the first host of a list), best effort; +port+ is
-    # omitted when the DSN has none.
+    # The +host:port+ a DSN connects to (its first host), as dlb labels it: the C library
+    # reads it (+lb_dsn_address()+) with the parser that derives replica DSNs. +nil+ when
+    # the text is not a DSN. Never blocks.
     # @param dsn [String]
     # @return [String, nil]
     def address(dsn)
-      if (m = URL.match(dsn))
-        m[3].split(",").first
-      else
-        params = {}
-        dsn.scan(KEY_VALUE) { |k, v| params[k] = unquote(v) }
-        host = params["host"] || params["hostaddr"]
-        return nil unless host
-
-        host = host.split(",").first
-        port = params["port"]&.split(",")&.first
-        host = "[#{host}]" if host.include?(":")
-        port ? "#{host}:#{port}" : host
-      end
-    end
-
-    # @api private
-    def unquote(value)
-      return value unless value.start_with?("'")
-
-      value[1...-1].gsub(/\\(.)/m, '\1')
+      dsn = Balancer.c_string(dsn, "dsn")
+      Native.read_text(64) { |buf, cap, len| Native.lb_dsn_address(dsn, buf, cap, len) }.first
+    rescue InvalidArgumentError
+      nil
     end
   end
 
