@@ -155,7 +155,15 @@ tls_create_replica() { # NODE CERT
 
 # tls_cluster_up: create or start the TLS cluster (idempotent).
 tls_cluster_up() {
-    local node cert
+    local node cert conf
+    # A cluster made for other ports (the settings changed since): rebuild it.
+    conf=$(tls_node_data tls-primary)/dlb_testenv.conf
+    if [[ -f $conf ]] && ! grep -qx "port = $TLS_PG_PORT" "$conf"; then
+        log "the TLS cluster was made for other ports: rebuilding it"
+        tls_cluster_down
+        as_owner rm -rf -- "$TLS_DIR/tls-primary" "$TLS_DIR/tls-replica1" "$TLS_DIR/tls-replica2"
+        mark_changed
+    fi
     tls_pg_certs
     if ! tls_node_running tls-primary; then
         [[ -f $(tls_node_data tls-primary)/PG_VERSION ]] || tls_create_primary
