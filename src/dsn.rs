@@ -292,7 +292,6 @@ impl Dsn {
     }
 
     /// Every parameter, decoded, in order.
-    #[allow(dead_code)] // for the TLS settings (`ssl*` keys)
     pub(crate) fn params(&self) -> &[(String, String)] {
         &self.params
     }

@@ -26,6 +26,9 @@ pub(crate) type PgPool = r2d2::Pool<PgManager>;
 /// A connection checked out of a host's pool; returned to the pool on drop.
 pub(crate) type PooledClient = r2d2::PooledConnection<PgManager>;
 
+/// `tcp_user_timeout` of pooled connections when the DSN sets none.
+const POOL_TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The monitoring connection is replaced after this many probes, so that an address re-pointed
 /// to another server is noticed within as many check intervals.
 const PROBE_CONN_USES: u32 = 5;
@@ -160,6 +163,22 @@ impl Host {
         let tls = TlsSettings::from_dsn(dsn, field)?.connector(field)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_millis(cfg.pool.connect_timeout_ms));
+        }
+        // A black-holed host must not hold a thread (a live check, a caller's query) for the
+        // kernel's retransmission timeout (~15 min): unacknowledged data gives up after
+        // POOL_TCP_USER_TIMEOUT (a long query is not affected: nothing is unacknowledged while
+        // the server computes), and keepalives notice a silent peer. The DSN's own
+        // `tcp_user_timeout` / `keepalives*` win.
+        if !dsn.params().iter().any(|(k, _)| k == "tcp_user_timeout") {
+            pg.tcp_user_timeout(POOL_TCP_USER_TIMEOUT);
+        }
+        if !dsn
+            .params()
+            .iter()
+            .any(|(k, _)| k.starts_with("keepalives"))
+        {
+            pg.keepalives(true);
+            pg.keepalives_idle(Duration::from_secs(30));
         }
         let mut probe_config = pg.clone();
         probe_config.connect_timeout(Duration::from_millis(
