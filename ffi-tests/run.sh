@@ -33,7 +33,7 @@ CFLAGS=(-std=c99 -Wall -Wextra -Wpedantic -Werror -g -O1 -Iinclude -Iffi-tests -
 # shellcheck disable=SC2054 # the commas belong to -fsanitize=address,undefined
 SANITIZE=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 # Every test program with its sources (besides the shared test_util.c).
-TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu test_bounds test_tls)
+TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu test_bounds test_tls test_fork)
 PAUSED_REPLICA=2
 
 passed=0
@@ -217,6 +217,9 @@ if [[ ${DLB_FFI_VALGRIND:-1} != 0 ]]; then
     if command -v valgrind >/dev/null 2>&1; then
         for t in "${TESTS[@]}"; do
             [[ -n ${built[static/$t]-} ]] || continue
+            # Its child leaks the balancer it inherited, by design (freeing it there must not
+            # close the parent's connections): valgrind would report that as a leak.
+            [[ $t == test_fork ]] && continue
             DLB_FFI_SCALE=20 run_test "valgrind/$t" "$BUILD/logs/run-valgrind-$t.log" \
                 valgrind -q --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \

@@ -126,6 +126,13 @@
 #define LB_ERR_LOGGER_UNAVAILABLE 14
 
 /*
+ The balancer was made by another process, before a `fork()`: calls that route or do I/O
+ refuse to run in the child (it has no monitor thread and would share the parent's
+ connections). Make a new balancer in the child.
+ */
+#define LB_ERR_FORKED 15
+
+/*
  Longest accepted sticking key, in bytes.
  */
 #define LB_MAX_KEY_LENGTH 1024

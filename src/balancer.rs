@@ -41,8 +41,9 @@ use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 /// joins the monitor thread and closes the pools.
 ///
 /// **Fork**: make balancers after `fork()`, not before. A child inherits the parent's
-/// connections (shared sockets) but not its monitor thread: it must not use an inherited
-/// balancer, and dropping one there leaks it instead of closing the parent's connections.
+/// connections (shared sockets) but not its monitor thread: in the child, every call on an
+/// inherited balancer that routes or does I/O returns [`Error::Forked`], and dropping it leaks
+/// it instead of closing the parent's connections. A new balancer made in the child works.
 pub struct Balancer {
     config: Config,
     // Dropped on a dlb thread (see `Drop`), never on the caller's.
@@ -187,6 +188,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::PrimaryUnavailable`] when no connection can be had in time.
     pub fn write_conn(&self) -> Result<Conn> {
+        self.same_process()?;
         self.checkout(self.primary(), self.checkout_timeout())
     }
 
@@ -205,6 +207,7 @@ impl Balancer {
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy. A store
     /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
+        self.same_process()?;
         self.router.pick(key)
     }
 
@@ -220,6 +223,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub fn pick_replica_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
+        self.same_process()?;
         self.router.pick_min_lsn(min_lsn)
     }
 
@@ -237,6 +241,7 @@ impl Balancer {
     /// Those of `pick_replica`, and [`Error::PrimaryUnavailable`] when the read must go to
     /// the primary and it cannot be reached.
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
+        self.same_process()?;
         let route = self.pick_replica(key)?;
         if route.role() == Role::Primary {
             return self.checkout(route, self.checkout_timeout());
@@ -281,6 +286,7 @@ impl Balancer {
     /// A store error comes after the LSN was read: [`Error::lsn`] gives it, to carry as a
     /// causal token (the write happened; only its recording failed).
     pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
+        self.same_process()?;
         check_key(key)?;
         let mut conn = self.write_conn()?;
         let row = conn
@@ -316,6 +322,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Store`] (carrying `lsn`, see [`Error::lsn`]).
     pub fn record_lsn_value(&self, key: &str, lsn: Lsn) -> Result<()> {
+        self.same_process()?;
         check_key(key)?;
         self.store_lsn(&self.router.store_key(key), lsn)
     }
@@ -335,6 +342,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
+        self.same_process()?;
         check_key(key)?;
         sticking::force(
             &**self.store,
@@ -350,6 +358,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
+        self.same_process()?;
         check_key(key)?;
         Ok(self.store.get(&self.router.store_key(key))?.lsn)
     }
@@ -368,6 +377,17 @@ impl Balancer {
     }
 
     // ---- Helpers.
+
+    /// [`Error::Forked`] in a process that did not make this balancer (a child after `fork`).
+    fn same_process(&self) -> Result<()> {
+        if std::process::id() == self.pid {
+            Ok(())
+        } else {
+            Err(Error::Forked {
+                created_by: self.pid,
+            })
+        }
+    }
 
     /// Hands out a replica connection only when it reached the server the monitor probed (the
     /// one whose replay position chose it). A connection to another server behind the same

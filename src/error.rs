@@ -68,6 +68,12 @@ pub enum Error {
         /// The underlying failure.
         message: String,
     },
+    /// The balancer was made in another process, before a `fork()`: this process has no
+    /// monitor thread, and the pools' sockets are the parent's. Make a new balancer here.
+    Forked {
+        /// The process that made the balancer.
+        created_by: u32,
+    },
 }
 
 impl Error {
@@ -113,7 +119,10 @@ impl Error {
             | Error::ReplicaUnavailable { .. }
             | Error::Store { .. }
             | Error::Query { .. } => true,
-            Error::Config { .. } | Error::InvalidLsn { .. } | Error::InvalidKey { .. } => false,
+            Error::Config { .. }
+            | Error::InvalidLsn { .. }
+            | Error::InvalidKey { .. }
+            | Error::Forked { .. } => false,
         }
     }
 }
@@ -150,6 +159,12 @@ impl fmt::Display for Error {
                 "LSN store error: {message} (LSN {lsn} was not stored: carry it as a causal token)"
             ),
             Error::Query { host, message } => write!(f, "query on {host} failed: {message}"),
+            Error::Forked { created_by } => write!(
+                f,
+                "this balancer was made by process {created_by}, before a fork: make a new \
+                 balancer in this process (an inherited one has no monitor and shares the \
+                 parent's connections)"
+            ),
         }
     }
 }

@@ -65,7 +65,7 @@ func TestNames(t *testing.T) {
 			t.Errorf("got %q, want %q", c.got, c.want)
 		}
 	}
-	for c := dlb.ErrInvalidArgument; c <= dlb.ErrLoggerUnavailable; c++ {
+	for c := dlb.ErrInvalidArgument; c <= dlb.ErrForked; c++ {
 		if s := c.String(); s == "" || strings.HasPrefix(s, "unknown status") {
 			t.Errorf("Code(%d).String() = %q", uint32(c), s)
 		}
@@ -77,7 +77,7 @@ func TestNames(t *testing.T) {
 	}
 	retryable := map[dlb.Code]bool{dlb.ErrPrimaryUnavailable: true, dlb.ErrNoCaughtUpReplica: true,
 		dlb.ErrStore: true, dlb.ErrReplicaUnavailable: true, dlb.ErrQuery: true}
-	for c := dlb.ErrInvalidArgument; c <= dlb.ErrLoggerUnavailable; c++ {
+	for c := dlb.ErrInvalidArgument; c <= dlb.ErrForked; c++ {
 		if c.Retryable() != retryable[c] {
 			t.Errorf("%v.Retryable() = %v", c, c.Retryable())
 		}

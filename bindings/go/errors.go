@@ -58,6 +58,9 @@ const (
 	// ErrLoggerUnavailable: SetLogHandler cannot install dlb's logger because other Rust
 	// code in the process installed one first.
 	ErrLoggerUnavailable Code = C.LB_ERR_LOGGER_UNAVAILABLE
+	// ErrForked: the Balancer was opened by another process, before a fork (a child of a
+	// process that forks after Open): open a new one in this process.
+	ErrForked Code = C.LB_ERR_FORKED
 )
 
 // ErrClosed is returned by every method of a Balancer after Close (and of a nil *Balancer).

@@ -49,6 +49,10 @@ pub const LB_ERR_INTERNAL: u32 = 13;
 /// `lb_set_log_callback()` cannot install its logger: other Rust code in the process already
 /// installed a `log` logger.
 pub const LB_ERR_LOGGER_UNAVAILABLE: u32 = 14;
+/// The balancer was made by another process, before a `fork()`: calls that route or do I/O
+/// refuse to run in the child (it has no monitor thread and would share the parent's
+/// connections). Make a new balancer in the child.
+pub const LB_ERR_FORKED: u32 = 15;
 
 /// What the C API says about one status code.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +84,7 @@ impl StatusInfo {
 /// Every status code, indexed by its value: the one list `lb_status_str()` and
 /// `lb_status_is_retryable()` read. A code is retryable exactly when a retryable
 /// [`crate::Error`] maps to it (a unit test checks it).
-pub(crate) const STATUSES: [StatusInfo; 15] = [
+pub(crate) const STATUSES: [StatusInfo; 16] = [
     StatusInfo::new(LB_OK, c"ok"),
     StatusInfo::new(LB_ERR_INVALID_ARGUMENT, c"invalid argument"),
     StatusInfo::new(LB_ERR_INVALID_CONFIG, c"invalid configuration"),
@@ -96,6 +100,7 @@ pub(crate) const STATUSES: [StatusInfo; 15] = [
     StatusInfo::new(LB_ERR_UNKNOWN_HOST, c"unknown host"),
     StatusInfo::new(LB_ERR_INTERNAL, c"internal error"),
     StatusInfo::new(LB_ERR_LOGGER_UNAVAILABLE, c"logger unavailable"),
+    StatusInfo::new(LB_ERR_FORKED, c"balancer made before a fork"),
 ];
 
 // The table is indexed by code: codes are dense, from 0, in order.
@@ -124,6 +129,7 @@ pub(crate) fn status_of(e: &Error) -> lb_status {
         Error::NoCaughtUpReplica { .. } => LB_ERR_NO_CAUGHT_UP_REPLICA,
         Error::Store { .. } => LB_ERR_STORE,
         Error::Query { .. } => LB_ERR_QUERY,
+        Error::Forked { .. } => LB_ERR_FORKED,
     }
 }
 

@@ -99,6 +99,7 @@ fn status_table_round_trips() {
         LB_ERR_UNKNOWN_HOST,
         LB_ERR_INTERNAL,
         LB_ERR_LOGGER_UNAVAILABLE,
+        LB_ERR_FORKED,
     ];
     assert_eq!(
         STATUSES.map(|s| s.code),
@@ -146,6 +147,7 @@ fn one_error_of_each_variant() -> Vec<crate::Error> {
             host: host(),
             message: message(),
         },
+        Error::Forked { created_by: 1 },
     ];
     // No wildcard: a new variant does not compile until it is listed here (and above).
     let variants: std::collections::HashSet<&str> = all
@@ -159,6 +161,7 @@ fn one_error_of_each_variant() -> Vec<crate::Error> {
             Error::NoCaughtUpReplica { .. } => "NoCaughtUpReplica",
             Error::Store { .. } => "Store",
             Error::Query { .. } => "Query",
+            Error::Forked { .. } => "Forked",
         })
         .collect();
     assert_eq!(variants.len(), all.len(), "one of each");

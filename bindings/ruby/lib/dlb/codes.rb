@@ -34,6 +34,8 @@ module DLB
     ERR_INTERNAL = 13
     # +LB_ERR_LOGGER_UNAVAILABLE+ ({LoggerUnavailableError})
     ERR_LOGGER_UNAVAILABLE = 14
+    # +LB_ERR_FORKED+ ({ForkedError})
+    ERR_FORKED = 15
   end
 
   # The C API's route roles (+LB_ROLE_*+ in +dlb.h+); {Route#role} gives them as symbols.

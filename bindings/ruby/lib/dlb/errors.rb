@@ -118,6 +118,11 @@ module DLB
   # bound in this version; listed for completeness).
   class LoggerUnavailableError < Error; end
 
+  # +LB_ERR_FORKED+: the balancer was made by another process, before a +fork+ (a Puma or
+  # Unicorn worker inheriting one from a +preload_app!+ master): make a new balancer in this
+  # process (after fork: Puma's +on_worker_boot+, Unicorn's +after_fork+).
+  class ForkedError < Error; end
+
   # Exception class per C status code; an unknown (newer) code maps to {Error}.
   ERRORS_BY_CODE = {
     Status::ERR_INVALID_ARGUMENT => InvalidArgumentError,
@@ -133,7 +138,8 @@ module DLB
     Status::ERR_QUERY => QueryError,
     Status::ERR_UNKNOWN_HOST => UnknownHostError,
     Status::ERR_INTERNAL => InternalError,
-    Status::ERR_LOGGER_UNAVAILABLE => LoggerUnavailableError
+    Status::ERR_LOGGER_UNAVAILABLE => LoggerUnavailableError,
+    Status::ERR_FORKED => ForkedError
   }.freeze
 
   # A retryable error with a status code newer than this binding.
