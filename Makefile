@@ -20,7 +20,7 @@ testenv-down:
 testenv-status:
 	bash scripts/testenv.sh status
 
-.PHONY: demo test
+.PHONY: demo test soak
 
 # The main demo: a local primary + two replicas, routing shown live. Leaves nothing running.
 demo:
@@ -29,3 +29,10 @@ demo:
 # Every check and test (installs prerequisites, starts the test environment).
 test:
 	bash scripts/test.sh
+
+# Chaos soak (examples/soak.rs): DURATION seconds of random faults (default 600) while workers
+# check read-your-writes; fails on any stale read. SEED=N replays a run's fault choices.
+DURATION ?= 600
+SEED ?=
+soak:
+	bash scripts/soak.sh $(DURATION) $(SEED)
