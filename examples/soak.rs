@@ -27,6 +27,8 @@
 //! flock /tmp/dlb-tests.lock cargo run --example soak -- --seconds 60 [--seed N] [--workers N]
 //! ```
 //!
+//! SIGINT or SIGTERM ends the chaos early; the soak then restores the environment and reports.
+//!
 //! Exit status: 0 when every read was fresh, the balancers recovered and the environment was
 //! restored; 1 on a stale read, a hang or no recovery; 2 when the environment cannot be
 //! restored (replicas running and replaying, Redis up); 3 on a panic of the soak itself.
@@ -57,6 +59,12 @@ const HANG: Duration = Duration::from_secs(30);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(90);
 const TABLE: &str = "dlb_soak";
 const FILLER: &str = "dlb_soak_filler";
+/// Set by SIGINT/SIGTERM: the chaos ends early, and the soak still restores and reports.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
 
 // ---------------------------------------------------------------------------------------------
 // arguments, randomness
@@ -442,6 +450,15 @@ const KINDS: [Kind; 10] = [
     Kind::RestartPrimary,
 ];
 
+/// The faults that take a replica out of the rotation.
+const REPLICA_KINDS: [Kind; 5] = [
+    Kind::PauseReplay,
+    Kind::KillReplica,
+    Kind::FastStopReplica,
+    Kind::FreezeReplica,
+    Kind::SlowProxy,
+];
+
 fn kind_name(k: Kind) -> &'static str {
     match k {
         Kind::PauseReplay => "replay pause/resume",
@@ -564,9 +581,9 @@ impl Chaos {
         *f = format!("none (last: {f})");
     }
 
-    /// Applies one random fault, holds it, reverts it.
-    fn one(&mut self) {
-        let kind = KINDS[self.rng.range(0, KINDS.len() as u64 - 1) as usize];
+    /// Applies one random fault of `kinds`, holds it, reverts it.
+    fn one(&mut self, kinds: &[Kind]) {
+        let kind = kinds[self.rng.range(0, kinds.len() as u64 - 1) as usize];
         self.lifted = None;
         let n = self.rng.replica();
         let hold = self.rng.millis(300, 4000);
@@ -872,34 +889,53 @@ fn run(args: &Args) -> Result<bool, String> {
     let deadline = Duration::from_secs(args.seconds);
     let mut hangs: Vec<String> = Vec::new();
     let max_faults = args.seconds.saturating_mul(10);
-    while shared.start.elapsed() < deadline && (chaos.sequence.len() as u64) < max_faults {
+    let over = |sh: &Shared| sh.start.elapsed() >= deadline || INTERRUPTED.load(Ordering::Relaxed);
+    while !over(&shared) && (chaos.sequence.len() as u64) < max_faults {
         let gap = chaos.rng.millis(200, 2500);
         let until = Instant::now() + gap;
-        while Instant::now() < until && shared.start.elapsed() < deadline {
+        while Instant::now() < until && !over(&shared) {
             check_hangs(&shared, &workers, &mut hangs);
             std::thread::sleep(Duration::from_millis(50));
         }
-        if shared.start.elapsed() >= deadline {
+        if over(&shared) {
             break;
         }
-        chaos.one();
+        chaos.one(&KINDS);
         check_hangs(&shared, &workers, &mut hangs);
+    }
+    // The last fault takes a replica out (drawn among those kinds), so that the time to full
+    // rotation after it measures a recovery: after a Redis outage or a cut it would be zero.
+    if !INTERRUPTED.load(Ordering::Relaxed) {
+        shared.log("final fault, drawn among the faults that take a replica out:");
+        chaos.one(&REPLICA_KINDS);
     }
     let last_fault_end = chaos.lifted.unwrap_or_else(Instant::now);
     shared.log("chaos over (the last fault is reverted); waiting for full rotation");
 
-    // Recovery: every balancer's replicas healthy again.
-    let mut rotation: Vec<(String, Option<Duration>)> = Vec::new();
-    for (name, lb, want) in &lbs {
-        let left = RECOVERY_TIMEOUT.saturating_sub(last_fault_end.elapsed());
-        let t = wait_rotation(lb, want, left).map(|_| last_fault_end.elapsed());
+    // Recovery: every balancer's replicas healthy again, each timed on its own.
+    let mut rotation: Vec<(String, Option<Duration>)> = lbs
+        .iter()
+        .map(|(name, ..)| (name.to_string(), None))
+        .collect();
+    // How long the revert command itself took: a balancer already in full rotation at the
+    // first check came back within that.
+    let first_check = last_fault_end.elapsed();
+    while rotation.iter().any(|(_, t)| t.is_none()) && last_fault_end.elapsed() < RECOVERY_TIMEOUT {
+        for ((_, lb, want), (_, t)) in lbs.iter().zip(rotation.iter_mut()) {
+            if t.is_none() && in_rotation(lb, want) {
+                *t = Some(last_fault_end.elapsed());
+            }
+        }
+        check_hangs(&shared, &workers, &mut hangs);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for ((name, lb, _), (_, t)) in lbs.iter().zip(&rotation) {
         if t.is_none() {
             shared.log(&format!(
                 "{name}: NOT back to full rotation: {}",
                 lb.status().to_json()
             ));
         }
-        rotation.push((name.to_string(), t));
     }
     // A little more traffic in full rotation, then stop.
     std::thread::sleep(Duration::from_secs(2));
@@ -937,6 +973,10 @@ fn run(args: &Args) -> Result<bool, String> {
         metric_by(&m, "dlb_quarantines_total", "reason", &mut quarantines);
     }
     let recovered = rotation.iter().all(|(_, t)| t.is_some());
+    shared.log(&format!(
+        "the first rotation check came {:.2} s after the last fault was lifted (once its revert command returned)",
+        first_check.as_secs_f64()
+    ));
     report(
         args,
         &shared,
@@ -952,28 +992,31 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(total.stale.is_empty() && hangs.is_empty() && recovered)
 }
 
+/// Whether `lb` has exactly the replicas `want` healthy.
+fn in_rotation(lb: &Balancer, want: &[String]) -> bool {
+    let st = lb.status();
+    let mut healthy: Vec<&str> = st
+        .replicas
+        .iter()
+        .filter(|r| r.state == "healthy")
+        .map(|r| r.host.addr.as_str())
+        .collect();
+    healthy.sort_unstable();
+    let mut w: Vec<&str> = want.iter().map(String::as_str).collect();
+    w.sort_unstable();
+    healthy == w
+}
+
 /// Waits until `lb` has exactly the replicas `want` healthy; `Some` when it did in `timeout`.
 fn wait_rotation(lb: &Balancer, want: &[String], timeout: Duration) -> Option<()> {
     let end = Instant::now() + timeout;
-    loop {
-        let st = lb.status();
-        let mut healthy: Vec<&str> = st
-            .replicas
-            .iter()
-            .filter(|r| r.state == "healthy")
-            .map(|r| r.host.addr.as_str())
-            .collect();
-        healthy.sort_unstable();
-        let mut w: Vec<&str> = want.iter().map(String::as_str).collect();
-        w.sort_unstable();
-        if healthy == w {
-            return Some(());
-        }
+    while !in_rotation(lb, want) {
         if Instant::now() >= end {
             return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    Some(())
 }
 
 fn check_hangs(
@@ -1020,6 +1063,9 @@ fn report(
     rotation: &[(String, Option<Duration>)],
     hangs: &[String],
 ) {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        println!("\nsoak: interrupted: the chaos ended early");
+    }
     println!(
         "\n## soak report (seed {}, {} s of chaos, {:.1} s in all)\n",
         args.seed,
@@ -1112,6 +1158,10 @@ fn close_inherited_fds_on_exec() {
 
 fn main() {
     close_inherited_fds_on_exec();
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
