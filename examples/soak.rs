@@ -318,17 +318,18 @@ impl Cycle<'_> {
         }
     }
 
-    /// A DSN read of a pick; counts the pick's error or the read's result.
+    /// A DSN read of a pick (`stages`: the pick's, then the read's); counts the pick's error or
+    /// the read's result.
     fn read_pick(
         &mut self,
         path: &'static str,
-        pick: dlb::Result<Route>,
+        pick: impl FnOnce(&Balancer) -> dlb::Result<Route>,
         id: i64,
         key: &str,
         stages: (usize, usize),
     ) {
         self.me.step(self.shared, stages.0);
-        match pick {
+        match pick(self.lb) {
             Err(e) => self.error(format!("{path} pick: {}", dlb_class(&e))),
             Ok(route) => {
                 self.me.step(self.shared, stages.1);
@@ -367,7 +368,7 @@ impl Cycle<'_> {
                 self.error(format!("record_lsn: {}", dlb_class(&e)));
                 // The write happened: a store error carries its LSN, a causal token to read with.
                 if let Some(lsn) = e.lsn() {
-                    let pick = self.lb.pick_replica_min_lsn(lsn);
+                    let pick = |lb: &Balancer| lb.pick_replica_min_lsn(lsn);
                     self.read_pick("token after store error", pick, id, &key, (5, 6));
                 }
                 return;
@@ -386,9 +387,9 @@ impl Cycle<'_> {
                 }
             }
         }
-        let pick = self.lb.pick_replica(Some(&key));
+        let pick = |lb: &Balancer| lb.pick_replica(Some(&key));
         self.read_pick("DSN of pick_replica(key)", pick, id, &key, (3, 4));
-        let pick = self.lb.pick_replica_min_lsn(token);
+        let pick = |lb: &Balancer| lb.pick_replica_min_lsn(token);
         self.read_pick("DSN of pick_replica_min_lsn", pick, id, &key, (5, 6));
         self.stats.cycles += 1;
         self.stats.max_cycle = self.stats.max_cycle.max(started.elapsed());
