@@ -20,7 +20,7 @@ testenv-down:
 testenv-status:
 	bash scripts/testenv.sh status
 
-.PHONY: demo test
+.PHONY: demo test soak
 
 # The main demo: a local primary + two replicas, routing shown live. Leaves nothing running.
 demo:
@@ -36,7 +36,7 @@ test:
 # CASES cases per property (`cargo test` runs 128 to 1024), repeated with new random inputs
 # until DURATION seconds have passed (0: once). A failure prints the minimal input.
 CASES ?= 20000
-DURATION ?= 0
+fuzz: DURATION ?= 0
 fuzz:
 	end=$$(( $$(date +%s) + $(DURATION) )); \
 	while :; do \
@@ -44,3 +44,12 @@ fuzz:
 		PROPTEST_CASES=$(CASES) cargo test --release --test fuzz_config --test fuzz_ffi || exit 1; \
 		[[ $$(date +%s) -lt $$end ]] || break; \
 	done
+
+.PHONY: soak
+
+# Chaos soak (examples/soak.rs): DURATION seconds of random faults (default 600) while workers
+# check read-your-writes; fails on any stale read. SEED=N replays a run's fault choices.
+SEED ?=
+soak: DURATION ?= 600
+soak:
+	bash scripts/soak.sh $(DURATION) $(SEED)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of dlb: shellcheck of the shell scripts, formatting, clippy, rustdoc,
 # Rust unit and integration tests against a real PostgreSQL primary + two streaming replicas and
-# Redis (scripts/testenv.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
+# Redis (scripts/testenv.sh), a 60 s chaos soak (scripts/soak.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
 # valgrind).
 #
 # Installs missing Debian prerequisites first (scripts/bootstrap.sh). The test environment is
@@ -50,6 +50,10 @@ cargo test --doc
 
 step "Rust example (examples/registry.rs)"
 flock /tmp/dlb-tests.lock cargo run --quiet --example registry
+
+step "chaos soak, 60 s (examples/soak.rs)"
+# Read-your-writes under random faults; takes the cluster lock itself while it runs.
+bash scripts/soak.sh 60
 
 if [[ -f ffi-tests/run.sh ]]; then
     step "C ABI tests (static and shared, ASan and valgrind)"

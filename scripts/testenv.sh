@@ -11,10 +11,13 @@
 #   down                stop everything and remove the base dir (idempotent)
 #   env                 print `export` lines for the test suite (eval-safe)
 #   status              show what runs; exit 0 iff everything is up
-#   stop-replica N      stop replica N (1|2) with -m immediate (idempotent)
+#   stop-replica N [MODE]  stop replica N (1|2) with -m MODE: immediate (default), fast
+#                       or smart (idempotent)
 #   start-replica N     start replica N and wait until it is in recovery and streaming
 #   pause-replica N     SELECT pg_wal_replay_pause() on replica N
 #   resume-replica N    SELECT pg_wal_replay_resume() on replica N
+#   restart-primary [MODE]  restart the primary (-m fast, the default, or immediate) and
+#                       wait until it answers and both replicas stream from it again
 #   stop-redis          stop the standalone Redis (idempotent)
 #   start-redis         start it again and wait until it answers PING
 #   reset-cluster2      rebuild cluster 2 from scratch (after the failover drill)
@@ -263,17 +266,25 @@ require_env() {
     [[ -e $MARKER ]] || die "no test environment in $BASE; run: $SCRIPT_PATH up"
 }
 
+stop_mode() { # MODE: a pg_ctl shutdown mode, or die
+    case ${1-} in
+    immediate | fast | smart) echo "$1" ;;
+    *) die "stop mode must be immediate, fast or smart (got '${1-}')" ;;
+    esac
+}
+
 cmd_stop_replica() {
-    local node
+    local node mode
     node=$(replica_node "${1-}")
+    mode=$(stop_mode "${2:-immediate}")
     check_settings
     check_user
     check_pg_bin
     require_env
     take_lock
     if node_running "$node"; then
-        pg_stop "$node" immediate
-        log "$node stopped"
+        pg_stop "$node" "$mode"
+        log "$node stopped (-m $mode)"
     else
         log "$node already stopped"
     fi
@@ -301,6 +312,21 @@ cmd_start_replica() {
     fi
     wait_replica_ready "$node"
     log "$node running, in recovery and streaming"
+}
+
+cmd_restart_primary() {
+    local mode
+    mode=$(stop_mode "${1:-fast}")
+    check_settings
+    check_user
+    check_pg_bin
+    require_env
+    take_lock
+    pg_stop primary "$mode"
+    pg_start primary
+    wait_until "$TIMEOUT" "primary to answer on port $PG_PORT" "$(node_log primary)" node_is_primary primary
+    wait_until "$TIMEOUT" "2 streaming replicas in pg_stat_replication on the primary" "$(node_log primary)" both_streaming
+    log "primary restarted (-m $mode), both replicas streaming"
 }
 
 cmd_replay() { # pause|resume N
@@ -357,7 +383,9 @@ usage() {
     cat <<EOF
 Usage: $(basename -- "$0") COMMAND [ARGS]
   up | down | env | status
-  stop-replica N | start-replica N | pause-replica N | resume-replica N   (N = 1|2|c2-1|c2-2)
+  stop-replica N [immediate|fast|smart] | start-replica N | pause-replica N | resume-replica N
+                                                                        (N = 1|2|c2-1|c2-2)
+  restart-primary [fast|immediate]
   reset-cluster2
   stop-redis | start-redis   (the standalone Redis)
   psql primary|1|2|c2|c2-1|c2-2 [psql args...]
@@ -374,6 +402,7 @@ main() {
     status) cmd_status ;;
     stop-replica) cmd_stop_replica "$@" ;;
     start-replica) cmd_start_replica "$@" ;;
+    restart-primary) cmd_restart_primary "$@" ;;
     pause-replica) cmd_replay pause "$@" ;;
     resume-replica) cmd_replay resume "$@" ;;
     reset-cluster2) cmd_reset_cluster2 ;;

@@ -299,6 +299,12 @@ pub fn restore() -> Result<(), String> {
     Ok(())
 }
 
+/// Runs `scripts/testenv.sh ARGS` quietly (its progress discarded, its errors on stderr); false
+/// when it fails. Never panics.
+pub fn run_testenv(args: &[&str]) -> bool {
+    env().run(args, Stdio::null())
+}
+
 fn run_script(args: &[&str]) {
     assert!(
         env().run(args, std::io::stderr()),
