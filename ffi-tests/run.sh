@@ -217,9 +217,11 @@ if [[ ${DLB_FFI_VALGRIND:-1} != 0 ]]; then
     if command -v valgrind >/dev/null 2>&1; then
         for t in "${TESTS[@]}"; do
             [[ -n ${built[static/$t]-} ]] || continue
-            # Its child leaks the balancer it inherited, by design (freeing it there must not
-            # close the parent's connections): valgrind would report that as a leak.
-            [[ $t == test_fork ]] && continue
+            # test_fork: its child leaks the balancer it inherited, by design (freeing it there
+            # must not close the parent's connections): valgrind would report that as a leak.
+            # test_tls: ring's assembly AES-GCM reads and writes bytes memcheck cannot follow
+            # (false "uninitialised" reports); the ASan run covers it.
+            [[ $t == test_fork || $t == test_tls ]] && continue
             DLB_FFI_SCALE=20 run_test "valgrind/$t" "$BUILD/logs/run-valgrind-$t.log" \
                 valgrind -q --error-exitcode=1 --leak-check=full \
                 --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
