@@ -261,7 +261,9 @@ fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
     });
     drop(lb);
     // Joined by the drop; its /proc entry may outlive the join for a moment.
-    wait_until("the monitor thread is gone", WAIT, || monitor_threads() == 0);
+    wait_until("the monitor thread is gone", WAIT, || {
+        monitor_threads() == 0
+    });
     // Not after the pools' next reaper run, 30 s away: WAIT would run out first.
     wait_until("the pool scheduler's threads exit", WAIT / 2, || {
         threads_named("dlb-pool-") == 0
