@@ -924,7 +924,12 @@ fn without_quoted_values(message: &str) -> String {
                     }
                     name.push(q);
                 }
-                let plain = name.len() <= 64
+                // An unknown enumeration value is the input's own (anything may be pasted there):
+                // never shown. Unknown keys are shown when they look like names (a typo is
+                // worth seeing); the names serde lists as expected are dlb's own.
+                let theirs = out.ends_with("unknown variant ");
+                let plain = !theirs
+                    && name.len() <= 64
                     && name
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
