@@ -140,7 +140,7 @@ impl Router {
                 Ok(self.primary_route(Reason::StoreError))
             }
             Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
-            Ok(Recorded { lsn, .. }) if unknown_cluster => {
+            Ok(Recorded { lsn, .. }) if unknown_cluster && self.lb_enabled => {
                 self.not_caught_up(lsn.unwrap_or(Lsn::from_u64(0)))
             }
             Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn(lsn),
