@@ -55,24 +55,6 @@ fn a_failed_probe_forgets_the_cached_replay_position() {
 }
 
 #[test]
-fn a_restarted_replica_is_a_new_server() {
-    let _l = lock_cluster();
-    let lb = Balancer::new(config().build().unwrap()).unwrap();
-    wait_healthy(&lb, 2);
-    let addr = replica_addr(2);
-    let before = replica_status(&lb, addr);
-    stop_replica(2);
-    start_replica(2);
-    wait_until("the restarted replica is healthy again", WAIT, || {
-        let r = replica_status(&lb, addr);
-        r.state == "healthy" && r.host.server_addr.is_some()
-    });
-    let after = replica_status(&lb, addr);
-    assert_eq!(after.host.system_identifier, before.host.system_identifier);
-    assert!(after.replay_lsn.is_some());
-}
-
-#[test]
 fn a_replica_that_stops_replaying_is_stalled_under_the_byte_threshold() {
     let _l = lock_cluster();
     let lb = Balancer::new(
