@@ -16,32 +16,6 @@ class RoutingTest < Minitest::Test
     @lb&.close
   end
 
-  # A forked worker (Puma's preload_app!) must make its own balancer: the inherited one says
-  # so with DLB::ForkedError; a new one in the child works; the parent's is untouched.
-  def test_a_forked_child_needs_its_own_balancer
-    skip "no fork here" unless Process.respond_to?(:fork)
-    pid = fork do
-      code =
-        begin
-          @lb.pick_replica
-          1
-        rescue DLB::ForkedError => e
-          e.message.include?("before a fork") ? 0 : 2
-        end
-      if code.zero?
-        begin
-          DLB::Balancer.open(config) { |lb| lb.pick_replica("fork:key") }
-        rescue DLB::Error
-          code = 3
-        end
-      end
-      exit!(code)
-    end
-    _, status = Process.wait2(pid)
-    assert_equal 0, status.exitstatus, "the child's outcome (1: no error, 2: wrong message, 3: a new balancer failed)"
-    assert_equal :replica, @lb.pick_replica.role
-  end
-
   def test_round_robin_over_both_replicas
     picks = 2000
     counts = Hash.new(0)
