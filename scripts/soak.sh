@@ -32,4 +32,4 @@ eval "$(bash scripts/testenv.sh env)"
 # (and the servers it restarts through testenv.sh) must not inherit the lock's descriptor, or a
 # restarted primary would hold the lock for as long as it runs.
 cargo build --quiet --example soak
-flock -o /tmp/dlb-tests.lock cargo run --quiet --example soak -- "${args[@]}"
+flock -o "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet --example soak -- "${args[@]}"

@@ -51,7 +51,7 @@ PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261201} cargo test --all-targets
 cargo test --doc
 
 step "Rust example (examples/registry.rs)"
-flock /tmp/dlb-tests.lock cargo run --quiet --example registry
+flock "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet --example registry
 
 step "chaos soak, 60 s (examples/soak.rs)"
 # Read-your-writes under random faults; takes the cluster lock itself while it runs.

@@ -71,9 +71,9 @@ pub fn loadavg() -> String {
 
 // --- test cluster (the client shared with the integration tests) ---------------------------
 
-/// The integration tests' cluster lock ([`CLUSTER_LOCK`]), held until dropped.
+/// The integration tests' cluster lock ([`cluster_lock_path`]), held until dropped.
 pub fn lock_cluster() -> File {
-    eprintln!("waiting for the cluster lock {CLUSTER_LOCK} (tests running?)");
+    eprintln!("waiting for the cluster lock {} (tests running?)", cluster_lock_path());
     flock_cluster()
 }
 

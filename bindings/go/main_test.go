@@ -35,7 +35,6 @@ const (
 	// (lib/pq defaults to sslmode=require; the test cluster and dlb use no TLS.)
 	secret       = "secretpw"
 	dsnSuffix    = " password=" + secret + " sslmode=disable"
-	lockFile     = "/tmp/dlb-tests.lock"
 	waitDeadline = 30 * time.Second
 )
 
@@ -71,6 +70,10 @@ func run(m *testing.M) int {
 	// Other suites (Rust, C, other bindings) pause and stop replicas: serialize on the
 	// shared lock, unless the caller already holds it.
 	if os.Getenv("DLB_TESTS_LOCK_HELD") != "1" {
+		lockFile := os.Getenv("DLB_TESTS_LOCK")
+		if lockFile == "" {
+			lockFile = "/tmp/dlb-tests.lock"
+		}
 		f, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o666)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "cluster lock:", err)

@@ -21,7 +21,7 @@ set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 cd "$ROOT"
-LOCK=/tmp/dlb-tests.lock
+LOCK=${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}
 PQ=/usr/share/gocode/src/github.com/lib/pq
 
 say() { printf 'go-bindings: %s\n' "$*"; }

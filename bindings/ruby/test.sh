@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd -P)"
 cd "$ROOT"
 RB=bindings/ruby
-LOCK=/tmp/dlb-tests.lock
+LOCK=${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}
 LOGS=$(mktemp -d -p /tmp)
 trap 'rm -rf -- "$LOGS"' EXIT
 

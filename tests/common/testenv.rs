@@ -65,8 +65,14 @@ pub struct TlsEnv {
     pub sockets: Vec<String>,
 }
 
-/// The file lock every suite that uses the environment holds (Rust, C, Go, Ruby).
+/// The file lock every suite that uses the environment holds (Rust, C, Go, Ruby), unless
+/// `DLB_TESTS_LOCK` names another (for a second test environment on other ports).
 pub const CLUSTER_LOCK: &str = "/tmp/dlb-tests.lock";
+
+/// The cluster lock's path: `DLB_TESTS_LOCK`, else [`CLUSTER_LOCK`].
+pub fn cluster_lock_path() -> String {
+    std::env::var("DLB_TESTS_LOCK").unwrap_or_else(|_| CLUSTER_LOCK.to_string())
+}
 
 /// Generous bound for cluster state changes (checks run every 100 ms in tests).
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -197,7 +203,7 @@ fn shell_unquote(s: &str) -> String {
 /// Takes [`CLUSTER_LOCK`] (an exclusive `flock`, across processes), held until the file is
 /// dropped, so that pausing or stopping a replica in one suite cannot disturb another.
 pub fn flock_cluster() -> File {
-    let file = File::create(CLUSTER_LOCK).expect("lock file");
+    let file = File::create(cluster_lock_path()).expect("lock file");
     // SAFETY: plain flock on a file descriptor we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
     assert_eq!(rc, 0, "flock: {}", std::io::Error::last_os_error());

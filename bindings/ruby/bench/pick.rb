@@ -59,9 +59,10 @@ def report(name, rates)
 end
 
 unless ENV["DLB_TESTS_LOCKED"] == "1"
-  lock = File.open("/tmp/dlb-tests.lock", File::RDWR | File::CREAT, 0o666)
+  lock_path = ENV.fetch("DLB_TESTS_LOCK", "/tmp/dlb-tests.lock")
+  lock = File.open(lock_path, File::RDWR | File::CREAT, 0o666)
   unless lock.flock(File::LOCK_EX | File::LOCK_NB)
-    warn "waiting for the cluster lock /tmp/dlb-tests.lock (tests running?)"
+    warn "waiting for the cluster lock #{lock_path} (tests running?)"
     lock.flock(File::LOCK_EX)
   end
 end

@@ -14,7 +14,7 @@ require "dlb"
 
 module DLBTest
   ROOT = File.expand_path("../../..", __dir__)
-  LOCK_FILE = "/tmp/dlb-tests.lock"
+  LOCK_FILE = ENV.fetch("DLB_TESTS_LOCK", "/tmp/dlb-tests.lock")
   PASSWORD = "secretpw"
 
   def self.env(name)
