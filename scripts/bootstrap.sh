@@ -63,6 +63,8 @@ check_all() {
     need      runuser                                   util-linux
     need      flock                                     util-linux
     need_glob '/usr/sbin/dnsmasq'                       dnsmasq-base
+    # The black-hole test drops a proxy port's packets on loopback (skipped when not root).
+    need_glob '/usr/sbin/iptables'                      iptables
     # Lint of every shell script (a step of scripts/test.sh).
     need      shellcheck                                shellcheck
     # Bindings: Go (cgo, standard library only) and Ruby (ffi gem; pg gem and minitest for tests).

@@ -365,14 +365,15 @@ impl Dsn {
         self.render(true)
     }
 
-    /// A `postgres` driver configuration for this DSN's first host (TCP or Unix socket), with
-    /// every setting the driver knows. TLS settings (`ssl*`) are not the driver's: see
+    /// A driver configuration for this DSN's first host (TCP or Unix socket), with every
+    /// setting the driver knows: tokio-postgres's, which the sync `postgres` driver's converts
+    /// from (`postgres::Config::from`). TLS settings (`ssl*`) are not the driver's: see
     /// [`crate::tls`] where supported.
     ///
     /// # Errors
     /// A message naming the keyword whose value the driver cannot take.
-    pub(crate) fn driver_config(&self) -> std::result::Result<postgres::Config, String> {
-        let mut c = postgres::Config::new();
+    pub(crate) fn driver_config(&self) -> std::result::Result<tokio_postgres::Config, String> {
+        let mut c = tokio_postgres::Config::new();
         let hp = self.host_port();
         let host = self
             .get("host")
@@ -425,6 +426,14 @@ impl Dsn {
                 }
                 "keepalives_idle" => {
                     c.keepalives_idle(std::time::Duration::from_secs(number(k, v)?.min(86_400)));
+                }
+                "keepalives_interval" => {
+                    c.keepalives_interval(std::time::Duration::from_secs(
+                        number(k, v)?.min(86_400),
+                    ));
+                }
+                "keepalives_count" => {
+                    c.keepalives_retries(u32::try_from(number(k, v)?).unwrap_or(u32::MAX));
                 }
                 "tcp_user_timeout" => {
                     c.tcp_user_timeout(std::time::Duration::from_millis(

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::identity::IdentityLog;
 use crate::labels::Role;
 use crate::lsn::Lsn;
+use crate::monitor::conn::ProbeConn;
 use crate::stripe::{STRIPES, stripe};
 use crate::tls::{PgTls, TlsSettings};
 
@@ -28,6 +29,12 @@ pub(crate) type PooledClient = r2d2::PooledConnection<PgManager>;
 
 /// `tcp_user_timeout` of pooled connections when the DSN sets none.
 const POOL_TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Keepalives of every connection when the DSN sets no `keepalives*`: a silent peer is given
+/// up after about 30 + 3 × 10 s (the kernel's defaults wait 2 h, then 9 × 75 s).
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_COUNT: u32 = 3;
 
 /// The monitoring connection is replaced after this many probes, so that an address re-pointed
 /// to another server is noticed within as many check intervals.
@@ -43,12 +50,14 @@ pub(crate) struct Host {
     /// The DSN with the password hidden.
     pub(crate) redacted: String,
     pub(crate) pool: PgPool,
-    probe_config: postgres::Config,
+    probe_config: tokio_postgres::Config,
+    /// The bound of each probe query (`probe_timeout_ms`).
+    probe_timeout: Duration,
     /// The DSN's TLS settings (`sslmode` and the rest), for every connection to this host.
     tls: PgTls,
     /// Monitoring connection and the probes it served, taken out while a probe runs (no lock
     /// across I/O).
-    probe_conn: Mutex<Option<(postgres::Client, u32)>>,
+    probe_conn: Mutex<Option<(ProbeConn, u32)>>,
     probe_in_flight: AtomicBool,
     /// The identities reached by new connections (pooled and monitoring).
     pub(crate) identity_log: Arc<IdentityLog>,
@@ -178,7 +187,9 @@ impl Host {
             .any(|(k, _)| k.starts_with("keepalives"))
         {
             pg.keepalives(true);
-            pg.keepalives_idle(Duration::from_secs(30));
+            pg.keepalives_idle(KEEPALIVES_IDLE);
+            pg.keepalives_interval(KEEPALIVES_INTERVAL);
+            pg.keepalives_retries(KEEPALIVES_COUNT);
         }
         let mut probe_config = pg.clone();
         probe_config.connect_timeout(Duration::from_millis(
@@ -188,7 +199,7 @@ impl Host {
         ));
         probe_config.tcp_user_timeout(Duration::from_secs(5));
         let identity_log = Arc::new(IdentityLog::default());
-        let manager = PgManager::new(pg, tls.clone(), identity_log.clone());
+        let manager = PgManager::new(pg.into(), tls.clone(), identity_log.clone());
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool.max_size)
             .min_idle(Some(cfg.pool.min_idle))
@@ -206,6 +217,7 @@ impl Host {
             redacted: dsn.redacted(),
             pool,
             probe_config,
+            probe_timeout: cfg.probe_timeout(),
             tls,
             probe_conn: Mutex::new(None),
             probe_in_flight: AtomicBool::new(false),
@@ -296,30 +308,44 @@ impl Host {
     /// Runs `f` on this host's monitoring connection, connecting first if needed (and every
     /// few probes, to notice a re-pointed address). `f` is told whether the connection is new.
     /// Returns `None` without doing anything when another probe of this host is still running.
-    /// Blocks for as long as the I/O takes: callers bound it with their own deadline.
+    /// Blocks at most for the connect timeout plus `probe_timeout_ms` per query of `f`; after
+    /// an error (a timeout included) the connection is closed, and the next probe connects anew.
     pub(crate) fn with_probe_conn<T>(
         &self,
-        f: impl FnOnce(&mut postgres::Client, bool) -> std::result::Result<T, String>,
+        f: impl FnOnce(&mut ProbeConn, bool) -> std::result::Result<T, String>,
     ) -> Option<std::result::Result<T, String>> {
         if self.probe_in_flight.swap(true, Ordering::AcqRel) {
             return None;
         }
+        /// Clears the flag however the probe ends: a panic too (the host would otherwise never
+        /// be probed again, "previous probe still running").
+        struct InFlight<'a>(&'a AtomicBool);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _in_flight = InFlight(&self.probe_in_flight);
         let taken = self.probe_conn.lock().take();
         let (mut client, uses, fresh) = match taken {
             Some((c, uses)) if !c.is_closed() && uses < PROBE_CONN_USES => (c, uses, false),
-            _ => match self.tls.connect(&self.probe_config) {
+            _ => match ProbeConn::connect(
+                &self.probe_config,
+                &self.tls,
+                self.probe_config
+                    .get_connect_timeout()
+                    .copied()
+                    .unwrap_or(self.probe_timeout),
+                self.probe_timeout,
+            ) {
                 Ok(c) => (c, 0, true),
-                Err(e) => {
-                    self.probe_in_flight.store(false, Ordering::Release);
-                    return Some(Err(format!("connect: {e}")));
-                }
+                Err(e) => return Some(Err(format!("connect: {e}"))),
             },
         };
         let out = f(&mut client, fresh);
         if out.is_ok() {
             *self.probe_conn.lock() = Some((client, uses + 1));
         }
-        self.probe_in_flight.store(false, Ordering::Release);
         Some(out)
     }
 

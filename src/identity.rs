@@ -46,6 +46,28 @@ impl ServerIdentity {
         })
     }
 
+    /// Reads the three [`IDENTITY_COLUMNS`] starting at column `at` of a simple-protocol
+    /// (text) row.
+    pub(crate) fn from_text_row(
+        row: &postgres::SimpleQueryRow,
+        at: usize,
+    ) -> Result<ServerIdentity, String> {
+        let col = |i: usize| row.try_get(at + i).map_err(|e| e.to_string());
+        let number = |i: usize| -> Result<Option<i64>, String> {
+            col(i)?
+                .map(|v| v.parse::<i64>().map_err(|_| format!("not a number: {v:?}")))
+                .transpose()
+        };
+        let system_id = number(0)?
+            .map(|v| v as u64)
+            .ok_or("no system identifier (pg_control_system() unavailable)")?;
+        Ok(ServerIdentity {
+            system_id,
+            server_addr: col(1)?.unwrap_or_default().to_string(),
+            started_us: number(2)?.unwrap_or_default(),
+        })
+    }
+
     /// A non-zero tag for this identity, to compare identities through an atomic (0 means
     /// unknown). Stable within the process.
     pub(crate) fn tag(&self) -> u64 {

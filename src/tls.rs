@@ -557,58 +557,61 @@ impl PgTls {
             config.get_hosts().first(),
             Some(postgres::config::Host::Unix(_))
         );
-        let tls = match (&self.config, unix) {
-            (Some(c), false) => c.clone(),
-            _ => {
-                return self
-                    .attempt(config, DriverMode::Disable, None)
-                    .map_err(|e| e.0);
+        self.connect_with(unix, |mode, tls| {
+            let mut c = config.clone();
+            c.ssl_mode(mode);
+            match tls {
+                Some(tls) => c.connect(tls),
+                None => c.connect(postgres::NoTls),
             }
+            .map_err(Attempt::Driver)
+        })
+    }
+
+    /// The `sslmode` logic (which attempts, in which order, with which fallback) around
+    /// `attempt`, which makes one connection attempt in the driver's mode, through `tls` when
+    /// given. `unix`: the host is a Unix socket (no TLS, as libpq).
+    ///
+    /// # Errors
+    /// The failure, naming the TLS cause when there is one.
+    pub(crate) fn connect_with<C>(
+        &self,
+        unix: bool,
+        mut attempt: impl FnMut(DriverMode, Option<MakeRustls>) -> std::result::Result<C, Attempt>,
+    ) -> std::result::Result<C, ConnectError> {
+        let mut attempt = |mode, tls: Option<&Arc<ClientConfig>>| {
+            attempt(mode, tls.map(|c| MakeRustls { config: c.clone() })).map_err(|e| match e {
+                Attempt::Driver(e) => {
+                    let retry = e.as_db_error().is_some() || tls_cause(&e).is_some();
+                    (ConnectError(self.describe(&e)), retry)
+                }
+                Attempt::Failed(m) => (ConnectError(m), false),
+            })
+        };
+        let tls = match (&self.config, unix) {
+            (Some(c), false) => c,
+            _ => return attempt(DriverMode::Disable, None).map_err(|e| e.0),
         };
         match self.mode {
-            SslMode::Disable => self
-                .attempt(config, DriverMode::Disable, None)
-                .map_err(|e| e.0),
-            SslMode::Allow => match self.attempt(config, DriverMode::Disable, None) {
+            SslMode::Disable => attempt(DriverMode::Disable, None).map_err(|e| e.0),
+            SslMode::Allow => match attempt(DriverMode::Disable, None) {
                 // The server answered with an error (e.g. pg_hba.conf wants hostssl): again
                 // over TLS, as libpq.
-                Err((plain, true)) => self
-                    .attempt(config, DriverMode::Require, Some(tls))
+                Err((plain, true)) => attempt(DriverMode::Require, Some(tls))
                     .map_err(|(e, _)| ConnectError(format!("{e} (and without TLS: {plain})"))),
                 other => other.map_err(|e| e.0),
             },
-            SslMode::Prefer => match self.attempt(config, DriverMode::Prefer, Some(tls)) {
+            SslMode::Prefer => match attempt(DriverMode::Prefer, Some(tls)) {
                 // TLS failed, or the server refused the TLS connection: again without, as
                 // libpq (prefer promises no encryption).
-                Err((over_tls, true)) => self
-                    .attempt(config, DriverMode::Disable, None)
+                Err((over_tls, true)) => attempt(DriverMode::Disable, None)
                     .map_err(|(e, _)| ConnectError(format!("{e} (and over TLS: {over_tls})"))),
                 other => other.map_err(|e| e.0),
             },
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => self
-                .attempt(config, DriverMode::Require, Some(tls))
-                .map_err(|e| e.0),
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                attempt(DriverMode::Require, Some(tls)).map_err(|e| e.0)
+            }
         }
-    }
-
-    /// One connection attempt. The flag says whether another attempt in the other mode makes
-    /// sense: the server answered with an error, or the TLS handshake failed.
-    fn attempt(
-        &self,
-        config: &postgres::Config,
-        mode: DriverMode,
-        tls: Option<Arc<ClientConfig>>,
-    ) -> std::result::Result<postgres::Client, (ConnectError, bool)> {
-        let mut c = config.clone();
-        c.ssl_mode(mode);
-        let result = match tls {
-            Some(tls) => c.connect(MakeRustls { config: tls }),
-            None => c.connect(postgres::NoTls),
-        };
-        result.map_err(|e| {
-            let retry = e.as_db_error().is_some() || tls_cause(&e).is_some();
-            (ConnectError(self.describe(&e)), retry)
-        })
     }
 
     /// The driver's error, with TLS causes in libpq's words.
@@ -637,6 +640,14 @@ impl PgTls {
 fn tls_cause(e: &postgres::Error) -> Option<&TlsError> {
     use std::error::Error as _;
     e.source().and_then(|s| s.downcast_ref::<TlsError>())
+}
+
+/// Why one connection attempt of [`PgTls::connect_with`] failed.
+pub(crate) enum Attempt {
+    /// The driver's error: another attempt in the other mode may follow (see `sslmode`).
+    Driver(postgres::Error),
+    /// Given up for another reason (a deadline): no other attempt.
+    Failed(String),
 }
 
 /// A TLS failure, in libpq's words where it has some.
@@ -681,7 +692,7 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
 /// The `MakeTlsConnect` of the driver: one TLS client configuration, the host name per
 /// connection.
 #[derive(Clone)]
-struct MakeRustls {
+pub(crate) struct MakeRustls {
     config: Arc<ClientConfig>,
 }
 
@@ -700,7 +711,7 @@ impl MakeTlsConnect<postgres::Socket> for MakeRustls {
     }
 }
 
-struct RustlsConnect {
+pub(crate) struct RustlsConnect {
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
 }
@@ -733,7 +744,7 @@ impl TlsConnect<postgres::Socket> for RustlsConnect {
 }
 
 /// A TLS connection to the server.
-struct RustlsStream(Box<tokio_rustls::client::TlsStream<postgres::Socket>>);
+pub(crate) struct RustlsStream(Box<tokio_rustls::client::TlsStream<postgres::Socket>>);
 
 impl postgres::tls::TlsStream for RustlsStream {
     fn channel_binding(&self) -> ChannelBinding {

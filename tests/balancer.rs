@@ -212,15 +212,6 @@ fn all_replicas_down_falls_back_to_the_primary_with_a_reason() {
     c.query_one("SELECT 1", &[]).unwrap();
 }
 
-/// Threads of this process whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim().starts_with(prefix))
-        .count()
-}
-
 fn monitor_threads() -> usize {
     threads_named("dlb-monitor")
 }

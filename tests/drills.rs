@@ -431,13 +431,7 @@ fn a_standby_left_on_the_old_timeline_is_never_read() {
 #[test]
 fn proxies_switch_alternate_and_stop_their_threads() {
     let _l = lock_cluster(); // no other drill's proxy threads meanwhile
-    let proxy_threads = || {
-        std::fs::read_dir("/proc/self/task")
-            .unwrap()
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-            .filter(|name| name.starts_with("test-proxy"))
-            .count()
-    };
+    let proxy_threads = || threads_named("test-proxy");
     let before = proxy_threads();
     let via = |p: &Proxy| {
         postgres::Client::connect(&dsn_at(&env().primary, &p.addr), postgres::NoTls).unwrap()

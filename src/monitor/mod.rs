@@ -7,6 +7,7 @@
 //! [`Router::publish`] and [`Router::take_refresh_request`]. Its thread holds a `Weak`
 //! reference to the router and exits when the balancer is dropped (or stops it).
 
+pub(crate) mod conn;
 mod probe;
 
 use std::sync::{Arc, Weak};

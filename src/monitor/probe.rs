@@ -1,12 +1,16 @@
 //! Probe I/O: the monitor's queries, each on its host's dedicated monitoring connection, run in
 //! parallel on short-lived threads and collected until one deadline.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam::channel;
 use log::warn;
 
+use postgres::SimpleQueryRow;
+
+use super::conn::ProbeConn;
 use crate::health::Observation;
 use crate::host::Host;
 use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
@@ -87,19 +91,38 @@ fn spawn(host: &Arc<Host>, job: impl FnOnce(&Host) + Send + 'static) {
     }
 }
 
-fn primary_query(c: &mut postgres::Client) -> Result<PrimaryAnswer, String> {
+/// The only row of a probe's answer.
+fn only_row(conn: &mut ProbeConn, sql: &str) -> Result<SimpleQueryRow, String> {
+    conn.query(sql)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| "the probe query returned no row".to_string())
+}
+
+/// Column `i` of `row` parsed as a `T` (`None`: SQL NULL).
+fn column<T: FromStr>(row: &SimpleQueryRow, i: usize) -> Result<Option<T>, String> {
+    row.try_get(i)
+        .map_err(|e| e.to_string())?
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| format!("unexpected value {v:?} in column {i}"))
+        })
+        .transpose()
+}
+
+fn primary_query(c: &mut ProbeConn) -> Result<PrimaryAnswer, String> {
     let sql = format!(
         "SELECT pg_current_wal_insert_lsn()::text, \
          ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8, \
          {IDENTITY_COLUMNS}"
     );
-    let row = c.query_one(&sql, &[]).map_err(|e| e.to_string())?;
-    let lsn: String = row.try_get(0).map_err(|e| e.to_string())?;
-    let timeline: Option<i64> = row.try_get(1).map_err(|e| e.to_string())?;
+    let row = only_row(c, &sql)?;
+    let lsn: Lsn = column(&row, 0)?.ok_or("no WAL position")?;
+    let timeline: Option<i64> = column(&row, 1)?;
     Ok(PrimaryAnswer {
-        lsn: lsn.parse().map_err(|e: crate::Error| e.to_string())?,
+        lsn,
         timeline: timeline.and_then(|t| u32::try_from(t).ok()),
-        identity: ServerIdentity::from_row(&row, 2)?,
+        identity: ServerIdentity::from_text_row(&row, 2)?,
     })
 }
 
@@ -112,22 +135,19 @@ fn probe_replica(host: &Host) -> ReplicaAnswer {
          {IDENTITY_COLUMNS}"
     );
     let res = host.with_probe_conn(|c, fresh| {
-        let row = c.query_one(&sql, &[]).map_err(|e| e.to_string())?;
-        let get = |e: postgres::Error| e.to_string();
-        let in_recovery: bool = row.try_get(0).map_err(get)?;
-        let lsn: Option<String> = row.try_get(1).map_err(get)?;
-        let age: Option<f64> = row.try_get(2).map_err(get)?;
-        let timeline: Option<i64> = row.try_get(3).map_err(get)?;
-        let identity = ServerIdentity::from_row(&row, 4)?;
-        let replay_lsn = lsn
-            .map(|s| s.parse::<Lsn>())
-            .transpose()
-            .map_err(|e| e.to_string())?;
+        let row = only_row(c, &sql)?;
+        let in_recovery = match row.try_get(0).map_err(|e| e.to_string())? {
+            Some("t") => true,
+            Some("f") => false,
+            other => return Err(format!("unexpected pg_is_in_recovery() {other:?}")),
+        };
+        let timeline: Option<i64> = column(&row, 3)?;
+        let identity = ServerIdentity::from_text_row(&row, 4)?;
         Ok(ReplicaAnswer {
             obs: Observation::Answered {
                 in_recovery,
-                replay_lsn,
-                replay_age_s: age,
+                replay_lsn: column(&row, 1)?,
+                replay_age_s: column(&row, 2)?,
                 system_id: Some(identity.system_id),
                 timeline: timeline.and_then(|t| u32::try_from(t).ok()),
                 several_servers: false,

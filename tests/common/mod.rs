@@ -41,6 +41,15 @@ impl Drop for ClusterLock {
     }
 }
 
+/// Threads of this process whose name starts with `prefix`.
+pub fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim().starts_with(prefix))
+        .count()
+}
+
 /// Writes about `kb` KiB of WAL on the primary in one transaction.
 pub fn generate_wal(kb: usize) {
     let mut c = primary_client();

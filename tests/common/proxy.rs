@@ -4,7 +4,10 @@
 //! * [`Proxy::switch_to`]: re-points it at run time (new connections go to the new upstream,
 //!   existing ones keep theirs), like a DNS name or a Service re-pointed at another server;
 //! * [`Proxy::alternating`]: each new connection goes to the next upstream in turn, like a
-//!   load balancer (a Kubernetes read Service, an HAProxy port) in front of several servers.
+//!   load balancer (a Kubernetes read Service, an HAProxy port) in front of several servers;
+//! * [`Proxy::set_stalled`]: stops forwarding in both directions while every socket stays open
+//!   and new connections are still accepted (the kernel acknowledges everything): a black hole
+//!   that neither `tcp_user_timeout` nor keepalives notice, like a hung proxy or middlebox.
 //!
 //! Dropping a proxy stops every thread it started (the accept loop and both pipes of every
 //! connection: their sockets are shut down) and waits for them.
@@ -29,6 +32,8 @@ struct Piped {
 struct Shared {
     stop: AtomicBool,
     delay_ms: AtomicU64,
+    /// Nothing is forwarded while set.
+    stalled: AtomicBool,
     /// New connections go to `upstreams[next % len]`, `next` then advances.
     upstreams: Mutex<Vec<String>>,
     next: AtomicUsize,
@@ -84,6 +89,12 @@ impl Proxy {
             .store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// Stops (`true`) or resumes forwarding, in both directions and on every connection, open
+    /// or new. While stalled, what was read is held back, and sockets stay open.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.shared.stalled.store(stalled, Ordering::Relaxed);
+    }
+
     /// From now on new connections go to `upstream` only; open ones keep their server.
     pub fn switch_to(&self, upstream: &str) {
         *self.shared.upstreams.lock() = vec![upstream.to_string()];
@@ -136,7 +147,8 @@ fn accept_loop(listener: TcpListener, s: &Arc<Shared>) {
 }
 
 /// Copies `from` to `to` until either side closes (or the proxy stops and shuts them down),
-/// delaying every chunk by the proxy's delay when `delayed`.
+/// delaying every chunk by the proxy's delay when `delayed`, and holding it back while the proxy
+/// is stalled.
 fn pipe(mut from: TcpStream, mut to: TcpStream, delayed: bool, s: Arc<Shared>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("test-proxy-pipe".into())
@@ -150,6 +162,9 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, delayed: bool, s: Arc<Shared>) -
                 let ms = s.delay_ms.load(Ordering::Relaxed);
                 if delayed && ms > 0 {
                     std::thread::sleep(Duration::from_millis(ms));
+                }
+                while s.stalled.load(Ordering::Relaxed) && !s.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 if to.write_all(&buf[..n]).is_err() {
                     break;

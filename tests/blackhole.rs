@@ -1,0 +1,206 @@
+//! Hosts that stop answering without closing anything, on real servers:
+//! * a proxy that stops forwarding ([`Proxy::set_stalled`]): the kernel still acknowledges
+//!   every segment, so TCP never gives up and only dlb's own deadlines help;
+//! * a true black hole on loopback (an iptables rule drops every packet to a proxy's port):
+//!   TCP's `tcp_user_timeout` and keepalives free the connections. Skipped, with a message,
+//!   where iptables cannot be used (not root).
+//!
+//! Every wait is bounded polling on the balancer's status and metrics, with small configured
+//! timeouts so that each test takes seconds.
+
+mod common;
+
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::*;
+use dlb::{Balancer, ConnectivityConfig, Lsn, Role};
+
+/// A balancer over `primary` with the replica behind `proxy` and replica 2, small timeouts and
+/// a short backoff between probes of a quarantined replica (probed again often); both replicas
+/// healthy.
+fn balancer(primary: &str, proxy: &Proxy) -> Balancer {
+    let mut retry = ConnectivityConfig::default();
+    retry.backoff_initial_ms = 100;
+    retry.backoff_max_ms = 200;
+    let lb = Balancer::new(
+        config_for(primary, &[&proxy.addr, replica_addr(2)])
+            .probe_timeout(Duration::from_millis(200))
+            .connect_timeout(Duration::from_millis(500))
+            .connectivity(retry)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    lb
+}
+
+/// Parses a status LSN.
+fn lsn(s: Option<String>) -> Option<Lsn> {
+    s.and_then(|s| s.parse().ok())
+}
+
+/// The other replica keeps being checked (its position follows the primary's), and picks keep
+/// answering, never with the replica at `dead`.
+fn others_keep_serving(lb: &Balancer, dead: &str, key: &str) {
+    let checks = lb.status().checks;
+    for _ in 0..3 {
+        generate_wal(16);
+        let written = lb.record_lsn(key).unwrap();
+        wait_until("replica 2's replay position is updated", WAIT, || {
+            lsn(replica_status(lb, replica_addr(2)).replay_lsn) >= Some(written)
+        });
+        let route = lb.pick_replica(Some(key)).unwrap();
+        assert_ne!(route.addr(), dead, "{route:?}");
+        let route = lb.pick_replica(None).unwrap();
+        assert_eq!(
+            (route.role(), route.addr()),
+            (Role::Replica, replica_addr(2))
+        );
+    }
+    wait_until("the monitor keeps checking", WAIT, || {
+        lb.status().checks >= checks + 5
+    });
+    assert!(lb.status().last_check_age_ms.is_some());
+}
+
+/// Drops the balancer and waits until none of its threads is left (monitor, probes, reaper).
+fn drop_and_wait_for_threads(lb: Balancer) {
+    drop(lb);
+    wait_until("every dlb monitor and probe thread returns", WAIT, || {
+        threads_named("dlb-monitor") + threads_named("dlb-probe") + threads_named("dlb-reaper") == 0
+    });
+}
+
+/// A replica behind a proxy that stops forwarding: quarantined, probed again on new
+/// connections (the stalled one is abandoned at the probe deadline), while the other replica
+/// stays in rotation and keeps being checked; dropping the balancer leaves no thread behind.
+/// Before probes had deadlines of their own, the probe blocked for as long as the stall lasted
+/// (no new connection, a `dlb-probe` thread left after the drop).
+#[test]
+fn a_replica_behind_a_stalled_proxy_is_quarantined_and_holds_no_thread() {
+    let _l = lock_cluster();
+    let proxy = Proxy::start(replica_addr(1));
+    let lb = balancer(&env().primary, &proxy);
+    proxy.set_stalled(true);
+    wait_until("the stalled replica is quarantined", WAIT, || {
+        replica_status(&lb, &proxy.addr).state == "quarantined"
+    });
+    let r = replica_status(&lb, &proxy.addr);
+    assert!(matches!(r.reason, Some("timeout" | "unreachable")), "{r:?}");
+    let accepted = proxy.accepted();
+    wait_until(
+        "the monitor gives up stalled connections and connects anew",
+        WAIT,
+        || proxy.accepted() >= accepted + 2,
+    );
+    others_keep_serving(&lb, &proxy.addr, "stalled");
+    assert_eq!(replica_status(&lb, &proxy.addr).state, "quarantined");
+    drop_and_wait_for_threads(lb);
+}
+
+/// An iptables rule that drops every TCP packet to a loopback port; removed when dropped (a
+/// failing test's unwinding included).
+struct BlackHole {
+    port: String,
+}
+
+impl BlackHole {
+    /// Installs the rule for `port`; `Err` with the reason when iptables cannot be used.
+    fn install(port: &str) -> Result<BlackHole, String> {
+        rule("-I", port)?;
+        Ok(BlackHole {
+            port: port.to_string(),
+        })
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        if let Err(e) = rule("-D", &self.port) {
+            eprintln!(
+                "warning: cannot remove the iptables rule for port {}: {e}",
+                self.port
+            );
+        }
+    }
+}
+
+/// Adds (`-I`) or deletes (`-D`) the DROP rule for loopback `port`.
+fn rule(op: &str, port: &str) -> Result<(), String> {
+    let args = [
+        "-w",
+        op,
+        "INPUT",
+        "-i",
+        "lo",
+        "-p",
+        "tcp",
+        "-d",
+        "127.0.0.1",
+        "--dport",
+        port,
+        "-j",
+        "DROP",
+    ];
+    let out = Command::new("iptables")
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(())
+}
+
+/// A replica whose packets are dropped: a pooled connection in use gives up after the DSN's
+/// `tcp_user_timeout` (1 s here) instead of the kernel's retransmission timeout (~15 min), the
+/// replica is quarantined while the other keeps serving, no dlb thread is left behind, and
+/// the replica is back once the packets flow again.
+#[test]
+fn a_black_holed_replica_frees_dlb_connections_and_threads() {
+    let _l = lock_cluster();
+    let proxy = Proxy::start(replica_addr(1));
+    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let primary = format!(
+        "{} tcp_user_timeout=1000 keepalives_idle=1 keepalives_interval=1 keepalives_count=2",
+        env().primary
+    );
+    let lb = balancer(&primary, &proxy);
+    // A pooled connection to the replica behind the proxy, checked out.
+    let mut conn = loop {
+        let c = lb.read_conn(None).unwrap();
+        if c.route().addr() == proxy.addr {
+            break c;
+        }
+    };
+    conn.simple_query("SELECT 1").unwrap();
+    let hole = match BlackHole::install(&port) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::channel();
+    let query = std::thread::spawn(move || {
+        let r = conn.simple_query("SELECT 1").map(|_| ());
+        let _ = tx.send(r.map_err(|e| e.to_string()));
+        conn // returned to the pool on the test's thread, not here
+    });
+    let r = rx
+        .recv_timeout(WAIT)
+        .expect("a query on a black-holed connection returns");
+    assert!(r.is_err(), "{r:?}");
+    drop(query.join().unwrap());
+    wait_until("the black-holed replica is quarantined", WAIT, || {
+        replica_status(&lb, &proxy.addr).state == "quarantined"
+    });
+    others_keep_serving(&lb, &proxy.addr, "blackhole");
+    drop(hole);
+    wait_healthy(&lb, 2);
+    drop_and_wait_for_threads(lb);
+}
