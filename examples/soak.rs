@@ -3,7 +3,7 @@
 //!
 //! Three balancers run side by side, each with its own workers:
 //! * `memory`: the embedded store, replicas listed directly;
-//! * `redis`: the standalone Redis store, replica 2 behind a delaying TCP proxy;
+//! * `redis`: the standalone Redis store, replica 2 behind a TCP proxy (which delays or stalls);
 //! * `cluster`: the Redis Cluster store, replicas found through DNS SRV (a real dnsmasq).
 //!
 //! Every worker loops: INSERT a row on the primary (`write_conn`), `record_lsn(key)` (the
@@ -16,9 +16,10 @@
 //! Meanwhile a fault injector applies one fault at a time at random (seeded) intervals: replay
 //! pause, immediate kill and fast stop of a replica (then restart), SIGSTOP/SIGCONT of a
 //! replica's postmaster and backends, `pg_terminate_backend` of dlb's connections, write bursts
-//! past the lag thresholds, a slow proxy, a Redis outage, DNS record churn and a primary
-//! restart. After the chaos phase it measures how long each balancer takes to have every
-//! replica healthy again, stops the workers and prints the report.
+//! past the lag thresholds, a slow proxy, a proxy that stops forwarding (sockets open), a
+//! Redis outage, DNS record churn and a primary restart. After the chaos phase it measures how
+//! long each balancer takes to have every replica healthy again, stops the workers and prints
+//! the report.
 //!
 //! Run it under the cluster lock (`make soak DURATION=3600`, or as `scripts/test.sh` does):
 //!
@@ -433,12 +434,13 @@ enum Kind {
     TerminateBackends,
     WriteBurst,
     SlowProxy,
+    StalledProxy,
     RedisOutage,
     DnsChurn,
     RestartPrimary,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::PauseReplay,
     Kind::KillReplica,
     Kind::FastStopReplica,
@@ -446,18 +448,20 @@ const KINDS: [Kind; 10] = [
     Kind::TerminateBackends,
     Kind::WriteBurst,
     Kind::SlowProxy,
+    Kind::StalledProxy,
     Kind::RedisOutage,
     Kind::DnsChurn,
     Kind::RestartPrimary,
 ];
 
 /// The faults that take a replica out of the rotation.
-const REPLICA_KINDS: [Kind; 5] = [
+const REPLICA_KINDS: [Kind; 6] = [
     Kind::PauseReplay,
     Kind::KillReplica,
     Kind::FastStopReplica,
     Kind::FreezeReplica,
     Kind::SlowProxy,
+    Kind::StalledProxy,
 ];
 
 fn kind_name(k: Kind) -> &'static str {
@@ -469,6 +473,7 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::TerminateBackends => "pg_terminate_backend of dlb's connections",
         Kind::WriteBurst => "write burst",
         Kind::SlowProxy => "slow proxy in front of replica 2",
+        Kind::StalledProxy => "stalled proxy in front of replica 2 (sockets open)",
         Kind::RedisOutage => "Redis stop/start",
         Kind::DnsChurn => "DNS record churn",
         Kind::RestartPrimary => "primary restart (-m fast)",
@@ -661,6 +666,16 @@ impl Chaos {
                 self.proxy.set_delay(delay);
                 self.hold(hold);
                 self.proxy.set_delay(Duration::ZERO);
+                true
+            }
+            Kind::StalledProxy => {
+                self.announce(
+                    kind,
+                    format!("proxy to replica 2 forwards nothing for {hold:?}"),
+                );
+                self.proxy.set_stalled(true);
+                self.hold(hold);
+                self.proxy.set_stalled(false);
                 true
             }
             Kind::RedisOutage => {
