@@ -11,24 +11,25 @@
 
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use crossbeam::channel;
 use log::{info, warn};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
+use crate::connection::check_replay;
 use crate::counters::Counters;
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
 use crate::events::{EventCallback, HostEvent};
-use crate::host::{Host, PooledClient};
+use crate::host::{Host, PooledClient, StripedHost};
 use crate::labels::{Reason, Role};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Status};
-use crate::routing::{self, PickOptions, Route, Router};
+use crate::routing::{self, PickOptions, Plan, Route, Router};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
@@ -261,22 +262,83 @@ impl Balancer {
     /// the primary and it cannot be reached.
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
         self.same_process()?;
-        let route = self.pick_replica(key)?;
+        match self.router.plan(key, &PickOptions::default(), None)? {
+            Plan::Route(route) => self.read_on(route),
+            Plan::Live {
+                min_lsn,
+                candidates,
+            } => self.read_live(min_lsn, &candidates),
+        }
+    }
+
+    /// `read_conn` on a decided route; a replica that cannot hand out a connection is reported
+    /// and the read goes to the primary.
+    fn read_on(&self, route: Route) -> Result<Conn> {
         if route.role() == Role::Primary {
             return self.checkout(route, self.checkout_timeout());
         }
-        let pool = &self.config.pool;
-        let timeout = Duration::from_millis(pool.connect_timeout_ms.min(pool.checkout_timeout_ms));
         let addr = route.addr().to_string();
-        match self.checkout(route, timeout) {
+        match self.checkout(route, self.replica_timeout()) {
             Ok(conn) => self.verified(conn),
-            Err(e) => {
-                warn!(target: "dlb", "{e}; reading from the primary");
-                self.report_failure(&addr);
-                let route = self.router.primary_route(Reason::ReplicaUnavailable);
-                self.checkout(route, self.checkout_timeout())
+            Err(e) => self.replica_unavailable(&addr, &e),
+        }
+    }
+
+    /// `read_conn` for a sticky read no cached position can serve: the live check runs on the
+    /// very connection that will serve the read (one round trip), on the round-robin candidate
+    /// first, then on the others, within `sticky_check_budget_ms`; then the primary (or the
+    /// error, under the `"error"` policy).
+    fn read_live(&self, min: Lsn, candidates: &[Arc<StripedHost>]) -> Result<Conn> {
+        let deadline = Instant::now() + self.router.sticky_check_budget();
+        for host in candidates {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut client = match host.checkout(self.replica_timeout().min(left)) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(target: "dlb", "{e}; trying another replica");
+                    self.report_failure(&host.addr);
+                    continue;
+                }
+            };
+            if !self.in_primary_cluster(host, &client) {
+                client.discard = true;
+                continue;
+            }
+            self.router.count_live_check();
+            match check_replay(&mut client) {
+                Ok(Some(lsn)) if lsn >= min => {
+                    host.observe_replay_lsn(client.identity_tag(), lsn);
+                    let route = self
+                        .router
+                        .sticky_route(host.handle(), Reason::CaughtUpLive, min);
+                    return Ok(self.conn(route, client));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    client.discard = true;
+                    warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
+                    self.report_failure(&host.addr);
+                }
             }
         }
+        let route = self.router.not_caught_up(min)?;
+        self.checkout(route, self.checkout_timeout())
+    }
+
+    /// A replica could not serve a read: reported, and the read goes to the primary.
+    fn replica_unavailable(&self, addr: &str, e: &dyn std::fmt::Display) -> Result<Conn> {
+        warn!(target: "dlb", "{e}; reading from the primary");
+        self.report_failure(addr);
+        let route = self.router.primary_route(Reason::ReplicaUnavailable);
+        self.checkout(route, self.checkout_timeout())
+    }
+
+    fn replica_timeout(&self) -> Duration {
+        let pool = &self.config.pool;
+        Duration::from_millis(pool.connect_timeout_ms.min(pool.checkout_timeout_ms))
     }
 
     /// Tells the balancer that the caller saw a network error on a host (given by its DSN as
@@ -446,39 +508,56 @@ impl Balancer {
         }
     }
 
-    /// Hands out a replica connection only when it reached the server the monitor probed (the
-    /// one whose replay position chose it). A connection to another server behind the same
-    /// address (re-pointed, restarted, or one of several) is used for a sticky read only if
-    /// that very connection has replayed the LSN the read needs, and for any read only if it
-    /// belongs to the primary's cluster; otherwise the read goes to the primary.
+    /// Hands out a replica connection only when it reached a server of the primary's cluster
+    /// (the one the monitor probed, or another behind the same address); for a sticky read,
+    /// only when that very connection has replayed the LSN the read needs and is outside any
+    /// transaction an earlier borrower left open ([`check_replay`]: one round trip proves
+    /// both). Otherwise the read goes to the primary (or, for a sticky read under the
+    /// `"error"` policy, the error).
     ///
     /// # Errors
     /// [`Error::PrimaryUnavailable`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     fn verified(&self, mut conn: Conn) -> Result<Conn> {
-        let probed = conn.route.host.identity_tag();
-        if probed != 0 && conn.client.identity_tag() == probed {
-            return Ok(conn);
+        if !self.in_primary_cluster(&conn.route.host, &conn.client) {
+            warn!(target: "dlb", "a connection to replica {} reached a server outside the primary's cluster: discarded; reading from the primary", conn.route.addr());
+            conn.client.discard = true;
+            drop(conn);
+            let route = self.router.primary_route(Reason::ReplicaUnavailable);
+            return self.checkout(route, self.checkout_timeout());
         }
-        let same_cluster = conn.client.identity.as_ref().is_some_and(|i| {
-            let primary = self.router.primary_system();
-            primary != 0 && i.system_id == primary
-        });
-        let route = match conn.route.min_lsn {
-            None if same_cluster => return Ok(conn),
-            Some(min) if same_cluster => {
-                if replay_lsn(&mut conn.client.client).is_some_and(|l| l >= min) {
-                    return Ok(conn);
-                }
-                self.router.not_caught_up(min)?
-            }
-            _ => {
-                warn!(target: "dlb", "a connection to replica {} reached a server outside the primary's cluster: discarded; reading from the primary", conn.route.addr());
-                conn.client.discard = true;
-                self.router.primary_route(Reason::ReplicaUnavailable)
-            }
+        let Some(min) = conn.route.min_lsn else {
+            return Ok(conn);
         };
-        drop(conn);
-        self.checkout(route, self.checkout_timeout())
+        match check_replay(&mut conn.client) {
+            Ok(Some(lsn)) if lsn >= min => {
+                conn.route
+                    .host
+                    .observe_replay_lsn(conn.client.identity_tag(), lsn);
+                Ok(conn)
+            }
+            Ok(_) => {
+                drop(conn);
+                let route = self.router.not_caught_up(min)?;
+                self.checkout(route, self.checkout_timeout())
+            }
+            Err(e) => {
+                conn.client.discard = true;
+                let addr = conn.route.addr().to_string();
+                drop(conn);
+                self.replica_unavailable(&addr, &e)
+            }
+        }
+    }
+
+    /// Whether `client` (a connection to `host`) reached the server the monitor probed, or
+    /// another server of the primary's cluster. No I/O.
+    fn in_primary_cluster(&self, host: &Host, client: &PooledClient) -> bool {
+        let probed = host.identity_tag();
+        (probed != 0 && client.identity_tag() == probed)
+            || client.identity.as_ref().is_some_and(|i| {
+                let primary = self.router.primary_system();
+                primary != 0 && i.system_id == primary
+            })
     }
 
     fn store_lsn(&self, key: &str, lsn: Lsn) -> Result<()> {
@@ -493,16 +572,16 @@ impl Balancer {
 
     fn checkout(&self, route: Route, timeout: Duration) -> Result<Conn> {
         let client = route.host.checkout(timeout)?;
-        Ok(Conn { route, client })
+        Ok(self.conn(route, client))
     }
-}
 
-/// The replay position of the server `client` is connected to (`None`: unknown or failed).
-fn replay_lsn(client: &mut postgres::Client) -> Option<Lsn> {
-    let row = client
-        .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
-        .ok()?;
-    row.get::<_, Option<String>>(0)?.parse().ok()
+    fn conn(&self, route: Route, client: PooledClient) -> Conn {
+        Conn {
+            route,
+            client,
+            router: Arc::downgrade(&*self.router),
+        }
+    }
 }
 
 impl Drop for Balancer {
@@ -540,9 +619,36 @@ impl Drop for Balancer {
 
 /// A pooled connection together with the route that chose it. Dereferences to
 /// [`postgres::Client`]; returned to its pool on drop.
+///
+/// A connection that broke while the caller used it (a replica restarted, its backend
+/// terminated) is discarded on drop and, on a replica, reported as
+/// [`Balancer::report_failure`] does: the replica leaves the rotation until a probe succeeds.
+/// Dropped while its thread panics, it is discarded (a transaction may be left open).
+/// End a transaction opened with raw SQL (`BEGIN`) before dropping it: a connection back in
+/// the pool is checked for one (and rolled back) on its next checkout on the primary, on a
+/// sticky read, or once it has been idle or unchecked for `pool.check_idle_after_ms`.
 pub struct Conn {
     route: Route,
     client: PooledClient,
+    router: Weak<Router>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let c = &mut self.client;
+        if std::thread::panicking() {
+            c.discard = true;
+        }
+        c.last_used = Instant::now();
+        if c.client.is_closed() {
+            c.discard = true;
+            if self.route.role() == Role::Replica
+                && let Some(router) = self.router.upgrade()
+            {
+                router.report_failure(self.route.addr());
+            }
+        }
+    }
 }
 
 impl Conn {

@@ -465,6 +465,13 @@ pub struct PoolConfig {
     /// Connections are closed after this age, in seconds. Default
     /// [`PoolConfig::DEFAULT_MAX_LIFETIME_S`]; 0 means no limit; at most 10 years.
     pub max_lifetime_s: u64,
+    /// A pooled connection idle for longer than this, in milliseconds, is checked (one round
+    /// trip, which also rolls back a transaction left open) before it is handed out; one used
+    /// more recently is handed out as it is. Default
+    /// [`PoolConfig::DEFAULT_CHECK_IDLE_AFTER_MS`] (PgBouncer's `server_check_delay`); 0 checks
+    /// every checkout; at most 1 day. A broken connection that slips through fails the caller's
+    /// query once: `read_conn`'s [`crate::Conn`] then reports the failure and discards it.
+    pub check_idle_after_ms: u64,
 }
 
 impl PoolConfig {
@@ -478,6 +485,9 @@ impl PoolConfig {
     pub const DEFAULT_CHECKOUT_TIMEOUT_MS: u64 = 5000;
     /// Default of [`PoolConfig::max_lifetime_s`].
     pub const DEFAULT_MAX_LIFETIME_S: u64 = 1800;
+    /// Default of [`PoolConfig::check_idle_after_ms`]: 30 s, as PgBouncer's
+    /// `server_check_delay`.
+    pub const DEFAULT_CHECK_IDLE_AFTER_MS: u64 = 30_000;
     /// Most [`PoolConfig::max_size`] may be (the pool reserves a slot per connection when
     /// it is made).
     pub const LIMIT_MAX_SIZE: u32 = 1000;
@@ -491,6 +501,7 @@ impl Default for PoolConfig {
             connect_timeout_ms: Self::DEFAULT_CONNECT_TIMEOUT_MS,
             checkout_timeout_ms: Self::DEFAULT_CHECKOUT_TIMEOUT_MS,
             max_lifetime_s: Self::DEFAULT_MAX_LIFETIME_S,
+            check_idle_after_ms: Self::DEFAULT_CHECK_IDLE_AFTER_MS,
         }
     }
 }
@@ -779,6 +790,12 @@ impl Config {
                 "10 years",
             ),
             (
+                "pool.check_idle_after_ms",
+                p.check_idle_after_ms,
+                DAY,
+                "1 day",
+            ),
+            (
                 "connectivity.failure_threshold",
                 c.failure_threshold.into(),
                 THRESHOLD,
@@ -1057,6 +1074,11 @@ impl ConfigBuilder {
     /// See [`PoolConfig::checkout_timeout_ms`].
     pub fn checkout_timeout(mut self, d: Duration) -> Self {
         self.0.pool.checkout_timeout_ms = millis(d);
+        self
+    }
+    /// See [`PoolConfig::check_idle_after_ms`].
+    pub fn check_idle_after(mut self, d: Duration) -> Self {
+        self.0.pool.check_idle_after_ms = millis(d);
         self
     }
     /// See [`PoolConfig::max_lifetime_s`].

@@ -2,17 +2,23 @@
 //!
 //! [`PgManager`] is the r2d2 manager of every host's pool. A new connection reads the identity
 //! of the server it reached ([`ServerIdentity`]) and records it in the host's
-//! [`IdentityLog`]. The check on checkout (r2d2's `test_on_check_out`) costs one round trip,
-//! as r2d2_postgres's own does, and also tells whether the previous borrower left a
-//! transaction open: such a connection is rolled back before it is handed out, so no caller
-//! reads through someone else's old snapshot.
+//! [`IdentityLog`].
+//!
+//! The check ([`check`]: one simple-protocol round trip) tells whether the connection works
+//! and whether the previous borrower left a transaction open: such a connection is rolled back
+//! before it is handed out, so no caller reads through someone else's old snapshot. It does not
+//! run on every checkout (r2d2's `test_on_check_out` is off): [`crate::host::Host::checkout`]
+//! runs it on the primary's connections, on connections idle or unchecked for longer than
+//! `pool.check_idle_after_ms`, and a sticky `read_conn` runs it together with the replay
+//! position it needs ([`check_replay`]), on the very connection that serves the read.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use postgres::SimpleQueryMessage;
 
 use crate::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
+use crate::lsn::Lsn;
 use crate::tls::{ConnectError, PgTls};
 
 /// A pooled PostgreSQL connection and the server it reached.
@@ -22,9 +28,21 @@ pub(crate) struct PgConn {
     pub(crate) identity: Option<Arc<ServerIdentity>>,
     /// Set to close it instead of returning it to the pool.
     pub(crate) discard: bool,
+    /// When it was last handed out or given back.
+    pub(crate) last_used: Instant,
+    /// When it was made or last passed the check.
+    pub(crate) checked_at: Instant,
 }
 
 impl PgConn {
+    /// Whether the check must run before it is handed out: it has been idle, or unchecked,
+    /// for longer than `every` (a zero `every`: always).
+    pub(crate) fn needs_check(&self, every: Duration, now: Instant) -> bool {
+        every.is_zero()
+            || now.saturating_duration_since(self.last_used) > every
+            || now.saturating_duration_since(self.checked_at) > every
+    }
+
     /// The identity tag of its server (0: unknown).
     pub(crate) fn identity_tag(&self) -> u64 {
         self.identity.as_ref().map_or(0, |i| i.tag())
@@ -75,15 +93,18 @@ impl r2d2::ManageConnection for PgManager {
                 None
             }
         };
+        let now = Instant::now();
         Ok(PgConn {
             client,
             identity,
             discard: false,
+            last_used: now,
+            checked_at: now,
         })
     }
 
     fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
-        Self::check(conn).map_err(|e| ConnectError(e.to_string()))
+        check(conn).map_err(|e| ConnectError(e.to_string()))
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -91,23 +112,44 @@ impl r2d2::ManageConnection for PgManager {
     }
 }
 
-impl PgManager {
-    /// The check on checkout: one round trip, and a rollback of a transaction left open.
-    fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
-        // In the first statement of a transaction the two are equal: `false` means a
-        // transaction was left open. An aborted transaction fails the query (and the
-        // connection is discarded).
-        let rows = conn
-            .client
-            .simple_query("SELECT now() = statement_timestamp()")?;
-        let open = rows.iter().any(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0) == Some("f"),
-            _ => false,
+/// In the first statement of a transaction the two are equal: `f` means the previous borrower
+/// left a transaction open. An aborted transaction fails the query (and the connection is
+/// discarded).
+const OPEN_TXN_SQL: &str = "SELECT now() = statement_timestamp()";
+
+/// The check: one round trip, and a rollback of a transaction left open.
+pub(crate) fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
+    check_with(conn, OPEN_TXN_SQL).map(|_| ())
+}
+
+/// The check, in the same round trip as reading the replay position of the server (`None`:
+/// not a standby, or unreadable).
+pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Lsn>, postgres::Error> {
+    let row = check_with(
+        conn,
+        "SELECT now() = statement_timestamp(), pg_last_wal_replay_lsn()::text",
+    )?;
+    Ok(row.and_then(|r| r.get(1).and_then(|s| s.parse::<Lsn>().ok())))
+}
+
+/// Runs `sql` (simple protocol, one row whose first column is [`OPEN_TXN_SQL`]'s), rolls back
+/// a transaction left open, and marks the connection checked. Returns the row.
+fn check_with(
+    conn: &mut PgConn,
+    sql: &str,
+) -> Result<Option<postgres::SimpleQueryRow>, postgres::Error> {
+    let row = conn
+        .client
+        .simple_query(sql)?
+        .into_iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
         });
-        if open {
-            log::debug!(target: "dlb", "a pooled connection came back inside a transaction: rolled back");
-            conn.client.batch_execute("ROLLBACK")?;
-        }
-        Ok(())
+    if row.as_ref().is_some_and(|r| r.get(0) == Some("f")) {
+        log::debug!(target: "dlb", "a pooled connection came back inside a transaction: rolled back");
+        conn.client.batch_execute("ROLLBACK")?;
     }
+    conn.checked_at = Instant::now();
+    Ok(row)
 }

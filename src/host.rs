@@ -10,6 +10,7 @@ use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use crate::checker::Checker;
 use crate::config::Config;
 use crate::connection::PgManager;
 use crate::dsn::Dsn;
@@ -71,6 +72,11 @@ pub(crate) struct Host {
     replay_lsn: AtomicU64,
     /// When a caller last reported a failure, in nanoseconds since [`epoch`]; 0 if never.
     reported_at: AtomicU64,
+    /// Pooled connections idle or unchecked for longer than this are checked on checkout
+    /// (zero: every checkout, as on the primary).
+    check_every: Duration,
+    /// The live checker of sticky picks (replicas), started on first use.
+    checker: OnceLock<Option<Checker>>,
 }
 
 /// One stripe's handle on a host. Routes hold these rather than the host itself: an `Arc`
@@ -211,6 +217,8 @@ impl Host {
                 s => Some(Duration::from_secs(s)),
             })
             .thread_pool(scheduler.clone())
+            // `checkout` decides when to check (see `check_every`).
+            .test_on_check_out(false)
             .build_unchecked(manager);
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Host {
@@ -229,6 +237,13 @@ impl Host {
             identity: AtomicU64::new(0),
             replay_lsn: AtomicU64::new(0),
             reported_at: AtomicU64::new(0),
+            // The primary's connections are checked on every checkout: a write must never
+            // land in a transaction another caller left open.
+            check_every: match role {
+                Role::Primary => Duration::ZERO,
+                Role::Replica => Duration::from_millis(cfg.pool.check_idle_after_ms),
+            },
+            checker: OnceLock::new(),
         })
     }
 
@@ -359,14 +374,64 @@ impl Host {
         drop(old); // closing it is I/O: not under the lock
     }
 
-    /// Checks a connection out of this host's pool, waiting at most `timeout`.
+    /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection
+    /// idle or unchecked for longer than `pool.check_idle_after_ms` (every connection of the
+    /// primary) is checked first ([`crate::connection::check`], one round trip); one that
+    /// fails it is discarded and another taken, within the same `timeout`.
     pub(crate) fn checkout(&self, timeout: Duration) -> Result<PooledClient> {
-        self.pool.get_timeout(timeout).map_err(|e| {
-            let (host, message) = (self.addr.clone(), e.to_string());
-            match self.role {
-                Role::Primary => Error::PrimaryUnavailable { host, message },
-                Role::Replica => Error::ReplicaUnavailable { host, message },
+        let deadline = Instant::now() + timeout;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let mut conn = self
+                .pool
+                .get_timeout(wait)
+                .map_err(|e| self.unavailable(e))?;
+            let now = Instant::now();
+            if !conn.needs_check(self.check_every, now) {
+                conn.last_used = now;
+                return Ok(conn);
             }
-        })
+            match crate::connection::check(&mut conn) {
+                Ok(()) => {
+                    conn.last_used = now;
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    conn.discard = true;
+                    drop(conn);
+                    if Instant::now() >= deadline {
+                        return Err(self.unavailable(e));
+                    }
+                    log::debug!(target: "dlb", "a pooled connection to {} failed its check: {e}; discarded", self.addr);
+                }
+            }
+        }
+    }
+
+    fn unavailable(&self, e: impl std::fmt::Display) -> Error {
+        let (host, message) = (self.addr.clone(), e.to_string());
+        match self.role {
+            Role::Primary => Error::PrimaryUnavailable { host, message },
+            Role::Replica => Error::ReplicaUnavailable { host, message },
+        }
+    }
+
+    /// Asks this replica's live checker (a dlb-owned connection and thread, started on first
+    /// use) for its replay position; the answer arrives on `reply` as `(index, position)`,
+    /// `None` when it failed or reached another server than the one the cache describes.
+    /// Never blocks. Returns whether the question was sent.
+    pub(crate) fn ask_checker(
+        self: &Arc<Host>,
+        index: usize,
+        reply: &crossbeam::channel::Sender<(usize, Option<Lsn>)>,
+    ) -> bool {
+        let checker = self.checker.get_or_init(|| {
+            Checker::spawn(Arc::downgrade(self), self.probe_config.clone().into(), self.tls.clone())
+                .map_err(|e| log::warn!(target: "dlb", "cannot start the live checker of {}: {e}", self.addr))
+                .ok()
+        });
+        checker
+            .as_ref()
+            .is_some_and(|c| c.ask(index, reply.clone()))
     }
 }

@@ -32,6 +32,7 @@
 )]
 
 mod balancer;
+mod checker;
 mod config;
 mod connection;
 mod counters;

@@ -432,3 +432,71 @@ async fn a_balancer_used_and_dropped_on_a_tokio_worker() {
     drop(lb);
     tokio::task::block_in_place(move || drop(lock));
 }
+
+/// A replica connection back in the pool whose backend was terminated (a replica restart does
+/// the same): without a test query on checkout, the next read on it fails once; its `Conn`
+/// reports the replica and discards the connection, and the reads after it work. With
+/// `pool.check_idle_after_ms` at 0 the check on checkout finds it first and no read fails.
+#[test]
+fn a_terminated_pooled_connection_fails_one_read_is_reported_and_discarded() {
+    let _l = lock_cluster();
+    for check_every in [None, Some(Duration::ZERO)] {
+        let mut b = config_for(&env().primary, &[replica_addr(1)]).pool_max_size(1);
+        if let Some(d) = check_every {
+            b = b.check_idle_after(d);
+        }
+        let lb = Balancer::new(b.build().unwrap()).unwrap();
+        wait_healthy(&lb, 1);
+        let backend = |c: &mut dlb::Conn| -> i32 {
+            c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0)
+        };
+        let old = {
+            let mut c = lb.read_conn(None).unwrap();
+            assert_eq!(c.route().role(), Role::Replica);
+            backend(&mut c)
+        };
+        let mut replica = replica_client(1);
+        replica
+            .execute("SELECT pg_terminate_backend($1)", &[&old])
+            .unwrap();
+        wait_until("the backend is gone", WAIT, || {
+            let n: i64 = replica
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                    &[&old],
+                )
+                .unwrap()
+                .get(0);
+            n == 0
+        });
+        let reported = || {
+            lb.metrics_text()
+                .lines()
+                .any(|l| l == "dlb_reported_failures_total 1")
+        };
+        let first = lb
+            .read_conn(None)
+            .unwrap()
+            .query_one("SELECT 1", &[])
+            .map(|_| ());
+        match check_every {
+            None => {
+                assert!(first.is_err(), "no test query on checkout by default");
+                assert!(reported(), "{}", lb.metrics_text());
+            }
+            Some(_) => {
+                assert!(first.is_ok(), "checked on checkout: {first:?}");
+                assert!(!reported(), "{}", lb.metrics_text());
+            }
+        }
+        // Later reads work, on a new connection (on the primary while the replica is out).
+        for _ in 0..5 {
+            let mut c = lb.read_conn(None).unwrap();
+            assert_ne!(backend(&mut c), old);
+        }
+        wait_healthy(&lb, 1);
+        let mut c = lb.read_conn(None).unwrap();
+        assert_eq!(c.route().role(), Role::Replica);
+        assert_ne!(backend(&mut c), old);
+    }
+}

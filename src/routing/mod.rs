@@ -36,7 +36,7 @@ use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
-use crate::host::{Host, StripedHost, nanos_since_epoch};
+use crate::host::{Host, HostHandle, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
 use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
@@ -45,6 +45,18 @@ use crate::stripe::StripedCursor;
 /// Cached replay positions are trusted for this many check intervals after the snapshot that
 /// holds them (then sticky picks check live, or go to the primary).
 const TRUSTED_CHECKS: u32 = 3;
+
+/// A routing decision that may still need live checks ([`Router::plan`]).
+pub(crate) enum Plan {
+    /// Decided.
+    Route(Route),
+    /// A sticky read no cached position can serve: check these replicas live (in this order,
+    /// the round-robin candidate first) for `min_lsn`.
+    Live {
+        min_lsn: Lsn,
+        candidates: Vec<Arc<StripedHost>>,
+    },
+}
 
 /// The routing state of one balancer: shared by callers (picks, failure reports), the monitor
 /// (publishing) and the status report (reading).
@@ -127,43 +139,15 @@ impl Router {
         }
     }
 
-    /// Where a read for `key` goes (see the module notes).
+    /// Where a read for `key` goes (see the module notes), live checks included (on the
+    /// replicas' live checkers, within `sticky_check_budget_ms`).
     ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub(crate) fn pick(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
-        let Some(key) = key else {
-            return Ok(self.round_robin(Reason::RoundRobin));
-        };
-        check_key(key)?;
         let deadline = opts.deadline();
-        // While the primary's cluster is unknown (it has not answered yet), a key recorded by
-        // another instance cannot be found: no replica can be proven fresh.
-        let unknown_cluster = self.primary_system() == 0;
-        let recorded = if opts.cached_only && !self.store.never_blocks() {
-            debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
-            return Ok(self.primary_route(Reason::StoreError));
-        } else {
-            self.store.get_by(&self.store_key(key), deadline)
-        };
-        match recorded {
-            Err(e) => {
-                self.counters.count(&self.counters.store_errors);
-                debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
-                Ok(self.primary_route(Reason::StoreError))
-            }
-            Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
-            Ok(Recorded { lsn, .. }) if unknown_cluster && self.lb_enabled => {
-                self.not_caught_up_by(lsn.unwrap_or(Lsn::from_u64(0)), opts)
-            }
-            Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn_by(lsn, opts, deadline),
-            // Nothing recorded in this cluster: but a key recorded in the previous one (behind
-            // the same primary address) may still be alive, and cannot be compared here.
-            Ok(Recorded { lsn: None, .. }) if self.cluster_changed_within_ttl() => {
-                Ok(self.primary_route(Reason::NotCaughtUp))
-            }
-            Ok(Recorded { lsn: None, .. }) => Ok(self.round_robin(Reason::NoLsnRecorded)),
-        }
+        let plan = self.plan(key, opts, deadline)?;
+        self.finish(plan, opts, deadline)
     }
 
     /// A replica that has replayed at least `min_lsn`, in round-robin order among those that
@@ -172,54 +156,143 @@ impl Router {
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub(crate) fn pick_min_lsn(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
-        self.pick_min_lsn_by(min_lsn, opts, opts.deadline())
+        let deadline = opts.deadline();
+        let plan = self.plan_min_lsn(min_lsn, opts)?;
+        self.finish(plan, opts, deadline)
     }
 
-    /// [`Router::pick_min_lsn`] with the live checks ending by `deadline` at the latest.
-    fn pick_min_lsn_by(
+    /// Where a read for `key` goes, without live checks: a route, or the replicas to check
+    /// live (the caller checks them: `read_conn` on the very connections that serve the read).
+    /// The store's read ends by `deadline` (the pick's budget) at the latest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn plan(
         &self,
-        min_lsn: Lsn,
+        key: Option<&str>,
         opts: &PickOptions,
         deadline: Option<Instant>,
-    ) -> Result<Route> {
-        if !self.lb_enabled {
-            return Ok(self.primary_route(Reason::NoReplicasConfigured));
+    ) -> Result<Plan> {
+        let Some(key) = key else {
+            return Ok(Plan::Route(self.round_robin(Reason::RoundRobin)));
+        };
+        check_key(key)?;
+        // While the primary's cluster is unknown (it has not answered yet), a key recorded by
+        // another instance cannot be found: no replica can be proven fresh.
+        let unknown_cluster = self.primary_system() == 0;
+        if opts.cached_only && !self.store.never_blocks() {
+            debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
+            return Ok(Plan::Route(self.primary_route(Reason::StoreError)));
         }
-        let found = self
-            .with_snapshot(|s| {
-                let fresh = s
-                    .published_at
-                    .is_some_and(|t| t.elapsed() <= self.trust_cache_for);
-                if fresh {
-                    sticky::cached(s, &self.cursor, min_lsn)
-                } else {
-                    None
-                }
-            })
-            .map(|host| (host, Reason::CaughtUpCached))
-            .or_else(|| {
-                let candidates = self.with_snapshot(|s| s.eligible.clone());
-                let budget = match deadline {
-                    _ if opts.cached_only => Duration::ZERO,
-                    Some(d) => self
-                        .sticky_check_budget
-                        .min(d.saturating_duration_since(Instant::now())),
-                    None => self.sticky_check_budget,
-                };
-                sticky::live(candidates, min_lsn, budget, &self.counters)
-                    .map(|host| (host, Reason::CaughtUpLive))
-            });
-        match found {
-            Some((host, reason)) => {
-                self.counters.count_pick(reason);
-                Ok(Route {
-                    host,
-                    reason,
-                    min_lsn: Some(min_lsn),
-                })
+        let route = match self.store.get_by(&self.store_key(key), deadline) {
+            Err(e) => {
+                self.counters.count(&self.counters.store_errors);
+                debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
+                self.primary_route(Reason::StoreError)
             }
-            None => self.not_caught_up_by(min_lsn, opts),
+            Ok(Recorded { forced: true, .. }) => self.primary_route(Reason::ForcedPrimary),
+            Ok(Recorded { lsn, .. }) if unknown_cluster && self.lb_enabled => {
+                self.not_caught_up_by(lsn.unwrap_or(Lsn::from_u64(0)), opts)?
+            }
+            Ok(Recorded { lsn: Some(lsn), .. }) => return self.plan_min_lsn(lsn, opts),
+            // Nothing recorded in this cluster: but a key recorded in the previous one (behind
+            // the same primary address) may still be alive, and cannot be compared here.
+            Ok(Recorded { lsn: None, .. }) if self.cluster_changed_within_ttl() => {
+                self.primary_route(Reason::NotCaughtUp)
+            }
+            Ok(Recorded { lsn: None, .. }) => self.round_robin(Reason::NoLsnRecorded),
+        };
+        Ok(Plan::Route(route))
+    }
+
+    /// [`Router::plan`] for a sticky read that needs `min_lsn`: a replica whose cached
+    /// position has reached it (no I/O), or the replicas to check live (none when the budget
+    /// is zero or the call is cached only: then the primary or the error).
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn plan_min_lsn(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Plan> {
+        if !self.lb_enabled {
+            return Ok(Plan::Route(
+                self.primary_route(Reason::NoReplicasConfigured),
+            ));
         }
+        let (cached, candidates) = self.with_snapshot(|s| {
+            let fresh = s
+                .published_at
+                .is_some_and(|t| t.elapsed() <= self.trust_cache_for);
+            match fresh
+                .then(|| sticky::cached(s, &self.cursor, min_lsn))
+                .flatten()
+            {
+                Some(host) => (Some(host), Vec::new()),
+                None if self.sticky_check_budget.is_zero() || opts.cached_only => {
+                    (None, Vec::new())
+                }
+                None => (None, sticky::candidates(s, &self.cursor)),
+            }
+        });
+        if let Some(host) = cached {
+            return Ok(Plan::Route(self.sticky_route(
+                host,
+                Reason::CaughtUpCached,
+                min_lsn,
+            )));
+        }
+        if candidates.is_empty() {
+            return self.not_caught_up_by(min_lsn, opts).map(Plan::Route);
+        }
+        Ok(Plan::Live {
+            min_lsn,
+            candidates,
+        })
+    }
+
+    /// Runs a plan's live checks on the replicas' live checkers, within
+    /// `sticky_check_budget_ms` and by `deadline` (the pick's budget) at the latest.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    fn finish(&self, plan: Plan, opts: &PickOptions, deadline: Option<Instant>) -> Result<Route> {
+        match plan {
+            Plan::Route(route) => Ok(route),
+            Plan::Live {
+                min_lsn,
+                candidates,
+            } => {
+                let own = Instant::now() + self.sticky_check_budget;
+                let deadline = deadline.map_or(own, |d| d.min(own));
+                match sticky::live(&candidates, min_lsn, deadline, &self.counters) {
+                    Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, min_lsn)),
+                    None => self.not_caught_up_by(min_lsn, opts),
+                }
+            }
+        }
+    }
+
+    /// A route to a replica proven to have replayed `min_lsn`, counted under `reason`.
+    pub(crate) fn sticky_route(
+        &self,
+        host: Arc<HostHandle>,
+        reason: Reason,
+        min_lsn: Lsn,
+    ) -> Route {
+        self.counters.count_pick(reason);
+        Route {
+            host,
+            reason,
+            min_lsn: Some(min_lsn),
+        }
+    }
+
+    /// The total time a sticky pick may spend on live checks (`sticky_check_budget_ms`).
+    pub(crate) fn sticky_check_budget(&self) -> Duration {
+        self.sticky_check_budget
+    }
+
+    /// Counts a live check made by a caller (`read_conn`, on its own connection).
+    pub(crate) fn count_live_check(&self) {
+        self.counters.count(&self.counters.live_lsn_checks);
     }
 
     /// Round-robin over the healthy replicas: no lock, no I/O.

@@ -2,7 +2,7 @@
 //! when none qualifies, from live checks.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam::channel;
 
@@ -11,8 +11,6 @@ use crate::counters::Counters;
 use crate::host::{HostHandle, StripedHost};
 use crate::lsn::Lsn;
 use crate::stripe::StripedCursor;
-
-const LIVE_SQL: &str = "SELECT pg_last_wal_replay_lsn()::text";
 
 /// First healthy replica, in round-robin order, whose cached replay LSN is at least `min`.
 /// No I/O.
@@ -28,45 +26,56 @@ pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<A
         .map(|h| h.handle())
 }
 
-/// Asks every candidate for its replay LSN in parallel (one thread each, a pooled connection
-/// each); returns the first that has reached `min` within `budget`, and raises the cached
-/// positions of those that answer. An answer from a connection that reached another server
-/// than the one the host's cache describes proves nothing and is ignored. Blocks for at most `budget`; a zero budget does nothing.
+/// Asks the candidates' live checkers ([`crate::checker`]) for their replay positions: the
+/// first (the round-robin candidate) alone, then, when it has not reached `min`, the others
+/// in parallel. Returns the first that has reached `min` before `deadline`; every answer
+/// raises the cached position of its host. Spawns no thread; blocks until `deadline` at most.
 pub(super) fn live(
-    candidates: Vec<Arc<StripedHost>>,
+    candidates: &[Arc<StripedHost>],
     min: Lsn,
-    budget: Duration,
+    deadline: Instant,
     counters: &Counters,
 ) -> Option<Arc<HostHandle>> {
-    if budget.is_zero() || candidates.is_empty() {
+    let (first, rest) = candidates.split_first()?;
+    if Instant::now() >= deadline {
         return None;
     }
-    let deadline = Instant::now() + budget;
     let (tx, rx) = channel::bounded(candidates.len());
-    for host in candidates {
-        let tx = tx.clone();
+    let ask = |i: usize, h: &Arc<StripedHost>| {
         counters.count(&counters.live_lsn_checks);
-        let spawned = std::thread::Builder::new()
-            .name("dlb-lsn-check".into())
-            .spawn(move || {
-                // Counts only when the connection reached the server the cache describes.
-                let lsn = host.pool.get_timeout(budget).ok().and_then(|mut c| {
-                    let row = c.client.query_one(LIVE_SQL, &[]).ok()?;
-                    let lsn = row.get::<_, Option<String>>(0)?.parse::<Lsn>().ok()?;
-                    host.observe_replay_lsn(c.identity_tag(), lsn)
-                        .then_some(lsn)
-                });
-                let _ = tx.send((host, lsn));
-            });
-        if spawned.is_err() {
-            break;
+        h.host().ask_checker(i, &tx)
+    };
+    let mut waiting = usize::from(ask(0, first));
+    let mut rest_asked = false;
+    loop {
+        if waiting == 0 {
+            if rest_asked {
+                return None;
+            }
+            rest_asked = true;
+            waiting = rest
+                .iter()
+                .enumerate()
+                .filter(|(i, h)| ask(i + 1, h))
+                .count();
+            continue;
         }
-    }
-    drop(tx);
-    while let Ok((host, lsn)) = rx.recv_deadline(deadline) {
+        let (i, lsn) = rx.recv_deadline(deadline).ok()?;
+        waiting -= 1;
         if lsn.is_some_and(|l| l >= min) {
-            return Some(host.handle());
+            return Some(candidates[i].handle());
         }
     }
-    None
+}
+
+/// The candidates of a live check: the healthy replicas, starting at the round-robin position.
+pub(super) fn candidates(s: &Snapshot, cursor: &StripedCursor) -> Vec<Arc<StripedHost>> {
+    let n = s.eligible.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let start = cursor.next();
+    (0..n)
+        .map(|i| s.eligible[(start + i) % n].clone())
+        .collect()
 }
