@@ -19,14 +19,14 @@ use log::{info, warn};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
-use crate::counters::Counters;
+use crate::counters::{self, Counters};
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
 use crate::host::{Host, PooledClient};
-use crate::labels::{Reason, Role};
+use crate::labels::{Reason, Role, StoreOp};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
-use crate::observability::{self, Status};
+use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, Route, Router};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
@@ -208,7 +208,12 @@ impl Balancer {
     /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
         self.same_process()?;
-        self.router.pick(key)
+        match key {
+            None => self.router.pick(None),
+            Some(_) => {
+                counters::timed(&self.counters.sticky_pick_latency, || self.router.pick(key))
+            }
+        }
     }
 
     /// Picks a replica that has replayed at least `min_lsn` (a causal token the caller carried),
@@ -224,7 +229,9 @@ impl Balancer {
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub fn pick_replica_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
         self.same_process()?;
-        self.router.pick_min_lsn(min_lsn)
+        counters::timed(&self.counters.sticky_pick_latency, || {
+            self.router.pick_min_lsn(min_lsn)
+        })
     }
 
     /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
@@ -360,20 +367,37 @@ impl Balancer {
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
         self.same_process()?;
         check_key(key)?;
-        Ok(self.store.get(&self.router.store_key(key))?.lsn)
+        let key = self.router.store_key(key);
+        let got = self
+            .counters
+            .time_store(StoreOp::Get, || self.store.get(&key));
+        Ok(got?.lsn)
     }
 
     // ---- Observability.
 
     /// The current health report. Never blocks on I/O.
     pub fn status(&self) -> Status {
-        observability::collect_status(&self.router, self.store.kind())
+        observability::collect_status(
+            &self.router,
+            self.store.kind(),
+            self.config.replica_check_interval_ms,
+        )
     }
 
-    /// Every metric in the Prometheus text exposition format (names prefixed `dlb_`).
-    /// Per-replica series exist only for replicas currently configured. Never blocks on I/O.
+    /// Every metric, typed: counters, gauges and latency histograms (see [`Metrics`]).
+    /// Never blocks on I/O.
+    pub fn metrics(&self) -> Metrics {
+        observability::collect_metrics(&self.counters, &self.status())
+    }
+
+    /// Every metric in the Prometheus text exposition format, rendered from
+    /// [`Balancer::metrics`]: names prefixed with `metrics.prefix` (default `dlb_`), the
+    /// constant `metrics.labels` on every series. Per-replica series exist only for replicas
+    /// currently configured; a lag that is unknown has no series. Never blocks on I/O.
     pub fn metrics_text(&self) -> String {
-        observability::render_metrics(&self.counters, &self.status())
+        let m = &self.config.metrics;
+        observability::render_metrics(&self.metrics(), &m.prefix, &m.label_pairs())
     }
 
     // ---- Helpers.

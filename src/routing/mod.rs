@@ -31,10 +31,11 @@ use parking_lot::Mutex;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
-use crate::counters::Counters;
+use crate::counters::{self, Counters};
 use crate::error::{Error, Result};
 use crate::host::{Host, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
+use crate::labels::StoreOp;
 use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
 use crate::stripe::StripedCursor;
@@ -133,7 +134,11 @@ impl Router {
         // While the primary's cluster is unknown (it has not answered yet), a key recorded by
         // another instance cannot be found: no replica can be proven fresh.
         let unknown_cluster = self.primary_system() == 0;
-        match self.store.get(&self.store_key(key)) {
+        let stored = self.store_key(key);
+        let got = self
+            .counters
+            .time_store(StoreOp::Get, || self.store.get(&stored));
+        match got {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
                 debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
@@ -176,13 +181,19 @@ impl Router {
             .map(|host| (host, Reason::CaughtUpCached))
             .or_else(|| {
                 let candidates = self.with_snapshot(|s| s.eligible.clone());
-                sticky::live(
-                    candidates,
-                    min_lsn,
-                    self.sticky_check_budget,
-                    &self.counters,
-                )
-                .map(|host| (host, Reason::CaughtUpLive))
+                if candidates.is_empty() || self.sticky_check_budget.is_zero() {
+                    return None; // no live check to make (nor to time)
+                }
+                // Timed here, at the call's boundary, whatever runs the checks.
+                let live = counters::timed(&self.counters.live_check_latency, || {
+                    sticky::live(
+                        candidates,
+                        min_lsn,
+                        self.sticky_check_budget,
+                        &self.counters,
+                    )
+                });
+                live.map(|host| (host, Reason::CaughtUpLive))
             });
         match found {
             Some((host, reason)) => {
@@ -195,6 +206,12 @@ impl Router {
             }
             None => self.not_caught_up(min_lsn),
         }
+    }
+
+    /// How old the last check may be before sticky picks stop trusting cached replay
+    /// positions (and the status report calls the balancer `degraded`).
+    pub(crate) fn trust_cache_for(&self) -> Duration {
+        self.trust_cache_for
     }
 
     /// Round-robin over the healthy replicas: no lock, no I/O.
