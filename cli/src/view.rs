@@ -75,6 +75,11 @@ pub(crate) fn rows(st: &Status) -> Vec<HostRow> {
 }
 
 impl HostRow {
+    /// `host:port`.
+    pub(crate) fn addr_text(&self) -> String {
+        self.addr.clone()
+    }
+
     /// The state with its reason: `quarantined (lag)`.
     pub(crate) fn state_text(&self) -> String {
         match (&self.reason, self.role) {

@@ -276,18 +276,28 @@ pub(crate) fn run(config: Config, metrics_url: Option<&str>) -> u8 {
     }
 }
 
+/// The reasons picked since the last refresh with their rates (`round_robin=12.0 ...`), or
+/// `none`.
+fn pick_rates_text(rates: &[(String, f64)], sep: &str) -> String {
+    let moving: Vec<String> = rates
+        .iter()
+        .filter(|(_, r)| *r > 0.0)
+        .map(|(reason, r)| format!("{reason}{sep}{r:.1}"))
+        .collect();
+    if moving.is_empty() {
+        "none".into()
+    } else {
+        moving.join("  ")
+    }
+}
+
 /// Plain lines, one block per refresh, until a signal.
 fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
     let mut out = std::io::stdout().lock();
     while !STOP.load(Ordering::SeqCst) {
         let f = w.refresh();
         let st = &f.status;
-        let picks: Vec<String> = f
-            .pick_rates
-            .iter()
-            .filter(|(_, r)| *r > 0.0)
-            .map(|(reason, r)| format!("{reason}={r:.1}"))
-            .collect();
+        let picks = pick_rates_text(&f.pick_rates, "=");
         let line = format!(
             "{} status={} primary={} healthy={}/{} picks/s: {} live_checks/s={:.1} store_errors={} ({:.1}/s)",
             st.last_check_at.as_deref().unwrap_or("-"),
@@ -295,11 +305,7 @@ fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
             st.primary_state,
             st.healthy_replicas,
             st.replicas.len(),
-            if picks.is_empty() {
-                "none".to_string()
-            } else {
-                picks.join(" ")
-            },
+            picks,
             f.live_checks_per_s,
             f.store_errors,
             f.store_errors_per_s,
@@ -437,15 +443,20 @@ fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
         ])
         .style(style)
     });
+    // Each column as wide as its widest cell (or its title).
+    let width = |cell: fn(&HostRow) -> String| {
+        let w = fr.rows.iter().map(|r| cell(r).chars().count()).max();
+        Constraint::Length(w.unwrap_or(0).max(6) as u16)
+    };
     let table = Table::new(
         rows,
         [
-            Constraint::Length(8),
-            Constraint::Length(22),
-            Constraint::Length(26),
-            Constraint::Length(22),
-            Constraint::Length(TREND_SAMPLES as u16 + 1),
-            Constraint::Length(44),
+            Constraint::Length(7),
+            width(HostRow::addr_text),
+            width(HostRow::state_text),
+            width(HostRow::lag_text),
+            Constraint::Length(TREND_SAMPLES as u16),
+            width(HostRow::identity_text),
             Constraint::Fill(1),
         ],
     )
@@ -457,13 +468,9 @@ fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
     )
     .block(Block::bordered().title(" hosts "));
     f.render_widget(table, hosts);
-    let picks: Vec<String> = fr
-        .pick_rates
-        .iter()
-        .map(|(reason, r)| format!("{reason} {r:.1}"))
-        .collect();
+    let picks = pick_rates_text(&fr.pick_rates, " ");
     let text = vec![
-        Line::raw(format!("picks/s  {}", picks.join("  "))),
+        Line::raw(format!("picks/s  {picks}")),
         Line::raw(format!(
             "live checks/s {:.1}   store errors {} ({:.1}/s)   from {}",
             fr.live_checks_per_s, fr.store_errors, fr.store_errors_per_s, fr.source
