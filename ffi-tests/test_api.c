@@ -101,6 +101,8 @@ static void test_null_handle(void) {
     CHECK_STATUS(lb_metrics_text(NULL, buf, sizeof buf, &len), LB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(lb_status_json(NULL, buf, sizeof buf, &len), LB_ERR_INVALID_ARGUMENT);
     CHECK(t_last_error_contains("lb_status_json: argument `lb` is NULL"));
+    CHECK_STATUS(lb_metrics_json(NULL, buf, sizeof buf, &len), LB_ERR_INVALID_ARGUMENT);
+    CHECK(t_last_error_contains("lb_metrics_json: argument `lb` is NULL"));
     CHECK(len == 12345);
     lb_balancer_free(NULL);
 }
@@ -229,6 +231,44 @@ static void test_buffers(const lb_balancer *lb) {
     CHECK(lb_last_error_length() == len);
 }
 
+/* A text that grows between calls: asks its size, then retries with slack. */
+static char *t_text(lb_status (*get)(const lb_balancer *, char *, size_t, size_t *),
+                    const lb_balancer *lb) {
+    size_t len = 0;
+    char *buf;
+    CHECK_STATUS(get(lb, NULL, 0, &len), LB_ERR_BUFFER_TOO_SMALL);
+    buf = malloc(len + 4096);
+    CHECK(buf != NULL);
+    CHECK_OK(get(lb, buf, len + 4096, &len));
+    CHECK(strlen(buf) == len);
+    return buf;
+}
+
+/* lb_metrics_json: the typed snapshot lb_metrics_text renders; with a prefix and constant
+   labels from the configuration, and histograms that move. */
+static void test_metrics(void) {
+    lb_balancer *lb = t_open("\"metrics\": {\"prefix\": \"c_dlb_\", \"labels\": {\"svc\": \"c\"}}");
+    char lsn[LB_LSN_MAX_LENGTH + 1];
+    char dsn[512];
+    char *json, *text;
+    t_wait_healthy(lb, 2, 30000);
+    CHECK_OK(lb_record_lsn(lb, "m-key", lsn, sizeof lsn, NULL));
+    CHECK_OK(lb_pick_replica(lb, "m-key", dsn, sizeof dsn, NULL, NULL));
+    json = t_text(lb_metrics_json, lb);
+    CHECK_MSG(strncmp(json, "{\"version\":1,", 13) == 0, json);
+    CHECK(strstr(json, "\"primary_up\":true") != NULL);
+    CHECK(strstr(json, "\"healthy_replicas\":2") != NULL);
+    CHECK(strstr(json, "\"sticky_pick_seconds\":{\"buckets\":[{\"le\":0.0001,") != NULL);
+    CHECK(strstr(json, "secretpw") == NULL);
+    free(json);
+    text = t_text(lb_metrics_text, lb);
+    CHECK_MSG(strstr(text, "\nc_dlb_primary_up{svc=\"c\"} 1\n") != NULL, text);
+    CHECK(strstr(text, "\ndlb_") == NULL);
+    CHECK(strstr(text, "c_dlb_sticky_pick_duration_seconds_bucket{svc=\"c\",le=\"+Inf\"} 1\n") != NULL);
+    free(text);
+    lb_balancer_free(lb);
+}
+
 static void test_report_failure(const lb_balancer *lb) {
     char dsn[512];
     char addr[64];
@@ -300,6 +340,7 @@ int main(void) {
     test_buffers(lb);
     test_report_failure(lb);
     lb_balancer_free(lb);
+    test_metrics();
     printf("test_api: ok\n");
     return 0;
 }

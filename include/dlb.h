@@ -531,8 +531,9 @@ lb_status lb_force_primary(const struct lb_balancer *lb, const char *key, uint64
 lb_status lb_report_failure(const struct lb_balancer *lb, const char *dsn);
 
 /*
- Writes every metric in the Prometheus text exposition format (names prefixed `dlb_`) into
- `buf`. Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
+ Writes every metric in the Prometheus text exposition format into `buf` (names prefixed
+ with the configuration's `metrics.prefix`, default `dlb_`; its `metrics.labels` on every
+ series). Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
  retry with some slack. Never blocks on I/O.
 
  Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
@@ -540,9 +541,26 @@ lb_status lb_report_failure(const struct lb_balancer *lb, const char *dsn);
 lb_status lb_metrics_text(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
 
 /*
- Writes a JSON health report into `buf`: the primary and every replica (`addr`, redacted
- `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`, `lag_seconds`,
- `last_error`, pool sizes), `primary_lsn`, `checks` and `healthy_replicas`. Contains no
+ Writes every metric as JSON into `buf`: the typed snapshot `lb_metrics_text()` is
+ rendered from (its shape's `version`, `picks`, `quarantines`, `readmissions`, `counters`,
+ `primary_up`, `healthy_replicas`, `last_check_age_seconds`, per-replica `replicas` and
+ per-host `pools`, and the latency histograms `probe_seconds`, `live_check_seconds`,
+ `store_operation_seconds`, `sticky_pick_seconds` with cumulative `buckets` of `le`
+ seconds, `count` and `sum_seconds`). An unknown value (a lag, the age before the first
+ check) is `null`. Contains no secrets. Counters move between calls, so after
+ `LB_ERR_BUFFER_TOO_SMALL` retry with some slack. Never blocks on I/O.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_metrics_json(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
+
+/*
+ Writes a JSON health report into `buf`: its shape's `version`, the overall `status` (`ok`,
+ `degraded`, `down`), `primary_state` and `primary_error`, the primary and every replica
+ (`addr`, redacted `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`,
+ `lag_seconds`, `last_error`, pool sizes, and who answered: `server_addr`,
+ `system_identifier`, `timeline`), `primary_lsn`, `checks`, `last_check_age_ms`,
+ `last_check_at`, `check_interval_ms` and `healthy_replicas` (README, "Status"). Contains no
  password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
  slack. Never blocks on I/O.
 

@@ -74,6 +74,10 @@ check_all() {
     need_ruby ffi                                       ruby-ffi
     need_ruby pg                                        ruby-pg
     need_ruby minitest                                  ruby-minitest
+    # Operators' tools: promtool checks the metrics text and the README's alert rules; tmux
+    # drives `dlb watch` in its terminal test.
+    need      promtool                                  prometheus
+    need      tmux                                      tmux
     # -------------------------------------------------------------------------
 }
 

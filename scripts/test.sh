@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of dlb: shellcheck of the shell scripts, formatting, clippy, rustdoc,
 # Rust unit and integration tests against a real PostgreSQL primary + two streaming replicas and
-# Redis (scripts/testenv.sh), a 60 s chaos soak (scripts/soak.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
+# Redis (scripts/testenv.sh), the `dlb` command's tests (cli/), promtool on README's alert rules, a 60 s chaos soak (scripts/soak.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
 # valgrind).
 #
 # Installs missing Debian prerequisites first (scripts/bootstrap.sh). The test environment is
@@ -40,6 +40,8 @@ step "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 # The test-only C entry points (ffi-tests/run.sh builds with them).
 cargo clippy --all-targets --features ffi-test-hooks -- -D warnings
+# The `dlb` command (cli/, its own package so that its terminal UI stays out of the library).
+cargo clippy -p dlb-cli --all-targets -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
@@ -49,6 +51,12 @@ step "cargo test"
 # repeatable; `make fuzz` draws new inputs every run.
 PROPTEST_RNG_SEED=${PROPTEST_RNG_SEED:-20261201} cargo test --all-targets
 cargo test --doc
+
+step "dlb command (cli/: check and watch against the cluster, watch driven in tmux)"
+cargo test -p dlb-cli
+
+step "README alert rules (promtool check rules)"
+bash scripts/check-alert-rules.sh
 
 step "Rust example (examples/registry.rs)"
 flock "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet --example registry

@@ -18,6 +18,9 @@
 #   resume-replica N    SELECT pg_wal_replay_resume() on replica N
 #   restart-primary [MODE]  restart the primary (-m fast, the default, or immediate) and
 #                       wait until it answers and both replicas stream from it again
+#   stop-primary        stop the primary (-m fast; idempotent): for the `dlb check` test
+#   start-primary       start it (when stopped) and wait until it answers and both replicas
+#                       stream from it again
 #   stop-redis          stop the standalone Redis (idempotent)
 #   start-redis         start it again and wait until it answers PING
 #   reset-cluster2      rebuild cluster 2 from scratch (after the failover drill)
@@ -329,6 +332,28 @@ cmd_restart_primary() {
     log "primary restarted (-m $mode), both replicas streaming"
 }
 
+cmd_stop_primary() {
+    check_settings
+    check_user
+    check_pg_bin
+    require_env
+    take_lock
+    pg_stop primary fast
+    log "primary stopped"
+}
+
+cmd_start_primary() {
+    check_settings
+    check_user
+    check_pg_bin
+    require_env
+    take_lock
+    node_running primary || pg_start primary
+    wait_until "$TIMEOUT" "primary to answer on port $PG_PORT" "$(node_log primary)" node_is_primary primary
+    wait_until "$TIMEOUT" "2 streaming replicas in pg_stat_replication on the primary" "$(node_log primary)" both_streaming
+    log "primary running, both replicas streaming"
+}
+
 cmd_replay() { # pause|resume N
     local what=$1 node port state
     node=$(replica_node "${2-}")
@@ -385,7 +410,7 @@ Usage: $(basename -- "$0") COMMAND [ARGS]
   up | down | env | status
   stop-replica N [immediate|fast|smart] | start-replica N | pause-replica N | resume-replica N
                                                                         (N = 1|2|c2-1|c2-2)
-  restart-primary [fast|immediate]
+  restart-primary [fast|immediate] | stop-primary | start-primary
   reset-cluster2
   stop-redis | start-redis   (the standalone Redis)
   psql primary|1|2|c2|c2-1|c2-2 [psql args...]
@@ -403,6 +428,8 @@ main() {
     stop-replica) cmd_stop_replica "$@" ;;
     start-replica) cmd_start_replica "$@" ;;
     restart-primary) cmd_restart_primary "$@" ;;
+    stop-primary) cmd_stop_primary ;;
+    start-primary) cmd_start_primary ;;
     pause-replica) cmd_replay pause "$@" ;;
     resume-replica) cmd_replay resume "$@" ;;
     reset-cluster2) cmd_reset_cluster2 ;;

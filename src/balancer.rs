@@ -20,15 +20,15 @@ use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
 use crate::connection::check_replay;
-use crate::counters::Counters;
+use crate::counters::{self, Counters};
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
 use crate::events::{EventCallback, HostEvent};
 use crate::host::{Host, PooledClient, StripedHost};
-use crate::labels::{Reason, Role};
+use crate::labels::{Reason, Role, StoreOp};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
-use crate::observability::{self, Status};
+use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
@@ -220,7 +220,12 @@ impl Balancer {
     /// As [`Balancer::pick_replica`].
     pub fn pick_replica_with(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
         self.same_process()?;
-        self.router.pick(key, opts)
+        match key {
+            None => self.router.pick(None, opts),
+            Some(_) => counters::timed(&self.counters.sticky_pick_latency, || {
+                self.router.pick(key, opts)
+            }),
+        }
     }
 
     /// Picks a replica that has replayed at least `min_lsn` (a causal token the caller carried),
@@ -244,7 +249,9 @@ impl Balancer {
     /// As [`Balancer::pick_replica_min_lsn`].
     pub fn pick_replica_min_lsn_with(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
         self.same_process()?;
-        self.router.pick_min_lsn(min_lsn, opts)
+        counters::timed(&self.counters.sticky_pick_latency, || {
+            self.router.pick_min_lsn(min_lsn, opts)
+        })
     }
 
     /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
@@ -308,7 +315,10 @@ impl Balancer {
                 continue;
             }
             self.router.count_live_check();
-            match check_replay(&mut client) {
+            let checked = counters::timed(&self.counters.live_check_latency, || {
+                check_replay(&mut client)
+            });
+            match checked {
                 Ok(Some(lsn)) if lsn >= min => {
                     host.observe_replay_lsn(client.identity_tag(), lsn);
                     let route = self
@@ -441,7 +451,11 @@ impl Balancer {
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
         self.same_process()?;
         check_key(key)?;
-        Ok(self.store.get(&self.router.store_key(key))?.lsn)
+        let key = self.router.store_key(key);
+        let got = self
+            .counters
+            .time_store(StoreOp::Get, || self.store.get(&key));
+        Ok(got?.lsn)
     }
 
     // ---- Host events.
@@ -486,13 +500,26 @@ impl Balancer {
 
     /// The current health report. Never blocks on I/O.
     pub fn status(&self) -> Status {
-        observability::collect_status(&self.router, self.store.kind())
+        observability::collect_status(
+            &self.router,
+            self.store.kind(),
+            self.config.replica_check_interval_ms,
+        )
     }
 
-    /// Every metric in the Prometheus text exposition format (names prefixed `dlb_`).
-    /// Per-replica series exist only for replicas currently configured. Never blocks on I/O.
+    /// Every metric, typed: counters, gauges and latency histograms (see [`Metrics`]).
+    /// Never blocks on I/O.
+    pub fn metrics(&self) -> Metrics {
+        observability::collect_metrics(&self.counters, &self.status())
+    }
+
+    /// Every metric in the Prometheus text exposition format, rendered from
+    /// [`Balancer::metrics`]: names prefixed with `metrics.prefix` (default `dlb_`), the
+    /// constant `metrics.labels` on every series. Per-replica series exist only for replicas
+    /// currently configured; a lag that is unknown has no series. Never blocks on I/O.
     pub fn metrics_text(&self) -> String {
-        observability::render_metrics(&self.counters, &self.status())
+        let m = &self.config.metrics;
+        observability::render_metrics(&self.metrics(), &m.prefix, &m.label_pairs())
     }
 
     // ---- Helpers.

@@ -8,7 +8,7 @@
 //!   "pool": { "max_size": 10, "connect_timeout_ms": 2000, "max_lifetime_s": 1800 } }
 //! ```
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -88,6 +88,9 @@ pub struct Config {
     /// Connectivity quarantine of replicas that fail probes.
     #[serde(default)]
     pub connectivity: ConnectivityConfig,
+    /// How the Prometheus metrics are named and labelled.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 impl fmt::Debug for Config {
@@ -108,6 +111,7 @@ impl fmt::Debug for Config {
             no_caught_up_replica,
             lsn_store,
             connectivity,
+            metrics,
         } = self;
         f.debug_struct("Config")
             .field("primary", &crate::dsn::redact_dsn(primary))
@@ -123,6 +127,7 @@ impl fmt::Debug for Config {
             .field("no_caught_up_replica", no_caught_up_replica)
             .field("lsn_store", lsn_store)
             .field("connectivity", connectivity)
+            .field("metrics", metrics)
             .finish()
     }
 }
@@ -256,6 +261,123 @@ impl Default for ConnectivityConfig {
             flap_window_ms: Self::DEFAULT_FLAP_WINDOW_MS,
             flap_threshold: Self::DEFAULT_FLAP_THRESHOLD,
             flap_hold_ms: Self::DEFAULT_FLAP_HOLD_MS,
+        }
+    }
+}
+
+/// How [`crate::Balancer::metrics_text`] names and labels its series, so that two balancers
+/// in one process do not collide and dashboards built on other names can be kept.
+///
+/// A field missing from the JSON takes its value from [`MetricsConfig::default`].
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct MetricsConfig {
+    /// Put before every metric name, verbatim: `dlb_` gives `dlb_picks_total`. Default
+    /// [`MetricsConfig::DEFAULT_PREFIX`]; empty, or a valid start of a Prometheus metric name
+    /// (`[a-zA-Z_:][a-zA-Z0-9_:]*`), at most [`MetricsConfig::LIMIT_PREFIX_LEN`] bytes.
+    pub prefix: String,
+    /// Constant labels added to every series (`{"service": "api", "balancer": "main"}`).
+    /// Default: none. Names are Prometheus label names (`[a-zA-Z_][a-zA-Z0-9_]*`, not
+    /// starting with `__`) other than the ones dlb's series use (`role`, `reason`, `replica`,
+    /// `host`, `state`, `op`, `le`); at most [`MetricsConfig::LIMIT_LABELS`] labels, values at
+    /// most [`MetricsConfig::LIMIT_LABEL_VALUE_LEN`] bytes.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl MetricsConfig {
+    /// Default of [`MetricsConfig::prefix`].
+    pub const DEFAULT_PREFIX: &str = "dlb_";
+    /// Longest [`MetricsConfig::prefix`], in bytes.
+    pub const LIMIT_PREFIX_LEN: usize = 100;
+    /// Most entries [`MetricsConfig::labels`] may have.
+    pub const LIMIT_LABELS: usize = 32;
+    /// Longest value of a constant label, in bytes.
+    pub const LIMIT_LABEL_VALUE_LEN: usize = 1024;
+
+    /// The constant labels, in the order they are rendered (by name).
+    pub(crate) fn label_pairs(&self) -> Vec<(String, String)> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    fn check(&self) -> Result<()> {
+        let name_char = |c: char, first: bool, colon: bool| {
+            c.is_ascii_alphabetic()
+                || c == '_'
+                || (colon && c == ':')
+                || (!first && c.is_ascii_digit())
+        };
+        if self.prefix.len() > Self::LIMIT_PREFIX_LEN {
+            return Err(Error::config(
+                "metrics.prefix",
+                format!("is longer than {} bytes", Self::LIMIT_PREFIX_LEN),
+            ));
+        }
+        if let Some((i, _)) = self
+            .prefix
+            .char_indices()
+            .find(|&(i, c)| !name_char(c, i == 0, true))
+        {
+            return Err(Error::config(
+                "metrics.prefix",
+                format!(
+                    "is not the start of a Prometheus metric name: byte {i} is not one of \
+                     [a-zA-Z_:] (or a digit after the first)"
+                ),
+            ));
+        }
+        if self.labels.len() > Self::LIMIT_LABELS {
+            return Err(Error::config(
+                "metrics.labels",
+                format!("has more than {} labels", Self::LIMIT_LABELS),
+            ));
+        }
+        for (name, value) in &self.labels {
+            let field = || safe_path(&format!("metrics.labels.{name}"));
+            let valid = !name.is_empty()
+                && name
+                    .char_indices()
+                    .all(|(i, c)| name_char(c, i == 0, false));
+            if !valid {
+                return Err(Error::config(
+                    field(),
+                    "is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)",
+                ));
+            }
+            if name.starts_with("__") {
+                return Err(Error::config(
+                    field(),
+                    "names starting with __ are reserved",
+                ));
+            }
+            if crate::observability::SERIES_LABELS.contains(&name.as_str()) {
+                return Err(Error::config(
+                    field(),
+                    format!(
+                        "is a label dlb's own series use (one of {})",
+                        crate::observability::SERIES_LABELS.join(", ")
+                    ),
+                ));
+            }
+            if value.len() > Self::LIMIT_LABEL_VALUE_LEN {
+                return Err(Error::config(
+                    field(),
+                    format!("value is longer than {} bytes", Self::LIMIT_LABEL_VALUE_LEN),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            prefix: Self::DEFAULT_PREFIX.to_owned(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -579,6 +701,7 @@ impl Config {
             no_caught_up_replica: NoCaughtUpPolicy::default(),
             lsn_store: LsnStoreConfig::default(),
             connectivity: ConnectivityConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 
@@ -698,6 +821,7 @@ impl Config {
                 "must be at least connectivity.backoff_initial_ms",
             ));
         }
+        self.metrics.check()?;
         if self.pool.min_idle > self.pool.max_size {
             return Err(Error::config(
                 "pool.min_idle",
@@ -1019,6 +1143,11 @@ impl ConfigBuilder {
             .replicas
             .get_or_insert_with(ReplicasConfig::default)
             .drain_timeout_ms = millis(d);
+        self
+    }
+    /// See [`Config::metrics`].
+    pub fn metrics(mut self, metrics: MetricsConfig) -> Self {
+        self.0.metrics = metrics;
         self
     }
     /// See [`Config::lsn_store`].

@@ -144,6 +144,48 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// A balancer's overall verdict in its status report (`Status::status`), and the exit
+    /// status of `dlb check` (its number).
+    pub enum Overall {
+        /// The primary answered the last check, every replica serves reads and the monitor
+        /// is on time.
+        Ok = 0 => "ok",
+        /// Reads and writes are served, but not as configured: a replica is out (or not yet
+        /// checked), or the monitor's last check is older than a few check intervals.
+        Degraded = 1 => "degraded",
+        /// The primary did not answer the last check: writes (and reads falling back to the
+        /// primary) fail.
+        Down = 2 => "down",
+    }
+}
+
+named_enum! {
+    /// The primary's state as seen by the monitor's last check (`Status::primary_state`).
+    #[derive(Default)]
+    pub enum PrimaryState {
+        /// Not checked yet.
+        #[default]
+        Unknown = 0 => "unknown",
+        /// Answered the last check.
+        Up = 1 => "up",
+        /// Failed or did not answer the last check.
+        Down = 2 => "down",
+    }
+}
+
+named_enum! {
+    /// An LSN store operation, as timed by the `store_operation_seconds` histogram.
+    pub enum StoreOp {
+        /// Reading a key's entry (sticky picks, `recorded_lsn`).
+        Get = 0 => "get",
+        /// Recording an LSN (`record_lsn`, `record_lsn_value`).
+        Record = 1 => "record",
+        /// Forcing a key to the primary (`force_primary`).
+        Force = 2 => "force",
+    }
+}
+
 /// A replica's state as seen by the monitor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {

@@ -67,13 +67,18 @@ mod tls;
 pub use balancer::{Balancer, Conn};
 pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
-    MAX_KEY_LEN, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,
+    MAX_KEY_LEN, MetricsConfig, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,
 };
+pub use counters::CounterValues;
 pub use dsn::HostPort;
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_CAPACITY, EventCallback, HostEvent, HostEventKind};
-pub use labels::{Health, QuarantineReason, Reason, Role};
+pub use labels::{Health, Overall, PrimaryState, QuarantineReason, Reason, Role};
 pub use lsn::Lsn;
-pub use observability::{HostStatus, ReplicaStatus, Status};
+pub use observability::{
+    Histogram, HistogramBucket, HostStatus, METRICS_VERSION, Metrics, PickCount, PoolMetrics,
+    ReasonCount, ReplicaMetrics, ReplicaStatus, STATUS_VERSION, Status,
+};
 pub use routing::{PickOptions, Route};
 pub use sticking::{LsnStore, MAX_TTL, MAX_VERBATIM_KEY, MemoryStore, Recorded, RedisStore};
+pub use stripe::LATENCY_BUCKETS;

@@ -72,9 +72,108 @@ impl<const N: usize> StripedCounters<N> {
     }
 }
 
+/// Upper bounds of the latency histograms' buckets, in seconds (Prometheus `le`): the same
+/// fixed buckets for every histogram, 100 µs to 10 s; slower observations count in `+Inf`
+/// only.
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// One stripe of a histogram: a count per bucket (not cumulative; the last is `+Inf`) and the
+/// sum of the observations in nanoseconds.
+struct HistogramCells {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A latency histogram over [`LATENCY_BUCKETS`], one copy per stripe: an observation is two
+/// relaxed additions to this thread's stripe (no lock, no shared cache line); a read sums
+/// the stripes.
+pub(crate) struct StripedHistogram {
+    stripes: Box<[CachePadded<HistogramCells>]>,
+}
+
+impl StripedHistogram {
+    pub(crate) fn new() -> Self {
+        StripedHistogram {
+            stripes: (0..STRIPES)
+                .map(|_| {
+                    CachePadded::new(HistogramCells {
+                        buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+                        sum_ns: AtomicU64::new(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts one observation of `d`.
+    #[inline]
+    pub(crate) fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS.partition_point(|&le| le < secs);
+        let cells = &self.stripes[stripe()];
+        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The sum over the stripes: cumulative counts per bucket (as Prometheus wants them), the
+    /// total count and the sum in seconds.
+    pub(crate) fn read(&self) -> (Vec<u64>, u64, f64) {
+        let mut counts = [0u64; LATENCY_BUCKETS.len() + 1];
+        let mut sum_ns: u128 = 0;
+        for s in self.stripes.iter() {
+            for (c, b) in counts.iter_mut().zip(&s.buckets) {
+                *c += b.load(Ordering::Relaxed);
+            }
+            sum_ns += u128::from(s.sum_ns.load(Ordering::Relaxed));
+        }
+        let mut running = 0;
+        let cumulative: Vec<u64> = counts
+            .iter()
+            .map(|c| {
+                running += c;
+                running
+            })
+            .collect();
+        let total = running;
+        (
+            cumulative[..LATENCY_BUCKETS.len()].to_vec(),
+            total,
+            sum_ns as f64 / 1e9,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative_across_threads() {
+        use std::time::Duration;
+        let h = std::sync::Arc::new(StripedHistogram::new());
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    h.observe(Duration::from_micros(50)); // first bucket
+                    h.observe(Duration::from_millis(1)); // le 0.001 exactly
+                    h.observe(Duration::from_secs(60)); // +Inf only
+                })
+            })
+            .collect();
+        hs.into_iter().for_each(|t| t.join().unwrap());
+        let (buckets, count, sum) = h.read();
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len());
+        assert_eq!(buckets[0], 4);
+        assert_eq!(buckets[3], 8, "le=0.001 holds 1 ms");
+        assert_eq!(*buckets.last().unwrap(), 8);
+        assert_eq!(count, 12);
+        assert!((sum - 4.0 * 60.0012).abs() < 1e-3, "{sum}");
+    }
 
     #[test]
     fn striped_counters_sum_across_threads() {

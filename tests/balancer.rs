@@ -69,14 +69,7 @@ fn reads_alternate_over_both_replicas() {
 #[test]
 fn lagging_replica_is_quarantined_and_readmitted() {
     let _l = lock_cluster();
-    let lb = Balancer::new(
-        config()
-            .max_lag_bytes(64 * 1024)
-            .max_lag(Duration::from_millis(200))
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let lb = Balancer::new(lag_config().build().unwrap()).unwrap();
     wait_healthy(&lb, 2);
     let lagging = replica_addr(2);
 

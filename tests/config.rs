@@ -239,3 +239,48 @@ fn minimal_json_gives_the_rust_defaults() {
     ));
     assert_eq!(c, Config::new(P));
 }
+
+#[test]
+fn metrics_prefix_and_labels_are_checked() {
+    let err = |metrics: &str| config_err(&format!(r#"{{"primary": "{P}", "metrics": {metrics}}}"#));
+    let (field, msg) = err(r#"{"prefix": "9dlb_"}"#);
+    assert_eq!(field, "metrics.prefix");
+    assert!(msg.contains("byte 0"), "{msg}");
+    let (field, _) = err(r#"{"prefix": "my-app_"}"#);
+    assert_eq!(field, "metrics.prefix");
+    let (field, msg) = err(&format!(r#"{{"prefix": "{}"}}"#, "a".repeat(101)));
+    assert_eq!(field, "metrics.prefix");
+    assert!(msg.contains("100 bytes"), "{msg}");
+    let (field, msg) = err(r#"{"labels": {"role": "x"}}"#);
+    assert_eq!(field, "metrics.labels.role");
+    assert!(msg.contains("dlb's own series"), "{msg}");
+    let (field, msg) = err(r#"{"labels": {"__name__": "x"}}"#);
+    assert_eq!(field, "metrics.labels.__name__");
+    assert!(msg.contains("reserved"), "{msg}");
+    let (field, msg) = err(r#"{"labels": {"1x": "x"}}"#);
+    assert_eq!(field, "metrics.labels.1x");
+    assert!(msg.contains("label name"), "{msg}");
+    let (field, msg) = err(&format!(
+        r#"{{"labels": {{"svc": "{}"}}}}"#,
+        "v".repeat(1025)
+    ));
+    assert_eq!(field, "metrics.labels.svc");
+    assert!(msg.contains("1024 bytes"), "{msg}");
+    let many: Vec<String> = (0..33).map(|i| format!(r#""l{i}": "v""#)).collect();
+    let (field, msg) = err(&format!(r#"{{"labels": {{{}}}}}"#, many.join(",")));
+    assert_eq!(field, "metrics.labels");
+    assert!(msg.contains("32 labels"), "{msg}");
+    let (field, _) = err(r#"{"labels": {"svc": 1}}"#);
+    assert!(field.starts_with("metrics.labels"), "{field}");
+    let ok = Config::from_json(&format!(
+        r#"{{"primary": "{P}", "metrics": {{"prefix": "", "labels": {{"svc": "api \"1\"", "a:b_": "x"}}}}}}"#
+    ));
+    assert!(
+        matches!(ok, Err(Error::Config { ref field, .. }) if field == "metrics.labels.…"),
+        "an odd name is not echoed: {ok:?}"
+    );
+    Config::from_json(&format!(
+        r#"{{"primary": "{P}", "metrics": {{"prefix": "app:db_", "labels": {{"svc": "api \"1\""}}}}}}"#
+    ))
+    .unwrap();
+}

@@ -499,6 +499,10 @@ func TestStatus(t *testing.T) {
 	if st.HealthyReplicas != 2 || len(st.Replicas) != 2 || st.LSNStore != "memory" || st.Checks == 0 {
 		t.Errorf("status: %+v", st)
 	}
+	if st.Version < 2 || st.Status != "ok" || st.PrimaryState != "up" || st.PrimaryError != "" ||
+		st.LastCheckAt == "" || st.CheckIntervalMs == 0 || st.Primary.SystemIdentifier == "" {
+		t.Errorf("status verdict: %+v", st)
+	}
 	parseLSN(t, st.PrimaryLSN)
 	if dsnPort(st.Primary.DSN) != dsnPort(c.primary) || strings.Contains(st.Primary.DSN, secret) {
 		t.Errorf("primary: %+v", st.Primary)

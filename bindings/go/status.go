@@ -8,6 +8,18 @@ import (
 // decoded form of StatusJSON (it mirrors the Rust crate's Status). It contains no password.
 // Fields the library adds in later versions are ignored.
 type StatusReport struct {
+	// Version is the version of the report's shape (2 since dlb 0.3: the fields below up to
+	// PrimaryError, LastCheckAt and CheckIntervalMs were added); 0 from older libraries.
+	Version uint32 `json:"version"`
+	// Status is the overall verdict: "ok" (the primary answered the last check, every
+	// replica serves reads, the monitor is on time), "degraded" (a replica is out or not yet
+	// checked, or the last check is several intervals old; reads are still served) or
+	// "down" (the primary did not answer the last check).
+	Status string `json:"status"`
+	// PrimaryState is the primary's state at the last check: "unknown", "up" or "down".
+	PrimaryState string `json:"primary_state"`
+	// PrimaryError says why the primary's last check failed (no secrets), or "".
+	PrimaryError string `json:"primary_error"`
 	// Primary is the primary host.
 	Primary HostStatus `json:"primary"`
 	// Replicas lists every configured replica.
@@ -20,6 +32,11 @@ type StatusReport struct {
 	// LastCheckAgeMs is how many milliseconds ago the monitor last published a check; nil
 	// before the first. Several check intervals means the monitor is stuck or failing.
 	LastCheckAgeMs *uint64 `json:"last_check_age_ms"`
+	// LastCheckAt is when the monitor last published a check, in UTC (RFC 3339 with
+	// milliseconds); "" before the first.
+	LastCheckAt string `json:"last_check_at"`
+	// CheckIntervalMs is the configured check interval, to judge LastCheckAgeMs by.
+	CheckIntervalMs uint64 `json:"check_interval_ms"`
 	// HealthyReplicas is the number of replicas currently serving reads.
 	HealthyReplicas int `json:"healthy_replicas"`
 	// LSNStore is the kind of LSN store ("memory", ...).

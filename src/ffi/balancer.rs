@@ -266,8 +266,9 @@ pub unsafe extern "C" fn lb_report_failure(
     })
 }
 
-/// Writes every metric in the Prometheus text exposition format (names prefixed `dlb_`) into
-/// `buf`. Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
+/// Writes every metric in the Prometheus text exposition format into `buf` (names prefixed
+/// with the configuration's `metrics.prefix`, default `dlb_`; its `metrics.labels` on every
+/// series). Contains no secrets. Counters move between calls, so after `LB_ERR_BUFFER_TOO_SMALL`
 /// retry with some slack. Never blocks on I/O.
 ///
 /// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
@@ -286,9 +287,37 @@ pub unsafe extern "C" fn lb_metrics_text(
     })
 }
 
-/// Writes a JSON health report into `buf`: the primary and every replica (`addr`, redacted
-/// `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`, `lag_seconds`,
-/// `last_error`, pool sizes), `primary_lsn`, `checks` and `healthy_replicas`. Contains no
+/// Writes every metric as JSON into `buf`: the typed snapshot `lb_metrics_text()` is
+/// rendered from (its shape's `version`, `picks`, `quarantines`, `readmissions`, `counters`,
+/// `primary_up`, `healthy_replicas`, `last_check_age_seconds`, per-replica `replicas` and
+/// per-host `pools`, and the latency histograms `probe_seconds`, `live_check_seconds`,
+/// `store_operation_seconds`, `sticky_pick_seconds` with cumulative `buckets` of `le`
+/// seconds, `count` and `sum_seconds`). An unknown value (a lag, the age before the first
+/// check) is `null`. Contains no secrets. Counters move between calls, so after
+/// `LB_ERR_BUFFER_TOO_SMALL` retry with some slack. Never blocks on I/O.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_metrics_json(
+    lb: *const lb_balancer,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> lb_status {
+    ffi_boundary!("lb_metrics_json", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let out = unsafe { OutStr::new(buf, cap, len, "buf") }?;
+        out.put(&lb.metrics().to_json())
+    })
+}
+
+/// Writes a JSON health report into `buf`: its shape's `version`, the overall `status` (`ok`,
+/// `degraded`, `down`), `primary_state` and `primary_error`, the primary and every replica
+/// (`addr`, redacted `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`,
+/// `lag_seconds`, `last_error`, pool sizes, and who answered: `server_addr`,
+/// `system_identifier`, `timeline`), `primary_lsn`, `checks`, `last_check_age_ms`,
+/// `last_check_at`, `check_interval_ms` and `healthy_replicas` (README, "Status"). Contains no
 /// password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
 /// slack. Never blocks on I/O.
 ///

@@ -27,7 +27,7 @@ use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Observation, Policy, ReplicaHealth};
 use crate::host::{Host, StripedHost};
 use crate::identity::{self, ServerIdentity};
-use crate::labels::{QuarantineReason, Role};
+use crate::labels::{PrimaryState, QuarantineReason, Role};
 use crate::routing::{ReplicaState, Router, Snapshot};
 use crate::sticking::LsnStore;
 
@@ -106,6 +106,9 @@ pub(crate) struct Monitor {
     primary_view: PrimaryView,
     /// Who answered the last primary probe, and on which timeline.
     primary_server: Option<(ServerIdentity, Option<u32>)>,
+    /// The primary's state at the last check, and why it failed.
+    primary_state: PrimaryState,
+    primary_error: Option<String>,
     generation: u64,
     counters: Arc<Counters>,
     store: Weak<dyn LsnStore>,
@@ -134,6 +137,8 @@ impl Monitor {
             flaps: FlapDetector::default(),
             primary_view: PrimaryView::default(),
             primary_server: None,
+            primary_state: PrimaryState::Unknown,
+            primary_error: None,
             generation: 0,
             counters,
             store,
@@ -164,8 +169,12 @@ impl Monitor {
             .collect();
         // Replicas first, then the primary: a replica that replayed past a primary position
         // read after it has diverged.
-        let answers = probe::probe_replicas(&due, probe_start + timeout);
-        let primary = probe::probe_primary(&self.primary, policy::later(Instant::now(), timeout));
+        let answers = probe::probe_replicas(&due, probe_start + timeout, &self.counters);
+        let primary = probe::probe_primary(
+            &self.primary,
+            policy::later(Instant::now(), timeout),
+            &self.counters,
+        );
 
         let counters = Arc::clone(&self.counters);
         let c = &*counters;
@@ -173,11 +182,17 @@ impl Monitor {
         let no_answer = || format!("no answer within {} ms", timeout.as_millis());
         self.primary_view.lsn_after_replicas = false;
         match primary {
-            Some(Ok(p)) => self.primary_answered(p, router),
+            Some(Ok(p)) => {
+                self.primary_answered(p, router);
+                self.primary_state = PrimaryState::Up;
+                self.primary_error = None;
+            }
             failed => {
                 let why = failed.and_then(Result::err).unwrap_or_else(no_answer);
                 c.count(&c.primary_check_errors);
                 warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
+                self.primary_state = PrimaryState::Down;
+                self.primary_error = Some(why);
             }
         }
         let window_start = now
@@ -310,8 +325,11 @@ impl Monitor {
                 .collect(),
             primary_lsn: self.primary_view.lsn,
             primary_server: self.primary_server.clone(),
+            primary_state: self.primary_state,
+            primary_error: self.primary_error.clone(),
             generation: self.generation,
             published_at: Some(Instant::now()),
+            published_wall: Some(std::time::SystemTime::now()),
         }
     }
 

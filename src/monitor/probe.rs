@@ -11,11 +11,13 @@ use log::warn;
 use postgres::SimpleQueryRow;
 
 use super::conn::ProbeConn;
+use crate::counters::Counters;
 use crate::health::Observation;
 use crate::host::Host;
 use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
-use crate::labels::QuarantineReason;
+use crate::labels::{QuarantineReason, Role};
 use crate::lsn::Lsn;
+use crate::stripe::StripedHistogram;
 
 /// Said of a host whose previous probe is still running.
 const STILL_RUNNING: &str = "previous probe still running";
@@ -46,13 +48,16 @@ pub(super) struct ReplicaAnswer {
 pub(super) fn probe_replicas(
     replicas: &[Option<Arc<Host>>],
     deadline: Instant,
+    counters: &Arc<Counters>,
 ) -> Vec<Option<ReplicaAnswer>> {
     let (tx, rx) = channel::unbounded::<(usize, ReplicaAnswer)>();
     for (i, host) in replicas.iter().enumerate() {
         if let Some(host) = host {
             let tx = tx.clone();
+            let counters = Arc::clone(counters);
             spawn(host, move |h| {
-                let _ = tx.send((i, probe_replica(h)));
+                let latency = &counters.probe_latency[Role::Replica as usize];
+                let _ = tx.send((i, probe_replica(h, latency)));
             });
         }
     }
@@ -69,12 +74,15 @@ pub(super) fn probe_replicas(
 pub(super) fn probe_primary(
     primary: &Arc<Host>,
     deadline: Instant,
+    counters: &Arc<Counters>,
 ) -> Option<Result<PrimaryAnswer, String>> {
     let (tx, rx) = channel::bounded(1);
+    let counters = Arc::clone(counters);
     spawn(primary, move |h| {
-        let answer = h
-            .with_probe_conn(|c, _| primary_query(c))
-            .unwrap_or_else(|| Err(STILL_RUNNING.into()));
+        let answer = timed_probe(&counters.probe_latency[Role::Primary as usize], || {
+            h.with_probe_conn(|c, _| primary_query(c))
+        })
+        .unwrap_or_else(|| Err(STILL_RUNNING.into()));
         let _ = tx.send(answer);
     });
     rx.recv_deadline(deadline).ok()
@@ -126,7 +134,18 @@ fn primary_query(c: &mut ProbeConn) -> Result<PrimaryAnswer, String> {
     })
 }
 
-fn probe_replica(host: &Host) -> ReplicaAnswer {
+/// Runs a probe (`None`: the previous one is still running) and observes its latency, connect
+/// included, in `latency` when it ran.
+fn timed_probe<T>(latency: &StripedHistogram, probe: impl FnOnce() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    let answer = probe();
+    if answer.is_some() {
+        latency.observe(start.elapsed());
+    }
+    answer
+}
+
+fn probe_replica(host: &Host, latency: &StripedHistogram) -> ReplicaAnswer {
     let sql = format!(
         "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
          EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
@@ -134,26 +153,28 @@ fn probe_replica(host: &Host) -> ReplicaAnswer {
                   (SELECT timeline_id FROM pg_control_checkpoint()))::int8, \
          {IDENTITY_COLUMNS}"
     );
-    let res = host.with_probe_conn(|c, fresh| {
-        let row = only_row(c, &sql)?;
-        let in_recovery = match row.try_get(0).map_err(|e| e.to_string())? {
-            Some("t") => true,
-            Some("f") => false,
-            other => return Err(format!("unexpected pg_is_in_recovery() {other:?}")),
-        };
-        let timeline: Option<i64> = column(&row, 3)?;
-        let identity = ServerIdentity::from_text_row(&row, 4)?;
-        Ok(ReplicaAnswer {
-            obs: Observation::Answered {
-                in_recovery,
-                replay_lsn: column(&row, 1)?,
-                replay_age_s: column(&row, 2)?,
-                system_id: Some(identity.system_id),
-                timeline: timeline.and_then(|t| u32::try_from(t).ok()),
-                several_servers: false,
-            },
-            identity: Some(identity),
-            fresh,
+    let res = timed_probe(latency, || {
+        host.with_probe_conn(|c, fresh| {
+            let row = only_row(c, &sql)?;
+            let in_recovery = match row.try_get(0).map_err(|e| e.to_string())? {
+                Some("t") => true,
+                Some("f") => false,
+                other => return Err(format!("unexpected pg_is_in_recovery() {other:?}")),
+            };
+            let timeline: Option<i64> = column(&row, 3)?;
+            let identity = ServerIdentity::from_text_row(&row, 4)?;
+            Ok(ReplicaAnswer {
+                obs: Observation::Answered {
+                    in_recovery,
+                    replay_lsn: column(&row, 1)?,
+                    replay_age_s: column(&row, 2)?,
+                    system_id: Some(identity.system_id),
+                    timeline: timeline.and_then(|t| u32::try_from(t).ok()),
+                    several_servers: false,
+                },
+                identity: Some(identity),
+                fresh,
+            })
         })
     });
     let failed = |reason, message: String| ReplicaAnswer {

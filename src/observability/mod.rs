@@ -3,9 +3,16 @@
 //! through the `log` crate (target `dlb`) everywhere; the C ABI's log callback is in
 //! `ffi/logging.rs`.
 
+mod metrics;
 mod prometheus;
 mod status;
 
+pub(crate) use self::metrics::collect as collect_metrics;
+pub use self::metrics::{
+    Histogram, HistogramBucket, METRICS_VERSION, Metrics, PickCount, PoolMetrics, ReasonCount,
+    ReplicaMetrics,
+};
+pub(crate) use self::prometheus::SERIES_LABELS;
 pub(crate) use self::prometheus::render as render_metrics;
 pub(crate) use self::status::collect as collect_status;
-pub use self::status::{HostStatus, ReplicaStatus, Status};
+pub use self::status::{HostStatus, ReplicaStatus, STATUS_VERSION, Status};

@@ -1,15 +1,37 @@
 //! The status report of a balancer: every host, its state and pool, as last seen.
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use serde::Serialize;
 
 use crate::host::Host;
+use crate::labels::{Health, Overall, PrimaryState};
 use crate::routing::{Router, Server};
 
+/// The version of the status JSON ([`Status::version`]). It grows when fields are added
+/// (2: `version`, `status`, `primary_state`, `primary_error`, `last_check_at`,
+/// `check_interval_ms`); a field is never removed or changes meaning within a major version
+/// of the crate.
+pub const STATUS_VERSION: u32 = 2;
+
 /// A point-in-time report of every host. Contains no secrets; serialize it with
-/// [`Status::to_json`].
+/// [`Status::to_json`]. README's "Status" section shows the JSON.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Status {
+    /// The version of this report's shape: [`STATUS_VERSION`].
+    pub version: u32,
+    /// The overall verdict, an [`Overall`] name: `ok` (the primary answered the last check,
+    /// every replica serves reads, the monitor is on time), `degraded` (a replica is out or
+    /// not yet checked, or the last check is older than a few check intervals: reads are
+    /// still served) or `down` (the primary did not answer the last check).
+    pub status: &'static str,
+    /// The primary's state at the last check, a [`PrimaryState`] name: `unknown`, `up` or
+    /// `down`.
+    pub primary_state: &'static str,
+    /// Why the primary's last check failed (no secrets: host names and driver messages);
+    /// `None` while it answers.
+    pub primary_error: Option<String>,
     /// The primary.
     pub primary: HostStatus,
     /// Every configured replica.
@@ -22,6 +44,12 @@ pub struct Status {
     /// check intervals means the monitor is stuck or failing: sticky picks then stop trusting
     /// cached replay positions.
     pub last_check_age_ms: Option<u64>,
+    /// When the monitor last published a check, in UTC (RFC 3339 with milliseconds,
+    /// `2026-12-01T22:04:05.123Z`); `None` before the first.
+    pub last_check_at: Option<String>,
+    /// The configured check interval (`replica_check_interval_ms`), to judge
+    /// `last_check_age_ms` by.
+    pub check_interval_ms: u64,
     /// Replicas currently serving reads.
     pub healthy_replicas: usize,
     /// Kind of LSN store (`memory`, ...).
@@ -70,7 +98,8 @@ pub struct ReplicaStatus {
     pub replay_lsn: Option<String>,
     /// Bytes behind the primary.
     pub lag_bytes: u64,
-    /// Seconds behind (0 when not behind in bytes); `None` when unknown.
+    /// Seconds behind (0 when not behind in bytes); `None` when unknown (no replay position:
+    /// the replica has not answered, or its last probe failed).
     pub lag_seconds: Option<f64>,
     /// The last probe error (no secrets: host names and driver messages only).
     pub last_error: Option<String>,
@@ -96,30 +125,123 @@ fn host_status(h: &Host, server: &Server) -> HostStatus {
     }
 }
 
+/// The overall verdict: `down` unless the primary answered the last check; `degraded` when a
+/// replica does not serve reads or the last check is older than `stale_after`.
+pub(crate) fn overall(
+    primary: PrimaryState,
+    replicas: impl IntoIterator<Item = Health>,
+    last_check_age: Option<Duration>,
+    stale_after: Duration,
+) -> Overall {
+    if primary != PrimaryState::Up {
+        return Overall::Down;
+    }
+    let stale = last_check_age.is_none_or(|age| age > stale_after);
+    if stale || replicas.into_iter().any(|h| h != Health::Healthy) {
+        Overall::Degraded
+    } else {
+        Overall::Ok
+    }
+}
+
+/// `t` in UTC as RFC 3339 with milliseconds (`2026-12-01T22:04:05.123Z`).
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
 /// The report of `router`'s current snapshot. Never blocks on I/O.
-pub(crate) fn collect(router: &Router, lsn_store: &'static str) -> Status {
-    router.with_snapshot(|snap| Status {
-        primary: host_status(router.primary(), &snap.primary_server),
-        replicas: snap
-            .replicas
-            .iter()
-            .map(|r| ReplicaStatus {
-                host: host_status(&r.host, &r.server),
-                state: r.health.as_str(),
-                reason: r.health.reason().map(|q| q.as_str()),
-                replay_lsn: r.host.replay_lsn().map(|l| l.to_string()),
-                lag_bytes: r.lag.bytes,
-                lag_seconds: r.lag.seconds.is_finite().then_some(r.lag.seconds),
-                last_error: r.last_error.clone(),
-            })
-            .collect(),
-        primary_lsn: snap.primary_lsn.map(|l| l.to_string()),
-        checks: snap.generation,
-        last_check_age_ms: snap
-            .published_at
-            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
-        healthy_replicas: snap.eligible.len(),
-        lsn_store,
-        draining: snap.draining.iter().map(|h| h.addr.clone()).collect(),
+pub(crate) fn collect(router: &Router, lsn_store: &'static str, check_interval_ms: u64) -> Status {
+    router.with_snapshot(|snap| {
+        let age = snap.published_at.map(|t| t.elapsed());
+        let verdict = overall(
+            snap.primary_state,
+            snap.replicas.iter().map(|r| r.health),
+            age,
+            router.trust_cache_for(),
+        );
+        Status {
+            version: STATUS_VERSION,
+            status: verdict.as_str(),
+            primary_state: snap.primary_state.as_str(),
+            primary_error: snap.primary_error.clone(),
+            primary: host_status(router.primary(), &snap.primary_server),
+            replicas: snap
+                .replicas
+                .iter()
+                .map(|r| ReplicaStatus {
+                    host: host_status(&r.host, &r.server),
+                    state: r.health.as_str(),
+                    reason: r.health.reason().map(|q| q.as_str()),
+                    replay_lsn: r.host.replay_lsn().map(|l| l.to_string()),
+                    lag_bytes: r.lag.bytes,
+                    // No replay position (never answered, or the last probe failed): unknown.
+                    lag_seconds: (r.lag.seconds.is_finite() && r.host.replay_lsn().is_some())
+                        .then_some(r.lag.seconds),
+                    last_error: r.last_error.clone(),
+                })
+                .collect(),
+            primary_lsn: snap.primary_lsn.map(|l| l.to_string()),
+            checks: snap.generation,
+            last_check_age_ms: age.map(|a| u64::try_from(a.as_millis()).unwrap_or(u64::MAX)),
+            last_check_at: snap.published_wall.map(rfc3339),
+            check_interval_ms,
+            healthy_replicas: snap.eligible.len(),
+            lsn_store,
+            draining: snap.draining.iter().map(|h| h.addr.clone()).collect(),
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::QuarantineReason;
+
+    #[test]
+    fn rfc3339_renders_utc_dates() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_903_445_123);
+        assert_eq!(rfc3339(t), "2026-11-28T22:04:05.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn overall_verdict() {
+        let s = Duration::from_secs(3);
+        let fresh = Some(Duration::from_millis(10));
+        let ok = [Health::Healthy, Health::Healthy];
+        let lag = [Health::Healthy, Health::Quarantined(QuarantineReason::Lag)];
+        assert_eq!(overall(PrimaryState::Up, ok, fresh, s), Overall::Ok);
+        assert_eq!(overall(PrimaryState::Up, [], fresh, s), Overall::Ok);
+        assert_eq!(overall(PrimaryState::Up, lag, fresh, s), Overall::Degraded);
+        assert_eq!(
+            overall(PrimaryState::Up, [Health::Unknown], fresh, s),
+            Overall::Degraded
+        );
+        let old = Some(Duration::from_secs(4));
+        assert_eq!(overall(PrimaryState::Up, ok, old, s), Overall::Degraded);
+        assert_eq!(overall(PrimaryState::Up, ok, None, s), Overall::Degraded);
+        assert_eq!(overall(PrimaryState::Down, ok, fresh, s), Overall::Down);
+        assert_eq!(overall(PrimaryState::Unknown, ok, fresh, s), Overall::Down);
+    }
 }

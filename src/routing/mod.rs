@@ -33,11 +33,12 @@ pub use self::options::PickOptions;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
-use crate::counters::Counters;
+use crate::counters::{self, Counters};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
 use crate::host::{Host, HostHandle, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
+use crate::labels::StoreOp;
 use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
 use crate::stripe::StripedCursor;
@@ -184,7 +185,11 @@ impl Router {
             debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
             return Ok(Plan::Route(self.primary_route(Reason::StoreError)));
         }
-        let route = match self.store.get_by(&self.store_key(key), deadline) {
+        let stored = self.store_key(key);
+        let got = self
+            .counters
+            .time_store(StoreOp::Get, || self.store.get_by(&stored, deadline));
+        let route = match got {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
                 debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
@@ -262,7 +267,11 @@ impl Router {
             } => {
                 let own = Instant::now() + self.sticky_check_budget;
                 let deadline = deadline.map_or(own, |d| d.min(own));
-                match sticky::live(&candidates, min_lsn, deadline, &self.counters) {
+                // Timed here, at the call's boundary, whatever runs the checks.
+                let live = counters::timed(&self.counters.live_check_latency, || {
+                    sticky::live(&candidates, min_lsn, deadline, &self.counters)
+                });
+                match live {
                     Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, min_lsn)),
                     None => self.not_caught_up_by(min_lsn, opts),
                 }
@@ -293,6 +302,12 @@ impl Router {
     /// Counts a live check made by a caller (`read_conn`, on its own connection).
     pub(crate) fn count_live_check(&self) {
         self.counters.count(&self.counters.live_lsn_checks);
+    }
+
+    /// How old the last check may be before sticky picks stop trusting cached replay
+    /// positions (and the status report calls the balancer `degraded`).
+    pub(crate) fn trust_cache_for(&self) -> Duration {
+        self.trust_cache_for
     }
 
     /// Round-robin over the healthy replicas: no lock, no I/O.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::health::{Health, Lag};
 use crate::host::{Host, StripedHost};
 use crate::identity::ServerIdentity;
+use crate::labels::PrimaryState;
 use crate::lsn::Lsn;
 
 /// Who answered a host's last probe, and its timeline.
@@ -34,10 +35,16 @@ pub(crate) struct Snapshot {
     pub(crate) primary_lsn: Option<Lsn>,
     /// Who answered the last successful primary probe.
     pub(crate) primary_server: Server,
+    /// The primary's state at the last check.
+    pub(crate) primary_state: PrimaryState,
+    /// Why the primary's last check failed (no secrets: host names and driver messages).
+    pub(crate) primary_error: Option<String>,
     /// Monotonic check counter (0 before the first check).
     pub(crate) generation: u64,
     /// When the monitor published it (`None` before the first check).
     pub(crate) published_at: Option<std::time::Instant>,
+    /// The same moment on the wall clock (status only).
+    pub(crate) published_wall: Option<std::time::SystemTime>,
 }
 
 impl Snapshot {
@@ -54,8 +61,11 @@ impl Snapshot {
             draining: self.draining.clone(),
             primary_lsn: self.primary_lsn,
             primary_server: self.primary_server.clone(),
+            primary_state: self.primary_state,
+            primary_error: self.primary_error.clone(),
             generation: self.generation,
             published_at: self.published_at,
+            published_wall: self.published_wall,
         }
     }
 }

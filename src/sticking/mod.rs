@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::config::MAX_KEY_LEN;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
+use crate::labels::StoreOp;
 use crate::lsn::Lsn;
 
 pub use self::memory::MemoryStore;
@@ -150,7 +151,7 @@ pub(crate) fn record(
     lsn: Lsn,
     ttl: Duration,
 ) -> Result<Lsn> {
-    match store.record(key, lsn, ttl) {
+    match counters.time_store(StoreOp::Record, || store.record(key, lsn, ttl)) {
         Ok(stored) => {
             counters.count(&counters.lsn_recorded);
             Ok(stored)
@@ -179,7 +180,7 @@ pub(crate) fn force(
     key: &str,
     ttl: Duration,
 ) -> Result<()> {
-    store
-        .force(key, ttl)
+    counters
+        .time_store(StoreOp::Force, || store.force(key, ttl))
         .inspect_err(|_| counters.count(&counters.store_errors))
 }

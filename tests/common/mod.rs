@@ -68,6 +68,14 @@ pub fn config() -> dlb::ConfigBuilder {
     config_for(&env().primary, &replicas)
 }
 
+/// [`config`] with low lag thresholds (64 KiB and 200 ms): a paused replica is quarantined
+/// `lag` after a few [`generate_wal`] calls.
+pub fn lag_config() -> dlb::ConfigBuilder {
+    config()
+        .max_lag_bytes(64 * 1024)
+        .max_lag(Duration::from_millis(200))
+}
+
 /// A config with this primary DSN and these replica entries, and a fast monitor.
 pub fn config_for(primary: &str, replicas: &[&str]) -> dlb::ConfigBuilder {
     dlb::Config::builder(primary.to_string())

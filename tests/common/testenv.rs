@@ -77,8 +77,15 @@ pub fn cluster_lock_path() -> String {
 /// Generous bound for cluster state changes (checks run every 100 ms in tests).
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// The repository: the root package's directory, or its parent for a workspace member
+/// (`cli/`, whose tests include this module too).
 fn repo_root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("scripts/testenv.sh").is_file() {
+        dir
+    } else {
+        dir.parent().unwrap_or(dir)
+    }
 }
 
 /// The test environment: from the `DLB_TEST_*` variables when `DLB_TEST_PRIMARY` is set (as
@@ -324,6 +331,17 @@ pub fn stop_replica(n: usize) {
 
 pub fn start_replica(n: usize) {
     run_script(&["start-replica", &n.to_string()]);
+}
+
+/// Stops the primary (`testenv.sh stop-primary`); [`start_primary`] brings it back.
+pub fn stop_primary() {
+    run_script(&["stop-primary"]);
+}
+
+/// Starts the primary if stopped and waits until both replicas stream from it; false when
+/// that failed. Does not panic: it also runs while a failed test unwinds.
+pub fn start_primary() -> bool {
+    env().run(&["start-primary"], std::io::stderr())
 }
 
 /// Stops the standalone test Redis (see [`restore`]).

@@ -332,6 +332,9 @@ class ApiTest < Minitest::Test
     assert(status["replicas"].all? { |r| r["state"] == "healthy" })
     assert_equal REPLICAS.size, status["healthy_replicas"]
     assert_kind_of Integer, status["checks"]
+    assert_operator status["version"], :>=, 2
+    assert_equal %w[ok up], status.values_at("status", "primary_state")
+    assert_match(/\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\z/, status["last_check_at"])
   end
 
   # --- Route and DSN helpers --------------------------------------------------------------

@@ -1,0 +1,507 @@
+//! `dlb watch`: a live view of every host, refreshed every check interval: a terminal UI
+//! (ratatui over crossterm) on a terminal, plain text lines otherwise.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io::{IsTerminal as _, Read as _, Write as _};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dlb::{Balancer, Config, Metrics, Status};
+use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Paragraph, Row, Table};
+
+use crate::view::{self, HostRow};
+use crate::{EXIT_OK, EXIT_UNUSABLE};
+
+/// Lag samples kept per replica for its trend.
+const TREND_SAMPLES: usize = 24;
+/// Shortest refresh period, whatever the check interval.
+const MIN_REFRESH: Duration = Duration::from_millis(100);
+/// How long a scrape of `--metrics` may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// SIGTERM (and SIGINT, which a terminal in raw mode does not send) end the watch cleanly.
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic (async-signal-safe).
+    unsafe {
+        libc::signal(libc::SIGTERM, handler);
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// The activity counters the view shows as rates.
+#[derive(Clone, Default)]
+struct Activity {
+    picks: BTreeMap<String, f64>,
+    live_checks: f64,
+    store_errors: f64,
+}
+
+impl Activity {
+    fn from_metrics(m: &Metrics) -> Activity {
+        Activity {
+            picks: m
+                .picks
+                .iter()
+                .map(|p| (p.reason.to_string(), p.count as f64))
+                .collect(),
+            live_checks: m.counters.live_lsn_checks as f64,
+            store_errors: m.counters.store_errors as f64,
+        }
+    }
+
+    /// The same counters from an application's Prometheus text (its series summed over their
+    /// other labels), with the configured prefix.
+    fn from_text(text: &str, prefix: &str) -> Activity {
+        let mut a = Activity::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let Some(rest) = line.strip_prefix(prefix) else {
+                continue;
+            };
+            let (series, value) = match rest.rsplit_once(' ') {
+                Some((s, v)) => (s, v.parse::<f64>().unwrap_or(0.0)),
+                None => continue,
+            };
+            let name = series.split('{').next().unwrap_or_default();
+            match name {
+                "picks_total" => {
+                    if let Some(reason) = label(series, "reason") {
+                        *a.picks.entry(reason).or_default() += value;
+                    }
+                }
+                "live_lsn_checks_total" => a.live_checks += value,
+                "store_errors_total" => a.store_errors += value,
+                _ => {}
+            }
+        }
+        a
+    }
+}
+
+/// The value of label `name` in a series `name{a="x",b="y"}` (escapes left as they are).
+fn label(series: &str, name: &str) -> Option<String> {
+    let needle = format!("{name}=\"");
+    let start = series
+        .match_indices(&needle)
+        .find(|(i, _)| matches!(series.as_bytes().get(i.wrapping_sub(1)), Some(b'{' | b',')))?
+        .0
+        + needle.len();
+    let rest = &series[start..];
+    let mut end = 0;
+    let bytes = rest.as_bytes();
+    while end < bytes.len() && bytes[end] != b'"' {
+        end += if bytes[end] == b'\\' { 2 } else { 1 };
+    }
+    Some(rest[..end.min(rest.len())].to_string())
+}
+
+/// GET `url` (`http://host:port/path`), the body as text.
+fn scrape(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or("--metrics: only http:// URLs")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("{authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{authority}: no address"))?;
+    let mut s = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    let (head, body) = body.split_once("\r\n\r\n").ok_or("no HTTP response")?;
+    if !head.starts_with("HTTP/1.") || head.split(' ').nth(1).is_none_or(|c| c != "200") {
+        return Err(format!("HTTP: {}", head.lines().next().unwrap_or_default()));
+    }
+    Ok(body.to_string())
+}
+
+/// What one refresh shows.
+struct Frame {
+    status: Status,
+    rows: Vec<HostRow>,
+    /// Per second since the previous refresh.
+    pick_rates: Vec<(String, f64)>,
+    live_checks_per_s: f64,
+    store_errors: f64,
+    store_errors_per_s: f64,
+    /// Where picks come from, or why they are unknown.
+    source: String,
+}
+
+/// The state kept between refreshes: the last counters and the lag history.
+struct Watcher {
+    lb: Balancer,
+    metrics_url: Option<String>,
+    prefix: String,
+    last: Option<(Instant, Activity)>,
+    lags: HashMap<String, VecDeque<u64>>,
+}
+
+impl Watcher {
+    fn refresh(&mut self) -> Frame {
+        let status = self.lb.status();
+        let now = Instant::now();
+        let (activity, source) = match &self.metrics_url {
+            None => (
+                Activity::from_metrics(&self.lb.metrics()),
+                "this process (give --metrics URL for an application's)".to_string(),
+            ),
+            Some(url) => match scrape(url) {
+                Ok(text) => (Activity::from_text(&text, &self.prefix), url.clone()),
+                Err(e) => (
+                    self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default(),
+                    format!("{url}: {e}"),
+                ),
+            },
+        };
+        let (pick_rates, live, errs) = match &self.last {
+            Some((t, prev)) => {
+                let dt = now.duration_since(*t).as_secs_f64().max(1e-3);
+                let rate = |a: f64, b: f64| ((a - b) / dt).max(0.0);
+                (
+                    activity
+                        .picks
+                        .iter()
+                        .map(|(r, v)| {
+                            (
+                                r.clone(),
+                                rate(*v, prev.picks.get(r).copied().unwrap_or(0.0)),
+                            )
+                        })
+                        .collect(),
+                    rate(activity.live_checks, prev.live_checks),
+                    rate(activity.store_errors, prev.store_errors),
+                )
+            }
+            None => (
+                activity.picks.keys().map(|r| (r.clone(), 0.0)).collect(),
+                0.0,
+                0.0,
+            ),
+        };
+        let store_errors = activity.store_errors;
+        self.last = Some((now, activity));
+        let rows = view::rows(&status);
+        for r in rows.iter().filter(|r| r.role == "replica") {
+            let h = self.lags.entry(r.addr.clone()).or_default();
+            h.push_back(r.lag_bytes.unwrap_or(0));
+            if h.len() > TREND_SAMPLES {
+                h.pop_front();
+            }
+        }
+        Frame {
+            status,
+            rows,
+            pick_rates,
+            live_checks_per_s: live,
+            store_errors,
+            store_errors_per_s: errs,
+            source,
+        }
+    }
+
+    /// The lag trend of `addr` as a sparkline (`▁▂▅█`), oldest first.
+    fn sparkline(&self, addr: &str) -> String {
+        const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+        let Some(h) = self.lags.get(addr) else {
+            return String::new();
+        };
+        let max = h.iter().copied().max().unwrap_or(0);
+        h.iter()
+            .map(|&v| {
+                if max == 0 {
+                    BARS[0]
+                } else {
+                    BARS[((v as f64 / max as f64) * 7.0).round() as usize]
+                }
+            })
+            .collect()
+    }
+
+    /// `rising`, `falling` or `flat`: the last lag against the one before.
+    fn trend_word(&self, addr: &str) -> &'static str {
+        let Some(h) = self.lags.get(addr) else {
+            return "flat";
+        };
+        match (h.iter().rev().nth(1), h.back()) {
+            (Some(a), Some(b)) if b > a => "rising",
+            (Some(a), Some(b)) if b < a => "falling",
+            _ => "flat",
+        }
+    }
+}
+
+/// Runs the watch until `q`/Ctrl-C (terminal) or SIGTERM/SIGINT; returns the exit status.
+pub(crate) fn run(config: Config, metrics_url: Option<&str>) -> u8 {
+    let refresh = Duration::from_millis(config.replica_check_interval_ms).max(MIN_REFRESH);
+    let prefix = config.metrics.prefix.clone();
+    let lb = match Balancer::new(config) {
+        Ok(lb) => lb,
+        Err(e) => {
+            eprintln!("dlb: {e}");
+            return EXIT_UNUSABLE;
+        }
+    };
+    install_signal_handlers();
+    let mut w = Watcher {
+        lb,
+        metrics_url: metrics_url.map(str::to_string),
+        prefix,
+        last: None,
+        lags: HashMap::new(),
+    };
+    if std::io::stdout().is_terminal() {
+        run_terminal(&mut w, refresh)
+    } else {
+        run_plain(&mut w, refresh)
+    }
+}
+
+/// The reasons picked since the last refresh with their rates (`round_robin=12.0 ...`), or
+/// `none`.
+fn pick_rates_text(rates: &[(String, f64)], sep: &str) -> String {
+    let moving: Vec<String> = rates
+        .iter()
+        .filter(|(_, r)| *r > 0.0)
+        .map(|(reason, r)| format!("{reason}{sep}{r:.1}"))
+        .collect();
+    if moving.is_empty() {
+        "none".into()
+    } else {
+        moving.join("  ")
+    }
+}
+
+/// Plain lines, one block per refresh, until a signal.
+fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
+    let mut out = std::io::stdout().lock();
+    while !STOP.load(Ordering::SeqCst) {
+        let f = w.refresh();
+        let st = &f.status;
+        let picks = pick_rates_text(&f.pick_rates, "=");
+        let line = format!(
+            "{} status={} primary={} healthy={}/{} picks/s: {} live_checks/s={:.1} store_errors={} ({:.1}/s)",
+            st.last_check_at.as_deref().unwrap_or("-"),
+            st.status,
+            st.primary_state,
+            st.healthy_replicas,
+            st.replicas.len(),
+            picks,
+            f.live_checks_per_s,
+            f.store_errors,
+            f.store_errors_per_s,
+        );
+        if writeln!(out, "{line}").is_err() {
+            return EXIT_OK; // the reader went away
+        }
+        for r in &f.rows {
+            let trend = if r.role == "replica" {
+                format!(" trend={}", w.trend_word(&r.addr))
+            } else {
+                String::new()
+            };
+            let err = r.error.as_deref().filter(|_| r.verdict != "ok");
+            let _ = writeln!(
+                out,
+                "  {} {} {} lag={}{trend}{}",
+                r.role,
+                r.addr,
+                r.state_text(),
+                r.lag_text(),
+                err.map_or(String::new(), |e| format!(" error={e}"))
+            );
+        }
+        let _ = out.flush();
+        let until = Instant::now() + refresh;
+        while !STOP.load(Ordering::SeqCst) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20).min(refresh));
+        }
+    }
+    EXIT_OK
+}
+
+/// The terminal UI until `q`, Esc, Ctrl-C or a signal; the terminal is restored on the way
+/// out (ratatui's panic hook restores it on a panic too).
+fn run_terminal(w: &mut Watcher, refresh: Duration) -> u8 {
+    let mut terminal = ratatui::init();
+    let mut frame = w.refresh();
+    let mut next = Instant::now() + refresh;
+    let result = loop {
+        if let Err(e) = terminal.draw(|f| draw(f, w, &frame)) {
+            break Err(e);
+        }
+        let wait = next.saturating_duration_since(Instant::now());
+        match event::poll(wait.min(Duration::from_millis(100))) {
+            Ok(true) => match event::read() {
+                Ok(Event::Key(k)) if k.kind == KeyEventKind::Press => {
+                    let ctrl_c =
+                        k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL);
+                    if ctrl_c || matches!(k.code, KeyCode::Char('q') | KeyCode::Esc) {
+                        break Ok(());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => break Err(e),
+            },
+            Ok(false) => {}
+            Err(e) => break Err(e),
+        }
+        if STOP.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        if Instant::now() >= next {
+            frame = w.refresh();
+            next = Instant::now() + refresh;
+        }
+    };
+    ratatui::restore();
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("dlb: terminal: {e}");
+            EXIT_UNUSABLE
+        }
+    }
+}
+
+fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
+    let st = &fr.status;
+    let [head, hosts, activity] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Min(4),
+        Constraint::Length(4),
+    ])
+    .areas(f.area());
+    let colour = match st.status {
+        "ok" => Color::Green,
+        "degraded" => Color::Yellow,
+        _ => Color::Red,
+    };
+    let age = st
+        .last_check_age_ms
+        .map_or("-".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
+    let header = Line::from(vec![
+        ratatui::text::Span::styled(
+            format!(" {} ", st.status.to_uppercase()),
+            Style::default().fg(Color::Black).bg(colour),
+        ),
+        ratatui::text::Span::raw(format!(
+            "  primary {} {}  healthy replicas {}/{}  checks {}  last check {}  store {}",
+            st.primary.addr,
+            st.primary_state,
+            st.healthy_replicas,
+            st.replicas.len(),
+            st.checks,
+            age,
+            st.lsn_store
+        )),
+    ]);
+    f.render_widget(
+        Paragraph::new(header).block(Block::bordered().title(" dlb watch (q quits) ")),
+        head,
+    );
+    let rows = fr.rows.iter().map(|r| {
+        let style = match r.verdict {
+            "ok" => Style::default(),
+            "out" => Style::default().fg(Color::Yellow),
+            _ => Style::default().fg(Color::Red),
+        };
+        Row::new(vec![
+            r.role.to_string(),
+            r.addr.clone(),
+            r.state_text(),
+            r.lag_text(),
+            if r.role == "replica" {
+                w.sparkline(&r.addr)
+            } else {
+                String::new()
+            },
+            r.identity_text(),
+            r.error
+                .clone()
+                .filter(|_| r.verdict != "ok")
+                .unwrap_or_default(),
+        ])
+        .style(style)
+    });
+    // Each column as wide as its widest cell (or its title).
+    let width = |cell: fn(&HostRow) -> String| {
+        let w = fr.rows.iter().map(|r| cell(r).chars().count()).max();
+        Constraint::Length(w.unwrap_or(0).max(6) as u16)
+    };
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(7),
+            width(HostRow::addr_text),
+            width(HostRow::state_text),
+            width(HostRow::lag_text),
+            Constraint::Length(TREND_SAMPLES as u16),
+            width(HostRow::identity_text),
+            Constraint::Fill(1),
+        ],
+    )
+    .header(
+        Row::new([
+            "ROLE", "ADDRESS", "STATE", "LAG", "TREND", "SERVER", "ERROR",
+        ])
+        .style(Style::default().add_modifier(Modifier::BOLD)),
+    )
+    .block(Block::bordered().title(" hosts "));
+    f.render_widget(table, hosts);
+    let picks = pick_rates_text(&fr.pick_rates, " ");
+    let text = vec![
+        Line::raw(format!("picks/s  {picks}")),
+        Line::raw(format!(
+            "live checks/s {:.1}   store errors {} ({:.1}/s)   from {}",
+            fr.live_checks_per_s, fr.store_errors, fr.store_errors_per_s, fr.source
+        )),
+    ];
+    f.render_widget(
+        Paragraph::new(text).block(Block::bordered().title(" activity ")),
+        activity,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_from_an_applications_text() {
+        let text = "# HELP app_picks_total x\n\
+            app_picks_total{svc=\"a\",role=\"replica\",reason=\"round_robin\"} 7\n\
+            app_picks_total{svc=\"b\",role=\"replica\",reason=\"round_robin\"} 3\n\
+            app_picks_total{svc=\"a\",role=\"primary\",reason=\"not_caught_up\"} 2\n\
+            app_live_lsn_checks_total{svc=\"a\"} 5\n\
+            other_store_errors_total 9\n\
+            app_store_errors_total 1\n";
+        let a = Activity::from_text(text, "app_");
+        assert_eq!(a.picks["round_robin"], 10.0);
+        assert_eq!(a.picks["not_caught_up"], 2.0);
+        assert_eq!((a.live_checks, a.store_errors), (5.0, 1.0));
+        assert_eq!(
+            label("x{areason=\"n\",reason=\"y\"}", "reason").as_deref(),
+            Some("y")
+        );
+    }
+}

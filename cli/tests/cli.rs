@@ -1,0 +1,461 @@
+//! The `dlb` command against the real test cluster: `dlb check` (healthy, a paused replica,
+//! the primary stopped, bad configuration, no password printed) and `dlb watch` (piped: plain
+//! lines, SIGTERM; in a terminal: driven in tmux).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DLB: &str = env!("CARGO_BIN_EXE_dlb");
+const SECRET: &str = "s3cretpw";
+
+/// A file of this test run, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(what: &str) -> TempFile {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempFile(
+            std::env::temp_dir().join(format!("dlb-cli-test-{}-{n}-{what}", std::process::id())),
+        )
+    }
+
+    /// A configuration file holding `json`.
+    fn config(json: &str) -> TempFile {
+        let f = TempFile::new("config.json");
+        std::fs::write(&f.0, json).unwrap();
+        f
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The test cluster's configuration (the primary's DSN with a password, which the
+/// trust-authenticated cluster ignores; low lag thresholds; Redis when there is one), with
+/// `extra` JSON fields.
+fn config_json(extra: &str) -> String {
+    let e = env();
+    let primary = format!("{} password={SECRET}", e.primary);
+    let mut fields = vec![
+        format!("\"primary\": {}", serde_json::to_string(&primary).unwrap()),
+        format!(
+            "\"replicas\": {{\"hosts\": {}}}",
+            serde_json::to_string(&e.replicas).unwrap()
+        ),
+        "\"replica_check_interval_ms\": 100".into(),
+        "\"probe_timeout_ms\": 1000".into(),
+        "\"max_lag_bytes\": 65536".into(),
+        "\"max_lag_ms\": 200".into(),
+    ];
+    if !e.redis.is_empty() {
+        fields.push(format!(
+            "\"lsn_store\": {{\"redis\": {{\"url\": {}}}}}",
+            serde_json::to_string(&e.redis).unwrap()
+        ));
+    }
+    if !extra.is_empty() {
+        fields.push(extra.to_string());
+    }
+    format!("{{{}}}", fields.join(", "))
+}
+
+fn dlb(args: &[&str]) -> Output {
+    Command::new(DLB).args(args).output().expect("run dlb")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_no_secret(o: &Output) {
+    assert!(!text(o).contains(SECRET), "password printed:\n{}", text(o));
+}
+
+#[test]
+fn check_all_healthy_exits_0() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json(""));
+    let o = dlb(&["check", cfg.path()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_no_secret(&o);
+    for r in &env().replicas {
+        let line = out.lines().find(|l| l.contains(r.as_str())).expect(r);
+        assert!(
+            line.contains("healthy") && line.contains("in recovery"),
+            "{line}"
+        );
+        assert!(line.contains("cluster ") && line.ends_with("ok"), "{line}");
+    }
+    assert!(out.contains("verdict: ok"), "{out}");
+    assert!(out.contains("not in recovery"), "the primary: {out}");
+
+    let o = dlb(&["check", "--json", cfg.path()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_no_secret(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "ok");
+    assert_eq!(v["hosts"].as_array().unwrap().len(), 3);
+    assert_eq!(v["hosts"][1]["in_recovery"], true);
+    assert_eq!(v["store"]["reachable"], true);
+    assert_eq!(v["status"]["status"], "ok");
+
+    // The same configuration from standard input and from DLB_CONFIG (text or path).
+    let mut child = Command::new(DLB)
+        .args(["check", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(config_json("").as_bytes())
+        .unwrap();
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+    for value in [config_json(""), cfg.path().to_string()] {
+        let o = Command::new(DLB)
+            .arg("check")
+            .env("DLB_CONFIG", value)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    }
+}
+
+#[test]
+fn check_a_paused_replica_exits_1_with_the_reason() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json(""));
+    let lagging = replica_addr(2);
+    pause_replay(2);
+    let mut last = None;
+    wait_until("dlb check reports the paused replica out", WAIT, || {
+        generate_wal(128);
+        let o = dlb(&["check", cfg.path()]);
+        let done = o.status.code() == Some(1);
+        last = Some(o);
+        done
+    });
+    let o = last.unwrap();
+    let out = text(&o);
+    assert_no_secret(&o);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("replica") && l.contains(lagging))
+        .unwrap();
+    assert!(
+        line.contains("quarantined (lag)") && line.ends_with("out"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "verdict: degraded (replica {lagging} is out: lag)"
+        )),
+        "{out}"
+    );
+    let other = out.lines().find(|l| l.contains(replica_addr(1))).unwrap();
+    assert!(other.contains("healthy"), "{out}");
+}
+
+/// Starts the primary again when dropped (also when the test fails).
+struct PrimaryBack;
+
+impl Drop for PrimaryBack {
+    fn drop(&mut self) {
+        if !start_primary() {
+            eprintln!("warning: cannot start the primary again");
+        }
+    }
+}
+
+#[test]
+fn check_with_the_primary_stopped_exits_2_with_a_clear_message() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json("\"pool\": {\"connect_timeout_ms\": 500}"));
+    let _back = PrimaryBack;
+    stop_primary();
+    let o = dlb(&["check", cfg.path()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert_no_secret(&o);
+    let primary = out.lines().find(|l| l.starts_with("primary")).unwrap();
+    assert!(
+        primary.contains(" down ") && primary.ends_with("down"),
+        "{out}"
+    );
+    assert!(
+        out.contains("verdict: unusable (primary 127.0.0.1:") && out.contains("is down: "),
+        "{out}"
+    );
+    let o = dlb(&["check", "--json", cfg.path()]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["verdict"], "unusable");
+    assert_eq!(v["status"]["primary_state"], "down");
+    assert!(
+        v["hosts"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+}
+
+#[test]
+fn check_a_bad_configuration_exits_2_naming_the_field() {
+    let cases = [
+        (config_json("\"pool\": {\"max_size\": 0}"), "pool.max_size"),
+        (
+            config_json("\"metrics\": {\"prefix\": \"9x\"}"),
+            "metrics.prefix",
+        ),
+        (
+            format!("{{\"primary\": \"host=h port=nope password={SECRET}\"}}"),
+            "primary",
+        ),
+        ("{\"primary\": ".to_string(), ""),
+    ];
+    for (json, field) in cases {
+        let cfg = TempFile::config(&json);
+        for args in [
+            vec!["check", cfg.path()],
+            vec!["check", "--json", cfg.path()],
+        ] {
+            let o = dlb(&args);
+            assert_eq!(o.status.code(), Some(2), "{json}: {}", text(&o));
+            assert_no_secret(&o);
+            let err = String::from_utf8_lossy(&o.stderr).to_string();
+            assert!(
+                err.starts_with(&format!("dlb: invalid configuration: {field}")),
+                "{json}: {err}"
+            );
+        }
+    }
+    let o = dlb(&["check", "/nonexistent/dlb.json"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("cannot read /nonexistent/dlb.json"));
+    let o = Command::new(DLB)
+        .arg("check")
+        .env_remove("DLB_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("no configuration"), "{}", text(&o));
+    assert_eq!(dlb(&["frobnicate"]).status.code(), Some(2));
+}
+
+/// Reads `child`'s stdout lines on a thread.
+fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let end = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("dlb did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn watch_piped_prints_plain_lines_and_stops_on_sigterm() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json(""));
+    let mut child = Command::new(DLB)
+        .args(["watch", cfg.path()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut child);
+    let mut seen = Vec::new();
+    let end = Instant::now() + WAIT;
+    let both = |seen: &[String]| {
+        env().replicas.iter().all(|r| {
+            seen.iter()
+                .any(|l| l.contains(r.as_str()) && l.contains("healthy"))
+        }) && seen.iter().filter(|l| l.contains(" status=ok ")).count() >= 2
+    };
+    while !both(&seen) {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => seen.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no two refreshes with both replicas healthy: {seen:#?}");
+            }
+        }
+    }
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "exits cleanly on SIGTERM");
+    seen.extend(rx.iter());
+    let all = seen.join("\n");
+    assert!(
+        !all.contains('\u{1b}'),
+        "no escape sequences when piped:\n{all}"
+    );
+    assert!(!all.contains(SECRET));
+    assert!(all.contains("picks/s"), "{all}");
+}
+
+/// A tmux server of this test only (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(cols: u16, rows: u16) -> Tmux {
+        let t = Tmux {
+            socket: format!("dlb-cli-test-{}", std::process::id()),
+        };
+        let (cols, rows) = (cols.to_string(), rows.to_string());
+        let o = t.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "w",
+            "-x",
+            &cols,
+            "-y",
+            &rows,
+            "bash --norc --noprofile",
+        ]);
+        assert!(o.status.success(), "tmux new-session: {}", text(&o));
+        t
+    }
+
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux (scripts/bootstrap.sh installs it)")
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "w"];
+        args.extend_from_slice(keys);
+        assert!(self.cmd(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "w"]).stdout).into_owned()
+    }
+
+    fn wait_screen(&self, what: &str, cond: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + WAIT;
+        loop {
+            let s = self.screen();
+            if cond(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting until {what}; screen:\n{s}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn watch_in_a_terminal_shows_the_replicas_a_lagging_one_and_quits_on_q() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json(""));
+    let (before, after) = (TempFile::new("stty-before"), TempFile::new("stty-after"));
+    let tmux = Tmux::start(200, 40);
+    tmux.send(&[&format!("stty -g > {}", before.path()), "Enter"]);
+    tmux.send(&[&format!("{DLB} watch {}", cfg.path()), "Enter"]);
+    let lagging = replica_addr(2);
+    tmux.wait_screen("both replicas are shown healthy", |s| {
+        s.contains("dlb watch (q quits)")
+            && env().replicas.iter().all(|r| {
+                s.lines()
+                    .any(|l| l.contains(r.as_str()) && l.contains("healthy"))
+            })
+    });
+    pause_replay(2);
+    let end = Instant::now() + WAIT;
+    let screen = loop {
+        generate_wal(128);
+        let s = tmux.screen();
+        if s.lines()
+            .any(|l| l.contains(lagging) && l.contains("quarantined (lag)"))
+        {
+            break s;
+        }
+        assert!(
+            Instant::now() < end,
+            "the paused replica never showed `lag`:\n{s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(screen.contains("DEGRADED"), "{screen}");
+    assert!(!screen.contains(SECRET));
+    tmux.send(&["q"]);
+    tmux.wait_screen("the view is gone after q", |s| {
+        !s.contains("dlb watch (q quits)")
+    });
+    tmux.send(&[
+        &format!(
+            "echo dlb-watch-exit=$?; stty -g > {}; echo stty-$((1+1))",
+            after.path()
+        ),
+        "Enter",
+    ]);
+    tmux.wait_screen("the shell answers after q", |s| {
+        s.contains("dlb-watch-exit=0") && s.contains("stty-2")
+    });
+    let alt = tmux.cmd(&["display-message", "-p", "-t", "w", "#{alternate_on}"]);
+    assert_eq!(String::from_utf8_lossy(&alt.stdout).trim(), "0");
+    let (b, a) = (
+        std::fs::read_to_string(&before.0).unwrap(),
+        std::fs::read_to_string(&after.0).unwrap(),
+    );
+    assert_eq!(a, b, "terminal settings restored");
+}
