@@ -41,6 +41,7 @@ mod dsn;
 mod error;
 #[doc(hidden)]
 pub mod ffi;
+mod fork;
 mod health;
 mod host;
 mod identity;
