@@ -55,6 +55,8 @@ pub struct Balancer {
     monitor: MonitorThread,
     /// The process that made it (see the fork note on [`Balancer`]).
     pid: u32,
+    /// [`crate::fork::generation`] when it was made.
+    forks: u64,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -106,6 +108,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::Config`] naming the offending field.
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
+        let forks = crate::fork::generation();
         let resolved = config.resolve()?;
         // One scheduler for every pool's background connection work, not 3 threads per host.
         // Its threads exit as soon as the balancer is dropped, not after the pools' next
@@ -159,6 +162,7 @@ impl Balancer {
             counters,
             monitor,
             pid: std::process::id(),
+            forks,
         })
     }
 
@@ -525,8 +529,9 @@ impl Balancer {
     // ---- Helpers.
 
     /// [`Error::Forked`] in a process that did not make this balancer (a child after `fork`).
+    #[inline]
     fn same_process(&self) -> Result<()> {
-        if std::process::id() == self.pid {
+        if crate::fork::generation() == self.forks {
             Ok(())
         } else {
             Err(Error::Forked {
@@ -741,5 +746,73 @@ mod tests {
         wait_until("the monitor checks again", || {
             lb.status().checks > checks + 2
         });
+    }
+
+    /// issue #14: a child forked while another thread of the parent was inside a pick (with
+    /// crossbeam-epoch: pinned to the process-global collector, for ever in the child) must
+    /// still free the snapshots a balancer it makes replaces. Fails on the epoch-based code:
+    /// every replaced snapshot stays, and with it a reference to each host.
+    #[test]
+    fn a_balancer_made_in_a_child_forked_during_a_pick_frees_replaced_snapshots() {
+        let make = || {
+            Balancer::new(
+                Config::builder("host=127.0.0.1 port=1 user=u dbname=d")
+                    .replica_hosts(["127.0.0.1:2"])
+                    .replica_check_interval(Duration::from_secs(3600))
+                    .build()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        let lb = Arc::new(make());
+        let (inside_tx, inside) = channel::bounded(0);
+        let (leave, leave_rx) = channel::bounded::<()>(0);
+        let reader = {
+            let lb = lb.clone();
+            std::thread::spawn(move || {
+                lb.router.with_snapshot(|_| {
+                    inside_tx.send(()).unwrap();
+                    let _ = leave_rx.recv();
+                })
+            })
+        };
+        inside.recv().unwrap();
+        // SAFETY: the child only runs dlb code and leaves with `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let freed = std::panic::catch_unwind(|| {
+                let lb = make();
+                let host = lb.router.with_snapshot(|s| s.replicas[0].host.clone());
+                let before = Arc::strong_count(&host);
+                for _ in 0..200 {
+                    lb.report_failure("127.0.0.1:2");
+                }
+                let after = Arc::strong_count(&host);
+                std::mem::forget(lb);
+                let msg = format!("child: host references {before} before, {after} after\n");
+                // SAFETY: writes a buffer we own to stderr (no lock a parent thread may hold).
+                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+                after <= before + 5
+            });
+            if freed.is_err() {
+                let msg = "child: panicked\n";
+                // SAFETY: as above.
+                unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+            }
+            // SAFETY: ends the child without running the parent's destructors.
+            unsafe { libc::_exit(i32::from(!matches!(freed, Ok(true)))) };
+        }
+        assert!(pid > 0, "fork failed");
+        drop(leave);
+        reader.join().unwrap();
+        let mut status = 0;
+        wait_until("the child exits", || {
+            // SAFETY: waits for our own child without blocking.
+            unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == pid }
+        });
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "in the child, replaced snapshots were not freed (status {status})"
+        );
     }
 }

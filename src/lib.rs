@@ -42,6 +42,7 @@ mod error;
 mod events;
 #[doc(hidden)]
 pub mod ffi;
+mod fork;
 mod health;
 mod host;
 mod identity;

@@ -422,9 +422,8 @@ impl Monitor {
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 impl Drop for Monitor {
-    /// Runs on the monitor thread when it stops: closes every host here, once no old snapshot
-    /// (freed by crossbeam-epoch on whichever thread next collects garbage, possibly a caller's
-    /// pick) still refers to it — waiting at most [`RELEASE_WAIT`] for them to be reclaimed.
+    /// Runs on the monitor thread when it stops: closes every host here, once nothing else
+    /// (a route a caller still holds) refers to it — waiting at most [`RELEASE_WAIT`].
     fn drop(&mut self) {
         let mut hosts: Vec<Arc<StripedHost>> = self
             .members
@@ -435,8 +434,6 @@ impl Drop for Monitor {
             .collect();
         let end = Instant::now() + RELEASE_WAIT;
         while !hosts.iter().all(StripedHost::only_reference) && Instant::now() < end {
-            // Pinning and flushing lets the epoch advance and old snapshots be freed.
-            crossbeam::epoch::pin().flush();
             std::thread::sleep(Duration::from_millis(5));
         }
         hosts.clear();

@@ -1,7 +1,7 @@
 //! Routing: where a read goes. This is the only code on the pick path.
 //!
 //! A [`Router`] holds the current [`Snapshot`] of the replicas (published whole by the monitor
-//! after every check, read under a crossbeam-epoch pin: no lock), a round-robin cursor striped
+//! after every check, read through a hazard slot ([`published`]): no lock), a round-robin cursor striped
 //! per thread, and the primary. A pick:
 //!
 //! 1. without a key: round-robin over the healthy replicas ([`Reason::RoundRobin`]), or the
@@ -16,6 +16,7 @@
 //! snapshot) and [`Router::take_refresh_request`] (whether a caller reported a failure).
 
 mod options;
+mod published;
 mod route;
 mod snapshot;
 mod sticky;
@@ -25,11 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
-use crossbeam::epoch::{self, Atomic, Owned};
 use log::debug;
 use parking_lot::Mutex;
 
 pub use self::options::PickOptions;
+use self::published::Published;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
@@ -65,7 +66,7 @@ pub(crate) struct Router {
     primary: Arc<StripedHost>,
     /// Replicas are configured (fixed or DNS): load balancing is on.
     lb_enabled: bool,
-    snapshot: Atomic<Snapshot>,
+    snapshot: Published<Snapshot>,
     /// Orders snapshot publications (monitor vs `report_failure`); held for memory work only.
     publish_lock: Mutex<()>,
     cursor: StripedCursor,
@@ -105,7 +106,7 @@ impl Router {
         Router {
             primary: StripedHost::new(primary),
             lb_enabled,
-            snapshot: Atomic::new(Snapshot::default()),
+            snapshot: Published::new(Snapshot::default()),
             publish_lock: Mutex::new(()),
             cursor: StripedCursor::new(),
             counters,
@@ -411,14 +412,11 @@ impl Router {
 
     // ---- Readers.
 
-    /// Runs `f` on the current snapshot without taking a lock (epoch-pinned read).
+    /// Runs `f` on the current snapshot: no lock, no atomic read-modify-write (see
+    /// [`published`]).
     #[inline]
     pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
-        let guard = epoch::pin();
-        let ptr = self.snapshot.load(Ordering::Acquire, &guard);
-        // SAFETY: the pointer is set in `Router::new` and only ever replaced by `swap`, which
-        // defers the old value's destruction until no pinned reader can see it.
-        f(unsafe { ptr.deref() })
+        self.snapshot.read(f)
     }
 
     /// The primary's `system_identifier` as last probed (0: unknown).
@@ -448,29 +446,11 @@ impl Router {
     }
 
     fn swap(&self, snap: Snapshot) {
-        let guard = epoch::pin();
-        let old = self
-            .snapshot
-            .swap(Owned::new(snap), Ordering::AcqRel, &guard);
-        // SAFETY: `old` is unlinked; readers pinned before the swap may still use it, so it is
-        // destroyed only after every such guard is gone.
-        unsafe { guard.defer_destroy(old) };
+        self.snapshot.replace(snap);
     }
 }
 
 /// The name `key` is stored under in the cluster `system_id` (see [`Router::store_key`]).
 pub(crate) fn store_key(system_id: u64, key: &str) -> String {
     format!("{system_id:016x}:{key}")
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        // SAFETY: we own `self`, so no other thread can be reading the snapshot.
-        unsafe {
-            let ptr = self.snapshot.load(Ordering::Acquire, epoch::unprotected());
-            if !ptr.is_null() {
-                drop(ptr.into_owned());
-            }
-        }
-    }
 }

@@ -1,0 +1,281 @@
+//! A value published whole by one side (the monitor, a failure report) and read by every pick,
+//! without a lock, a reference count or a memory fence on the read side.
+//!
+//! Readers announce the pointer they read in their thread's hazard slot (a plain store), check
+//! that it is still the current one, and clear the slot when done. A writer swaps the pointer,
+//! runs an asymmetric fence (Linux `membarrier(PRIVATE_EXPEDITED)`: every running thread of
+//! the process passes a full barrier), then frees the old values no slot announces; the others
+//! wait for the next publication (or the owner's drop). Where `membarrier` is unavailable,
+//! readers fence themselves (`SeqCst`), as crossbeam-epoch does on every pin.
+//!
+//! This replaces crossbeam-epoch on the pick path, whose process-global collector a `fork`
+//! taken while another thread was pinned leaves blocked for ever in the child: here the slots
+//! are cleared in the child (`pthread_atfork`), so a balancer made there reclaims as usual.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering, compiler_fence, fence};
+
+use crossbeam::utils::CachePadded;
+use parking_lot::Mutex;
+
+/// One thread's hazard slot.
+struct Slot {
+    /// The value the thread is reading (null: none).
+    hazard: AtomicPtr<()>,
+    /// A live thread owns the slot.
+    in_use: AtomicBool,
+}
+
+/// Every slot ever made (slots of exited threads are reused, never freed).
+static SLOTS: Mutex<Vec<&'static CachePadded<Slot>>> = Mutex::new(Vec::new());
+
+/// How readers and writers fence: [`UNKNOWN`], [`ASYMMETRIC`] or [`SYMMETRIC`].
+static FENCES: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const ASYMMETRIC: u8 = 1;
+const SYMMETRIC: u8 = 2;
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 8;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 16;
+
+/// Chooses the fences (once per process) and installs the fork handler.
+fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        // SAFETY: plain system calls with integer arguments.
+        let registered = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        } == 0;
+        FENCES.store(
+            if registered { ASYMMETRIC } else { SYMMETRIC },
+            Ordering::SeqCst,
+        );
+        // SAFETY: the handler only stores to atomics of leaked slots.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+}
+
+/// In a forked child only the forking thread exists, and it is not reading (it is in `fork`):
+/// no announced hazard is real.
+extern "C" fn after_fork_in_child() {
+    // The lock may have been held by a thread that does not exist here: do not wait for it.
+    // SAFETY: the child has one thread; the vector is not being modified by anyone else now.
+    let slots = unsafe { &*SLOTS.data_ptr() };
+    for s in slots {
+        s.hazard.store(std::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
+
+/// The reader side's fence between announcing a hazard and checking it still holds.
+#[inline]
+fn light_fence() {
+    if FENCES.load(Ordering::Relaxed) == ASYMMETRIC {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+}
+
+/// The writer side's fence between unlinking a value and scanning the slots.
+fn heavy_fence() {
+    if FENCES.load(Ordering::Relaxed) == ASYMMETRIC {
+        // SAFETY: a plain system call; registered in `init`.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if r == 0 {
+            return;
+        }
+        // Cannot happen once registered; fall back for good (readers fence from now on, and
+        // this writer waits for every reader that may not have).
+        FENCES.store(SYMMETRIC, Ordering::SeqCst);
+    }
+    fence(Ordering::SeqCst);
+}
+
+/// This thread's slot, claimed on first use and released when the thread exits.
+struct Owner(&'static CachePadded<Slot>);
+
+impl Owner {
+    fn claim() -> Owner {
+        let mut slots = SLOTS.lock();
+        for s in slots.iter() {
+            if s.in_use
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Owner(s);
+            }
+        }
+        let s: &'static CachePadded<Slot> = Box::leak(Box::new(CachePadded::new(Slot {
+            hazard: AtomicPtr::new(std::ptr::null_mut()),
+            in_use: AtomicBool::new(true),
+        })));
+        slots.push(s);
+        Owner(s)
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.hazard.store(std::ptr::null_mut(), Ordering::Release);
+        self.0.in_use.store(false, Ordering::Release);
+    }
+}
+
+thread_local! {
+    static OWNER: Owner = Owner::claim();
+}
+
+/// Restores a slot's previous hazard when a read ends (also when `f` panics).
+struct Announced<'a> {
+    slot: &'a AtomicPtr<()>,
+    previous: *mut (),
+}
+
+impl Drop for Announced<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.slot.store(self.previous, Ordering::Release);
+    }
+}
+
+/// A value replaced whole by writers and read without a lock (see the module notes).
+pub(crate) struct Published<T> {
+    current: AtomicPtr<T>,
+    /// Replaced values some reader may still use; freed by a later publication or the drop.
+    retired: Mutex<Vec<Box<T>>>,
+}
+
+impl<T> Published<T> {
+    pub(crate) fn new(value: T) -> Published<T> {
+        init();
+        Published {
+            current: AtomicPtr::new(Box::into_raw(Box::new(value))),
+            retired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the current value. No lock, no atomic read-modify-write, and (with
+    /// `membarrier`) no fence. Reentrant. A thread that cannot keep thread-local state (it is
+    /// exiting) reads under the publication lock instead.
+    #[inline]
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let mut f = Some(f);
+        let fast = OWNER.try_with(|owner| {
+            let slot = &owner.0.hazard;
+            let _announced = Announced {
+                slot,
+                previous: slot.load(Ordering::Relaxed),
+            };
+            let mut p = self.current.load(Ordering::Acquire);
+            loop {
+                slot.store(p.cast(), Ordering::Relaxed);
+                light_fence();
+                let q = self.current.load(Ordering::Acquire);
+                if q == p {
+                    break;
+                }
+                p = q;
+            }
+            // SAFETY: `p` is announced in this thread's slot and was still current after the
+            // announcement (fenced): a writer that unlinks it afterwards sees the slot and does
+            // not free it until the announcement is gone.
+            (f.take().expect("called once"))(unsafe { &*p })
+        });
+        match fast {
+            Ok(r) => r,
+            Err(_) => {
+                let _retired = self.retired.lock();
+                // SAFETY: writers free old values only under this lock; the current one is
+                // freed only by `Drop`, which cannot run while `&self` lives.
+                (f.take().expect("called once"))(unsafe { &*self.current.load(Ordering::Acquire) })
+            }
+        }
+    }
+
+    /// Publishes `value`; frees the replaced values no reader still announces. Never blocks
+    /// on readers; blocks on other writers (memory work only) and one `membarrier` call.
+    pub(crate) fn replace(&self, value: T) {
+        let new = Box::into_raw(Box::new(value));
+        let mut retired = self.retired.lock();
+        let old = self.current.swap(new, Ordering::AcqRel);
+        // SAFETY: `old` came from `Box::into_raw` and is unlinked; it is freed below only when
+        // no slot announces it.
+        retired.push(unsafe { Box::from_raw(old) });
+        heavy_fence();
+        let announced: Vec<*mut ()> = SLOTS
+            .lock()
+            .iter()
+            .map(|s| s.hazard.load(Ordering::Acquire))
+            .filter(|p| !p.is_null())
+            .collect();
+        retired.retain(|b| announced.contains(&std::ptr::from_ref::<T>(b).cast_mut().cast()));
+    }
+}
+
+impl<T> Drop for Published<T> {
+    fn drop(&mut self) {
+        // SAFETY: we own `self`: no reader holds a reference to it, so none is reading.
+        drop(unsafe { Box::from_raw(*self.current.get_mut()) });
+    }
+}
+
+// SAFETY: values are shared between threads by reference (`read`) and moved in (`replace`).
+unsafe impl<T: Send + Sync> Send for Published<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Sync for Published<T> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_replaced_value_is_freed_once_no_reader_holds_it() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let p = Published::new(Counted(dropped.clone()));
+        p.read(|_| {
+            // Replaced while read here: kept.
+            p.replace(Counted(dropped.clone()));
+            assert_eq!(dropped.load(Ordering::SeqCst), 0);
+        });
+        p.replace(Counted(dropped.clone()));
+        assert_eq!(dropped.load(Ordering::SeqCst), 2);
+        drop(p);
+        assert_eq!(dropped.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn readers_on_many_threads_see_whole_values() {
+        let p = Arc::new(Published::new((0u64, 0u64)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (p, stop) = (p.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        p.read(|&(a, b)| assert_eq!(a, b));
+                    }
+                })
+            })
+            .collect();
+        for i in 0..20_000 {
+            p.replace((i, i));
+        }
+        stop.store(true, Ordering::Relaxed);
+        readers.into_iter().for_each(|r| r.join().unwrap());
+    }
+}
