@@ -459,3 +459,35 @@ fn watch_in_a_terminal_shows_the_replicas_a_lagging_one_and_quits_on_q() {
     );
     assert_eq!(a, b, "terminal settings restored");
 }
+
+#[test]
+fn check_connects_over_tls_and_names_a_certificate_failure() {
+    let _l = lock_cluster();
+    let Some(tls) = env().tls.as_ref() else {
+        panic!("the test environment has no TLS cluster (scripts/testenv.sh up makes one)");
+    };
+    let config = |ca: &str| {
+        let primary = format!(
+            "{} sslmode=verify-ca sslrootcert={ca} password={SECRET}",
+            tls.primary
+        );
+        TempFile::config(&format!(
+            "{{\"primary\": {}, \"replicas\": {{\"hosts\": {}}}, \"probe_timeout_ms\": 2000}}",
+            serde_json::to_string(&primary).unwrap(),
+            serde_json::to_string(&tls.replicas).unwrap()
+        ))
+    };
+    let ok = config(&tls.ca);
+    let o = dlb(&["check", ok.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(text(&o).matches(" healthy ").count(), 2, "{}", text(&o));
+    let wrong = config(&tls.wrong_ca);
+    let o = dlb(&["check", wrong.path()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_no_secret(&o);
+    assert!(
+        text(&o).contains("certificate verify failed"),
+        "{}",
+        text(&o)
+    );
+}
