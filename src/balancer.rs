@@ -110,21 +110,18 @@ impl Balancer {
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
         let forks = crate::fork::generation();
         let resolved = config.resolve()?;
-        // One scheduler for every pool's background connection work, not 3 threads per host.
-        // Its threads exit as soon as the balancer is dropped, not after the pools' next
-        // scheduled reaper run (up to 30 s later).
-        let scheduler = Arc::new(
-            ScheduledThreadPool::builder()
-                .num_threads(2)
-                .thread_name_pattern("dlb-pool-{}")
-                .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
-                .build(),
-        );
+        // One scheduler for every replica pool's background connection work, not 3 threads
+        // per host, and one of its own for the primary's pool: a connect that hangs (a replica
+        // behind a stalled proxy never answers the startup message, and nothing bounds that
+        // exchange but TCP, which a proxy keeps alive) holds a scheduler thread, and must never
+        // keep the primary's pool from opening connections. The threads exit as soon as the
+        // balancer is dropped, not after the pools' next scheduled reaper run (up to 30 s).
+        let scheduler = pool_scheduler(2, "dlb-pool-{}");
         let primary = Arc::new(Host::new(
             Role::Primary,
             &resolved.primary,
             &config,
-            &scheduler,
+            &pool_scheduler(1, "dlb-pool-primary"),
         )?);
         let source = ReplicaSource::new(
             resolved.replicas,
@@ -707,6 +704,18 @@ impl DerefMut for Conn {
     fn deref_mut(&mut self) -> &mut postgres::Client {
         &mut self.client.client
     }
+}
+
+/// A scheduler for pools' background work (connects, reaping): `threads` threads named after
+/// `pattern`, which exit when the last pool using it is dropped.
+fn pool_scheduler(threads: usize, pattern: &str) -> Arc<ScheduledThreadPool> {
+    Arc::new(
+        ScheduledThreadPool::builder()
+            .num_threads(threads)
+            .thread_name_pattern(pattern)
+            .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+            .build(),
+    )
 }
 
 #[cfg(test)]

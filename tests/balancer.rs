@@ -239,9 +239,10 @@ fn dropping_the_balancer_stops_its_thread_and_closes_connections() {
         sessions(&mut observer) >= 1,
         "the monitor holds a probe connection"
     );
-    // One shared pool scheduler (two threads); another test's balancer may still be going away.
-    wait_until("one pool scheduler's threads", WAIT, || {
-        threads_named("dlb-pool-") == 2
+    // One shared scheduler for the replica pools (two threads) and one for the primary's (one
+    // thread); another test's balancer may still be going away.
+    wait_until("the pool schedulers' threads", WAIT, || {
+        threads_named("dlb-pool-") == 3
     });
     drop(lb);
     // Joined by the drop; its /proc entry may outlive the join for a moment.

@@ -102,6 +102,45 @@ fn a_replica_behind_a_stalled_proxy_is_quarantined_and_holds_no_thread() {
     drop_and_wait_for_threads(lb);
 }
 
+/// Both replicas behind stalled proxies from the start, each pool keeping one idle connection:
+/// the replica pools' background connects hang in the startup exchange (the TCP connect
+/// succeeds, nothing answers). The primary's pool has a scheduler of its own, so writes still
+/// get new connections. Before, one two-thread scheduler served every pool: the two hung
+/// connects held both threads and the primary's pool could open no connection at all.
+#[test]
+fn stalled_replicas_do_not_starve_the_primary_pool() {
+    let _l = lock_cluster();
+    let (p1, p2) = (Proxy::start(replica_addr(1)), Proxy::start(replica_addr(2)));
+    p1.set_stalled(true);
+    p2.set_stalled(true);
+    let lb = Balancer::new(
+        config_for(&env().primary, &[&p1.addr, &p2.addr])
+            .probe_timeout(Duration::from_millis(200))
+            .connect_timeout(Duration::from_millis(500))
+            .pool_min_idle(1)
+            .checkout_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // Each replica pool's first connect is accepted by its proxy, and hangs there.
+    wait_until("both replica pools are connecting", WAIT, || {
+        p1.accepted() >= 1 && p2.accepted() >= 1
+    });
+    // More connections than the primary's pool keeps idle: new ones must be opened.
+    let conns: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = lb
+                .write_conn()
+                .unwrap_or_else(|e| panic!("write connection {i}: {e}"));
+            c.simple_query("SELECT 1").unwrap();
+            c
+        })
+        .collect();
+    drop(conns);
+    drop(lb);
+}
+
 /// An iptables rule that drops every TCP packet to a loopback port; removed when dropped (a
 /// failing test's unwinding included).
 struct BlackHole {
