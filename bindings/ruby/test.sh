@@ -4,12 +4,16 @@
 # Usage (from any directory): bash bindings/ruby/test.sh
 #
 # Steps: the test environment (scripts/testenv.sh up, idempotent), the release library
-# (cargo build --release --lib), `ruby -wc` of every Ruby file and the gemspec, the minitest
-# suite (bindings/ruby/test/*_test.rb), the same handle lifecycle under GC.stress
-# (test/gc_stress/), a short run of bench/pick.rb and examples/ruby/registry.rb. Everything
-# that uses the cluster holds the cluster lock /tmp/dlb-tests.lock (shared with the Rust, C
-# and Go suites); the read-your-writes test pauses WAL replay on replica 2 and resumes it,
-# also on failure.
+# (cargo build --release --lib), `ruby -wc` of every Ruby file and the gemspec, RuboCop, the
+# gem: `rake build` (pkg/dlb-VERSION.gem with the crate's sources) and `gem install --local`
+# of it into a temporary GEM_HOME (its install step builds libdlb with cargo, in
+# target/ruby-gem: a build directory of its own, so that the two builds of the same sources
+# do not invalidate each other's dependencies), then the minitest suite (bindings/ruby/test/*_test.rb)
+# against that installed gem, the same handle lifecycle under GC.stress (test/gc_stress/),
+# a short run of bench/pick.rb and examples/ruby/registry.rb. Everything that uses the
+# cluster holds the cluster lock (DLB_TESTS_LOCK, default /tmp/dlb-tests.lock, shared with
+# the Rust, C and Go suites); tests pause and stop replicas and restore them, also on
+# failure.
 #
 # Environment:
 #   DLB_RUBY_VERBOSE=1          print the read-your-writes counts
@@ -38,7 +42,9 @@ locked() {
 
 command -v ruby >/dev/null 2>&1 || die "ruby is not installed (run scripts/bootstrap.sh)"
 command -v flock >/dev/null 2>&1 || die "flock is not installed (util-linux)"
-for lib in ffi pg minitest json; do
+command -v rubocop >/dev/null 2>&1 || die "rubocop is not installed (run scripts/bootstrap.sh)"
+command -v rake >/dev/null 2>&1 || die "rake is not installed (run scripts/bootstrap.sh)"
+for lib in ffi pg minitest json connection_pool rack rack/test sidekiq active_support; do
     ruby -e "require '$lib'" >/dev/null 2>&1 || die "ruby library '$lib' missing (run scripts/bootstrap.sh)"
 done
 
@@ -58,7 +64,8 @@ export DLB_LIB_PATH="$ROOT/target/release/libdlb.so"
 [[ -f $DLB_LIB_PATH ]] || die "no $DLB_LIB_PATH after cargo build"
 
 say "syntax: ruby -wc"
-mapfile -t files < <(find "$RB" examples/ruby -name '*.rb' -o -name '*.gemspec' | sort)
+mapfile -t files < <(find "$RB" examples/ruby -path "$RB/ext/dlb/crate" -prune -o \
+    \( -name '*.rb' -o -name '*.gemspec' -o -name Rakefile -o -name Gemfile \) -print | sort)
 ((${#files[@]} > 0)) || die "no Ruby files found"
 for f in "${files[@]}"; do
     # -w: a warning (unused variable, shadowing, ...) fails the check too.
@@ -68,19 +75,39 @@ done
 say "${#files[@]} files OK"
 (cd "$RB" && ruby -e 'spec = Gem::Specification.load("dlb.gemspec") or abort "cannot load dlb.gemspec"
                      spec.validate(false)
-                     (spec.files - Dir["lib/**/*.rb"] - ["README.md"]).empty? or abort "gemspec files"') ||
+                     missing = Dir["lib/**/*.rb"] + ["ext/dlb/extconf.rb", "README.md"] - spec.files
+                     missing.empty? or abort "gemspec files lack #{missing}"') ||
     die "dlb.gemspec is invalid"
+
+say "lint: rubocop"
+(cd "$RB" && rubocop --format quiet) || die "rubocop found offenses (cd $RB && rubocop)"
+
+say "gem: rake build, gem install --local into a temporary GEM_HOME (cargo builds libdlb)"
+(cd "$RB" && rake build >"$LOGS/gem-build.log" 2>&1) || { cat "$LOGS/gem-build.log" >&2; die "rake build failed"; }
+GEM_FILE="$RB/pkg/dlb-$(ruby -I"$RB/lib" -rdlb/version -e 'print DLB::VERSION').gem"
+[[ -f $GEM_FILE ]] || die "rake build made no $GEM_FILE"
+export GEM_HOME="$LOGS/gems"
+GEM_PATH="$GEM_HOME:$(env -u GEM_HOME gem env gempath)"
+export GEM_PATH
+# The installed gem must find its own library: no override, no repository path.
+if ! env -u DLB_LIB_PATH CARGO_TARGET_DIR="$ROOT/target/ruby-gem" nice -n 10 gem install --local --no-document "$GEM_FILE" \
+    >"$LOGS/gem-install.log" 2>&1; then
+    cat "$LOGS/gem-install.log" >&2
+    die "gem install of $GEM_FILE failed"
+fi
+export DLB_TEST_GEM_HOME="$GEM_HOME"
 
 say "minitest suite (waiting for the cluster lock $LOCK)"
 # shellcheck disable=SC2086 # TESTOPTS is a list of options
 # The test files, then "--", then minitest's own options (left in ARGV for minitest/autorun).
-locked ruby -w -I"$RB/lib" -I"$RB/test" \
+# Against the installed gem: no -I of lib/, no DLB_LIB_PATH.
+locked env -u DLB_LIB_PATH ruby -w -I"$RB/test" \
     -e 'ARGV.slice!(0, (ARGV.index("--") || ARGV.size) + 1).each { |f| require File.expand_path(f) unless f == "--" }' \
     "$RB"/test/*_test.rb -- ${TESTOPTS:-} || die "minitest suite failed"
 
 say "GC.stress run: handle lifecycle"
 # shellcheck disable=SC2086
-locked ruby -w -I"$RB/lib" -I"$RB/test" "$RB/test/gc_stress/lifecycle_test.rb" ${TESTOPTS:-} ||
+locked env -u DLB_LIB_PATH ruby -w -I"$RB/test" "$RB/test/gc_stress/lifecycle_test.rb" ${TESTOPTS:-} ||
     die "GC.stress run failed"
 
 say "benchmark smoke run: bench/pick.rb"

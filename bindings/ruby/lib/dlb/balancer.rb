@@ -15,9 +15,10 @@ module DLB
   # *blocking* release the GVL while they wait, so other Ruby threads keep running.
   #
   # Fork: a balancer belongs to the process that created it (its monitor thread does not
-  # survive +fork+). Create balancers after forking (e.g. in Puma's +on_worker_boot+); in a
-  # forked child an inherited balancer is never freed (so that the child cannot hang joining
-  # a thread it does not have).
+  # survive +fork+). In a forked child every call on an inherited balancer raises
+  # {ForkedError} until {DLB.after_fork} re-creates it there (call it in Puma's
+  # +on_worker_boot+, Unicorn's +after_fork+); the inherited C handle is never freed in the
+  # child (so that the child cannot hang joining a thread it does not have).
   #
   # @example
   #   DLB::Balancer.open(primary: "host=db1 user=app dbname=app",
@@ -116,16 +117,47 @@ module DLB
     # @raise [InvalidArgumentError] the JSON holds a NUL byte or is not valid UTF-8
     # @raise [TypeError] config is neither a Hash nor a String
     def initialize(config)
-      json = self.class.send(:config_json, config)
-      out = FFI::MemoryPointer.new(:pointer)
-      status = Native.lb_balancer_new(json, out)
-      raise Error.from_status(status) unless status == OK
-
-      @handle = FFI::AutoPointer.new(out.read_pointer, self.class.send(:releaser, Process.pid))
+      @config_json = self.class.send(:config_json, config)
+      @handle = self.class.send(:create_handle, @config_json)
+      @pid = Process.pid
       @lock = Mutex.new
       @in_flight = 0
       @closed = false
       @text_cap = 4096
+      DLB.register(self)
+    end
+
+    # @api private
+    def self.create_handle(json)
+      out = FFI::MemoryPointer.new(:pointer)
+      status = Native.lb_balancer_new(json, out)
+      raise Error.from_status(status) unless status == OK
+
+      FFI::AutoPointer.new(out.read_pointer, releaser(Process.pid))
+    end
+    private_class_method :create_handle
+
+    # In a forked child: a new C balancer from the same configuration, in place of the
+    # inherited one (left unfreed: its threads do not exist here). Called by {DLB.after_fork};
+    # a no-op in the process that created the balancer, or once closed.
+    # *Blocking* as {#initialize}.
+    # @api private
+    # @return [nil]
+    def reopen_after_fork
+      return nil if @pid == Process.pid || @closed
+
+      @lock = Mutex.new # the parent's may have been held by a thread that does not exist here
+      @in_flight = 0
+      @pools&.after_fork
+      @handle = self.class.send(:create_handle, @config_json)
+      @pid = Process.pid
+      nil
+    end
+
+    # @return [Boolean] whether this balancer was created in another process (before a
+    #   +fork+) and not re-created here by {DLB.after_fork}: every call then raises {ForkedError}
+    def forked?
+      @pid != Process.pid
     end
 
     # @api private
@@ -133,7 +165,7 @@ module DLB
       json = case config
              when Hash
                begin
-                 JSON.generate(config)
+                 JSON.generate(Duration.convert_config(config))
                rescue JSON::GeneratorError => e
                  raise InvalidConfigError.new("invalid configuration: #{e.message}", code: Status::ERR_INVALID_CONFIG)
                end
@@ -207,16 +239,22 @@ module DLB
     # *Blocking* only on the LSN store (never with the default in-memory store).
     #
     # @param key [String] the sticking key
-    # @param ttl [Numeric] seconds (rounded up to whole milliseconds), positive
+    # @param ttl [Numeric, ActiveSupport::Duration] seconds (rounded up to whole
+    #   milliseconds), or a duration (+60.seconds+), positive
     # @return [nil]
     # @raise [InvalidArgumentError] ttl not positive
     # @raise [InvalidKeyError, StoreError, ClosedError]
     def force_primary(key, ttl)
       key = Balancer.c_string(key, "key")
-      raise TypeError, "ttl must be a Numeric (got #{ttl.class})" unless ttl.is_a?(Numeric)
-
-      ttl_ms = (ttl * 1000).ceil
-      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: Status::ERR_INVALID_ARGUMENT) unless ttl_ms.positive?
+      ttl_ms = if Duration.duration?(ttl) then Duration.to_ms(ttl, "ttl")
+               elsif ttl.is_a?(Numeric) then (ttl * 1000).ceil
+               else
+                 raise TypeError, "ttl must be seconds (a Numeric) or a duration such as 60.seconds (got #{ttl.class})"
+               end
+      unless ttl_ms.positive?
+        raise InvalidArgumentError.new("ttl must be positive (got #{ttl})",
+                                       code: Status::ERR_INVALID_ARGUMENT)
+      end
 
       with_handle do |handle|
         status = Native.lb_force_primary(handle, key, ttl_ms)
@@ -259,7 +297,7 @@ module DLB
         end
       else
         key = Balancer.c_string(key, "key")
-        pick_with { |handle, t| Native.lb_pick_replica(handle, key, t.buf, t.cap, t.len, t.route) }
+        pick_with { |h, t| Native.lb_pick_replica(h, key, t.buf, t.cap, t.len, t.route) }
       end
     end
 
@@ -362,7 +400,83 @@ module DLB
         take_handle_if_idle
       end
       handle&.free
+      @pools&.close
       nil
+    end
+
+    # Sets the per-host connection pools of {#with_replica} and {#with_primary}. Call it
+    # before their first use (later it raises: pools are not resized).
+    # @param size [Integer] connections per host (default {Pools::DEFAULT_SIZE}, 5)
+    # @param checkout_timeout_ms [Numeric, ActiveSupport::Duration] the longest wait for a
+    #   free connection (default {Pools::DEFAULT_CHECKOUT_TIMEOUT_MS}, 5000 ms)
+    # @param connect [#call, nil] opens a +PG::Connection+ from a DSN (default +PG.connect+):
+    #   set session defaults here
+    # @return [self]
+    # @raise [ArgumentError] an unknown option (named), a bad size, or pools already in use
+    def configure_pools(**options)
+      @lock.synchronize do
+        raise ArgumentError, "configure_pools must come before the first with_replica/with_primary" if @pools
+
+        @pools = Pools.new(**options)
+      end
+      self
+    end
+
+    # The route of a read in the current {Context}: {#pick_replica}, except that a causal
+    # token the context carries (a previous request's write, the job's enqueuer's write)
+    # is honoured: keyless picks need a replica that replayed it
+    # ({#pick_replica_min_lsn}), keyed ones get it recorded for the key first.
+    # *Blocking* as {#pick_replica}.
+    # @param key [String, nil]
+    # @return [Route]
+    def read_route(key = nil)
+      ctx = Context.current
+      lsn = ctx&.lsn
+      return pick_replica(key) if lsn.nil?
+      return pick_replica_min_lsn(lsn) if key.nil?
+
+      ctx.seed(self, key)
+      pick_replica(key)
+    end
+
+    # Runs the block with a pooled connection of the host {#read_route} picks for +key+: a
+    # replica that has the key's writes (and the context's causal token), else the primary.
+    #
+    # A connection error in the block (+PG::ConnectionBad+, +PG::UnableToSend+, an admin
+    # shutdown) reports the host ({#report_failure}), discards the connection and, when the
+    # host was a replica and the block did not write ({#with_primary}) meanwhile, runs the
+    # block once more on a new pick. Other errors pass through; the connection stays pooled.
+    #
+    # *Blocking*: the pick, the pool checkout (at most its checkout timeout) and connecting.
+    # @param key [String, nil] the sticking key
+    # @yieldparam conn [PG::Connection] for this block only: do not keep it
+    # @return [Object] the block's value
+    # @raise [PG::Error] from the block; a lost connection's error (after the retry) is also
+    #   a {ConnectionLost}
+    # @raise [ConnectionPool::TimeoutError] no free connection in time
+    def with_replica(key = nil, &block)
+      attempts = 0
+      begin
+        attempts += 1
+        writes = primary_uses
+        route = read_route(key)
+        on_host(route.dsn, &block)
+      rescue ConnectionLost
+        retry if attempts == 1 && route&.replica? && primary_uses == writes
+        raise
+      end
+    end
+
+    # Runs the block with a pooled connection of the primary, for writes. Marks the current
+    # {Context} as having written (its LSN is recorded at the end of the request, or when
+    # it enqueues a job). A connection error reports the primary and discards the
+    # connection; nothing is retried. *Blocking*: checkout and connecting.
+    # @yieldparam conn [PG::Connection]
+    # @return [Object] the block's value
+    def with_primary(&block)
+      Context.current&.wrote!
+      Thread.current[:__dlb_primary_uses__] = primary_uses + 1
+      on_host(primary_dsn, &block)
     end
 
     # @return [Boolean] whether {#close} was called
@@ -405,6 +519,8 @@ module DLB
     # (Mutex#lock/unlock with +ensure+ rather than Mutex#synchronize: the same guarantees
     # without a block call, on the path of every pick.)
     def enter
+      raise forked_error unless @pid == Process.pid
+
       @lock.lock
       begin
         raise ClosedError, "the balancer is closed" if @closed
@@ -436,6 +552,28 @@ module DLB
       ensure
         leave
       end
+    end
+
+    def primary_uses
+      Thread.current[:__dlb_primary_uses__] || 0
+    end
+
+    # A block on a pooled connection of +dsn+'s host; a connection error reports the host.
+    def on_host(dsn, &block)
+      pools.with(dsn, &block)
+    rescue ConnectionLost
+      report_failure(dsn) unless @closed
+      raise
+    end
+
+    def pools
+      @pools || @lock.synchronize { @pools ||= Pools.new }
+    end
+
+    def forked_error
+      ForkedError.new("this balancer was created in process #{@pid}, before a fork; this is process " \
+                      "#{Process.pid}: call DLB.after_fork in the child first (Puma: on_worker_boot " \
+                      "{ DLB.after_fork }), or create a new balancer there", code: Status::ERR_FORKED)
     end
 
     # Under @lock: the handle to free now, when closed and no call is in flight.

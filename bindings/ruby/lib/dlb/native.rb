@@ -10,9 +10,12 @@ module DLB
   #
   # The library is looked up, in this order:
   # 1. +ENV["DLB_LIB_PATH"]+: the path of the shared library file (an error when missing);
-  # 2. the repository's build directory, relative to this file: +target/release+, then
+  # 2. the one the gem installed: +lib/dlb/libdlb.so+ (built with cargo at +gem install+), or
+  #    the directory of the installed libdlb that pkg-config named then (+NativeConfig::LIBDIR+);
+  # 3. the repository's build directory, relative to this file: +target/release+, then
   #    +target/debug+ (+cargo build --release --lib+ makes +target/release/libdlb.so+);
-  # 3. +libdlb+ on the system's library search path.
+  # 4. the directory +pkg-config --variable=libdir dlb+ names now (an installed libdlb);
+  # 5. +libdlb+ on the system's library search path.
   #
   # @api private
   module Native
@@ -34,8 +37,33 @@ module DLB
         end
         return [File.expand_path(explicit)]
       end
-      built = %w[release debug].map { |profile| File.join(REPO_ROOT, "target", profile, LIB_NAME) }
-      built.select { |path| File.file?(path) } + ["dlb"]
+      dirs = [__dir__, installed_libdir, *%w[release debug].map { |profile| File.join(REPO_ROOT, "target", profile) }]
+      found = in_dirs(dirs.compact)
+      found = in_dirs([pkg_config_libdir].compact) if found.empty?
+      found + ["dlb"]
+    end
+
+    # The library files (+libdlb.so+, else the versioned +libdlb.so.0+) in +dirs+.
+    def self.in_dirs(dirs)
+      dirs.filter_map do |dir|
+        [LIB_NAME, "#{LIB_NAME}.0"].map { |name| File.join(dir, name) }.find { |path| File.file?(path) }
+      end
+    end
+
+    # The libdlb directory pkg-config named at +gem install+ (nil when the gem built its own).
+    def self.installed_libdir
+      require_relative "native_config"
+      NativeConfig::LIBDIR
+    rescue LoadError
+      nil # used from the source tree: no install step ran
+    end
+
+    # +pkg-config --variable=libdir dlb+, or nil (no pkg-config, or no dlb.pc).
+    def self.pkg_config_libdir
+      out = IO.popen(%w[pkg-config --variable=libdir dlb], err: File::NULL, &:read).strip
+      $?.success? && !out.empty? ? out : nil
+    rescue SystemCallError
+      nil
     end
 
     # @return [String] the path (or name) of the library that was loaded
@@ -48,8 +76,9 @@ module DLB
       rescue LoadError => e
         errors << "#{path}: #{e.message}"
       end
-      raise LoadError, "cannot load #{LIB_NAME}; set DLB_LIB_PATH to its path or build it " \
-                       "with `cargo build --release --lib` in #{REPO_ROOT} (tried: #{errors.join('; ')})"
+      raise LoadError, "cannot load #{LIB_NAME}; install libdlb (make install: pkg-config dlb), set " \
+                       "DLB_LIB_PATH to its path, or build it with `cargo build --release --lib` in the " \
+                       "dlb repository (tried: #{errors.join('; ')})"
     end
 
     LIBRARY_PATH = load_library

@@ -1,0 +1,127 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+require "rack"
+require "rack/test"
+
+# DLB::RackMiddleware: read-your-writes across two worker processes, each with its own
+# balancer and embedded LSN store, the causal token travelling in the signed cookie of a
+# redirect-after-POST; and the token's signature.
+class RackTest < Minitest::Test
+  include DLBTest
+
+  TABLE = "dlb_ruby_rack_tests"
+  SECRET = "rack-test-secret-0123456789"
+  ROUNDS = Integer(ENV.fetch("DLB_RUBY_RACK_ROUNDS", "30"))
+  WORKER = File.expand_path("support/rack_worker.rb", __dir__)
+
+  # One worker process (test/support/rack_worker.rb).
+  class Worker
+    def initialize(env)
+      @io = IO.popen(env, [RbConfig.ruby, "-w", "-I", DLBTest.dlb_lib_dir, WORKER], "r+")
+      ready = @io.gets or raise "worker did not start"
+      @pid = JSON.parse(ready).fetch("ready")
+    end
+
+    attr_reader :pid
+
+    def request(method, path, cookie: nil, header: nil)
+      @io.puts(JSON.generate(method: method, path: path, cookie: cookie, header: header))
+      line = @io.gets or raise "worker #{@pid} died"
+      JSON.parse(line)
+    end
+
+    def close
+      @io.close_write
+      @io.read
+      @io.close
+    end
+  end
+
+  def setup
+    PG.connect(PRIMARY).tap do |conn|
+      conn.exec("SET client_min_messages = warning")
+      conn.exec("CREATE TABLE IF NOT EXISTS #{TABLE} (id bigserial PRIMARY KEY, key text NOT NULL)")
+    end.close
+    env = { "DLB_WORKER_CONFIG" => JSON.generate(config), "DLB_WORKER_SECRET" => SECRET, "DLB_WORKER_TABLE" => TABLE }
+    @writer = Worker.new(env)
+    @reader = Worker.new(env)
+    refute_equal @writer.pid, @reader.pid
+  end
+
+  def teardown
+    resume_replicas
+    @writer&.close
+    @reader&.close
+  end
+
+  def cookie_of(response)
+    set_cookie = Array(response["headers"]["set-cookie"] || response["headers"]["Set-Cookie"]).join("\n")
+    set_cookie[/dlb_lsn=[^;\n]+/]
+  end
+
+  # Replica 2 paused: a write is never there. The GET after the redirect goes to the other
+  # process, whose store knows nothing of the write: only the token keeps it off replica 2.
+  def test_read_your_writes_across_two_processes
+    pause_replica_replay(2)
+    stale_without_token = 0
+    ROUNDS.times do |i|
+      repo = "r#{i}-#{rand(1 << 30)}"
+      post = @writer.request("POST", "/repos/#{repo}")
+      assert_equal 303, post["status"]
+      cookie = cookie_of(post)
+      refute_nil cookie, "no token cookie after the POST"
+      assert_match(%r{\A\h+/\h+--\h{64}\z}, post["headers"]["X-DLB-LSN"])
+
+      # First the GET without the token: the other process knows nothing of the write and
+      # may pick the paused replica. (After a GET with the token it knows the key's LSN.)
+      plain = JSON.parse(@reader.request("GET", "/repos/#{repo}")["body"])
+      stale_without_token += 1 if plain["ids"].empty?
+
+      get = @reader.request("GET", post["headers"]["location"], cookie: cookie)
+      assert_equal 200, get["status"]
+      body = JSON.parse(get["body"])
+      assert_equal 1, body["ids"].size, "round #{i}: the write is not visible via port #{body['port']}"
+      refute_equal replica_port(2), body["port"]
+    end
+    # Without the token, some reads were stale: the test above can fail.
+    assert_operator stale_without_token, :>, 0, "every read without the token was fresh: the test proves nothing"
+  end
+
+  def test_the_header_carries_the_token_too
+    pause_replica_replay(2)
+    repo = "h-#{rand(1 << 30)}"
+    token = @writer.request("POST", "/repos/#{repo}")["headers"]["X-DLB-LSN"]
+    10.times do
+      body = JSON.parse(@reader.request("GET", "/repos/#{repo}", header: token)["body"])
+      assert_equal 1, body["ids"].size
+    end
+  end
+
+  # In-process, with rack-test: forged or unsigned tokens are ignored, GETs record nothing.
+  def test_token_signature
+    lb = DLB::Balancer.new(config)
+    seen = []
+    app = lambda do |_env|
+      seen << DLB::Context.current.lsn
+      [200, {}, ["ok"]]
+    end
+    mw = DLB::RackMiddleware.new(app, balancer: lb, secret: SECRET, keys: ->(_req) { "k" })
+    session = Rack::Test::Session.new(Rack::MockSession.new(mw))
+    session.get("/")
+    assert_nil session.last_response.headers["X-DLB-LSN"], "a GET recorded an LSN"
+    session.post("/")
+    token = session.last_response.headers["X-DLB-LSN"]
+    lsn = token.split("--").first
+    assert_equal lsn, mw.verify(token)
+    session.get("/")
+    assert_equal lsn, seen.last, "the cookie's token was not honoured"
+    [nil, "", lsn, "#{lsn}--#{'0' * 64}", "0/1--#{token.split('--').last}", "x--y"].each do |bad|
+      assert_nil mw.verify(bad), "accepted #{bad.inspect}"
+    end
+    other = DLB::RackMiddleware.new(app, balancer: lb, secret: "another-secret-0123456789")
+    assert_nil other.verify(token), "a token signed with another secret was accepted"
+  ensure
+    lb&.close
+  end
+end
