@@ -33,7 +33,7 @@ CFLAGS=(-std=c99 -Wall -Wextra -Wpedantic -Werror -g -O1 -Iinclude -Iffi-tests -
 # shellcheck disable=SC2054 # the commas belong to -fsanitize=address,undefined
 SANITIZE=(-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all)
 # Every test program with its sources (besides the shared test_util.c).
-TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu test_bounds test_tls test_fork)
+TESTS=(test_api test_round_robin test_sticky test_concurrent test_log test_two_tu test_bounds test_tls test_fork test_events)
 PAUSED_REPLICA=2
 
 passed=0

@@ -41,7 +41,7 @@
 
 /* The version of this header; compare with lb_version() for the linked library. */
 #define LB_VERSION_MAJOR 0
-#define LB_VERSION_MINOR 2
+#define LB_VERSION_MINOR 3
 #define LB_VERSION_PATCH 0
 
 /*
@@ -209,6 +209,35 @@
 #define LB_REASON_REPLICA_UNAVAILABLE 10
 
 /*
+ `lb_pick_opts.flags`: never block. No live replay check, and no read of an LSN store that
+ may block (Redis): a keyed read is routed from the cached replay positions only, and goes
+ to the primary (`LB_REASON_STORE_ERROR`) when the store would have to be asked.
+ */
+#define LB_PICK_CACHED_ONLY 1
+
+/*
+ `lb_pick_opts.no_caught_up`: the configuration's `no_caught_up_replica` (the default).
+ */
+#define LB_NO_CAUGHT_UP_DEFAULT 0
+
+/*
+ `lb_pick_opts.no_caught_up`: a read no replica can serve goes to the primary.
+ */
+#define LB_NO_CAUGHT_UP_PRIMARY 1
+
+/*
+ `lb_pick_opts.no_caught_up`: a read no replica can serve fails with
+ `LB_ERR_NO_CAUGHT_UP_REPLICA`.
+ */
+#define LB_NO_CAUGHT_UP_ERROR 2
+
+/*
+ The size of `lb_pick_info.addr`: a `host:port` of up to 271 bytes and its NUL (DNS names
+ are at most 253 bytes).
+ */
+#define LB_ADDR_BUFFER_SIZE 272
+
+/*
  Log level filter: nothing.
  */
 #define LB_LOG_OFF 0
@@ -237,6 +266,18 @@
  Log level: tracing.
  */
 #define LB_LOG_TRACE 5
+
+/*
+ How many records the log queue holds; when it is full the oldest is dropped and the next
+ record taken counts the drops in its `"dropped"` field.
+ */
+#define LB_LOG_QUEUE_CAPACITY 4096
+
+/*
+ How many host events a balancer's queue holds; when it is full the oldest is dropped and
+ the next event taken counts the drops in its `"dropped"` field.
+ */
+#define LB_EVENT_QUEUE_CAPACITY 1024
 
 /*
  A load balancer over one PostgreSQL primary and its streaming replicas (opaque).
@@ -270,6 +311,57 @@ typedef struct lb_route {
 } lb_route;
 
 /*
+ Options of one pick (`lb_pick_replica_opts()`). Zero-initialise it, set `struct_size` to
+ `sizeof(lb_pick_opts)`, then the fields wanted: all zero means the defaults of
+ `lb_pick_replica()`. Fields may be appended in later versions (`struct_size` tells dlb
+ which a caller knows).
+ */
+typedef struct lb_pick_opts {
+    /*
+     `sizeof(lb_pick_opts)` as the caller compiled it.
+     */
+    uint32_t struct_size;
+    /*
+     `LB_PICK_*` flags, or-ed (unknown bits are refused).
+     */
+    uint32_t flags;
+    /*
+     A time budget for the pick's blocking work, in microseconds: the LSN store's read and
+     the live replay checks end within it (each still within its own limit). When it runs
+     out the read goes where an unprovable read goes (the primary, or the error). 0: no
+     budget beyond those limits (use `LB_PICK_CACHED_ONLY` for "no time at all").
+     */
+    uint64_t budget_us;
+    /*
+     `LB_NO_CAUGHT_UP_*`: what a read no replica can serve gets, for this call.
+     */
+    uint32_t no_caught_up;
+} lb_pick_opts;
+
+/*
+ What a pick chose, with the host's identity (`lb_pick_replica_opts()`, `lb_primary_route()`).
+ */
+typedef struct lb_pick_info {
+    /*
+     `LB_ROLE_PRIMARY` or `LB_ROLE_REPLICA`.
+     */
+    uint32_t role;
+    /*
+     One of the `LB_REASON_*` constants.
+     */
+    uint32_t reason;
+    /*
+     The host's id: the same for every route to this host while the balancer knows it,
+     never reused within the process; host events carry it too. Key per-host pools on it.
+     */
+    uint64_t host_id;
+    /*
+     `host:port` as the driver connects (IPv6 in brackets), NUL-terminated.
+     */
+    char addr[LB_ADDR_BUFFER_SIZE];
+} lb_pick_info;
+
+/*
  A log callback: `level` is one of `LB_LOG_ERROR` .. `LB_LOG_TRACE`, `msg` a NUL-terminated
  UTF-8 message valid only during the call (copy it to keep it), `user` the pointer given to
  `lb_set_log_callback()`.
@@ -279,6 +371,19 @@ typedef struct lb_route {
  dlb functions. It must not unwind (no C++ exception or longjmp out of it).
  */
 typedef void (*lb_log_callback)(uint32_t level, const char *msg, void *user);
+
+/*
+ A host event callback: `event_json` is one event as a NUL-terminated JSON object (the
+ format of `lb_next_event()`), valid only during the call; `user` is the pointer given to
+ `lb_set_event_callback()`.
+
+ Called on dlb's monitor thread (a thread the host program did not create), after the check
+ that caused the event (or on the thread setting it, for events queued before): it may call
+ dlb functions, except `lb_balancer_free()` on this balancer and `lb_set_event_callback()`.
+ It should return
+ quickly (the next check waits for it) and must not unwind.
+ */
+typedef void (*lb_event_callback)(const char *event_json, void *user);
 
 #ifdef __cplusplus
 extern "C" {
@@ -446,6 +551,22 @@ lb_status lb_metrics_text(const struct lb_balancer *lb, char *buf, size_t cap, s
 lb_status lb_status_json(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
 
 /*
+ Writes the LSN currently recorded for `key` (forced or not), as `"X/Y"`, into `lsn_buf`
+ (output string rules: see the top of dlb.h); an empty string (`*lsn_len` 0) when nothing is
+ recorded or the entry expired. A buffer of `LB_LSN_MAX_LENGTH + 1` bytes always suffices.
+
+ Blocking: reads the LSN store only (never blocks with the default in-memory one).
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_INVALID_KEY`, `LB_ERR_STORE`, `LB_ERR_FORKED`,
+ `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_recorded_lsn(const struct lb_balancer *lb,
+                          const char *key,
+                          char *lsn_buf,
+                          size_t lsn_cap,
+                          size_t *lsn_len);
+
+/*
  Picks where a read should go and writes the DSN to connect with into `dsn_buf` (output
  string rules: see the top of dlb.h), and its role and reason into `*route` when `route` is
  not NULL.
@@ -513,6 +634,40 @@ const char *lb_reason_str(uint32_t reason);
 const char *lb_role_str(uint32_t role);
 
 /*
+ `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`min_lsn` an `"X/Y"`
+ causal token; `key` must then be NULL) with per-call options `opts` (NULL: the defaults;
+ see `lb_pick_opts`), writing the DSN into `dsn_buf` and, when `info` is not NULL, the role,
+ reason, host id and address into `*info`.
+
+ Blocking: as `lb_pick_replica()`, within `opts->budget_us` when set; never with
+ `LB_PICK_CACHED_ONLY`.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT` (also: both `key` and `min_lsn`, a bad `opts`),
+ `LB_ERR_INVALID_KEY`, `LB_ERR_INVALID_LSN`, `LB_ERR_NO_CAUGHT_UP_REPLICA`,
+ `LB_ERR_BUFFER_TOO_SMALL`, `LB_ERR_FORKED`.
+ */
+lb_status lb_pick_replica_opts(const struct lb_balancer *lb,
+                               const char *key,
+                               const char *min_lsn,
+                               const struct lb_pick_opts *opts,
+                               char *dsn_buf,
+                               size_t dsn_cap,
+                               size_t *dsn_len,
+                               struct lb_pick_info *info);
+
+/*
+ `lb_primary_dsn()` with the primary's role, reason (`LB_REASON_WRITE`), host id and address
+ in `*info` (when not NULL). Never blocks.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_primary_route(const struct lb_balancer *lb,
+                           char *dsn_buf,
+                           size_t dsn_cap,
+                           size_t *dsn_len,
+                           struct lb_pick_info *info);
+
+/*
  Writes `dsn` (a libpq `key=value` connection string or a `postgres://` URL) with its
  password replaced by `********` into `buf` (output string rules: see the top of dlb.h):
  safe for logs. The DSN is parsed and re-rendered, as the redacted DSNs of
@@ -555,6 +710,99 @@ lb_status lb_dsn_address(const char *dsn, char *buf, size_t cap, size_t *len);
  first; dlb's records go to that one).
  */
 lb_status lb_set_log_callback(uint32_t level_filter, lb_log_callback cb, void *user);
+
+/*
+ Puts dlb's log records of level `level_filter` and more severe (`LB_LOG_ERROR` = 1 ..
+ `LB_LOG_TRACE` = 5) into a process-wide queue, taken with `lb_next_log()`: for runtimes
+ that cannot take calls from threads they did not create. `LB_LOG_OFF` (0) turns the queue
+ off and empties it (and ends every `lb_next_log()` wait). Independent of
+ `lb_set_log_callback()`: a record may go to both. The queue holds `LB_LOG_QUEUE_CAPACITY`
+ records; when it is full the oldest is dropped (logging never waits for a reader).
+
+ Thread-safe. Never blocks.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT` (`level_filter` above `LB_LOG_TRACE`),
+ `LB_ERR_LOGGER_UNAVAILABLE` (another `log` logger is installed in this process).
+ */
+lb_status lb_log_queue_enable(uint32_t level_filter);
+
+/*
+ Takes the next record from the log queue (`lb_log_queue_enable()`) and writes it as one
+ JSON object into `buf` (output string rules: see the top of dlb.h):
+ `{"level":"warn","level_num":2,"target":"dlb","message":"replica db2:5432 quarantined: lag
+ (...)","dropped":0}`. `"target"` is `"dlb"`, or the Rust library the record comes from
+ (`"r2d2"`); `"dropped"` counts the records dropped before this one. Messages never contain
+ a password. Structured host state (address, reason, lag) comes with host events
+ (`lb_next_event()`).
+
+ Blocking: waits up to `timeout_ms` milliseconds (0: does not wait) for a record; with none,
+ returns `LB_OK` with an empty string (`*len` 0). `lb_wake_log_waiters()` and
+ `lb_log_queue_enable(LB_LOG_OFF)` end every wait at once: keep the timeout short (100 ms,
+ say) so a draining thread notices that it should stop, and never holds up process exit.
+
+ On `LB_ERR_BUFFER_TOO_SMALL` the record stays first in the queue: retry with `*len + 1`
+ bytes.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_next_log(uint32_t timeout_ms, char *buf, size_t cap, size_t *len);
+
+/*
+ Ends every `lb_next_log()` waiting now (they return no record). Never blocks.
+ */
+void lb_wake_log_waiters(void);
+
+/*
+ Sends this balancer's host events to `cb` (with `user` passed through untouched) instead of
+ the queue; a NULL `cb` sends them to the queue again (`lb_next_event()`). The events already
+ queued (the `added` events of start-up, at least) go to the new callback first, on the
+ calling thread, before this returns.
+
+ Thread-safe. Does no I/O (it runs the new callback on queued events). A call to the
+ previous callback may still be running or about to start when this returns: release its
+ `user` data only after `lb_balancer_free()`. Must not be called from inside an event
+ callback.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT` (NULL `lb`).
+ */
+lb_status lb_set_event_callback(const struct lb_balancer *lb, lb_event_callback cb, void *user);
+
+/*
+ Takes the next host event from the balancer's queue (events go there while no callback is
+ set) and writes it as one JSON object into `buf` (output string rules: see the top of
+ dlb.h), e.g. `{"event":"quarantined","host_id":3,"addr":"db2:5432","role":"replica",
+ "health":"quarantined","reason":"lag","lag_bytes":1048576,"lag_seconds":12.5,"dropped":0}`.
+
+ `"event"` is one of `added` (a replica joined the list, at start-up too: a pool for it may
+ be opened), `removed` (it left the list and is being drained), `drained` (a pool for it may
+ be closed), `quarantined` (with `"reason"`, an `lb_quarantine_reason` name), `readmitted`,
+ `identity_changed` (the address now reaches another server, named in `"server"`). Other
+ fields: `"error"` (the last probe's), `"dropped"` (events dropped before this one because
+ the queue was full). New events and fields may be added: ignore the unknown.
+
+ Blocking: waits up to `timeout_ms` milliseconds (0: does not wait) for an event; with none,
+ returns `LB_OK` with an empty string (`*len` 0). `lb_wake_event_waiters()` ends every wait
+ at once. Poll with a short timeout (100 ms, say) from one thread, and stop that thread
+ (`lb_wake_event_waiters()`, then join it) before `lb_balancer_free()`.
+
+ On `LB_ERR_BUFFER_TOO_SMALL` the event stays first in the queue: retry with `*len + 1`
+ bytes.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+ */
+lb_status lb_next_event(const struct lb_balancer *lb,
+                        uint32_t timeout_ms,
+                        char *buf,
+                        size_t cap,
+                        size_t *len);
+
+/*
+ Ends every `lb_next_event()` waiting on this balancer now (they return no event). Never
+ blocks. Thread-safe.
+
+ Errors: `LB_ERR_INVALID_ARGUMENT` (NULL `lb`).
+ */
+lb_status lb_wake_event_waiters(const struct lb_balancer *lb);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -22,12 +22,13 @@ use crate::config::{Config, LsnStoreConfig};
 use crate::counters::Counters;
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
+use crate::events::{EventCallback, HostEvent};
 use crate::host::{Host, PooledClient};
 use crate::labels::{Reason, Role};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Status};
-use crate::routing::{self, Route, Router};
+use crate::routing::{self, PickOptions, Route, Router};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
@@ -207,8 +208,18 @@ impl Balancer {
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy. A store
     /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
+        self.pick_replica_with(key, &PickOptions::default())
+    }
+
+    /// [`Balancer::pick_replica`] with per-call options: a time budget for the store read and
+    /// live checks, "cached only" (never block), the policy when no replica has caught up
+    /// (see [`PickOptions`]).
+    ///
+    /// # Errors
+    /// As [`Balancer::pick_replica`].
+    pub fn pick_replica_with(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
         self.same_process()?;
-        self.router.pick(key)
+        self.router.pick(key, opts)
     }
 
     /// Picks a replica that has replayed at least `min_lsn` (a causal token the caller carried),
@@ -223,8 +234,16 @@ impl Balancer {
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub fn pick_replica_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
+        self.pick_replica_min_lsn_with(min_lsn, &PickOptions::default())
+    }
+
+    /// [`Balancer::pick_replica_min_lsn`] with per-call options (see [`PickOptions`]).
+    ///
+    /// # Errors
+    /// As [`Balancer::pick_replica_min_lsn`].
+    pub fn pick_replica_min_lsn_with(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
         self.same_process()?;
-        self.router.pick_min_lsn(min_lsn)
+        self.router.pick_min_lsn(min_lsn, opts)
     }
 
     /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
@@ -361,6 +380,44 @@ impl Balancer {
         self.same_process()?;
         check_key(key)?;
         Ok(self.store.get(&self.router.store_key(key))?.lsn)
+    }
+
+    // ---- Host events.
+
+    /// Sends every host event (see [`HostEvent`]) to `callback`, called on dlb's monitor
+    /// thread right after the check that caused it; it may call the balancer (except this
+    /// method) and should return quickly, since the next check waits for it. The events
+    /// already queued (the `added` events of start-up, at least) go to it first, on the
+    /// calling thread, before this returns. `None` sends events to the queue
+    /// ([`Balancer::next_event`]) again.
+    pub fn set_event_callback(&self, callback: Option<EventCallback>) {
+        self.router.events.set_callback(callback);
+    }
+
+    /// The next host event from the queue (events go there while no callback is set),
+    /// waiting up to `timeout` for one; `None` when none came, or when
+    /// [`Balancer::wake_event_waiters`] was called. The queue holds
+    /// [`crate::EVENT_QUEUE_CAPACITY`] events: when it is full the oldest is dropped, and the
+    /// next event taken counts them in [`HostEvent::dropped`]. The monitor never waits for a
+    /// reader.
+    ///
+    /// The first check (in [`Balancer::new`]) queues an `added` event for every replica.
+    pub fn next_event(&self, timeout: Duration) -> Option<HostEvent> {
+        self.router
+            .events
+            .take(timeout, |e| Ok::<_, std::convert::Infallible>(e.clone()))
+            .unwrap_or_else(|never| match never {})
+    }
+
+    /// Makes every [`Balancer::next_event`] waiting now return `None` at once (to stop a
+    /// polling thread before dropping the balancer). Never blocks.
+    pub fn wake_event_waiters(&self) {
+        self.router.events.wake();
+    }
+
+    /// The event queue, for the C ABI (which formats an event only when it fits).
+    pub(crate) fn events(&self) -> &crate::events::Events {
+        &self.router.events
     }
 
     // ---- Observability.

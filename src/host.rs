@@ -35,6 +35,8 @@ const PROBE_CONN_USES: u32 = 5;
 
 /// A host, shared by the pick path, the monitor and routes handed to callers.
 pub(crate) struct Host {
+    /// Unique in the process, never reused ([`crate::Route::host_id`]).
+    pub(crate) id: u64,
     pub(crate) role: Role,
     /// `host:port`: no secrets, used in logs, metrics and status.
     pub(crate) addr: String,
@@ -199,7 +201,9 @@ impl Host {
             })
             .thread_pool(scheduler.clone())
             .build_unchecked(manager);
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Host {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             role,
             addr: dsn.host_port().to_string(),
             dsn: text,

@@ -38,6 +38,7 @@ mod counters;
 mod discovery;
 mod dsn;
 mod error;
+mod events;
 #[doc(hidden)]
 pub mod ffi;
 mod health;
@@ -69,8 +70,9 @@ pub use config::{
 };
 pub use dsn::HostPort;
 pub use error::{Error, Result};
+pub use events::{EVENT_QUEUE_CAPACITY, EventCallback, HostEvent, HostEventKind};
 pub use labels::{Health, QuarantineReason, Reason, Role};
 pub use lsn::Lsn;
 pub use observability::{HostStatus, ReplicaStatus, Status};
-pub use routing::Route;
+pub use routing::{PickOptions, Route};
 pub use sticking::{LsnStore, MAX_TTL, MAX_VERBATIM_KEY, MemoryStore, Recorded, RedisStore};

@@ -10,7 +10,9 @@ use std::time::Duration;
 use common::dnsmasq::Dnsmasq;
 use common::proxy::Proxy;
 use common::*;
-use dlb::{Balancer, ConnectivityConfig, DnsConfig, DnsRecordType, Reason, Role};
+use dlb::{
+    Balancer, ConnectivityConfig, DnsConfig, DnsRecordType, HostEvent, HostEventKind, Reason, Role,
+};
 
 /// Captures dlb's log lines so tests can check what was logged.
 struct Capture;
@@ -436,4 +438,66 @@ async fn a_replica_removed_from_dns_is_never_closed_inside_a_pick() {
         drop(dns);
         drop(lock);
     });
+}
+
+/// The next event of `kind` for `addr` from the balancer's queue (others are skipped);
+/// panics after [`WAIT`].
+fn next_event(lb: &Balancer, kind: HostEventKind, addr: &str) -> HostEvent {
+    let end = std::time::Instant::now() + WAIT;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        assert!(
+            !left.is_zero(),
+            "no {kind:?} event for {addr} within {WAIT:?}"
+        );
+        if let Some(e) = lb.next_event(left.min(Duration::from_millis(200)))
+            && e.event == kind
+            && e.addr == addr
+        {
+            return e;
+        }
+    }
+}
+
+#[test]
+fn host_events_follow_the_list_and_the_health_of_replicas() {
+    let _l = lock_cluster();
+    let mut dns = Dnsmasq::start(&srv(&[port(1)]));
+    let lb = dns_balancer(&dns, DnsRecordType::Srv);
+    let one = next_event(&lb, HostEventKind::Added, replica_addr(1));
+    assert_eq!(one.role, "replica");
+    wait_healthy(&lb, 1);
+    let route = lb.pick_replica(None).unwrap();
+    assert_eq!(
+        route.host_id(),
+        one.host_id,
+        "the event and the route name one host"
+    );
+    assert_ne!(lb.primary().host_id(), one.host_id);
+
+    // Added and removed with the DNS records; drained once nothing uses it.
+    dns.set_records(&srv(&[port(1), port(2)]));
+    let two = next_event(&lb, HostEventKind::Added, replica_addr(2));
+    assert_ne!(two.host_id, one.host_id);
+    dns.set_records(&srv(&[port(2)]));
+    let removed = next_event(&lb, HostEventKind::Removed, replica_addr(1));
+    assert_eq!(removed.host_id, one.host_id);
+    drop(route);
+    let drained = next_event(&lb, HostEventKind::Drained, replica_addr(1));
+    assert_eq!(drained.host_id, one.host_id);
+
+    // Quarantined when it stops answering, re-admitted when it is back.
+    wait_healthy(&lb, 1);
+    stop_replica(2);
+    let q = next_event(&lb, HostEventKind::Quarantined, replica_addr(2));
+    start_replica(2);
+    assert_eq!(q.host_id, two.host_id);
+    assert!(
+        matches!(q.reason, Some("unreachable" | "timeout")),
+        "{}",
+        q.to_json()
+    );
+    let back = next_event(&lb, HostEventKind::Readmitted, replica_addr(2));
+    assert_eq!(back.health, "healthy");
+    assert!(!back.to_json().contains("password"));
 }

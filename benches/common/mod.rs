@@ -73,7 +73,10 @@ pub fn loadavg() -> String {
 
 /// The integration tests' cluster lock ([`cluster_lock_path`]), held until dropped.
 pub fn lock_cluster() -> File {
-    eprintln!("waiting for the cluster lock {} (tests running?)", cluster_lock_path());
+    eprintln!(
+        "waiting for the cluster lock {} (tests running?)",
+        cluster_lock_path()
+    );
     flock_cluster()
 }
 

@@ -307,3 +307,29 @@ pub unsafe extern "C" fn lb_status_json(
         out.put(&lb.status().to_json())
     })
 }
+
+/// Writes the LSN currently recorded for `key` (forced or not), as `"X/Y"`, into `lsn_buf`
+/// (output string rules: see the top of dlb.h); an empty string (`*lsn_len` 0) when nothing is
+/// recorded or the entry expired. A buffer of `LB_LSN_MAX_LENGTH + 1` bytes always suffices.
+///
+/// Blocking: reads the LSN store only (never blocks with the default in-memory one).
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_INVALID_KEY`, `LB_ERR_STORE`, `LB_ERR_FORKED`,
+/// `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_recorded_lsn(
+    lb: *const lb_balancer,
+    key: *const c_char,
+    lsn_buf: *mut c_char,
+    lsn_cap: usize,
+    lsn_len: *mut usize,
+) -> lb_status {
+    ffi_boundary!("lb_recorded_lsn", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let key = unsafe { arg_str(key, "key") }?;
+        let out = unsafe { OutStr::new(lsn_buf, lsn_cap, lsn_len, "lsn_buf") }?;
+        let lsn = lb.recorded_lsn(key)?;
+        out.put(&lsn.map(|l| l.to_string()).unwrap_or_default())
+    })
+}

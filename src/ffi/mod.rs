@@ -42,7 +42,8 @@ pub(crate) mod boundary;
 //   version   lb_version
 //   balancer  lb_balancer: new/free, recording LSNs, failure reports, metrics and status text
 //   route     lb_route: picks, the primary's DSN, LB_ROLE_*/LB_REASON_* and their names
-//   logging   lb_set_log_callback, LB_LOG_*
+//   logging   lb_set_log_callback, LB_LOG_*, the log queue (lb_log_queue_enable, lb_next_log)
+//   events    host lifecycle events: lb_set_event_callback, lb_next_event
 // Declaration order is the order of the header's sections (the blank lines keep rustfmt from
 // sorting them).
 mod error;
@@ -59,12 +60,15 @@ mod dsn;
 
 mod logging;
 
+mod events;
+
 #[cfg(test)]
 mod tests;
 
 pub use self::balancer::*;
 pub use self::dsn::*;
 pub use self::error::*;
+pub use self::events::*;
 pub use self::logging::*;
 pub use self::route::*;
 pub use self::status::*;

@@ -2,12 +2,13 @@
 //! says: its role and reason.
 
 use std::ffi::c_char;
+use std::time::Duration;
 
 use super::balancer::{balancer, lb_balancer};
 use super::boundary::{OutStr, arg_opt_str, arg_str};
 use super::error::Failure;
-use super::status::lb_status;
-use crate::{Lsn, Reason, Role, Route};
+use super::status::{LB_ERR_BUFFER_TOO_SMALL, LB_ERR_INVALID_ARGUMENT, lb_status};
+use crate::{Lsn, NoCaughtUpPolicy, PickOptions, Reason, Role, Route};
 
 /// Target role of a route: the primary.
 pub const LB_ROLE_PRIMARY: u32 = 0;
@@ -203,5 +204,202 @@ pub extern "C" fn lb_role_str(role: u32) -> *const c_char {
             .get(role as usize)
             .map_or(c"unknown", |r| r.as_c_str())
             .as_ptr()
+    })
+}
+
+/// `lb_pick_opts.flags`: never block. No live replay check, and no read of an LSN store that
+/// may block (Redis): a keyed read is routed from the cached replay positions only, and goes
+/// to the primary (`LB_REASON_STORE_ERROR`) when the store would have to be asked.
+pub const LB_PICK_CACHED_ONLY: u32 = 1;
+
+/// `lb_pick_opts.no_caught_up`: the configuration's `no_caught_up_replica` (the default).
+pub const LB_NO_CAUGHT_UP_DEFAULT: u32 = 0;
+/// `lb_pick_opts.no_caught_up`: a read no replica can serve goes to the primary.
+pub const LB_NO_CAUGHT_UP_PRIMARY: u32 = 1;
+/// `lb_pick_opts.no_caught_up`: a read no replica can serve fails with
+/// `LB_ERR_NO_CAUGHT_UP_REPLICA`.
+pub const LB_NO_CAUGHT_UP_ERROR: u32 = 2;
+
+/// Options of one pick (`lb_pick_replica_opts()`). Zero-initialise it, set `struct_size` to
+/// `sizeof(lb_pick_opts)`, then the fields wanted: all zero means the defaults of
+/// `lb_pick_replica()`. Fields may be appended in later versions (`struct_size` tells dlb
+/// which a caller knows).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct lb_pick_opts {
+    /// `sizeof(lb_pick_opts)` as the caller compiled it.
+    pub struct_size: u32,
+    /// `LB_PICK_*` flags, or-ed (unknown bits are refused).
+    pub flags: u32,
+    /// A time budget for the pick's blocking work, in microseconds: the LSN store's read and
+    /// the live replay checks end within it (each still within its own limit). When it runs
+    /// out the read goes where an unprovable read goes (the primary, or the error). 0: no
+    /// budget beyond those limits (use `LB_PICK_CACHED_ONLY` for "no time at all").
+    pub budget_us: u64,
+    /// `LB_NO_CAUGHT_UP_*`: what a read no replica can serve gets, for this call.
+    pub no_caught_up: u32,
+}
+
+/// The size of `lb_pick_info.addr`: a `host:port` of up to 271 bytes and its NUL (DNS names
+/// are at most 253 bytes).
+pub const LB_ADDR_BUFFER_SIZE: usize = 272;
+
+/// What a pick chose, with the host's identity (`lb_pick_replica_opts()`, `lb_primary_route()`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct lb_pick_info {
+    /// `LB_ROLE_PRIMARY` or `LB_ROLE_REPLICA`.
+    pub role: u32,
+    /// One of the `LB_REASON_*` constants.
+    pub reason: u32,
+    /// The host's id: the same for every route to this host while the balancer knows it,
+    /// never reused within the process; host events carry it too. Key per-host pools on it.
+    pub host_id: u64,
+    /// `host:port` as the driver connects (IPv6 in brackets), NUL-terminated.
+    pub addr: [c_char; LB_ADDR_BUFFER_SIZE],
+}
+
+impl Default for lb_pick_info {
+    fn default() -> lb_pick_info {
+        lb_pick_info {
+            role: 0,
+            reason: 0,
+            host_id: 0,
+            addr: [0; LB_ADDR_BUFFER_SIZE],
+        }
+    }
+}
+
+/// The options behind `opts` (NULL: the defaults).
+///
+/// # Safety
+/// `opts` is NULL or valid for reads of `struct_size` bytes (at least its first field).
+unsafe fn pick_options(opts: *const lb_pick_opts) -> Result<PickOptions, Failure> {
+    // SAFETY: per the contract above.
+    let Some(o) = (unsafe { opts.as_ref() }) else {
+        return Ok(PickOptions::default());
+    };
+    let bad = |m: String| Failure::new(LB_ERR_INVALID_ARGUMENT, m);
+    if (o.struct_size as usize) < std::mem::size_of::<lb_pick_opts>() {
+        return Err(bad(format!(
+            "argument `opts`: struct_size is {}; expected sizeof(lb_pick_opts) ({})",
+            o.struct_size,
+            std::mem::size_of::<lb_pick_opts>()
+        )));
+    }
+    if o.flags & !LB_PICK_CACHED_ONLY != 0 {
+        return Err(bad(format!(
+            "argument `opts`: unknown flags 0x{:x}",
+            o.flags & !LB_PICK_CACHED_ONLY
+        )));
+    }
+    let mut p = PickOptions::default().cached_only(o.flags & LB_PICK_CACHED_ONLY != 0);
+    if o.budget_us > 0 {
+        p = p.budget(Duration::from_micros(o.budget_us));
+    }
+    match o.no_caught_up {
+        LB_NO_CAUGHT_UP_DEFAULT => {}
+        LB_NO_CAUGHT_UP_PRIMARY => p = p.no_caught_up(NoCaughtUpPolicy::Primary),
+        LB_NO_CAUGHT_UP_ERROR => p = p.no_caught_up(NoCaughtUpPolicy::Error),
+        n => {
+            return Err(bad(format!(
+                "argument `opts`: no_caught_up is {n}; expected 0 to 2"
+            )));
+        }
+    }
+    Ok(p)
+}
+
+/// Writes a route's DSN and, when asked, what it chose: nothing unless both fit.
+fn put_info(route: &Route, dsn: &OutStr, out: *mut lb_pick_info) -> Result<(), Failure> {
+    let addr = route.addr().as_bytes();
+    if addr.len() >= LB_ADDR_BUFFER_SIZE {
+        return Err(Failure::new(
+            LB_ERR_BUFFER_TOO_SMALL,
+            format!(
+                "the host's address is {} bytes long; lb_pick_info.addr holds {}",
+                addr.len(),
+                LB_ADDR_BUFFER_SIZE - 1
+            ),
+        ));
+    }
+    dsn.fit(route.dsn())?;
+    dsn.write(route.dsn());
+    if !out.is_null() {
+        let mut info = lb_pick_info {
+            role: route.role() as u32,
+            reason: route.reason() as u32,
+            host_id: route.host_id(),
+            ..lb_pick_info::default()
+        };
+        for (d, s) in info.addr.iter_mut().zip(addr) {
+            *d = *s as c_char;
+        }
+        // SAFETY: non-NULL `info` arguments are valid for a write per the module contract.
+        unsafe { out.write(info) };
+    }
+    Ok(())
+}
+
+/// `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`min_lsn` an `"X/Y"`
+/// causal token; `key` must then be NULL) with per-call options `opts` (NULL: the defaults;
+/// see `lb_pick_opts`), writing the DSN into `dsn_buf` and, when `info` is not NULL, the role,
+/// reason, host id and address into `*info`.
+///
+/// Blocking: as `lb_pick_replica()`, within `opts->budget_us` when set; never with
+/// `LB_PICK_CACHED_ONLY`.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT` (also: both `key` and `min_lsn`, a bad `opts`),
+/// `LB_ERR_INVALID_KEY`, `LB_ERR_INVALID_LSN`, `LB_ERR_NO_CAUGHT_UP_REPLICA`,
+/// `LB_ERR_BUFFER_TOO_SMALL`, `LB_ERR_FORKED`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_pick_replica_opts(
+    lb: *const lb_balancer,
+    key: *const c_char,
+    min_lsn: *const c_char,
+    opts: *const lb_pick_opts,
+    dsn_buf: *mut c_char,
+    dsn_cap: usize,
+    dsn_len: *mut usize,
+    info: *mut lb_pick_info,
+) -> lb_status {
+    ffi_boundary!("lb_pick_replica_opts", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let key = unsafe { arg_opt_str(key, "key") }?;
+        let min_lsn = unsafe { arg_opt_str(min_lsn, "min_lsn") }?;
+        let opts = unsafe { pick_options(opts) }?;
+        let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
+        let route = match (key, min_lsn) {
+            (Some(_), Some(_)) => {
+                return Err(Failure::new(
+                    LB_ERR_INVALID_ARGUMENT,
+                    "arguments `key` and `min_lsn` are both set; give one or neither",
+                ));
+            }
+            (_, Some(lsn)) => lb.pick_replica_min_lsn_with(lsn.parse::<Lsn>()?, &opts)?,
+            (key, None) => lb.pick_replica_with(key, &opts)?,
+        };
+        put_info(&route, &dsn, info)
+    })
+}
+
+/// `lb_primary_dsn()` with the primary's role, reason (`LB_REASON_WRITE`), host id and address
+/// in `*info` (when not NULL). Never blocks.
+///
+/// Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_primary_route(
+    lb: *const lb_balancer,
+    dsn_buf: *mut c_char,
+    dsn_cap: usize,
+    dsn_len: *mut usize,
+    info: *mut lb_pick_info,
+) -> lb_status {
+    ffi_boundary!("lb_primary_route", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
+        put_info(&lb.primary(), &dsn, info)
     })
 }

@@ -15,6 +15,7 @@
 //! The monitor talks to the router through two calls only: [`Router::publish`] (a new
 //! snapshot) and [`Router::take_refresh_request`] (whether a caller reported a failure).
 
+mod options;
 mod route;
 mod snapshot;
 mod sticky;
@@ -28,11 +29,13 @@ use crossbeam::epoch::{self, Atomic, Owned};
 use log::debug;
 use parking_lot::Mutex;
 
+pub use self::options::PickOptions;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::Counters;
 use crate::error::{Error, Result};
+use crate::events::{self, Events};
 use crate::host::{Host, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
 use crate::lsn::Lsn;
@@ -67,6 +70,8 @@ pub(crate) struct Router {
     system_changed_at: AtomicU64,
     /// `sticky_ttl_s`: how long after such a change a key recorded before it may still exist.
     sticky_ttl: Duration,
+    /// Where host events go (derived from each publication).
+    pub(crate) events: Arc<Events>,
     /// Cached replay positions older than this (a few check intervals: the monitor is stuck or
     /// failing) are not trusted by sticky picks.
     trust_cache_for: Duration,
@@ -99,6 +104,7 @@ impl Router {
             primary_system: AtomicU64::new(0),
             system_changed_at: AtomicU64::new(0),
             sticky_ttl: Duration::from_secs(config.sticky_ttl_s),
+            events: Arc::new(Events::new()),
             trust_cache_for: config
                 .check_interval()
                 .saturating_mul(TRUSTED_CHECKS)
@@ -125,15 +131,22 @@ impl Router {
     ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
-    pub(crate) fn pick(&self, key: Option<&str>) -> Result<Route> {
+    pub(crate) fn pick(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
         let Some(key) = key else {
             return Ok(self.round_robin(Reason::RoundRobin));
         };
         check_key(key)?;
+        let deadline = opts.deadline();
         // While the primary's cluster is unknown (it has not answered yet), a key recorded by
         // another instance cannot be found: no replica can be proven fresh.
         let unknown_cluster = self.primary_system() == 0;
-        match self.store.get(&self.store_key(key)) {
+        let recorded = if opts.cached_only && !self.store.never_blocks() {
+            debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
+            return Ok(self.primary_route(Reason::StoreError));
+        } else {
+            self.store.get_by(&self.store_key(key), deadline)
+        };
+        match recorded {
             Err(e) => {
                 self.counters.count(&self.counters.store_errors);
                 debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
@@ -141,9 +154,9 @@ impl Router {
             }
             Ok(Recorded { forced: true, .. }) => Ok(self.primary_route(Reason::ForcedPrimary)),
             Ok(Recorded { lsn, .. }) if unknown_cluster && self.lb_enabled => {
-                self.not_caught_up(lsn.unwrap_or(Lsn::from_u64(0)))
+                self.not_caught_up_by(lsn.unwrap_or(Lsn::from_u64(0)), opts)
             }
-            Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn(lsn),
+            Ok(Recorded { lsn: Some(lsn), .. }) => self.pick_min_lsn_by(lsn, opts, deadline),
             // Nothing recorded in this cluster: but a key recorded in the previous one (behind
             // the same primary address) may still be alive, and cannot be compared here.
             Ok(Recorded { lsn: None, .. }) if self.cluster_changed_within_ttl() => {
@@ -158,7 +171,17 @@ impl Router {
     ///
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
-    pub(crate) fn pick_min_lsn(&self, min_lsn: Lsn) -> Result<Route> {
+    pub(crate) fn pick_min_lsn(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
+        self.pick_min_lsn_by(min_lsn, opts, opts.deadline())
+    }
+
+    /// [`Router::pick_min_lsn`] with the live checks ending by `deadline` at the latest.
+    fn pick_min_lsn_by(
+        &self,
+        min_lsn: Lsn,
+        opts: &PickOptions,
+        deadline: Option<Instant>,
+    ) -> Result<Route> {
         if !self.lb_enabled {
             return Ok(self.primary_route(Reason::NoReplicasConfigured));
         }
@@ -176,13 +199,15 @@ impl Router {
             .map(|host| (host, Reason::CaughtUpCached))
             .or_else(|| {
                 let candidates = self.with_snapshot(|s| s.eligible.clone());
-                sticky::live(
-                    candidates,
-                    min_lsn,
-                    self.sticky_check_budget,
-                    &self.counters,
-                )
-                .map(|host| (host, Reason::CaughtUpLive))
+                let budget = match deadline {
+                    _ if opts.cached_only => Duration::ZERO,
+                    Some(d) => self
+                        .sticky_check_budget
+                        .min(d.saturating_duration_since(Instant::now())),
+                    None => self.sticky_check_budget,
+                };
+                sticky::live(candidates, min_lsn, budget, &self.counters)
+                    .map(|host| (host, Reason::CaughtUpLive))
             });
         match found {
             Some((host, reason)) => {
@@ -193,7 +218,7 @@ impl Router {
                     min_lsn: Some(min_lsn),
                 })
             }
-            None => self.not_caught_up(min_lsn),
+            None => self.not_caught_up_by(min_lsn, opts),
         }
     }
 
@@ -251,10 +276,14 @@ impl Router {
 
     /// Publishes a snapshot built from probes that started at `probe_start`, leaving out of the
     /// ring the replicas a caller reported failing since then.
+    /// The host events this publication makes are delivered after it, outside the lock.
     pub(crate) fn publish(&self, mut snap: Snapshot, probe_start: Instant) {
-        let _g = self.publish_lock.lock();
+        let g = self.publish_lock.lock();
         snap.eligible.retain(|h| !h.reported_since(probe_start));
+        let happened = self.with_snapshot(|old| events::diff(old, &snap));
         self.swap(snap);
+        drop(g);
+        self.events.deliver(happened);
     }
 
     /// Records the primary's `system_identifier` (from a probe, or read with a recorded LSN).
@@ -314,7 +343,12 @@ impl Router {
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub(crate) fn not_caught_up(&self, min_lsn: Lsn) -> Result<Route> {
-        match self.no_caught_up {
+        self.not_caught_up_by(min_lsn, &PickOptions::default())
+    }
+
+    /// [`Router::not_caught_up`] under the policy of `opts`, when it sets one.
+    fn not_caught_up_by(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
+        match opts.no_caught_up.unwrap_or(self.no_caught_up) {
             NoCaughtUpPolicy::Primary => Ok(self.primary_route(Reason::NotCaughtUp)),
             NoCaughtUpPolicy::Error => Err(Error::NoCaughtUpReplica { min_lsn }),
         }

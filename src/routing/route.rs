@@ -36,6 +36,13 @@ impl Route {
         &self.host.addr
     }
 
+    /// The host's id: the same for every route to this host while the balancer knows it,
+    /// never reused within the process (key a per-host connection pool on it; host events
+    /// carry it too).
+    pub fn host_id(&self) -> u64 {
+        self.host.id
+    }
+
     /// Primary or replica.
     pub fn role(&self) -> Role {
         self.host.role

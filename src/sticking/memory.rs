@@ -146,6 +146,10 @@ impl LsnStore for MemoryStore {
         }
     }
 
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn kind(&self) -> &'static str {
         "memory"
     }

@@ -80,6 +80,23 @@ pub trait LsnStore: Send + Sync + 'static {
     /// sticky pick then goes to the primary).
     fn get(&self, key: &str) -> Result<Recorded>;
 
+    /// As [`LsnStore::get`], finishing by `deadline` when one is given (a caller's time
+    /// budget), else within the store's own limits. The default ignores `deadline` (right for
+    /// a store that never blocks).
+    ///
+    /// # Errors
+    /// As [`LsnStore::get`]; a store error when the deadline passes first.
+    fn get_by(&self, key: &str, deadline: Option<Instant>) -> Result<Recorded> {
+        let _ = deadline;
+        self.get(key)
+    }
+
+    /// True when no call can block (no I/O): a "cached only" pick may still read it. The
+    /// default is false.
+    fn never_blocks(&self) -> bool {
+        false
+    }
+
     /// Housekeeping, called by the monitor after every check (the memory store evicts expired
     /// entries here). Must not block for long. The default does nothing.
     fn maintain(&self) {}

@@ -215,7 +215,15 @@ impl RedisStore {
         Error::store(message)
     }
 
-    fn timeout_error(&self, what: &str, detail: &str) -> Error {
+    /// `by_caller`: the caller's deadline, shorter than the op timeout, ended the call (which
+    /// says nothing about Redis's health).
+    fn timeout_error(&self, what: &str, detail: &str, by_caller: bool) -> Error {
+        if by_caller {
+            return Error::store(format!(
+                "redis {what} on {}: {detail} within the caller's time budget",
+                self.target
+            ));
+        }
         let message = format!(
             "redis {what} on {}: {detail} within {} ms",
             self.target,
@@ -246,18 +254,31 @@ impl RedisStore {
         what: &str,
         f: impl Fn(&mut dyn ConnectionLike) -> RedisResult<T>,
     ) -> Result<T> {
-        let deadline = Instant::now() + self.op_timeout;
+        self.exec_by(what, None, f)
+    }
+
+    /// Runs `f` on a pooled connection within the op timeout, and by `caller_deadline` when
+    /// that comes first.
+    fn exec_by<T>(
+        &self,
+        what: &str,
+        caller_deadline: Option<Instant>,
+        f: impl Fn(&mut dyn ConnectionLike) -> RedisResult<T>,
+    ) -> Result<T> {
+        let own = Instant::now() + self.op_timeout;
+        let deadline = caller_deadline.map_or(own, |d| d.min(own));
+        let by_caller = deadline < own;
         let r = match &self.backend {
             Backend::Standalone { client, pool } => self.exec_on(
                 pool,
-                deadline,
+                (deadline, by_caller),
                 what,
                 |t| client.get_connection_with_timeout(t),
                 |c| f(c),
             ),
             Backend::Cluster { client, pool } => self.exec_on(
                 pool,
-                deadline,
+                (deadline, by_caller),
                 what,
                 |_| client.get_generic_connection::<NodeConn>(),
                 |c| f(c),
@@ -272,7 +293,7 @@ impl RedisStore {
     fn exec_on<C: Link, T>(
         &self,
         pool: &Pool<C>,
-        deadline: Instant,
+        (deadline, by_caller): (Instant, bool),
         what: &str,
         connect: impl Fn(Duration) -> RedisResult<C>,
         f: impl Fn(&mut C) -> RedisResult<T>,
@@ -281,6 +302,7 @@ impl RedisStore {
             return Err(self.timeout_error(
                 what,
                 &format!("no pooled connection free (pool_size {})", pool.size),
+                by_caller,
             ));
         };
         let mut retried = false;
@@ -288,7 +310,7 @@ impl RedisStore {
             let reused = lease.conn.is_some();
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.timeout_error(what, "no answer"));
+                return Err(self.timeout_error(what, "no answer", by_caller));
             }
             let p = match &mut lease.conn {
                 Some(p) => p,
@@ -306,7 +328,7 @@ impl RedisStore {
             // slot or to connect), and restore it on the next call: no syscalls on the fast path.
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(self.timeout_error(what, "no answer"));
+                return Err(self.timeout_error(what, "no answer", by_caller));
             }
             if left + self.op_timeout / 10 < p.timeout || left > p.timeout {
                 if let Err(e) = p.conn.set_io_timeout(left) {
@@ -330,6 +352,9 @@ impl RedisStore {
                     if dead && reused && !retried && !e.is_timeout() {
                         retried = true;
                         continue;
+                    }
+                    if by_caller && e.is_timeout() {
+                        return Err(self.timeout_error(what, "no answer", true));
                     }
                     return Err(self.store_error(what, &e));
                 }
@@ -407,8 +432,14 @@ impl LsnStore for RedisStore {
     }
 
     fn get(&self, key: &str) -> Result<Recorded> {
+        self.get_by(key, None)
+    }
+
+    fn get_by(&self, key: &str, deadline: Option<Instant>) -> Result<Recorded> {
         let rkey = self.redis_key(key);
-        let v = self.exec("get (EVALSHA)", |c| run_script(c, &self.get, &rkey, &[]))?;
+        let v = self.exec_by("get (EVALSHA)", deadline, |c| {
+            run_script(c, &self.get, &rkey, &[])
+        })?;
         let Value::Array(items) = &v else {
             return Err(self.unexpected("get", &v));
         };
