@@ -13,6 +13,7 @@
 #   5. bindings/go                       a pick through cgo vs the same picks in a C loop
 #   6. bindings/ruby/bench/pick.rb       a pick through Ruby FFI (vs section 4's C call)
 #   7. cargo bench --bench tls           read_conn over TLS vs plain TCP
+#   8. bindings/ruby/bench/pools.rb      with_replica vs a plain pooled PG::Connection (Ruby)
 # The "Chaos soak" section at the end of BENCHMARKS.md comes from scripts/soak.sh, not from here:
 # it is copied over unchanged.
 set -euo pipefail
@@ -79,6 +80,13 @@ EOF
     section "tls"
     printf '\n# 7. TLS to PostgreSQL (issue: TLS)\n'
     cargo bench --quiet --bench tls 2>/dev/null
+
+    if [[ -f bindings/ruby/bench/pools.rb ]]; then
+        section "Ruby pools"
+        printf '\n# 8. with_replica through the Ruby pools (issue: Ruby adoption)\n\n'
+        printf 'Baselines in the same run: ConnectionPools of PG::Connection per replica, no dlb.\n\n'
+        ruby bindings/ruby/bench/pools.rb 2>&1 || true
+    fi
 
     cat <<'NOTES'
 

@@ -113,7 +113,8 @@ locked env -u DLB_LIB_PATH ruby -w -I"$RB/test" "$RB/test/gc_stress/lifecycle_te
 say "benchmark smoke run: bench/pick.rb"
 DLB_BENCH_SECONDS=0.2 DLB_BENCH_ROUNDS=1 locked ruby -w "$RB/bench/pick.rb" || die "bench/pick.rb failed"
 
-say "example: examples/ruby/registry.rb"
+say "examples: examples/ruby/registry.rb, examples/ruby/rack_app.rb"
 locked ruby -w -I"$RB/lib" examples/ruby/registry.rb || die "examples/ruby/registry.rb failed"
+locked ruby -w -I"$RB/lib" examples/ruby/rack_app.rb || die "examples/ruby/rack_app.rb failed"
 
 say "all passed"

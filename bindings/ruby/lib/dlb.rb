@@ -8,6 +8,8 @@ require_relative "dlb/route"
 require_relative "dlb/duration"
 require_relative "dlb/context"
 require_relative "dlb/balancer"
+require_relative "dlb/events"
+require_relative "dlb/logs"
 
 # Client-side PostgreSQL load balancing (read/write split, lag-aware replica picks, primary
 # sticking for read-your-writes), bound from the +libdlb+ C library with the +ffi+ gem.
@@ -51,6 +53,7 @@ module DLB
     list = []
     @balancers.each_key { |lb| list << lb if lb.forked? && !lb.closed? }
     list.each(&:reopen_after_fork)
+    Logs.after_fork
     list.size
   end
 

@@ -3,6 +3,8 @@
 require_relative "test_helper"
 require "rack"
 require "rack/test"
+require "securerandom"
+require_relative "../../../examples/ruby/rack_app"
 
 # DLB::RackMiddleware: read-your-writes across two worker processes, each with its own
 # balancer and embedded LSN store, the causal token travelling in the signed cookie of a
@@ -13,46 +15,35 @@ class RackTest < Minitest::Test
   TABLE = "dlb_ruby_rack_tests"
   SECRET = "rack-test-secret-0123456789"
   ROUNDS = Integer(ENV.fetch("DLB_RUBY_RACK_ROUNDS", "30"))
-  WORKER = File.expand_path("support/rack_worker.rb", __dir__)
-
-  # One worker process (test/support/rack_worker.rb).
-  class Worker
-    def initialize(env)
-      @io = IO.popen(env, [RbConfig.ruby, "-w", "-I", DLBTest.dlb_lib_dir, WORKER], "r+")
-      ready = @io.gets or raise "worker did not start"
-      @pid = JSON.parse(ready).fetch("ready")
-    end
-
-    attr_reader :pid
-
-    def request(method, path, cookie: nil, header: nil)
-      @io.puts(JSON.generate(method: method, path: path, cookie: cookie, header: header))
-      line = @io.gets or raise "worker #{@pid} died"
-      JSON.parse(line)
-    end
-
-    def close
-      @io.close_write
-      @io.read
-      @io.close
-    end
-  end
+  # The example app (a registry on Rack, with a Sidekiq job), in its worker mode.
+  Worker = RackExample::WorkerProcess
 
   def setup
     PG.connect(PRIMARY).tap do |conn|
       conn.exec("SET client_min_messages = warning")
       conn.exec("CREATE TABLE IF NOT EXISTS #{TABLE} (id bigserial PRIMARY KEY, key text NOT NULL)")
     end.close
-    env = { "DLB_WORKER_CONFIG" => JSON.generate(config), "DLB_WORKER_SECRET" => SECRET, "DLB_WORKER_TABLE" => TABLE }
+    # The paused replica stays in the rotation however far behind (no lag or stall
+    # quarantine): only the token keeps reads off it, and the control below sees stale reads.
+    cfg = config(max_replay_stall_ms: 0, max_lag_bytes: 1 << 40, max_lag_ms: 3_600_000)
+    env = { "DLB_WORKER_CONFIG" => JSON.generate(cfg), "DLB_WORKER_SECRET" => SECRET, "DLB_WORKER_TABLE" => TABLE }
     @writer = Worker.new(env)
     @reader = Worker.new(env)
+    # A third process serving only the reads without the token: the control.
+    @control = Worker.new(env)
     refute_equal @writer.pid, @reader.pid
+    [@writer, @reader, @control].each do |w|
+      wait_until("worker #{w.pid} to see every replica healthy") do
+        JSON.parse(w.request("GET", "/health")["body"])["healthy_replicas"] == REPLICAS.size
+      end
+    end
   end
 
   def teardown
     resume_replicas
     @writer&.close
     @reader&.close
+    @control&.close
   end
 
   def cookie_of(response)
@@ -65,18 +56,20 @@ class RackTest < Minitest::Test
   def test_read_your_writes_across_two_processes
     pause_replica_replay(2)
     stale_without_token = 0
+    control_ports = []
     ROUNDS.times do |i|
-      repo = "r#{i}-#{rand(1 << 30)}"
+      repo = "r#{i}-#{SecureRandom.hex(8)}"
       post = @writer.request("POST", "/repos/#{repo}")
       assert_equal 303, post["status"]
       cookie = cookie_of(post)
       refute_nil cookie, "no token cookie after the POST"
       assert_match(%r{\A\h+/\h+--\h{64}\z}, post["headers"]["X-DLB-LSN"])
 
-      # First the GET without the token: the other process knows nothing of the write and
-      # may pick the paused replica. (After a GET with the token it knows the key's LSN.)
-      plain = JSON.parse(@reader.request("GET", "/repos/#{repo}")["body"])
+      # The GET without the token, in a process that knows nothing of the write: it may
+      # pick the paused replica.
+      plain = JSON.parse(@control.request("GET", "/repos/#{repo}")["body"])
       stale_without_token += 1 if plain["ids"].empty?
+      control_ports << plain["port"]
 
       get = @reader.request("GET", post["headers"]["location"], cookie: cookie)
       assert_equal 200, get["status"]
@@ -85,12 +78,14 @@ class RackTest < Minitest::Test
       refute_equal replica_port(2), body["port"]
     end
     # Without the token, some reads were stale: the test above can fail.
-    assert_operator stale_without_token, :>, 0, "every read without the token was fresh: the test proves nothing"
+    assert_operator stale_without_token, :>, 0,
+                    "every read without the token was fresh (ports #{control_ports.tally}; the control sees " \
+                    "#{@control.request('GET', '/health')['body']}): the test proves nothing"
   end
 
   def test_the_header_carries_the_token_too
     pause_replica_replay(2)
-    repo = "h-#{rand(1 << 30)}"
+    repo = "h-#{SecureRandom.hex(8)}"
     token = @writer.request("POST", "/repos/#{repo}")["headers"]["X-DLB-LSN"]
     10.times do
       body = JSON.parse(@reader.request("GET", "/repos/#{repo}", header: token)["body"])

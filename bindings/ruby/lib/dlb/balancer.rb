@@ -40,6 +40,17 @@ module DLB
         resize(cap)
       end
 
+      # The lb_pick_info of lb_pick_replica_opts/lb_primary_route, allocated on first use.
+      def info
+        @info ||= Native::PickInfo.new
+      end
+
+      # The route a successful lb_pick_replica_opts/lb_primary_route filled, with its host.
+      def to_info_route
+        dsn = @buf.read_string(length).force_encoding(Encoding::UTF_8).freeze
+        Route.from_c(dsn, @info[:role], @info[:reason], host_id: @info[:host_id])
+      end
+
       # Makes room for +needed+ bytes (plus the NUL and some slack).
       def grow(needed)
         resize(needed + 1 + 64) if needed + 1 > @cap
@@ -151,6 +162,9 @@ module DLB
       @pools&.after_fork
       @handle = self.class.send(:create_handle, @config_json)
       @pid = Process.pid
+      # The parent's event thread does not exist here: a new one for the new handle.
+      @pump = nil
+      start_pools(@pools) if @pools
       nil
     end
 
@@ -318,6 +332,53 @@ module DLB
       pick_with { |handle, t| Native.lb_pick_replica_min_lsn(handle, min_lsn, t.buf, t.cap, t.len, t.route) }
     end
 
+    # {#pick_replica} or {#pick_replica_min_lsn} with per-call options; the route also names
+    # its host ({Route#host_id}, stable while the balancer knows the host).
+    #
+    # *Blocking* as {#pick_replica}, within +budget_ms+ when given; never with +cached_only+.
+    #
+    # @param key [String, nil] the sticking key (not with +min_lsn+)
+    # @param min_lsn [String, nil] a causal token, +"X/Y"+
+    # @param budget_ms [Numeric, ActiveSupport::Duration, nil] the most the pick's store read
+    #   and live replica checks may take together; when it runs out, the read goes to the
+    #   primary (or raises, with +no_caught_up: :error+). nil: only their own limits.
+    # @param cached_only [Boolean] never block: route from the cached replay positions only
+    # @param no_caught_up [Symbol, nil] +:primary+ or +:error+ for this call (nil: the
+    #   configuration's +no_caught_up_replica+)
+    # @return [Route]
+    # @raise [ArgumentError] an unknown option (named), a bad +no_caught_up+
+    # @raise [InvalidArgumentError] both +key+ and +min_lsn+
+    # @raise [InvalidKeyError, InvalidLsnError, NoCaughtUpReplicaError, StoreError, ClosedError]
+    def pick(key = nil, min_lsn: nil, **options)
+      key = Balancer.c_string(key, "key") unless key.nil?
+      min_lsn = Balancer.c_string(min_lsn, "min_lsn") unless min_lsn.nil?
+      opts = Balancer.pick_opts(**options)
+      pick_with(:to_info_route) { |h, t| Native.lb_pick_replica_opts(h, key, min_lsn, opts, t.buf, t.cap, t.len, t.info) }
+    end
+
+    # The lb_pick_opts of {#pick}'s options; nil for the defaults.
+    # @api private
+    def self.pick_opts(budget_ms: nil, cached_only: false, no_caught_up: nil)
+      return nil if budget_ms.nil? && !cached_only && no_caught_up.nil?
+
+      opts = Native::PickOpts.new
+      opts[:struct_size] = Native::PickOpts.size
+      opts[:flags] = cached_only ? Native::PICK_CACHED_ONLY : 0
+      opts[:budget_us] = Duration.to_ms(budget_ms, "budget_ms") * 1000 unless budget_ms.nil?
+      opts[:no_caught_up] = Native::NO_CAUGHT_UP.fetch(no_caught_up) do
+        raise ArgumentError, "no_caught_up must be :primary, :error or nil (got #{no_caught_up.inspect})"
+      end
+      opts
+    end
+
+    # The primary's route for writes, with its host ({Route#host_id}); reason +:write+.
+    # Never blocks.
+    # @return [Route]
+    # @raise [ClosedError]
+    def primary_route
+      pick_with(:to_info_route) { |h, t| Native.lb_primary_route(h, t.buf, t.cap, t.len, t.info) }
+    end
+
     # The primary's DSN, for writes (counted as a routing decision with reason +:write+).
     # Never blocks.
     # @return [String] the DSN, password included: for the driver only
@@ -393,6 +454,8 @@ module DLB
     # Closing is optional: a balancer that is garbage collected is freed too.
     # @return [nil]
     def close
+      # The event thread first: it calls into the handle without counting as in flight.
+      @pump&.stop
       handle = @lock.synchronize do
         return nil if @closed
 
@@ -417,7 +480,7 @@ module DLB
       @lock.synchronize do
         raise ArgumentError, "configure_pools must come before the first with_replica/with_primary" if @pools
 
-        @pools = Pools.new(**options)
+        start_pools(Pools.new(**options))
       end
       self
     end
@@ -428,15 +491,16 @@ module DLB
     # ({#pick_replica_min_lsn}), keyed ones get it recorded for the key first.
     # *Blocking* as {#pick_replica}.
     # @param key [String, nil]
-    # @return [Route]
-    def read_route(key = nil)
+    # @param options [Hash] {#pick}'s options (+budget_ms+, +cached_only+, +no_caught_up+)
+    # @return [Route] with its {Route#host_id}
+    def read_route(key = nil, **options)
       ctx = Context.current
       lsn = ctx&.lsn
-      return pick_replica(key) if lsn.nil?
-      return pick_replica_min_lsn(lsn) if key.nil?
+      return pick(key, **options) if lsn.nil?
+      return pick(min_lsn: lsn, **options) if key.nil?
 
       ctx.seed(self, key)
-      pick_replica(key)
+      pick(key, **options)
     end
 
     # Runs the block with a pooled connection of the host {#read_route} picks for +key+: a
@@ -449,18 +513,20 @@ module DLB
     #
     # *Blocking*: the pick, the pool checkout (at most its checkout timeout) and connecting.
     # @param key [String, nil] the sticking key
+    # @param options [Hash] {#pick}'s per-call options: +budget_ms+, +cached_only+,
+    #   +no_caught_up+
     # @yieldparam conn [PG::Connection] for this block only: do not keep it
     # @return [Object] the block's value
     # @raise [PG::Error] from the block; a lost connection's error (after the retry) is also
     #   a {ConnectionLost}
     # @raise [ConnectionPool::TimeoutError] no free connection in time
-    def with_replica(key = nil, &block)
+    def with_replica(key = nil, **options, &block)
       attempts = 0
       begin
         attempts += 1
         writes = primary_uses
-        route = read_route(key)
-        on_host(route.dsn, &block)
+        route = read_route(key, **options)
+        on_host(route, &block)
       rescue ConnectionLost
         retry if attempts == 1 && route&.replica? && primary_uses == writes
         raise
@@ -476,7 +542,7 @@ module DLB
     def with_primary(&block)
       Context.current&.wrote!
       Thread.current[:__dlb_primary_uses__] = primary_uses + 1
-      on_host(primary_dsn, &block)
+      on_host(primary_route, &block)
     end
 
     # @return [Boolean] whether {#close} was called
@@ -558,16 +624,24 @@ module DLB
       Thread.current[:__dlb_primary_uses__] || 0
     end
 
-    # A block on a pooled connection of +dsn+'s host; a connection error reports the host.
-    def on_host(dsn, &block)
-      pools.with(dsn, &block)
+    # A block on a pooled connection of the route's host; a connection error reports the host.
+    def on_host(route, &block)
+      pools.with(route.host_id, route.dsn, &block)
     rescue ConnectionLost
-      report_failure(dsn) unless @closed
+      report_failure(route.dsn) unless @closed
       raise
     end
 
     def pools
-      @pools || @lock.synchronize { @pools ||= Pools.new }
+      @pools || @lock.synchronize { @pools || start_pools(Pools.new) }
+    end
+
+    # Under @lock: the pools, and the thread that closes a host's pool on its events.
+    def start_pools(pools)
+      @pools = pools
+      @pump = EventPump.new(@handle, pools)
+      ObjectSpace.define_finalizer(self, EventPump.finalizer(@pump))
+      pools
     end
 
     def forked_error
@@ -601,26 +675,28 @@ module DLB
     # longer DSN), so the buffer grows to what the last call needed.
     # A pick: yields (handle, scratch) for the C call, which returns its status; the buffer
     # grows while the DSN does not fit.
-    def pick_with
+    # +finish+: the Scratch method that reads the route (to_info_route after the calls
+    # that fill an lb_pick_info).
+    def pick_with(finish = :to_route)
       handle = enter
       begin
         s = scratch
         status = yield handle, s
-        return s.to_route if status == OK
+        return s.public_send(finish) if status == OK
 
-        pick_again(status, s) { |t| yield handle, t }
+        pick_again(status, s, finish) { |t| yield handle, t }
       ensure
         leave
       end
     end
 
-    def pick_again(status, s)
+    def pick_again(status, s, finish = :to_route)
       attempts = 1
       loop do
         Native.check_retry(status, attempts)
         s.grow(s.length)
         status = yield s
-        return s.to_route if status == OK
+        return s.public_send(finish) if status == OK
 
         attempts += 1
       end

@@ -126,6 +126,33 @@ module DLB
     attach_function :lb_dsn_redact, %i[string pointer size_t pointer], :lb_status
     attach_function :lb_dsn_address, %i[string pointer size_t pointer], :lb_status
 
+    # Per-call pick options (+lb_pick_opts+): zero-initialised, +struct_size+ set.
+    class PickOpts < FFI::Struct
+      layout :struct_size, :uint32, :flags, :uint32, :budget_us, :uint64, :no_caught_up, :uint32
+    end
+
+    # What a pick chose, with the host's identity (+lb_pick_info+).
+    class PickInfo < FFI::Struct
+      layout :role, :uint32, :reason, :uint32, :host_id, :uint64, :addr, [:char, 272]
+    end
+
+    # +LB_PICK_CACHED_ONLY+
+    PICK_CACHED_ONLY = 1
+    # +LB_NO_CAUGHT_UP_*+ by name.
+    NO_CAUGHT_UP = { nil => 0, primary: 1, error: 2 }.freeze
+
+    # Blocking as lb_pick_replica, within the options' budget.
+    attach_function :lb_pick_replica_opts,
+                    %i[lb_balancer string string pointer pointer size_t pointer pointer], :lb_status,
+                    blocking: true
+    attach_function :lb_primary_route, %i[lb_balancer pointer size_t pointer pointer], :lb_status
+    # Blocking: waits up to timeout_ms for a host event or a log record (the GVL released).
+    attach_function :lb_next_event, %i[lb_balancer uint32 pointer size_t pointer], :lb_status, blocking: true
+    attach_function :lb_wake_event_waiters, [:lb_balancer], :lb_status
+    attach_function :lb_log_queue_enable, [:uint32], :lb_status
+    attach_function :lb_next_log, %i[uint32 pointer size_t pointer], :lb_status, blocking: true
+    attach_function :lb_wake_log_waiters, [], :void
+
     # Most tries of a call whose output keeps outgrowing its buffer.
     MAX_ATTEMPTS = 16
 

@@ -9,9 +9,11 @@ module DLB
   # DLB::ConnectionLost+ catches exactly those.
   module ConnectionLost; end
 
-  # One +ConnectionPool+ of +PG::Connection+ per host, for {Balancer#with_replica} and
-  # {Balancer#with_primary}. Connections are opened lazily (a pool's first checkout of a
-  # slot connects) and discarded when the block fails with a connection error.
+  # One +ConnectionPool+ of +PG::Connection+ per host (by dlb's host id), for
+  # {Balancer#with_replica} and {Balancer#with_primary}. Connections are opened lazily (a
+  # pool's first checkout of a slot connects) and discarded when the block fails with a
+  # connection error; a host's pool is closed when dlb drains or removes the host (its
+  # {EventPump} calls {#close_host}).
   #
   # Thread-safe. Created by the balancer on first use; configure it with
   # {Balancer#configure_pools} before that.
@@ -29,14 +31,14 @@ module DLB
     class Slot
       def initialize(dsn, connect)
         @dsn = dsn
-        @connectionect = connect
+        @connect = connect
         @connection = nil
       end
 
       # @return [PG::Connection] the open connection (connecting first if there is none)
       def connection
         @connection = nil if @connection&.finished?
-        @connection ||= @connectionect.call(@dsn)
+        @connection ||= @connect.call(@dsn)
       end
 
       # Closes the connection; the next {#connection} opens a new one.
@@ -73,7 +75,7 @@ module DLB
 
       @size = size
       @timeout = Duration.to_ms(checkout_timeout_ms, "checkout_timeout_ms") / 1000.0
-      @connectionect = connect || ->(dsn) { PG.connect(dsn) }
+      @connect = connect || ->(dsn) { PG.connect(dsn) }
       @pools = {}
       @lock = Mutex.new
     end
@@ -82,11 +84,12 @@ module DLB
     # {Pools.connection_error?}) discards the connection and is re-raised marked with
     # {ConnectionLost}; the caller reports the host.
     # *Blocking*: waits for a free connection (at most the checkout timeout), and connects.
-    # @param dsn [String]
+    # @param host_id [Integer] the host's id (a pool per host)
+    # @param dsn [String] the DSN to connect with
     # @yieldparam conn [PG::Connection]
     # @raise [ConnectionPool::TimeoutError] no connection free within the checkout timeout
-    def with(dsn)
-      pool_for(dsn).with do |slot|
+    def with(host_id, dsn)
+      pool_for(host_id, dsn).with do |slot|
         conn = nil
         begin
           conn = slot.connection
@@ -111,15 +114,16 @@ module DLB
       conn.finished? || conn.status == PG::CONNECTION_BAD
     end
 
-    # @return [Array<String>] the DSNs that have a pool
-    def dsns
+    # @return [Array<Integer>] the ids of the hosts that have a pool
+    def host_ids
       @lock.synchronize { @pools.keys }
     end
 
-    # Closes the pool of a host (its idle connections now, busy ones when checked in).
-    # @param dsn [String]
-    def close_host(dsn)
-      pool = @lock.synchronize { @pools.delete(dsn) }
+    # Closes the pool of a host (its idle connections now, busy ones when checked in); the
+    # host's next use opens a new pool.
+    # @param host_id [Integer]
+    def close_host(host_id)
+      pool = @lock.synchronize { @pools.delete(host_id) }
       pool&.shutdown(&:discard)
       nil
     end
@@ -144,12 +148,12 @@ module DLB
 
     private
 
-    def pool_for(dsn)
-      pool = @pools[dsn]
+    def pool_for(host_id, dsn)
+      pool = @pools[host_id]
       return pool if pool
 
       @lock.synchronize do
-        @pools[dsn] ||= ConnectionPool.new(size: @size, timeout: @timeout) { Slot.new(dsn, @connectionect) }
+        @pools[host_id] ||= ConnectionPool.new(size: @size, timeout: @timeout) { Slot.new(dsn, @connect) }
       end
     end
   end
