@@ -28,7 +28,7 @@ require "securerandom"
 
 # The example, in a module so that the Rack test can drive its workers (WorkerProcess).
 module RackExample
-  TABLE = ENV.fetch("DLB_WORKER_TABLE", "dlb_example_tags")
+  TABLE = ENV.fetch("DLB_WORKER_TABLE", "dlb_example_rack_tags")
   SECRET = ENV.fetch("DLB_WORKER_SECRET", "example-secret-change-me-0123456789")
 
   module_function
