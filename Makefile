@@ -20,6 +20,15 @@ testenv-down:
 testenv-status:
 	bash scripts/testenv.sh status
 
+.PHONY: install
+
+# Installs include/dlb.h, libdlb.a, libdlb.so (SONAME libdlb.so.0) and pkgconfig/dlb.pc under
+# $(DESTDIR)$(PREFIX) (scripts/install.sh; builds the release library first).
+PREFIX ?= /usr/local
+DESTDIR ?=
+install:
+	bash scripts/install.sh "$(PREFIX)" "$(DESTDIR)"
+
 .PHONY: demo test soak
 
 # The main demo: a local primary + two replicas, routing shown live. Leaves nothing running.

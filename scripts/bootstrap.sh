@@ -68,6 +68,9 @@ check_all() {
     # Bindings: Go (cgo, standard library only) and Ruby (ffi gem; pg gem and minitest for tests).
     need      go                                        golang-go
     need_glob '/usr/share/gocode/src/github.com/lib/pq/conn.go' golang-github-lib-pq-dev
+    # Go: dlbprom (client_golang) and dlbslog (x/exp/slog; Go 1.19 has no log/slog).
+    need_glob '/usr/share/gocode/src/github.com/prometheus/client_golang/prometheus/collector.go' golang-github-prometheus-client-golang-dev
+    need_glob '/usr/share/gocode/src/golang.org/x/exp/slog/logger.go' golang-golang-x-exp-dev
     need      ruby                                      ruby
     need_ruby ffi                                       ruby-ffi
     need_ruby pg                                        ruby-pg

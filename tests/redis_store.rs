@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use common::*;
 use dlb::{
-    Balancer, Error, Lsn, LsnStore, LsnStoreConfig, Reason, RedisStore, RedisStoreConfig, Role,
+    Balancer, Error, Lsn, LsnStore, LsnStoreConfig, PickOptions, Reason, RedisStore,
+    RedisStoreConfig, Role,
 };
 
 #[derive(Clone, Copy, Debug)]
@@ -617,4 +618,34 @@ fn standalone_stored_layout() {
 #[test]
 fn cluster_stored_layout() {
     stored_layout(Kind::Cluster);
+}
+
+/// Per-call options: "cached only" never asks a store that may block (the read goes to the
+/// primary, and no store error is counted), and a budget leaves a working store's answer as
+/// it is.
+#[test]
+fn cached_only_picks_never_ask_redis() {
+    let _l = lock_cluster();
+    let lb = balancer(&store_config(Kind::Standalone, "cached-only"));
+    let key = "repo/cached-only";
+    lb.record_lsn(key).unwrap();
+    let store_errors = |lb: &Balancer| {
+        lb.metrics_text()
+            .lines()
+            .find(|l| l.starts_with("dlb_store_errors_total "))
+            .map(str::to_string)
+    };
+    let before = store_errors(&lb);
+    let route = lb
+        .pick_replica_with(Some(key), &PickOptions::default().cached_only(true))
+        .unwrap();
+    assert_eq!(
+        (route.role(), route.reason()),
+        (Role::Primary, Reason::StoreError)
+    );
+    assert_eq!(store_errors(&lb), before, "the store was not asked");
+    let opts = PickOptions::default().budget(std::time::Duration::from_secs(5));
+    wait_until("a replica has replayed the key's write", WAIT, || {
+        lb.pick_replica_with(Some(key), &opts).unwrap().role() == Role::Replica
+    });
 }

@@ -3,6 +3,7 @@ package dlb_test
 // Tests that need no database: versions, names, configuration and argument errors, Close.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
@@ -21,7 +22,7 @@ const unreachableConfig = `{"primary": "host=127.0.0.1 port=1 user=u dbname=d pa
 
 func openUnreachable(t *testing.T) *dlb.Balancer {
 	t.Helper()
-	b, err := dlb.Open(unreachableConfig)
+	b, err := dlb.Open(context.Background(), unreachableConfig)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -120,7 +121,7 @@ func TestOpenInvalidConfig(t *testing.T) {
 		{"NUL byte", "{\"primary\": \"host=x\x00\"}", "NUL", dlb.ErrInvalidArgument},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b, err := dlb.Open(c.json)
+			b, err := dlb.Open(context.Background(), c.json)
 			if err == nil {
 				b.Close()
 				t.Fatal("Open succeeded")
@@ -166,35 +167,35 @@ func TestArgumentErrors(t *testing.T) {
 	}
 	longKey := strings.Repeat("k", dlb.MaxKeyLength+1)
 
-	err := b.RecordLSNValue("k", "16-B374D848")
+	err := b.RecordLSNValue(context.Background(), "k", "16-B374D848")
 	check(t, err, "RecordLSNValue", dlb.ErrInvalidLSN, `invalid LSN "16-B374D848"`)
-	check(t, b.RecordLSNValue("k", ""), "RecordLSNValue", dlb.ErrInvalidLSN, "invalid LSN")
-	check(t, b.RecordLSNValue("k", "123456789/0"), "RecordLSNValue", dlb.ErrInvalidLSN, "")
-	check(t, b.RecordLSNValue("", "0/1"), "RecordLSNValue", dlb.ErrInvalidKey, "empty")
-	check(t, b.RecordLSNValue("k\x00", "0/1"), "RecordLSNValue", dlb.ErrInvalidArgument, "`key` contains a NUL")
-	check(t, b.RecordLSNValue("k", "0/1\x00"), "RecordLSNValue", dlb.ErrInvalidArgument, "`lsn` contains a NUL")
-	check(t, b.RecordLSNValue("\xff", "0/1"), "RecordLSNValue", dlb.ErrInvalidArgument, "not valid UTF-8")
-	_, err = b.PickReplicaMinLSN("G/0")
+	check(t, b.RecordLSNValue(context.Background(), "k", ""), "RecordLSNValue", dlb.ErrInvalidLSN, "invalid LSN")
+	check(t, b.RecordLSNValue(context.Background(), "k", "123456789/0"), "RecordLSNValue", dlb.ErrInvalidLSN, "")
+	check(t, b.RecordLSNValue(context.Background(), "", "0/1"), "RecordLSNValue", dlb.ErrInvalidKey, "empty")
+	check(t, b.RecordLSNValue(context.Background(), "k\x00", "0/1"), "RecordLSNValue", dlb.ErrInvalidArgument, "`key` contains a NUL")
+	check(t, b.RecordLSNValue(context.Background(), "k", "0/1\x00"), "RecordLSNValue", dlb.ErrInvalidArgument, "`lsn` contains a NUL")
+	check(t, b.RecordLSNValue(context.Background(), "\xff", "0/1"), "RecordLSNValue", dlb.ErrInvalidArgument, "not valid UTF-8")
+	_, err = b.PickReplicaMinLSN(context.Background(), "G/0")
 	check(t, err, "PickReplicaMinLSN", dlb.ErrInvalidLSN, `invalid LSN "G/0"`)
-	_, err = b.PickReplica(longKey)
+	_, err = b.PickReplica(context.Background(), longKey)
 	check(t, err, "PickReplica", dlb.ErrInvalidKey, "")
-	_, err = b.PickReplica("user:\xc3\x28")
+	_, err = b.PickReplica(context.Background(), "user:\xc3\x28")
 	check(t, err, "PickReplica", dlb.ErrInvalidArgument, "`key` is not valid UTF-8 (at byte 5)")
-	_, err = b.PickReplica("a\x00b")
+	_, err = b.PickReplica(context.Background(), "a\x00b")
 	check(t, err, "PickReplica", dlb.ErrInvalidArgument, "NUL")
-	_, err = b.RecordLSN("")
+	_, err = b.RecordLSN(context.Background(), "")
 	check(t, err, "RecordLSN", dlb.ErrInvalidKey, "empty")
-	_, err = b.RecordLSN(longKey)
+	_, err = b.RecordLSN(context.Background(), longKey)
 	check(t, err, "RecordLSN", dlb.ErrInvalidKey, "")
-	check(t, b.ForcePrimary("k", 0), "ForcePrimary", dlb.ErrInvalidArgument, "ttl")
-	check(t, b.ForcePrimary("k", -time.Second), "ForcePrimary", dlb.ErrInvalidArgument, "ttl")
-	check(t, b.ForcePrimary("", time.Second), "ForcePrimary", dlb.ErrInvalidKey, "")
+	check(t, b.ForcePrimary(context.Background(), "k", 0), "ForcePrimary", dlb.ErrInvalidArgument, "ttl")
+	check(t, b.ForcePrimary(context.Background(), "k", -time.Second), "ForcePrimary", dlb.ErrInvalidArgument, "ttl")
+	check(t, b.ForcePrimary(context.Background(), "", time.Second), "ForcePrimary", dlb.ErrInvalidKey, "")
 	check(t, b.ReportFailure("host=nowhere port=9 password="+secret), "ReportFailure",
 		dlb.ErrUnknownHost, "neither the DSN nor the host:port")
 	check(t, b.ReportFailure("nowhere:9"), "ReportFailure", dlb.ErrUnknownHost, "")
 
 	// The primary refuses connections: a retryable error.
-	_, err = b.RecordLSN("k")
+	_, err = b.RecordLSN(context.Background(), "k")
 	check(t, err, "RecordLSN", dlb.ErrPrimaryUnavailable, "")
 	if !dlb.IsRetryable(err) {
 		t.Errorf("IsRetryable(%v) = false", err)
@@ -204,20 +205,20 @@ func TestArgumentErrors(t *testing.T) {
 	}
 
 	// Not errors: the primary with its reason, and the host's own DSN is known.
-	r, err := b.PickReplica(dlb.NoKey)
+	r, err := b.PickReplica(context.Background(), dlb.NoKey)
 	if err != nil || r.Role != dlb.RolePrimary || r.Reason != dlb.ReasonNoHealthyReplica {
 		t.Errorf("PickReplica without a healthy replica: %v, %v", r, err)
 	}
 	if err := b.ReportFailure("127.0.0.1:2"); err != nil {
 		t.Errorf("ReportFailure(replica): %v", err)
 	}
-	if err := b.ForcePrimary("k", time.Microsecond); err != nil {
+	if err := b.ForcePrimary(context.Background(), "k", time.Microsecond); err != nil {
 		t.Errorf("ForcePrimary(1µs): %v", err)
 	}
 }
 
 func TestNoReplicasConfigured(t *testing.T) {
-	b, err := dlb.Open(`{"primary": "host=127.0.0.1 port=1 user=u password=` + secret + `"}`)
+	b, err := dlb.Open(context.Background(), `{"primary": "host=127.0.0.1 port=1 user=u password=`+secret+`"}`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +228,7 @@ func TestNoReplicasConfigured(t *testing.T) {
 		t.Fatalf("PrimaryDSN: %v (password shown: %v)", err, strings.Contains(primary, secret))
 	}
 	for _, key := range []string{dlb.NoKey, "user:1"} {
-		r, err := b.PickReplica(key)
+		r, err := b.PickReplica(context.Background(), key)
 		if err != nil || r.DSN != primary || r.Role != dlb.RolePrimary ||
 			r.Reason != dlb.ReasonNoReplicasConfigured {
 			t.Errorf("PickReplica(%q) = %v, %v", key, r, err)
@@ -236,7 +237,7 @@ func TestNoReplicasConfigured(t *testing.T) {
 }
 
 func TestClose(t *testing.T) {
-	b, err := dlb.Open(unreachableConfig)
+	b, err := dlb.Open(context.Background(), unreachableConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,12 +250,12 @@ func TestClose(t *testing.T) {
 	var nilBalancer *dlb.Balancer
 	for _, bb := range []*dlb.Balancer{b, nilBalancer} {
 		calls := map[string]error{}
-		_, calls["RecordLSN"] = bb.RecordLSN("k")
-		calls["RecordLSNValue"] = bb.RecordLSNValue("k", "0/1")
-		calls["ForcePrimary"] = bb.ForcePrimary("k", time.Second)
-		_, calls["PickReplica"] = bb.PickReplica(dlb.NoKey)
-		_, calls["PickReplica(key)"] = bb.PickReplica("k")
-		_, calls["PickReplicaMinLSN"] = bb.PickReplicaMinLSN("0/1")
+		_, calls["RecordLSN"] = bb.RecordLSN(context.Background(), "k")
+		calls["RecordLSNValue"] = bb.RecordLSNValue(context.Background(), "k", "0/1")
+		calls["ForcePrimary"] = bb.ForcePrimary(context.Background(), "k", time.Second)
+		_, calls["PickReplica"] = bb.PickReplica(context.Background(), dlb.NoKey)
+		_, calls["PickReplica(key)"] = bb.PickReplica(context.Background(), "k")
+		_, calls["PickReplicaMinLSN"] = bb.PickReplicaMinLSN(context.Background(), "0/1")
 		_, calls["PrimaryDSN"] = bb.PrimaryDSN()
 		calls["ReportFailure"] = bb.ReportFailure("127.0.0.1:2")
 		_, calls["Metrics"] = bb.Metrics()
@@ -274,7 +275,7 @@ func TestClose(t *testing.T) {
 // Close while other goroutines use the balancer: every call succeeds or returns ErrClosed
 // (run with -race).
 func TestCloseWhileInUse(t *testing.T) {
-	b, err := dlb.Open(unreachableConfig)
+	b, err := dlb.Open(context.Background(), unreachableConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,13 +296,13 @@ func TestCloseWhileInUse(t *testing.T) {
 				var err error
 				switch (i + n) % 4 {
 				case 0:
-					_, err = b.PickReplica(dlb.NoKey)
+					_, err = b.PickReplica(context.Background(), dlb.NoKey)
 				case 1:
-					_, err = b.PickReplica(fmt.Sprintf("user:%d", n))
+					_, err = b.PickReplica(context.Background(), fmt.Sprintf("user:%d", n))
 				case 2:
 					_, err = b.Status()
 				case 3:
-					err = b.RecordLSNValue("user:1", "0/1")
+					err = b.RecordLSNValue(context.Background(), "user:1", "0/1")
 				}
 				if n == 10 {
 					started <- struct{}{}
@@ -334,11 +335,11 @@ func TestCloseWhileInUse(t *testing.T) {
 // race; the monitor threads go away).
 func TestFinalizer(t *testing.T) {
 	for i := 0; i < 4; i++ {
-		b, err := dlb.Open(unreachableConfig)
+		b, err := dlb.Open(context.Background(), unreachableConfig)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := b.PickReplica(dlb.NoKey); err != nil {
+		if _, err := b.PickReplica(context.Background(), dlb.NoKey); err != nil {
 			t.Fatal(err)
 		}
 	}

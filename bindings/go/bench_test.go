@@ -2,17 +2,21 @@ package dlb_test
 
 // Benchmarks against the test cluster (skipped without it):
 //
-//	go test -run '^$' -bench . -benchtime 2000000x
+//	go test -tags dlb_dev -run '^$' -bench PickReplica -benchtime 2000000x
+//	go test -tags dlb_dev -run '^$' -bench UpToDateReplica -benchtime 3000x
 //
 // BenchmarkPickReplica makes one cgo call per pick through the binding;
 // BenchmarkPickReplicaC makes the same picks in a C loop inside a single cgo call, so the
 // ratio of the two is the binding's overhead (cgo transition, locking, buffer, string copy).
 
 import (
+	"context"
+	"database/sql"
 	"testing"
 	"time"
 
 	dlb "dlb/bindings/go"
+	"dlb/bindings/go/dlbsql"
 )
 
 func benchBalancer(b *testing.B) *dlb.Balancer {
@@ -27,7 +31,7 @@ func BenchmarkPickReplica(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := bal.PickReplica(dlb.NoKey); err != nil {
+		if _, err := bal.PickReplica(context.Background(), dlb.NoKey); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -48,7 +52,7 @@ func BenchmarkPickReplicaParallel(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := bal.PickReplica(dlb.NoKey); err != nil {
+			if _, err := bal.PickReplica(context.Background(), dlb.NoKey); err != nil {
 				b.Error(err)
 				return
 			}
@@ -59,14 +63,14 @@ func BenchmarkPickReplicaParallel(b *testing.B) {
 // A sticky pick whose key's LSN the cached replay positions already cover.
 func BenchmarkPickReplicaSticky(b *testing.B) {
 	bal := benchBalancer(b)
-	lsn, err := bal.RecordLSN("go:bench")
+	lsn, err := bal.RecordLSN(context.Background(), "go:bench")
 	if err != nil {
 		b.Fatal(err)
 	}
 	// Wait (bounded) until the cached positions show a replica caught up.
 	deadline := time.Now().Add(waitDeadline)
 	for {
-		r, err := bal.PickReplica("go:bench")
+		r, err := bal.PickReplica(context.Background(), "go:bench")
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -81,8 +85,55 @@ func BenchmarkPickReplicaSticky(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := bal.PickReplica("go:bench"); err != nil {
+		if _, err := bal.PickReplica(context.Background(), "go:bench"); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// A read-your-writes read of one row through dlbsql (a pick, then the host's pooled
+// *sql.DB) against the same read opening a connection directly on the picked DSN each time
+// (what a caller without per-host pools does). Both sides run in the same process and run.
+func BenchmarkUpToDateReplica(b *testing.B) {
+	bal := benchBalancer(b)
+	ctx := context.Background()
+	const key = "go:bench:utd"
+	if _, err := bal.RecordLSN(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	read := func(db *sql.DB) {
+		var one int
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(&one); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Run("dlbsql", func(b *testing.B) {
+		lb, err := dlbsql.New(ctx, bal, dlbsql.Config{Open: openPQ, MaxIdleConns: 4})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer lb.Close()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			db, err := lb.UpToDateReplica(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			read(db)
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			r, err := bal.PickReplica(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			db, err := sql.Open("postgres", r.DSN)
+			if err != nil {
+				b.Fatal(err)
+			}
+			read(db)
+			db.Close()
+		}
+	})
 }

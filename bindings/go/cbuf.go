@@ -31,6 +31,7 @@ const (
 	kindLSN
 	kindStatus
 	kindMetrics
+	kindEvent
 	numKinds
 )
 

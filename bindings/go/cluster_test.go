@@ -3,6 +3,7 @@ package dlb_test
 // Tests against the real replication cluster (scripts/testenv.sh).
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,7 +26,7 @@ func TestRoundRobin(t *testing.T) {
 	const picks = 2000
 	count := map[string]int{}
 	for i := 0; i < picks; i++ {
-		r, err := b.PickReplica(dlb.NoKey)
+		r, err := b.PickReplica(context.Background(), dlb.NoKey)
 		if err != nil {
 			t.Fatalf("PickReplica: %v", err)
 		}
@@ -58,7 +59,7 @@ func TestRoundRobin(t *testing.T) {
 	}
 
 	// A key with no recorded LSN: round-robin too, with its own reason.
-	r, err := b.PickReplica("go:no-lsn-for-this-key")
+	r, err := b.PickReplica(context.Background(), "go:no-lsn-for-this-key")
 	if err != nil || r.Role != dlb.RoleReplica || r.Reason != dlb.ReasonNoLSNRecorded {
 		t.Errorf("PickReplica(key without LSN) = %v, %v", r, err)
 	}
@@ -102,12 +103,12 @@ func TestReadYourWrites(t *testing.T) {
 		if _, err := d.get(primary).Exec(`INSERT INTO dlb_go_tests (tag) VALUES ($1)`, tag); err != nil {
 			t.Fatalf("insert: %v", err)
 		}
-		lsn, err := b.RecordLSN(key)
+		lsn, err := b.RecordLSN(context.Background(), key)
 		if err != nil {
 			t.Fatalf("RecordLSN: %v", err)
 		}
 		parseLSN(t, lsn)
-		r, err := b.PickReplica(key)
+		r, err := b.PickReplica(context.Background(), key)
 		if err != nil {
 			t.Fatalf("PickReplica: %v", err)
 		}
@@ -173,7 +174,7 @@ func TestStickyPausedReplica(t *testing.T) {
 	if _, err := d.get(primary).Exec(`INSERT INTO dlb_go_tests (tag) VALUES ($1)`, tag); err != nil {
 		t.Fatal(err)
 	}
-	lsn, err := b.RecordLSN("go:user:42")
+	lsn, err := b.RecordLSN(context.Background(), "go:user:42")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestStickyPausedReplica(t *testing.T) {
 	// Replica 2 is still healthy and in the rotation: otherwise this test proves nothing.
 	sawPaused := false
 	for i := 0; i < 20; i++ {
-		r, err := b.PickReplica(dlb.NoKey)
+		r, err := b.PickReplica(context.Background(), dlb.NoKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -239,13 +240,13 @@ func TestStickyPausedReplica(t *testing.T) {
 			t.Errorf("%s: no pick on the caught-up replica", what)
 		}
 	}
-	check("PickReplica(key)", func() (dlb.Route, error) { return b.PickReplica("go:user:42") })
+	check("PickReplica(key)", func() (dlb.Route, error) { return b.PickReplica(context.Background(), "go:user:42") })
 	// The causal token, recorded for another key or used directly.
-	if err := b.RecordLSNValue("go:user:43", lsn); err != nil {
+	if err := b.RecordLSNValue(context.Background(), "go:user:43", lsn); err != nil {
 		t.Fatal(err)
 	}
-	check("PickReplica(key with RecordLSNValue)", func() (dlb.Route, error) { return b.PickReplica("go:user:43") })
-	check("PickReplicaMinLSN", func() (dlb.Route, error) { return b.PickReplicaMinLSN(lsn) })
+	check("PickReplica(key with RecordLSNValue)", func() (dlb.Route, error) { return b.PickReplica(context.Background(), "go:user:43") })
+	check("PickReplicaMinLSN", func() (dlb.Route, error) { return b.PickReplicaMinLSN(context.Background(), lsn) })
 }
 
 func TestNoCaughtUpReplica(t *testing.T) {
@@ -253,14 +254,14 @@ func TestNoCaughtUpReplica(t *testing.T) {
 	b := c.open(t, "", nil)
 	waitHealthy(t, b, 2)
 	// No replica has replayed an LSN from the far future: the primary...
-	r, err := b.PickReplicaMinLSN("FFFFFFFF/0")
+	r, err := b.PickReplicaMinLSN(context.Background(), "FFFFFFFF/0")
 	if err != nil || r.Role != dlb.RolePrimary || r.Reason != dlb.ReasonNotCaughtUp {
 		t.Errorf("PickReplicaMinLSN(future) = %v, %v", r, err)
 	}
 	// ...or, under the "error" policy, a retryable error.
 	strict := c.open(t, "", map[string]any{"no_caught_up_replica": "error", "sticky_check_budget_ms": 0})
 	waitHealthy(t, strict, 2)
-	_, err = strict.PickReplicaMinLSN("FFFFFFFF/0")
+	_, err = strict.PickReplicaMinLSN(context.Background(), "FFFFFFFF/0")
 	var e *dlb.Error
 	if !errors.Is(err, dlb.ErrNoCaughtUpReplica) || !errors.As(err, &e) ||
 		e.Op != "PickReplicaMinLSN" || !strings.Contains(e.Message, "FFFFFFFF/0") {
@@ -269,10 +270,10 @@ func TestNoCaughtUpReplica(t *testing.T) {
 	if !dlb.IsRetryable(err) {
 		t.Errorf("IsRetryable(%v) = false", err)
 	}
-	if err := strict.RecordLSNValue("go:future", "FFFFFFFF/0"); err != nil {
+	if err := strict.RecordLSNValue(context.Background(), "go:future", "FFFFFFFF/0"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := strict.PickReplica("go:future"); !errors.Is(err, dlb.ErrNoCaughtUpReplica) {
+	if _, err := strict.PickReplica(context.Background(), "go:future"); !errors.Is(err, dlb.ErrNoCaughtUpReplica) {
 		t.Errorf("strict PickReplica(key ahead of every replica): %v", err)
 	}
 }
@@ -285,10 +286,10 @@ func TestForcePrimary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.ForcePrimary("go:forced", time.Minute); err != nil {
+	if err := b.ForcePrimary(context.Background(), "go:forced", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	r, err := b.PickReplica("go:forced")
+	r, err := b.PickReplica(context.Background(), "go:forced")
 	if err != nil || r.Role != dlb.RolePrimary || r.Reason != dlb.ReasonForcedPrimary || r.DSN != primary {
 		t.Errorf("PickReplica(forced key) = %v, %v", r, err)
 	}
@@ -298,7 +299,7 @@ func TestReportFailure(t *testing.T) {
 	c := needCluster(t)
 	b := c.open(t, "", nil)
 	waitHealthy(t, b, 2)
-	r, err := b.PickReplica(dlb.NoKey)
+	r, err := b.PickReplica(context.Background(), dlb.NoKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +326,7 @@ func TestConcurrentPicks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lsn, err := b.RecordLSN("go:concurrent")
+	lsn, err := b.RecordLSN(context.Background(), "go:concurrent")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,13 +345,13 @@ func TestConcurrentPicks(t *testing.T) {
 				var err error
 				switch (g + i) % 5 {
 				case 0, 1:
-					r, err = b.PickReplica(dlb.NoKey)
+					r, err = b.PickReplica(context.Background(), dlb.NoKey)
 				case 2:
-					r, err = b.PickReplica("go:concurrent")
+					r, err = b.PickReplica(context.Background(), "go:concurrent")
 				case 3:
-					r, err = b.PickReplicaMinLSN(lsn)
+					r, err = b.PickReplicaMinLSN(context.Background(), lsn)
 				case 4:
-					if err = b.RecordLSNValue(fmt.Sprintf("go:concurrent:%d", g), lsn); err == nil {
+					if err = b.RecordLSNValue(context.Background(), fmt.Sprintf("go:concurrent:%d", g), lsn); err == nil {
 						_, err = b.Status()
 					}
 					if err == nil {
@@ -404,7 +405,7 @@ func TestBufferGrowth(t *testing.T) {
 	}
 	ports := map[string]bool{}
 	for i := 0; i < 10; i++ {
-		r, err := b.PickReplica(dlb.NoKey)
+		r, err := b.PickReplica(context.Background(), dlb.NoKey)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,17 +427,17 @@ func TestBufferGrowth(t *testing.T) {
 	}
 
 	longKey := strings.Repeat("k", dlb.MaxKeyLength)
-	lsn, err := b.RecordLSN(longKey)
+	lsn, err := b.RecordLSN(context.Background(), longKey)
 	if err != nil {
 		t.Fatalf("RecordLSN(%d-byte key): %v", len(longKey), err)
 	}
 	parseLSN(t, lsn)
-	if err := b.RecordLSNValue(longKey, lsn); err != nil {
+	if err := b.RecordLSNValue(context.Background(), longKey, lsn); err != nil {
 		t.Fatalf("RecordLSNValue(%d-byte key): %v", len(longKey), err)
 	}
 	deadline := time.Now().Add(waitDeadline)
 	for {
-		r, err := b.PickReplica(longKey)
+		r, err := b.PickReplica(context.Background(), longKey)
 		if err != nil {
 			t.Fatalf("PickReplica(%d-byte key): %v", len(longKey), err)
 		}
@@ -462,7 +463,7 @@ func TestSecrets(t *testing.T) {
 	if err != nil || !strings.Contains(primary, "password="+secret) {
 		t.Errorf("PrimaryDSN lacks the password (%v)", err)
 	}
-	r, err := b.PickReplica(dlb.NoKey)
+	r, err := b.PickReplica(context.Background(), dlb.NoKey)
 	if err != nil || !strings.Contains(r.DSN, "password="+secret) {
 		t.Errorf("PickReplica DSN lacks the password (%v)", err)
 	}
@@ -481,7 +482,7 @@ func TestSecrets(t *testing.T) {
 		strings.Contains(err.Error(), secret) {
 		t.Errorf("ReportFailure(unknown DSN with password): %v", err)
 	}
-	_, err = dlb.Open(c.config(t, "", map[string]any{"max_lag_bytes": -1}))
+	_, err = dlb.Open(context.Background(), c.config(t, "", map[string]any{"max_lag_bytes": -1}))
 	if !errors.Is(err, dlb.ErrInvalidConfig) || strings.Contains(err.Error(), secret) ||
 		!strings.Contains(err.Error(), "max_lag_bytes") {
 		t.Errorf("Open(bad max_lag_bytes): %v", err)
@@ -535,7 +536,7 @@ func TestRecordLSNStoreErrorCarriesTheLSN(t *testing.T) {
 		},
 	})
 	waitHealthy(t, b, 2)
-	lsn, err := b.RecordLSN("go:store-down")
+	lsn, err := b.RecordLSN(context.Background(), "go:store-down")
 	if lsn != "" || !errors.Is(err, dlb.ErrStore) || !dlb.IsRetryable(err) {
 		t.Fatalf("RecordLSN with Redis down = %q, %v", lsn, err)
 	}
@@ -550,12 +551,12 @@ func TestRecordLSNStoreErrorCarriesTheLSN(t *testing.T) {
 	if parseLSN(t, se.LSN) == 0 || !strings.Contains(err.Error(), se.LSN) {
 		t.Errorf("LSN %q in %v", se.LSN, err)
 	}
-	r, err := b.PickReplicaMinLSN(se.LSN)
+	r, err := b.PickReplicaMinLSN(context.Background(), se.LSN)
 	if err != nil || r.Reason == dlb.ReasonForcedPrimary {
 		t.Errorf("PickReplicaMinLSN(%s) = %v, %v", se.LSN, r, err)
 	}
 	// Other errors carry none.
-	if _, err := b.RecordLSN(""); errors.As(err, &se) {
+	if _, err := b.RecordLSN(context.Background(), ""); errors.As(err, &se) {
 		t.Errorf("RecordLSN(\"\") = %#v", err)
 	}
 }

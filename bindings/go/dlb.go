@@ -1,11 +1,13 @@
 package dlb
 
-// #cgo CFLAGS: -I${SRCDIR}/../../include -I${SRCDIR}
+// #cgo CFLAGS: -I${SRCDIR}
 // #include <stdlib.h>
 // #include "dlbgo.h"
 import "C"
 
 import (
+	"bytes"
+	"context"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -48,6 +50,9 @@ type Balancer struct {
 	// string without allocating: an immutable map, replaced (copy on write) under dsnsMu.
 	dsns   atomic.Pointer[map[string]string]
 	dsnsMu sync.Mutex
+
+	// watch fans host events out (WatchEvents).
+	watch watchers
 }
 
 // Open creates a balancer from a JSON configuration, e.g.
@@ -62,10 +67,16 @@ type Balancer struct {
 // thread. A host that is down does not make Open fail: replicas become eligible once the
 // monitor sees them healthy.
 //
+// ctx is checked before and after that check (which cannot be interrupted): when it is done,
+// ctx.Err() is returned as is (and a balancer made meanwhile is closed).
+//
 // Errors: ErrInvalidConfig (the message names the offending field as a JSON path),
-// ErrInvalidArgument (the JSON is not valid UTF-8 or contains a NUL byte).
-func Open(configJSON string) (*Balancer, error) {
+// ErrInvalidArgument (the JSON is not valid UTF-8 or contains a NUL byte), ctx.Err().
+func Open(ctx context.Context, configJSON string) (*Balancer, error) {
 	const op = "Open"
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	cjson, err := cString(op, "configJSON", configJSON)
 	if err != nil {
 		return nil, err
@@ -77,7 +88,31 @@ func Open(configJSON string) (*Balancer, error) {
 	}
 	b := &Balancer{h: r.handle}
 	runtime.SetFinalizer(b, (*Balancer).Close)
+	if err := ctx.Err(); err != nil {
+		b.Close()
+		return nil, err
+	}
 	return b, nil
+}
+
+// budgetOf is the time left before ctx's deadline, in microseconds (0: no deadline), or
+// ctx.Err() (context.DeadlineExceeded when the deadline has passed) when ctx is done.
+func budgetOf(ctx context.Context) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0, nil
+	}
+	left := time.Until(d)
+	if left <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	if left < time.Microsecond {
+		return 1, nil
+	}
+	return uint64(left / time.Microsecond), nil
 }
 
 // Close stops the balancer's monitor thread, closes its connection pools and frees it.
@@ -91,6 +126,12 @@ func (b *Balancer) Close() error {
 	if b == nil {
 		return nil
 	}
+	// A goroutine waiting in NextEvent holds the read lock: wake it first.
+	b.mu.RLock()
+	if b.h != 0 {
+		C.dlbgo_wake_event_waiters(b.h)
+	}
+	b.mu.RUnlock()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.h != 0 {
@@ -130,18 +171,24 @@ func (b *Balancer) release() {
 // Blocking: one round trip to the primary on a pooled connection (connecting first if
 // needed, up to pool.checkout_timeout_ms), plus the LSN store's write.
 //
+// ctx is checked first (ctx.Err() is returned as is when it is done); the call itself is
+// bounded by the pool's and the store's timeouts, not by ctx.
+//
 // Errors: ErrInvalidKey (empty or longer than MaxKeyLength), ErrInvalidArgument,
-// ErrPrimaryUnavailable, ErrQuery, ErrStore, ErrClosed. ErrStore comes after the LSN was
+// ErrPrimaryUnavailable, ErrQuery, ErrStore, ErrClosed, ctx.Err(). ErrStore comes after the LSN was
 // read (the write happened; only recording it failed) as a *StoreError whose LSN field holds
 // it: carry it as a causal token (PickReplicaMinLSN) or retry with RecordLSNValue.
 //
-//	lsn, err := b.RecordLSN(key)
+//	lsn, err := b.RecordLSN(ctx, key)
 //	var se *dlb.StoreError
 //	if errors.As(err, &se) {
 //		lsn = se.LSN // still a valid causal token
 //	}
-func (b *Balancer) RecordLSN(key string) (string, error) {
+func (b *Balancer) RecordLSN(ctx context.Context, key string) (string, error) {
 	const op = "RecordLSN"
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
 	if err := checkString(op, "key", key); err != nil {
 		return "", err
 	}
@@ -179,9 +226,13 @@ func (b *Balancer) RecordLSN(key string) (string, error) {
 // Blocking: no database I/O; blocks only on the LSN store (never with the default in-memory
 // one).
 //
-// Errors: ErrInvalidKey, ErrInvalidLSN, ErrInvalidArgument, ErrStore, ErrClosed.
-func (b *Balancer) RecordLSNValue(key, lsn string) error {
+// Errors: ErrInvalidKey, ErrInvalidLSN, ErrInvalidArgument, ErrStore, ErrClosed, ctx.Err()
+// (checked first).
+func (b *Balancer) RecordLSNValue(ctx context.Context, key, lsn string) error {
 	const op = "RecordLSNValue"
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := checkString(op, "key", key); err != nil {
 		return err
 	}
@@ -206,9 +257,13 @@ func (b *Balancer) RecordLSNValue(key, lsn string) error {
 // Blocking: no database I/O; blocks only on the LSN store (never with the default in-memory
 // one).
 //
-// Errors: ErrInvalidArgument (ttl not positive), ErrInvalidKey, ErrStore, ErrClosed.
-func (b *Balancer) ForcePrimary(key string, ttl time.Duration) error {
+// Errors: ErrInvalidArgument (ttl not positive), ErrInvalidKey, ErrStore, ErrClosed,
+// ctx.Err() (checked first).
+func (b *Balancer) ForcePrimary(ctx context.Context, key string, ttl time.Duration) error {
 	const op = "ForcePrimary"
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := checkString(op, "key", key); err != nil {
 		return err
 	}
@@ -231,21 +286,29 @@ func (b *Balancer) ForcePrimary(key string, ttl time.Duration) error {
 //
 // Blocking with a key: reads the LSN store and, when the cached replay positions show no
 // replica caught up, asks the replicas live, in parallel, for at most
-// sticky_check_budget_ms (default 100 ms) in total.
+// sticky_check_budget_ms (default 100 ms) in total. ctx's deadline is the budget of that
+// work (the store's read and the live checks end by then); when ctx is done before or after
+// the pick, ctx.Err() is returned as is.
 //
 // The returned DSN contains the password (see Route).
 //
 // Errors: ErrInvalidKey (longer than MaxKeyLength), ErrInvalidArgument,
-// ErrNoCaughtUpReplica (only with "no_caught_up_replica": "error"), ErrClosed.
-func (b *Balancer) PickReplica(key string) (Route, error) {
+// ErrNoCaughtUpReplica (only with "no_caught_up_replica": "error"), ErrClosed, ctx.Err().
+func (b *Balancer) PickReplica(ctx context.Context, key string) (Route, error) {
+	return b.PickReplicaWith(ctx, key, PickOptions{})
+}
+
+// PickReplicaWith is PickReplica with per-call options (see PickOptions).
+func (b *Balancer) PickReplicaWith(ctx context.Context, key string, opts PickOptions) (Route, error) {
 	const op = "PickReplica"
 	if err := checkString(op, "key", key); err != nil {
 		return Route{}, err
 	}
-	if key == NoKey {
-		return b.pick(op, nil, pickReplica) // in[0] stays nil: round-robin
+	var in []string // nil: round-robin
+	if key != NoKey {
+		in = []string{key}
 	}
-	return b.pick(op, []string{key}, pickReplica)
+	return b.pickCtx(ctx, op, in, false, opts)
 }
 
 // PickReplicaMinLSN picks, in round-robin order, a replica that has replayed at least
@@ -253,31 +316,126 @@ func (b *Balancer) PickReplica(key string) (Route, error) {
 // (or ErrNoCaughtUpReplica under the "error" policy).
 //
 // Blocking: only when the cached replay positions show no replica caught up, it asks the
-// replicas live for at most sticky_check_budget_ms in total.
+// replicas live for at most sticky_check_budget_ms in total, and by ctx's deadline.
 //
-// Errors: ErrInvalidLSN, ErrInvalidArgument, ErrNoCaughtUpReplica, ErrClosed.
-func (b *Balancer) PickReplicaMinLSN(minLSN string) (Route, error) {
+// Errors: ErrInvalidLSN, ErrInvalidArgument, ErrNoCaughtUpReplica, ErrClosed, ctx.Err().
+func (b *Balancer) PickReplicaMinLSN(ctx context.Context, minLSN string) (Route, error) {
+	return b.PickReplicaMinLSNWith(ctx, minLSN, PickOptions{})
+}
+
+// PickReplicaMinLSNWith is PickReplicaMinLSN with per-call options (see PickOptions).
+func (b *Balancer) PickReplicaMinLSNWith(ctx context.Context, minLSN string, opts PickOptions) (Route, error) {
 	const op = "PickReplicaMinLSN"
 	if err := checkString(op, "minLSN", minLSN); err != nil {
 		return Route{}, err
 	}
-	return b.pick(op, []string{minLSN}, pickReplicaMinLSN)
+	return b.pickCtx(ctx, op, []string{minLSN}, true, opts)
 }
 
-func pickReplica(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
-	return C.dlbgo_pick_replica(lb, in[0], buf, n)
+// PickOptions are per-call options of a pick. The zero value is PickReplica's behaviour.
+type PickOptions struct {
+	// CachedOnly: never block. No live replay check, and no read of an LSN store that may
+	// block (Redis): a keyed read is routed from the cached replay positions only, and goes
+	// to the primary (ReasonStoreError) when the store would have to be asked.
+	CachedOnly bool
+	// NoCaughtUp is what a read no replica can serve gets, for this call.
+	NoCaughtUp NoCaughtUpPolicy
 }
 
-func pickReplicaMinLSN(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
-	return C.dlbgo_pick_replica_min_lsn(lb, in[0], buf, n)
+// NoCaughtUpPolicy says what a read no replica can serve gets.
+type NoCaughtUpPolicy uint32
+
+// The policies of PickOptions.NoCaughtUp.
+const (
+	// NoCaughtUpDefault: the configuration's no_caught_up_replica.
+	NoCaughtUpDefault NoCaughtUpPolicy = C.LB_NO_CAUGHT_UP_DEFAULT
+	// NoCaughtUpPrimary: the primary, with ReasonNotCaughtUp.
+	NoCaughtUpPrimary NoCaughtUpPolicy = C.LB_NO_CAUGHT_UP_PRIMARY
+	// NoCaughtUpError: ErrNoCaughtUpReplica.
+	NoCaughtUpError NoCaughtUpPolicy = C.LB_NO_CAUGHT_UP_ERROR
+)
+
+// pickCtx runs a pick within ctx: its deadline is the pick's budget.
+func (b *Balancer) pickCtx(ctx context.Context, op string, in []string, minLSN bool,
+	opts PickOptions) (Route, error) {
+	budget, err := budgetOf(ctx)
+	if err != nil {
+		return Route{}, err
+	}
+	r, err := b.pick(op, in, minLSN, budget, opts)
+	if cerr := ctx.Err(); cerr != nil {
+		return Route{}, cerr
+	}
+	return r, err
 }
+
+var infoPool = sync.Pool{New: func() any { return new(C.lb_pick_info) }}
 
 // pick runs a pick; every try (after the DSN buffer grows) is a new pick.
-func (b *Balancer) pick(op string, inputs []string,
-	call func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result) (Route, error) {
-	return withOutput(b, op, kindDSN, inputs, call, func(dsn []byte, r C.dlbgo_result) Route {
-		return Route{DSN: b.intern(dsn), Role: Role(r.role), Reason: Reason(r.reason)}
-	})
+func (b *Balancer) pick(op string, inputs []string, minLSN bool, budget uint64,
+	opts PickOptions) (Route, error) {
+	info := infoPool.Get().(*C.lb_pick_info)
+	defer infoPool.Put(info)
+	flags := C.uint32_t(0)
+	if opts.CachedOnly {
+		flags |= C.LB_PICK_CACHED_ONLY
+	}
+	return withOutput(b, op, kindDSN, inputs,
+		func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+			key, lsn := in[0], (*C.char)(nil)
+			if minLSN {
+				key, lsn = nil, in[0]
+			}
+			return C.dlbgo_pick_opts(lb, key, lsn, flags, C.uint64_t(budget),
+				C.uint32_t(opts.NoCaughtUp), buf, n, info)
+		},
+		func(dsn []byte, r C.dlbgo_result) Route { return b.route(dsn, r, info) })
+}
+
+// route is the Route of a pick's DSN and info.
+func (b *Balancer) route(dsn []byte, r C.dlbgo_result, info *C.lb_pick_info) Route {
+	addr := (*[C.LB_ADDR_BUFFER_SIZE]byte)(unsafe.Pointer(&info.addr[0]))[:]
+	if i := bytes.IndexByte(addr, 0); i >= 0 {
+		addr = addr[:i]
+	}
+	return Route{DSN: b.intern(dsn), Role: Role(r.role), Reason: Reason(r.reason),
+		HostID: uint64(info.host_id), Addr: b.intern(addr)}
+}
+
+// PrimaryRoute returns the route of a write: the primary's DSN (password included), its
+// host id and address, with ReasonWrite (counted as a routing decision in the metrics).
+// Never blocks.
+//
+// Errors: ErrClosed.
+func (b *Balancer) PrimaryRoute() (Route, error) {
+	info := infoPool.Get().(*C.lb_pick_info)
+	defer infoPool.Put(info)
+	return withOutput(b, "PrimaryRoute", kindDSN, nil,
+		func(lb C.dlbgo_handle, _ cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+			return C.dlbgo_primary_route(lb, buf, n, info)
+		},
+		func(dsn []byte, r C.dlbgo_result) Route { return b.route(dsn, r, info) })
+}
+
+// RecordedLSN returns the LSN currently recorded for key ("X/Y"), or "" when none is (or it
+// expired). ctx is checked first.
+//
+// Blocking: reads the LSN store only (never blocks with the default in-memory one).
+//
+// Errors: ErrInvalidKey, ErrInvalidArgument, ErrStore, ErrClosed, ctx.Err().
+func (b *Balancer) RecordedLSN(ctx context.Context, key string) (string, error) {
+	const op = "RecordedLSN"
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if err := checkString(op, "key", key); err != nil {
+		return "", err
+	}
+	return withOutput(b, op, kindLSN, []string{key},
+		func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
+			return C.dlbgo_recorded_lsn(lb, in[0], buf, n)
+		},
+		func(text []byte, _ C.dlbgo_result) string { return string(text) })
 }
 
 // PrimaryDSN returns the primary's DSN, for writes; it contains the password (hand it to

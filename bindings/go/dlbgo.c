@@ -121,3 +121,50 @@ dlbgo_result dlbgo_bench_pick(dlbgo_handle h, long n) {
     }
     return routed(LB_OK, len, route);
 }
+
+static dlbgo_result picked(lb_status status, size_t len, const lb_pick_info *info) {
+    dlbgo_result r = finish(status);
+    r.len = len;
+    if (status == LB_OK) {
+        r.role = info->role;
+        r.reason = info->reason;
+    }
+    return r;
+}
+
+dlbgo_result dlbgo_pick_opts(dlbgo_handle h, const char *key, const char *min_lsn,
+                             uint32_t flags, uint64_t budget_us, uint32_t no_caught_up,
+                             char *buf, size_t cap, lb_pick_info *info) {
+    size_t len = 0;
+    lb_pick_opts opts = {0};
+    opts.struct_size = sizeof opts;
+    opts.flags = flags;
+    opts.budget_us = budget_us;
+    opts.no_caught_up = no_caught_up;
+    lb_status st = lb_pick_replica_opts(LB(h), key, min_lsn, &opts, buf, cap, &len, info);
+    return picked(st, len, info); /* after the call: it sets len */
+}
+
+dlbgo_result dlbgo_primary_route(dlbgo_handle h, char *buf, size_t cap, lb_pick_info *info) {
+    size_t len = 0;
+    lb_status st = lb_primary_route(LB(h), buf, cap, &len, info);
+    return picked(st, len, info);
+}
+
+dlbgo_result dlbgo_recorded_lsn(dlbgo_handle h, const char *key, char *buf, size_t cap) {
+    size_t len = 0;
+    dlbgo_result r = finish(lb_recorded_lsn(LB(h), key, buf, cap, &len));
+    r.len = len;
+    return r;
+}
+
+dlbgo_result dlbgo_next_event(dlbgo_handle h, uint32_t timeout_ms, char *buf, size_t cap) {
+    size_t len = 0;
+    dlbgo_result r = finish(lb_next_event(LB(h), timeout_ms, buf, cap, &len));
+    r.len = len;
+    return r;
+}
+
+void dlbgo_wake_event_waiters(dlbgo_handle h) {
+    lb_wake_event_waiters(LB(h));
+}

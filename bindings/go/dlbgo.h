@@ -47,6 +47,16 @@ dlbgo_result dlbgo_metrics_text(dlbgo_handle h, char *buf, size_t cap);
 dlbgo_result dlbgo_status_json(dlbgo_handle h, char *buf, size_t cap);
 dlbgo_result dlbgo_set_log_callback(uint32_t level_filter, int on);
 
+/* A pick with options (lb_pick_replica_opts): `key` or `min_lsn` (or neither), the flags,
+   budget and policy of lb_pick_opts; the host id and address go to `*info`. */
+dlbgo_result dlbgo_pick_opts(dlbgo_handle h, const char *key, const char *min_lsn,
+                             uint32_t flags, uint64_t budget_us, uint32_t no_caught_up,
+                             char *buf, size_t cap, lb_pick_info *info);
+dlbgo_result dlbgo_primary_route(dlbgo_handle h, char *buf, size_t cap, lb_pick_info *info);
+dlbgo_result dlbgo_recorded_lsn(dlbgo_handle h, const char *key, char *buf, size_t cap);
+dlbgo_result dlbgo_next_event(dlbgo_handle h, uint32_t timeout_ms, char *buf, size_t cap);
+void dlbgo_wake_event_waiters(dlbgo_handle h);
+
 /* Benchmark baseline: n picks without a key in a C loop (one cgo call for all of them).
    Returns the first failure, or LB_OK with `len` the last DSN's length. */
 dlbgo_result dlbgo_bench_pick(dlbgo_handle h, long n);

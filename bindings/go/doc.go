@@ -8,7 +8,7 @@
 //
 // # Usage
 //
-//	b, err := dlb.Open(`{"primary": "host=db1 port=5432 user=app dbname=app password=...",
+//	b, err := dlb.Open(ctx, `{"primary": "host=db1 port=5432 user=app dbname=app password=...",
 //	                     "replicas": {"hosts": ["db2:5432", "db3:5432"]}}`)
 //	if err != nil {
 //		return err // errors.Is(err, dlb.ErrInvalidConfig): the message names the field
@@ -18,13 +18,14 @@
 //	// A write, then record its position for the key it affects...
 //	primary, _ := b.PrimaryDSN()
 //	// ... INSERT on primary ...
-//	if _, err := b.RecordLSN("repo:" + path); err != nil {
+//	if _, err := b.RecordLSN(ctx, "repo:" + path); err != nil {
 //		return err
 //	}
 //
 //	// ...so that reads for that key only go to replicas that have replayed the write
-//	// (read-your-writes). Without a key (dlb.NoKey), a plain round-robin pick.
-//	route, err := b.PickReplica("repo:" + path)
+//	// (read-your-writes). Without a key (dlb.NoKey), a plain round-robin pick. ctx's
+//	// deadline bounds the pick's store read and live checks.
+//	route, err := b.PickReplica(ctx, "repo:" + path)
 //	if err != nil {
 //		return err
 //	}
@@ -68,8 +69,15 @@
 //
 // # Building
 //
-// The package links libdlb.a from the repository's release build (cargo build --release
-// --lib) by default. With the build tag dlb_shared it links libdlb.so instead, with an rpath
-// to target/release. CGO_LDFLAGS adds linker flags in front of the package's own, e.g.
-// CGO_LDFLAGS="-L/opt/dlb/lib" to use a library installed elsewhere. See README.md.
+// By default the package links the installed library (make install PREFIX=...) through
+// pkg-config (#cgo pkg-config: dlb): set PKG_CONFIG_PATH to $PREFIX/lib/pkgconfig for a
+// prefix pkg-config does not search. Inside the repository, the build tag dlb_dev links the
+// release build's libdlb.a (cargo build --release --lib), and dlb_shared its libdlb.so with
+// an rpath. See README.md.
+//
+// # Subpackages
+//
+// dlbsql puts database/sql pools behind a Balancer (one *sql.DB per host, opened and closed
+// with host events; an error classifier; an http middleware carrying the causal token; a
+// health handler). Host events (NextEvent) and a typed Config are in this package.
 package dlb

@@ -1,6 +1,7 @@
 package dlb_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -11,7 +12,7 @@ import (
 // Read-your-writes: record the write's position for the key it affects, then read from a
 // replica that has replayed it.
 func Example() {
-	b, err := dlb.Open(`{"primary": "host=db1 port=5432 user=app dbname=app",
+	b, err := dlb.Open(context.Background(), `{"primary": "host=db1 port=5432 user=app dbname=app",
 		"replicas": {"hosts": ["db2:5432", "db3:5432"]}}`)
 	if err != nil {
 		log.Fatal(err)
@@ -20,10 +21,10 @@ func Example() {
 
 	// ... write on the primary (b.PrimaryDSN()), commit, then:
 	key := "repo:group/project"
-	if _, err := b.RecordLSN(key); err != nil {
+	if _, err := b.RecordLSN(context.Background(), key); err != nil {
 		log.Fatal(err)
 	}
-	route, err := b.PickReplica(key)
+	route, err := b.PickReplica(context.Background(), key)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -32,7 +33,7 @@ func Example() {
 }
 
 func ExampleOpen_invalidConfig() {
-	_, err := dlb.Open(`{"primary": "host=db1", "pool": {"max_size": 0}}`)
+	_, err := dlb.Open(context.Background(), `{"primary": "host=db1", "pool": {"max_size": 0}}`)
 	fmt.Println(errors.Is(err, dlb.ErrInvalidConfig))
 	fmt.Println(err)
 	// Output:
@@ -41,7 +42,7 @@ func ExampleOpen_invalidConfig() {
 }
 
 func ExampleError() {
-	_, err := dlb.Open(`{"primary": "host=db1", "replicas": {"hosts": ["db2", "db2"]}}`)
+	_, err := dlb.Open(context.Background(), `{"primary": "host=db1", "replicas": {"hosts": ["db2", "db2"]}}`)
 	var e *dlb.Error
 	if errors.As(err, &e) {
 		fmt.Printf("op %s, code %d (%s), retryable %v\n", e.Op, uint32(e.Code), e.Code.String(), dlb.IsRetryable(err))

@@ -2,10 +2,10 @@
 
 package dlb
 
-// Dynamic linking, with `go build -tags dlb_shared`: libdlb.so from the repository's release
-// build, found at run time through an rpath to that directory. For a libdlb.so installed
-// elsewhere: CGO_LDFLAGS="-L/usr/local/lib -Wl,-rpath,/usr/local/lib" go build -tags dlb_shared
-// (or no rpath and LD_LIBRARY_PATH / ldconfig).
+// In-repository development mode, dynamically linked, with `go build -tags dlb_shared`: the
+// repository's header and its release build's libdlb.so, found at run time through an rpath
+// to that directory.
 
+// #cgo CFLAGS: -I${SRCDIR}/../../include
 // #cgo LDFLAGS: -L${SRCDIR}/../../target/release -ldlb -Wl,-rpath,${SRCDIR}/../../target/release
 import "C"

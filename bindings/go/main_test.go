@@ -1,6 +1,7 @@
 package dlb_test
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -157,7 +158,7 @@ func (c *testCluster) config(tb testing.TB, extraDSN string, extra map[string]an
 // open opens a balancer on the test cluster, closed when the test ends.
 func (c *testCluster) open(tb testing.TB, extraDSN string, extra map[string]any) *dlb.Balancer {
 	tb.Helper()
-	b, err := dlb.Open(c.config(tb, extraDSN, extra))
+	b, err := dlb.Open(context.Background(), c.config(tb, extraDSN, extra))
 	if err != nil {
 		tb.Fatalf("Open: %v", err)
 	}

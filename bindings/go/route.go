@@ -83,6 +83,12 @@ type Route struct {
 	Role Role
 	// Reason says why this host was chosen.
 	Reason Reason
+	// HostID identifies the host: the same for every route to it while the balancer knows
+	// it, never reused within the process (host events carry it too). Key per-host pools on
+	// it.
+	HostID uint64
+	// Addr is the host's "host:port", as the driver connects (no secrets).
+	Addr string
 }
 
 // String returns the role and the reason, e.g. "replica (caught_up_cached)", without the

@@ -4,10 +4,15 @@
 #
 # Usage (from any directory): bash bindings/go/test.sh
 #
-# Steps: prerequisites (Go >= 1.19, lib/pq from Debian's golang-github-lib-pq-dev for the
-# tests and the example), the test environment (scripts/testenv.sh up), the release library
-# (cargo build --release --lib), gofmt, go vet, `go test -race` (statically linked), a
-# dynamically linked build (-tags dlb_shared) with a quick run, then the example built and
+# Steps: prerequisites (Go >= 1.19, pkg-config, lib/pq from Debian's
+# golang-github-lib-pq-dev for the tests and the example, client_golang and x/exp for dlbprom
+# and dlbslog), the test environment
+# (scripts/testenv.sh up), `make install` into a temporary prefix (scripts/install.sh), the C
+# example built with pkg-config against that installed copy and run, gofmt, go vet (every
+# link mode), `go test -race` linked through pkg-config against the installed copy (dlbprom
+# and dlbslog in GOPATH mode over Debian's Go sources), the
+# in-repository modes (-tags dlb_dev, -tags dlb_shared) with a quick run, a Go program outside
+# this repository's module tree built with only PKG_CONFIG_PATH set, then the example built and
 # run against the cluster.
 #
 # The tests take the cluster lock /tmp/dlb-tests.lock themselves (TestMain: only while
@@ -38,7 +43,13 @@ fi
 command -v go >/dev/null 2>&1 || die "go not found; run scripts/bootstrap.sh (package golang-go)"
 [[ -f $PQ/conn.go ]] ||
     die "lib/pq not found in $PQ; install it: apt-get install -y golang-github-lib-pq-dev"
+for f in /usr/share/gocode/src/github.com/prometheus/client_golang/prometheus/collector.go \
+    /usr/share/gocode/src/golang.org/x/exp/slog/logger.go; do
+    [[ -f $f ]] || bash scripts/bootstrap.sh || true
+    [[ -f $f ]] || die "$f not found; run scripts/bootstrap.sh"
+done
 command -v flock >/dev/null 2>&1 || die "flock not found (package util-linux)"
+command -v pkg-config >/dev/null 2>&1 || die "pkg-config not found; run scripts/bootstrap.sh"
 go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 [[ -n $go_minor && $go_minor -ge 19 ]] || die "Go >= 1.19 required (found $(go env GOVERSION))"
 
@@ -55,7 +66,7 @@ fi
 TMP=$(mktemp -d -p "${TMPDIR:-/tmp}")
 trap 'rm -rf -- "$TMP"' EXIT
 
-# --- test environment and library -----------------------------------------------------------
+# --- test environment and the installed library ---------------------------------------------
 say "test environment: scripts/testenv.sh up"
 if ! bash scripts/testenv.sh up >"$TMP/testenv-up.log" 2>&1; then
     cat "$TMP/testenv-up.log" >&2
@@ -64,13 +75,36 @@ fi
 eval "$(bash scripts/testenv.sh env)"
 export DLB_GO_REQUIRE_CLUSTER=1
 
-say "library: cargo build --release --lib"
-if ! cargo build --release --lib >"$TMP/cargo.log" 2>&1; then
-    cat "$TMP/cargo.log" >&2
-    die "cargo build failed"
+PREFIX="$TMP/prefix"
+say "make install PREFIX=$PREFIX"
+if ! make --no-print-directory install PREFIX="$PREFIX" >"$TMP/install.log" 2>&1; then
+    cat "$TMP/install.log" >&2
+    die "make install failed"
 fi
 [[ -f target/release/libdlb.a && -f target/release/libdlb.so ]] ||
     die "no libdlb.a/libdlb.so in target/release"
+# What a user of the installed copy sets: pkg-config's search path, and the loader's for a
+# prefix it does not search.
+export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib"
+soname=$(readelf -d "$PREFIX/lib/libdlb.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
+[[ $soname == libdlb.so.0 ]] || die "installed libdlb.so has SONAME '$soname', expected libdlb.so.0"
+# loads_installed BINARY: the binary loads libdlb.so.0 from the prefix.
+loads_installed() {
+    local linked
+    # Not `ldd | grep -q`: under pipefail, grep exiting at the first match can fail ldd.
+    linked=$(ldd "$1")
+    grep -q "libdlb.so.0 => $PREFIX/lib/libdlb.so.0" <<<"$linked" ||
+        die "$1 does not load $PREFIX/lib/libdlb.so.0: $linked"
+}
+example_config="{\"primary\": \"$DLB_TEST_PRIMARY\", \"replicas\": {\"hosts\": [\"${DLB_TEST_REPLICAS//,/\", \"}\"]}}"
+
+say "examples/c against the installed copy (pkg-config)"
+# shellcheck disable=SC2046 # pkg-config prints a list of flags
+${CC:-cc} -std=c99 -Wall -Wextra -Werror $(pkg-config --cflags dlb) -o "$TMP/dlb_example" \
+    examples/c/dlb_example.c $(pkg-config --libs dlb)
+loads_installed "$TMP/dlb_example"
+flock "$LOCK" "$TMP/dlb_example" "$example_config" >"$TMP/c-example.log" ||
+    { cat "$TMP/c-example.log" >&2; die "examples/c failed"; }
 
 # --- static checks --------------------------------------------------------------------------
 say "gofmt -l"
@@ -78,30 +112,73 @@ unformatted=$(gofmt -l bindings/go examples/go)
 [[ -z $unformatted ]] || die "not gofmt-formatted (run gofmt -w): $unformatted"
 
 say "go vet"
-(cd bindings/go && go vet ./... && go vet -tags dlb_shared ./...)
+(cd bindings/go && go vet ./... && go vet -tags dlb_dev ./... && go vet -tags dlb_shared ./...)
 (cd examples/go && go vet ./...)
 
 # --- tests ----------------------------------------------------------------------------------
-say "go test -race (libdlb.a)"
+say "go test -race (the installed libdlb.so, through pkg-config)"
+(cd bindings/go && go test -c -race -o "$TMP/dlb.test" .)
+loads_installed "$TMP/dlb.test"
 # shellcheck disable=SC2086 # GO_TEST_FLAGS is a list of flags
 (cd bindings/go && go test -race -count=1 -v ${GO_TEST_FLAGS-} ./...)
 
-say "go test -tags dlb_shared (libdlb.so)"
+say "dlbprom, dlbslog: go test -race in GOPATH mode (client_golang, x/exp/slog from Debian)"
+# Their third-party modules are Debian's golang-*-dev sources under /usr/share/gocode, which
+# GOPATH mode reads as they are (no module proxy here); the binding is linked in beside them.
+mkdir -p "$TMP/gopath/src/dlb/bindings"
+ln -s "$ROOT/bindings/go" "$TMP/gopath/src/dlb/bindings/go"
+(cd "$TMP/gopath/src/dlb/bindings/go" && GO111MODULE=off GOPATH="$TMP/gopath:/usr/share/gocode" \
+    GOFLAGS='' go vet ./dlbprom ./dlbslog &&
+    GO111MODULE=off GOPATH="$TMP/gopath:/usr/share/gocode" GOFLAGS='' \
+        flock "$LOCK" go test -race -count=1 -v ./dlbprom ./dlbslog)
+
+quick='^(TestVersion|TestNames|TestOpenInvalidConfig|TestArgumentErrors|TestClose|TestRoundRobin|TestBufferGrowth)$'
+say "in-repository modes: -tags dlb_dev (target/release/libdlb.a), -tags dlb_shared (libdlb.so)"
+(cd bindings/go && go test -c -tags dlb_dev -o "$TMP/dlb_dev.test" .)
+linked=$(ldd "$TMP/dlb_dev.test" || true)
+if grep -q libdlb <<<"$linked"; then
+    die "the dlb_dev test binary loads a libdlb.so; expected target/release/libdlb.a linked in"
+fi
+(cd bindings/go && "$TMP/dlb_dev.test" -test.count=1 -test.run "$quick")
 (cd bindings/go && go test -c -race -tags dlb_shared -o "$TMP/dlb_shared.test" .)
-# Not `ldd | grep -q`: under pipefail, grep exiting at the first match can fail ldd (SIGPIPE).
-linked=$(ldd "$TMP/dlb_shared.test")
-grep -q "libdlb.so => .*/target/release/libdlb.so" <<<"$linked" ||
-    die "the dlb_shared test binary does not load target/release/libdlb.so"
-(cd bindings/go && "$TMP/dlb_shared.test" -test.count=1 \
-    -test.run '^(TestVersion|TestNames|TestOpenInvalidConfig|TestArgumentErrors|TestClose|TestRoundRobin|TestBufferGrowth)$')
+linked=$(LD_LIBRARY_PATH='' ldd "$TMP/dlb_shared.test")
+grep -q "libdlb.so.0 => .*/target/release/libdlb.so" <<<"$linked" ||
+    die "the dlb_shared test binary does not load target/release/libdlb.so: $linked"
+(cd bindings/go && LD_LIBRARY_PATH='' "$TMP/dlb_shared.test" -test.count=1 -test.run "$quick")
+
+say "a Go program outside this module tree, built with only PKG_CONFIG_PATH set"
+mkdir -p "$TMP/outside"
+cat >"$TMP/outside/go.mod" <<MOD
+module example.com/outside
+
+go 1.19
+
+require dlb/bindings/go v0.0.0
+
+replace dlb/bindings/go => $ROOT/bindings/go
+MOD
+cat >"$TMP/outside/main.go" <<'GO'
+package main
+
+import (
+	"fmt"
+
+	dlb "dlb/bindings/go"
+)
+
+func main() { fmt.Println("dlb", dlb.Version()) }
+GO
+(cd "$TMP/outside" && env -i PATH="$PATH" HOME="${HOME:-$TMP}" GOCACHE="$(go env GOCACHE)" \
+    GOFLAGS=-mod=mod GOPROXY=off PKG_CONFIG_PATH="$PKG_CONFIG_PATH" go build -o outside .)
+loads_installed "$TMP/outside/outside"
+got=$("$TMP/outside/outside")
+[[ $got == "dlb $(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)" ]] ||
+    die "the outside program printed '$got'"
 
 # --- example --------------------------------------------------------------------------------
 say "examples/go: build and run"
 (cd examples/go && go build -o "$TMP/dlb-example" .)
-linked=$(ldd "$TMP/dlb-example" || true)
-if grep -q libdlb <<<"$linked"; then
-    die "examples/go is linked dynamically against libdlb; expected the static library"
-fi
+loads_installed "$TMP/dlb-example"
 flock "$LOCK" "$TMP/dlb-example" -repo "go-test/$(date +%s)-$$" -tag v1.0.0
 
 say "ok"

@@ -4,6 +4,7 @@ package dlb_test
 // with them, over TLS, verifying as the DSN says (the TLS-only cluster of scripts/testenv.sh).
 
 import (
+	"context"
 	"database/sql"
 	"encoding/json"
 	"os"
@@ -28,13 +29,13 @@ func TestTLSHandedOutDSNs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := dlb.Open(string(cfg))
+	b, err := dlb.Open(context.Background(), string(cfg))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	defer b.Close()
 	waitHealthy(t, b, 1)
-	r, err := b.PickReplica(dlb.NoKey)
+	r, err := b.PickReplica(context.Background(), dlb.NoKey)
 	if err != nil || r.Role != dlb.RoleReplica {
 		t.Fatalf("PickReplica: %v %v", r, err)
 	}

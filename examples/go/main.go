@@ -1,203 +1,208 @@
-// Command dlb-example shows dlb from Go the way a container registry uses it (modelled on
-// the GitLab container registry's database load balancing): a tag is written on the
-// primary, the write's WAL position is recorded for the repository ("repo:<path>"), and the
-// repository's tags are then listed from a replica that has replayed that write
-// (read-your-writes), falling back to the primary when none has.
+// Command dlb-example is a small registry-like HTTP service on dlb (modelled on the GitLab
+// container registry's database load balancing): PUT /tags?repo=R&tag=T writes a tag on the
+// primary, GET /tags?repo=R lists a repository's tags from a replica that has replayed the
+// client's writes (read-your-writes), GET /health serves dlb's status.
 //
-// Build (after `cargo build --release --lib` at the repository root):
+// It uses the binding's parts: a typed dlb.Config, dlbsql's LoadBalancer (one *sql.DB per
+// host, opened and closed with dlb's host events), its middleware (which records the
+// write's LSN for "repo:R" and hands the client a causal token in the Dlb-Lsn header, carried
+// to the next request), its error classifier and health handler, and contexts whose deadline
+// bounds dlb's work.
 //
-//	cd examples/go && go build -o dlb-example .
+// With -serve ADDR it serves until interrupted; without, it starts on a free port, acts as
+// its own client (one write, then a read carrying the token) and exits, failing on a stale
+// read.
+//
+// Build against an installed dlb (make install): PKG_CONFIG_PATH=$PREFIX/lib/pkgconfig go
+// build; inside the repository: go build -tags dlb_dev (after cargo build --release --lib).
 //
 // Run against the test cluster (scripts/testenv.sh):
 //
 //	eval "$(bash scripts/testenv.sh env)" && ./dlb-example -repo group/project -tag v1.2.3
 //
-// or with a configuration: -config '{"primary": "...", "replicas": {"hosts": [...]}}' (or
-// DLB_CONFIG_JSON). lib/pq defaults to sslmode=require: add sslmode=disable to the primary
-// DSN for servers without TLS (the configuration built from DLB_TEST_PRIMARY does).
+// lib/pq defaults to sslmode=require: the configuration built from DLB_TEST_PRIMARY adds
+// sslmode=disable (the test servers have no TLS).
 package main
 
 import (
+	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
 	dlb "dlb/bindings/go"
+	"dlb/bindings/go/dlbsql"
 
 	_ "github.com/lib/pq"
 )
 
 func main() {
-	configJSON := flag.String("config", os.Getenv("DLB_CONFIG_JSON"),
-		"dlb configuration JSON (default: $DLB_CONFIG_JSON, else built from $DLB_TEST_PRIMARY and $DLB_TEST_REPLICAS)")
-	repo := flag.String("repo", "group/project", "repository path")
-	tag := flag.String("tag", fmt.Sprintf("v%d", time.Now().Unix()), "tag to create")
+	serve := flag.String("serve", "", "serve on this address until interrupted (default: run one round and exit)")
+	repo := flag.String("repo", "group/project", "repository path (one round)")
+	tag := flag.String("tag", fmt.Sprintf("v%d", time.Now().Unix()), "tag to create (one round)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("dlb-example: ")
-	if err := run(*configJSON, *repo, *tag); err != nil {
+	if err := run(*serve, *repo, *tag); err != nil {
 		log.Fatal(err)
 	}
 }
 
-// testConfig builds a configuration from the test cluster's environment.
-func testConfig() (string, error) {
+// config is the test cluster's, from its environment.
+func config() (dlb.Config, error) {
 	primary, replicas := os.Getenv("DLB_TEST_PRIMARY"), os.Getenv("DLB_TEST_REPLICAS")
 	if primary == "" {
-		return "", errors.New("no configuration: pass -config or set DLB_CONFIG_JSON, or " +
-			`run: eval "$(bash scripts/testenv.sh env)"`)
+		return dlb.Config{}, errors.New(`no cluster: run eval "$(bash scripts/testenv.sh env)"`)
 	}
 	if !strings.Contains(primary, "sslmode=") {
-		primary += " sslmode=disable" // lib/pq's default is require; dlb uses no TLS
+		primary += " sslmode=disable"
 	}
-	hosts := []string{}
+	cfg := dlb.Config{Primary: primary, ReplicaCheckInterval: 200 * time.Millisecond}
 	for _, h := range strings.Split(replicas, ",") {
 		if h = strings.TrimSpace(h); h != "" {
-			hosts = append(hosts, h)
+			cfg.Replicas = append(cfg.Replicas, h)
 		}
 	}
-	text, err := json.Marshal(map[string]any{
-		"primary":  primary,
-		"replicas": map[string]any{"hosts": hosts},
-		// Checks often enough that a fresh process sees its replicas quickly.
-		"replica_check_interval_ms": 200,
-	})
-	return string(text), err
+	return cfg, nil
 }
 
-func run(configJSON, repo, tag string) error {
-	// dlb's warnings (a replica quarantined...) go to the program's logger.
-	if err := dlb.SetLogHandler(dlb.LogWarn, func(level dlb.LogLevel, msg string) {
-		log.Printf("dlb %s: %s", level, msg)
-	}); err != nil {
+type service struct{ lb *dlbsql.LoadBalancer }
+
+func repoKey(r *http.Request) string { return "repo:" + r.URL.Query().Get("repo") }
+
+func (s *service) tags(w http.ResponseWriter, r *http.Request) {
+	// The registry's budget for the database's part of a request.
+	ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
+	defer cancel()
+	repo := r.URL.Query().Get("repo")
+	switch r.Method {
+	case http.MethodPut:
+		_, err := s.lb.Primary().ExecContext(ctx, `INSERT INTO dlb_example_tags (repo, name)
+			VALUES ($1, $2) ON CONFLICT DO NOTHING`, repo, r.URL.Query().Get("tag"))
+		if err != nil {
+			s.lb.ReportError(s.lb.Primary(), err)
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusCreated) // the middleware records the LSN first
+	case http.MethodGet:
+		db, err := s.lb.UpToDateReplica(ctx, repoKey(r))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		rows, err := db.QueryContext(ctx, `SELECT name FROM dlb_example_tags WHERE repo = $1
+			ORDER BY created_at, name`, repo)
+		if err != nil {
+			// A connectivity error takes the host out of rotation at once.
+			s.lb.ReportError(db, err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		defer rows.Close()
+		var names []string
+		for rows.Next() {
+			var n string
+			if err := rows.Scan(&n); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			names = append(names, n)
+		}
+		w.Header().Set("Dlb-Host", s.lb.Addr(db))
+		fmt.Fprintln(w, strings.Join(names, "\n"))
+	default:
+		http.Error(w, "PUT or GET", http.StatusMethodNotAllowed)
+	}
+}
+
+func run(serve, repo, tag string) error {
+	cfg, err := config()
+	if err != nil {
 		return err
 	}
-	defer dlb.SetLogHandler(dlb.LogOff, nil)
-
-	if configJSON == "" {
-		var err error
-		if configJSON, err = testConfig(); err != nil {
-			return err
-		}
-	}
-	b, err := dlb.Open(configJSON)
+	ctx := context.Background()
+	b, err := dlb.OpenConfig(ctx, cfg)
 	if err != nil {
-		return err // e.g. "dlb: Open: invalid configuration: replicas.hosts[1]: ..."
+		return err
 	}
 	defer b.Close()
-	fmt.Printf("dlb %s\n", dlb.Version())
-
-	// The write, on the primary.
-	primaryDSN, err := b.PrimaryDSN()
+	lb, err := dlbsql.New(ctx, b, dlbsql.Config{
+		Open:         func(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) },
+		MaxOpenConns: 10,
+	})
 	if err != nil {
 		return err
 	}
-	primary, err := sql.Open("postgres", primaryDSN)
-	if err != nil {
-		return err
-	}
-	defer primary.Close()
-	if _, err := primary.Exec(`CREATE TABLE IF NOT EXISTS dlb_example_tags (
+	defer lb.Close()
+	if _, err := lb.Primary().Exec(`CREATE TABLE IF NOT EXISTS dlb_example_tags (
 		repo text NOT NULL, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
 		PRIMARY KEY (repo, name))`); err != nil {
 		return fmt.Errorf("create table on the primary: %w", err)
 	}
-	if _, err := primary.Exec(`INSERT INTO dlb_example_tags (repo, name) VALUES ($1, $2)
-		ON CONFLICT DO NOTHING`, repo, tag); err != nil {
-		return fmt.Errorf("insert the tag on the primary: %w", err)
+	s := &service{lb: lb}
+	mux := http.NewServeMux()
+	mux.Handle("/tags", lb.Middleware(dlbsql.MiddlewareConfig{Key: repoKey})(http.HandlerFunc(s.tags)))
+	mux.Handle("/health", dlbsql.HealthHandler(b))
+	if serve == "" {
+		serve = "127.0.0.1:0"
 	}
-
-	// The write committed: record its position for the repository.
-	key := "repo:" + repo
-	lsn, err := b.RecordLSN(key)
+	l, err := net.Listen("tcp", serve)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("wrote tag %s of %s on the primary; recorded LSN %s for %q\n", tag, repo, lsn, key)
-
-	// The read: a replica that has replayed the write, else the primary.
-	route, err := b.PickReplica(key)
-	if err != nil {
-		return err
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(l)
+	defer srv.Close()
+	fmt.Printf("dlb %s: serving on http://%s\n", dlb.Version(), l.Addr())
+	if flag.Lookup("serve").Value.String() != "" {
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, os.Interrupt)
+		<-stop
+		return nil
 	}
-	tags, err := listTags(route.DSN, repo)
-	if err != nil {
-		// A network error on a replica: take it out of the rotation, read from the primary.
-		log.Printf("reading from %v at %s failed: %v; falling back to the primary", route, addr(route.DSN), err)
-		if rerr := b.ReportFailure(route.DSN); rerr != nil {
-			log.Print(rerr)
-		}
-		route = dlb.Route{DSN: primaryDSN, Role: dlb.RolePrimary, Reason: dlb.ReasonReplicaUnavailable}
-		if tags, err = listTags(route.DSN, repo); err != nil {
-			return err
-		}
-	}
-	shown := tags
-	if len(shown) > 5 {
-		shown = shown[len(shown)-5:]
-	}
-	fmt.Printf("listed %d tags of %s from the %s at %s (reason: %s), last: %s\n",
-		len(tags), repo, route.Role, addr(route.DSN), route.Reason, strings.Join(shown, ", "))
-	found := false
-	for _, t := range tags {
-		found = found || t == tag
-	}
-	if !found {
-		return fmt.Errorf("read-your-writes violated: tag %s not visible on %v", tag, route)
-	}
-
-	// A read without sticking (no key): plain round-robin over the healthy replicas.
-	rr, err := b.PickReplica(dlb.NoKey)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("a read without a key goes to the %s at %s (reason: %s)\n", rr.Role, addr(rr.DSN), rr.Reason)
-	return nil
+	return oneRound("http://"+l.Addr().String(), repo, tag)
 }
 
-// listTags lists repo's tags on dsn.
-func listTags(dsn, repo string) ([]string, error) {
-	db, err := sql.Open("postgres", dsn)
+// oneRound writes a tag, then lists the tags carrying the causal token the write returned.
+func oneRound(base, repo, tag string) error {
+	req, _ := http.NewRequest(http.MethodPut, base+"/tags?repo="+repo+"&tag="+tag, nil)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer db.Close()
-	rows, err := db.Query(`SELECT name FROM dlb_example_tags WHERE repo = $1 ORDER BY created_at, name`, repo)
+	resp.Body.Close()
+	token := resp.Header.Get(dlbsql.DefaultTokenHeader)
+	if resp.StatusCode != http.StatusCreated || token == "" {
+		return fmt.Errorf("PUT: %s, token %q", resp.Status, token)
+	}
+	fmt.Printf("wrote tag %s of %s; causal token %s\n", tag, repo, token)
+	req, _ = http.NewRequest(http.MethodGet, base+"/tags?repo="+repo, nil)
+	req.Header.Set(dlbsql.DefaultTokenHeader, token)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	defer rows.Close()
-	var tags []string
-	for rows.Next() {
-		var t string
-		if err := rows.Scan(&t); err != nil {
-			return nil, err
-		}
-		tags = append(tags, t)
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET: %s %s %v", resp.Status, body, err)
 	}
-	return tags, rows.Err()
-}
-
-// addr returns "host:port" of a key=value DSN, for printing: never print a DSN itself, it
-// holds the password.
-func addr(dsn string) string {
-	var host, port string
-	for _, f := range strings.Fields(dsn) {
-		switch {
-		case strings.HasPrefix(f, "host="):
-			host = strings.TrimPrefix(f, "host=")
-		case strings.HasPrefix(f, "port="):
-			port = strings.TrimPrefix(f, "port=")
+	names := strings.Fields(string(body))
+	fmt.Printf("listed %d tags of %s from %s\n", len(names), repo, resp.Header.Get("Dlb-Host"))
+	for _, n := range names {
+		if n == tag {
+			return nil
 		}
 	}
-	if host == "" {
-		return "?"
-	}
-	return host + ":" + port
+	return fmt.Errorf("read-your-writes violated: tag %s not listed by %s", tag, resp.Header.Get("Dlb-Host"))
 }

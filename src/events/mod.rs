@@ -223,3 +223,103 @@ pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> Vec<HostEvent> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::dsn::Dsn;
+    use crate::health::Lag;
+    use crate::host::Host;
+    use crate::identity::ServerIdentity;
+    use crate::labels::QuarantineReason;
+    use crate::routing::ReplicaState;
+
+    /// A host whose pool connects lazily: nothing here touches the network.
+    fn host(port: u16) -> Arc<Host> {
+        let cfg = Config::from_json(r#"{"primary": "host=127.0.0.1 port=1"}"#).unwrap();
+        let dsn = Dsn::parse(&format!("host=127.0.0.1 port={port}"), "replicas").unwrap();
+        let scheduler = Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1));
+        Arc::new(Host::new(Role::Replica, &dsn, &cfg, &scheduler).unwrap())
+    }
+
+    fn state(h: &Arc<Host>, health: Health, server: u64) -> ReplicaState {
+        ReplicaState {
+            host: h.clone(),
+            health,
+            lag: Lag::default(),
+            last_error: None,
+            server: (server != 0).then(|| {
+                (
+                    ServerIdentity {
+                        system_id: 7,
+                        server_addr: "127.0.0.1:1".into(),
+                        started_us: server as i64,
+                    },
+                    Some(1),
+                )
+            }),
+        }
+    }
+
+    fn snap(replicas: Vec<ReplicaState>, draining: Vec<Arc<Host>>) -> Snapshot {
+        Snapshot {
+            replicas,
+            draining,
+            ..Snapshot::default()
+        }
+    }
+
+    fn kinds(events: &[HostEvent]) -> Vec<(HostEventKind, u64)> {
+        events.iter().map(|e| (e.event, e.host_id)).collect()
+    }
+
+    #[test]
+    fn diff_names_every_transition_once() {
+        let (a, b) = (host(5001), host(5002));
+        let lag = Health::Quarantined(QuarantineReason::Lag);
+        let empty = snap(vec![], vec![]);
+        let start = snap(
+            vec![state(&a, Health::Unknown, 1), state(&b, lag, 1)],
+            vec![],
+        );
+        assert_eq!(
+            kinds(&diff(&empty, &start)),
+            [(HostEventKind::Added, a.id), (HostEventKind::Added, b.id)]
+        );
+        assert_eq!(diff(&empty, &start)[1].reason, Some("lag"));
+        assert!(diff(&start, &start).is_empty(), "no change, no event");
+
+        // a quarantined and reaching another server; b re-admitted.
+        let next = snap(
+            vec![
+                state(&a, Health::Quarantined(QuarantineReason::Timeout), 2),
+                state(&b, Health::Healthy, 1),
+            ],
+            vec![],
+        );
+        assert_eq!(
+            kinds(&diff(&start, &next)),
+            [
+                (HostEventKind::IdentityChanged, a.id),
+                (HostEventKind::Quarantined, a.id),
+                (HostEventKind::Readmitted, b.id),
+            ]
+        );
+
+        // a removed while in use (draining), then drained; b removed and drained at once.
+        let draining = snap(vec![state(&b, Health::Healthy, 1)], vec![a.clone()]);
+        assert_eq!(
+            kinds(&diff(&next, &draining)),
+            [(HostEventKind::Removed, a.id)]
+        );
+        assert_eq!(
+            kinds(&diff(&draining, &empty)),
+            [
+                (HostEventKind::Removed, b.id),
+                (HostEventKind::Drained, b.id),
+                (HostEventKind::Drained, a.id),
+            ]
+        );
+    }
+}

@@ -1,0 +1,313 @@
+// Package dlbsql puts database/sql pools behind a dlb.Balancer: one *sql.DB per host, opened
+// by a caller-supplied Opener (any driver: pgx's stdlib, lib/pq...) and closed once dlb has
+// drained the host, the way GitLab's container registry uses its LoadBalancer:
+//
+//	lb, err := dlbsql.New(ctx, balancer, dlbsql.Config{Open: func(dsn string) (*sql.DB, error) {
+//		return sql.Open("postgres", dsn)
+//	}})
+//	db := lb.Primary()                         // writes
+//	db, err = lb.UpToDateReplica(ctx, key)     // reads that must see key's writes
+//	lsn, err := lb.RecordLSN(ctx, key)         // after a write for key commits
+//
+// It also gives an error classifier that reports connectivity errors to dlb (ReportError),
+// an http middleware that carries the causal token between requests (Middleware) and a
+// health handler (HealthHandler). Standard library only.
+package dlbsql
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	dlb "dlb/bindings/go"
+)
+
+// Opener opens a pool for a DSN handed out by dlb (password included: never log it).
+// sql.Open does not connect; neither should an Opener.
+type Opener func(dsn string) (*sql.DB, error)
+
+// Config says how pools are opened and sized. Zero limits keep database/sql's defaults.
+type Config struct {
+	// Open opens a pool (required).
+	Open Opener
+	// MaxOpenConns, MaxIdleConns, ConnMaxLifetime and ConnMaxIdleTime are applied to every
+	// pool opened (per host).
+	MaxOpenConns    int
+	MaxIdleConns    int
+	ConnMaxLifetime time.Duration
+	ConnMaxIdleTime time.Duration
+}
+
+// LoadBalancer hands out one *sql.DB per host. Safe for concurrent use.
+type LoadBalancer struct {
+	b       *dlb.Balancer
+	cfg     Config
+	primary *sql.DB
+	// primaryID and primaryAddr name the primary's host.
+	primaryID   uint64
+	primaryAddr string
+
+	mu    sync.Mutex
+	pools map[uint64]*sql.DB // replicas by host id
+	addrs map[*sql.DB]string // every pool's host:port, for ReportError
+	gone  map[uint64]bool    // drained hosts: never reopened
+	// opened and closed count pools, for tests and metrics.
+	opened, closed int
+
+	unwatch func()
+}
+
+// New opens the primary's pool and starts following b's host events (WatchEvents): a replica's pool is
+// opened the first time dlb routes a read to it (sql.Open connects lazily anyway) and
+// closed once dlb says it is drained. b stays the caller's (Close does not close it).
+//
+// Errors: ctx.Err(), dlb.ErrClosed, and what Config.Open returns.
+func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*LoadBalancer, error) {
+	if cfg.Open == nil {
+		return nil, errors.New("dlbsql: Config.Open is nil")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	r, err := b.PrimaryRoute()
+	if err != nil {
+		return nil, err
+	}
+	lb := &LoadBalancer{b: b, cfg: cfg, primaryID: r.HostID, primaryAddr: r.Addr,
+		pools: map[uint64]*sql.DB{}, addrs: map[*sql.DB]string{}, gone: map[uint64]bool{}}
+	if lb.primary, err = lb.open(r.DSN); err != nil {
+		return nil, err
+	}
+	lb.addrs[lb.primary] = r.Addr
+	lb.unwatch = b.WatchEvents(lb.event)
+	return lb, nil
+}
+
+func (lb *LoadBalancer) open(dsn string) (*sql.DB, error) {
+	if dsn == "" {
+		// Drivers take an empty DSN for their defaults (another server): never open one.
+		return nil, errors.New("dlbsql: dlb handed out an empty DSN")
+	}
+	db, err := lb.cfg.Open(dsn)
+	if err != nil {
+		return nil, err
+	}
+	c := lb.cfg
+	if c.MaxOpenConns != 0 {
+		db.SetMaxOpenConns(c.MaxOpenConns)
+	}
+	if c.MaxIdleConns != 0 {
+		db.SetMaxIdleConns(c.MaxIdleConns)
+	}
+	if c.ConnMaxLifetime != 0 {
+		db.SetConnMaxLifetime(c.ConnMaxLifetime)
+	}
+	if c.ConnMaxIdleTime != 0 {
+		db.SetConnMaxIdleTime(c.ConnMaxIdleTime)
+	}
+	lb.opened++
+	return db, nil
+}
+
+// event closes the pool of a drained host.
+func (lb *LoadBalancer) event(e dlb.HostEvent) {
+	if e.Event != dlb.EventDrained {
+		return
+	}
+	lb.mu.Lock()
+	db := lb.pools[e.HostID]
+	delete(lb.pools, e.HostID)
+	lb.gone[e.HostID] = true
+	if db != nil {
+		delete(lb.addrs, db)
+		lb.closed++
+	}
+	lb.mu.Unlock()
+	if db != nil {
+		db.Close() // waits for the queries in flight
+	}
+}
+
+// Primary returns the primary's pool, for writes.
+func (lb *LoadBalancer) Primary() *sql.DB { return lb.primary }
+
+// Replica returns a pool for a read that needs no freshness: a healthy replica in
+// round-robin order, or the primary when none is healthy. Never blocks on I/O.
+//
+// Errors: ctx.Err(), dlb.ErrClosed, what Config.Open returns.
+func (lb *LoadBalancer) Replica(ctx context.Context) (*sql.DB, error) {
+	r, err := lb.b.PickReplica(ctx, dlb.NoKey)
+	if err != nil {
+		return nil, err
+	}
+	return lb.pool(r)
+}
+
+// UpToDateReplica returns a pool for a read that must see the writes recorded for key
+// (RecordLSN) and, when ctx carries a causal token (Middleware, WithToken), the writes up to
+// it: a replica that has replayed them, else the primary. ctx's deadline bounds dlb's store
+// read and live checks; ctx.Err() is returned as is.
+//
+// Errors: ctx.Err(), dlb.ErrInvalidKey, dlb.ErrNoCaughtUpReplica (under the "error" policy),
+// dlb.ErrClosed, what Config.Open returns.
+func (lb *LoadBalancer) UpToDateReplica(ctx context.Context, key string) (*sql.DB, error) {
+	var r dlb.Route
+	var err error
+	if token := TokenFrom(ctx); token != "" {
+		r, err = lb.b.PickReplicaMinLSN(ctx, token)
+		if err == nil && r.Role == dlb.RoleReplica && key != "" {
+			// The token is satisfied; the key's own record must be too.
+			r, err = lb.b.PickReplica(ctx, key)
+		}
+	} else {
+		r, err = lb.b.PickReplica(ctx, key)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return lb.pool(r)
+}
+
+// pool returns the pool of a route's host, opening it on first use.
+func (lb *LoadBalancer) pool(r dlb.Route) (*sql.DB, error) {
+	if r.Role == dlb.RolePrimary {
+		return lb.primary, nil
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if db := lb.pools[r.HostID]; db != nil {
+		return db, nil
+	}
+	if lb.gone[r.HostID] {
+		return lb.primary, nil // drained since the pick
+	}
+	db, err := lb.open(r.DSN)
+	if err != nil {
+		return nil, err
+	}
+	lb.pools[r.HostID] = db
+	lb.addrs[db] = r.Addr
+	return db, nil
+}
+
+// RecordLSN records the primary's current WAL position for key (call it after a write for
+// key commits) and returns it: a causal token. On a *dlb.StoreError the write's LSN is still
+// returned with the error (carry it as a token).
+//
+// Errors: those of dlb.Balancer.RecordLSN.
+func (lb *LoadBalancer) RecordLSN(ctx context.Context, key string) (string, error) {
+	lsn, err := lb.b.RecordLSN(ctx, key)
+	var se *dlb.StoreError
+	if errors.As(err, &se) {
+		return se.LSN, err
+	}
+	return lsn, err
+}
+
+// Pools returns how many replica pools are open now, and how many pools (the primary's
+// included) were opened and closed so far.
+func (lb *LoadBalancer) Pools() (open, opened, closed int) {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return len(lb.pools), lb.opened, lb.closed
+}
+
+// Close stops following host events and closes every pool (waiting for queries in
+// flight). The balancer stays open.
+func (lb *LoadBalancer) Close() error {
+	lb.unwatch()
+	lb.mu.Lock()
+	pools := lb.pools
+	lb.pools = map[uint64]*sql.DB{}
+	lb.mu.Unlock()
+	var first error
+	for _, db := range pools {
+		if err := db.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if err := lb.primary.Close(); err != nil && first == nil {
+		first = err
+	}
+	return first
+}
+
+// ReportError tells dlb about err, an error a query on db returned, when it is a
+// connectivity error (IsConnectivityError): the host leaves the rotation until a probe
+// succeeds, and dlb re-checks at once. Returns whether it was reported.
+func (lb *LoadBalancer) ReportError(db *sql.DB, err error) bool {
+	if !IsConnectivityError(err) {
+		return false
+	}
+	lb.mu.Lock()
+	addr, ok := lb.addrs[db]
+	lb.mu.Unlock()
+	return ok && lb.b.ReportFailure(addr) == nil
+}
+
+// IsConnectivityError says whether err means the host, not the query, failed: a network
+// error, driver.ErrBadConn, an unexpected EOF, or a server error whose SQLSTATE (read from
+// any driver's error with a SQLState() string method, as lib/pq's and pgx's have) is of
+// class 08 (connection exception), 53 (insufficient resources), 57P01-57P03 (shutdown,
+// cannot connect now), 58 (system error) or XX (internal error).
+func IsConnectivityError(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var state interface{ SQLState() string }
+	if errors.As(err, &state) {
+		return connectivityState(state.SQLState())
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE)
+}
+
+func connectivityState(s string) bool {
+	switch {
+	case len(s) != 5:
+		return false
+	case strings.HasPrefix(s, "08"), strings.HasPrefix(s, "53"), strings.HasPrefix(s, "58"),
+		strings.HasPrefix(s, "XX"):
+		return true
+	case s == "57P01", s == "57P02", s == "57P03":
+		return true
+	}
+	return false
+}
+
+// HealthHandler serves dlb's status report as JSON: 200 while the balancer is open, 503
+// once it is closed. It contains no password.
+func HealthHandler(b *dlb.Balancer) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		text, err := b.StatusJSON()
+		w.Header().Set("Content-Type", "application/json")
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, `{"error":"balancer closed"}`)
+			return
+		}
+		_, _ = io.WriteString(w, text)
+	})
+}
+
+// Balancer returns the balancer the pools follow.
+func (lb *LoadBalancer) Balancer() *dlb.Balancer { return lb.b }
+
+// Addr returns the "host:port" of the host db is a pool of ("" for a pool this
+// LoadBalancer does not hold).
+func (lb *LoadBalancer) Addr(db *sql.DB) string {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	return lb.addrs[db]
+}

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds the release library and installs it for C and Go (cgo, through pkg-config):
+#
+#   $DESTDIR$PREFIX/include/dlb.h
+#   $DESTDIR$PREFIX/lib/libdlb.a
+#   $DESTDIR$PREFIX/lib/libdlb.so.X.Y.Z   (SONAME libdlb.so.X), libdlb.so.X -> it, libdlb.so -> it
+#   $DESTDIR$PREFIX/lib/pkgconfig/dlb.pc  (Libs.private: what a static link needs)
+#
+# Usage: bash scripts/install.sh [PREFIX] [DESTDIR]   (or make install PREFIX=... DESTDIR=...)
+# PREFIX defaults to /usr/local; DESTDIR (staging root, for packagers) to empty. LIBDIR and
+# INCLUDEDIR in the environment override $PREFIX/lib and $PREFIX/include.
+#
+# The native libraries of Libs.private come from rustc (--print native-static-libs), so they
+# match the toolchain and target that built libdlb.a.
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd "$ROOT"
+PREFIX=${1:-${PREFIX:-/usr/local}}
+DESTDIR=${2:-${DESTDIR:-}}
+LIBDIR=${LIBDIR:-$PREFIX/lib}
+INCLUDEDIR=${INCLUDEDIR:-$PREFIX/include}
+[[ $PREFIX == /* ]] || {
+    echo "install: PREFIX must be an absolute path (got '$PREFIX')" >&2
+    exit 1
+}
+
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
+MAJOR=${VERSION%%.*}
+[[ -n $VERSION ]] || {
+    echo "install: no version in Cargo.toml" >&2
+    exit 1
+}
+
+log=$(mktemp)
+trap 'rm -f -- "$log"' EXIT
+echo "install: cargo rustc --release --lib (dlb $VERSION)"
+if ! cargo rustc --release --lib -- --print native-static-libs >"$log" 2>&1; then
+    cat "$log" >&2
+    exit 1
+fi
+native=$(sed -n 's/^.*native-static-libs: //p' "$log" | tail -n 1)
+[[ -n $native ]] || {
+    echo "install: rustc printed no native-static-libs" >&2
+    exit 1
+}
+
+lib="$DESTDIR$LIBDIR"
+# Relative to ${prefix} when under it, so a staged tree can be moved as a whole.
+pc_libdir=${LIBDIR/#"$PREFIX"/\$\{prefix\}}
+pc_includedir=${INCLUDEDIR/#"$PREFIX"/\$\{prefix\}}
+install -d "$DESTDIR$INCLUDEDIR" "$lib/pkgconfig"
+install -m 644 include/dlb.h "$DESTDIR$INCLUDEDIR/dlb.h"
+install -m 644 target/release/libdlb.a "$lib/libdlb.a"
+install -m 755 target/release/libdlb.so "$lib/libdlb.so.$VERSION"
+ln -sfn "libdlb.so.$VERSION" "$lib/libdlb.so.$MAJOR"
+ln -sfn "libdlb.so.$MAJOR" "$lib/libdlb.so"
+cat >"$lib/pkgconfig/dlb.pc" <<PC
+prefix=$PREFIX
+libdir=$pc_libdir
+includedir=$pc_includedir
+
+Name: dlb
+Description: Client-side PostgreSQL load balancing: read/write split, lag-aware replicas, primary sticking
+Version: $VERSION
+Libs: -L\${libdir} -ldlb
+Libs.private: $native
+Cflags: -I\${includedir}
+PC
+echo "install: dlb $VERSION in $DESTDIR$PREFIX (pkg-config: $lib/pkgconfig/dlb.pc)"
