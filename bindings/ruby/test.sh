@@ -8,7 +8,8 @@
 # gem: `rake build` (pkg/dlb-VERSION.gem with the crate's sources) and `gem install --local`
 # of it into a temporary GEM_HOME (its install step builds libdlb with cargo, in
 # target/ruby-gem: a build directory of its own, so that the two builds of the same sources
-# do not invalidate each other's dependencies), then the minitest suite (bindings/ruby/test/*_test.rb)
+# do not invalidate each other's dependencies), and again against an installed libdlb
+# (`make install` into a temporary prefix, found with pkg-config: nothing built), then the minitest suite (bindings/ruby/test/*_test.rb)
 # against that installed gem, the same handle lifecycle under GC.stress (test/gc_stress/),
 # a short run of bench/pick.rb and examples/ruby/registry.rb. Everything that uses the
 # cluster holds the cluster lock (DLB_TESTS_LOCK, default /tmp/dlb-tests.lock, shared with
@@ -87,7 +88,8 @@ say "gem: rake build, gem install --local into a temporary GEM_HOME (cargo build
 GEM_FILE="$RB/pkg/dlb-$(ruby -I"$RB/lib" -rdlb/version -e 'print DLB::VERSION').gem"
 [[ -f $GEM_FILE ]] || die "rake build made no $GEM_FILE"
 export GEM_HOME="$LOGS/gems"
-GEM_PATH="$GEM_HOME:$(env -u GEM_HOME gem env gempath)"
+SYSTEM_GEM_PATH=$(env -u GEM_HOME gem env gempath)
+GEM_PATH="$GEM_HOME:$SYSTEM_GEM_PATH"
 export GEM_PATH
 # The installed gem must find its own library: no override, no repository path.
 if ! env -u DLB_LIB_PATH CARGO_TARGET_DIR="$ROOT/target/ruby-gem" nice -n 10 gem install --local --no-document "$GEM_FILE" \
@@ -96,6 +98,27 @@ if ! env -u DLB_LIB_PATH CARGO_TARGET_DIR="$ROOT/target/ruby-gem" nice -n 10 gem
     die "gem install of $GEM_FILE failed"
 fi
 export DLB_TEST_GEM_HOME="$GEM_HOME"
+
+say "gem: install against an installed libdlb (make install into a temporary prefix, found with pkg-config)"
+PREFIX_DIR="$LOGS/prefix"
+if ! nice -n 10 make install PREFIX="$PREFIX_DIR" >"$LOGS/make-install.log" 2>&1; then
+    cat "$LOGS/make-install.log" >&2
+    die "make install failed"
+fi
+PC_GEM_HOME="$LOGS/gems-pkg-config"
+if ! env -u DLB_LIB_PATH PKG_CONFIG_PATH="$PREFIX_DIR/lib/pkgconfig" GEM_HOME="$PC_GEM_HOME" \
+    GEM_PATH="$PC_GEM_HOME:$SYSTEM_GEM_PATH" gem install --local --no-document "$GEM_FILE" >"$LOGS/gem-install-pc.log" 2>&1; then
+    cat "$LOGS/gem-install-pc.log" >&2
+    die "gem install of $GEM_FILE against the installed libdlb failed"
+fi
+grep -q "using the installed libdlb" "$LOGS/gem-install-pc.log" "$PC_GEM_HOME"/extensions/*/*/dlb-*/gem_make.out 2>/dev/null ||
+    die "gem install did not use the installed libdlb (pkg-config)"
+# Loaded from the prefix, with no pkg-config at run time (the path was recorded at install).
+env -u DLB_LIB_PATH -u PKG_CONFIG_PATH GEM_HOME="$PC_GEM_HOME" GEM_PATH="$PC_GEM_HOME:$SYSTEM_GEM_PATH" \
+    ruby -e 'require "dlb"
+             DLB.library_path.start_with?(ARGV[0]) or abort "libdlb loaded from #{DLB.library_path}, not #{ARGV[0]}"
+             DLB::Balancer.open(primary: ENV.fetch("DLB_TEST_PRIMARY")) { |lb| lb.primary_dsn }' "$PREFIX_DIR/lib" ||
+    die "the gem installed against the prefix does not load its libdlb"
 
 say "minitest suite (waiting for the cluster lock $LOCK)"
 # shellcheck disable=SC2086 # TESTOPTS is a list of options
