@@ -15,6 +15,7 @@
 #   7. cargo bench --bench tls           read_conn over TLS vs plain TCP
 #   8. cargo bench --bench readpath      read_conn vs direct r2d2 pools (defaults, tuned), pgpool-II
 #                                        and the primary alone; the first sticky read after a write
+#   9. bindings/ruby/bench/pools.rb      with_replica vs a plain pooled PG::Connection (Ruby)
 # The measuring commands run under `nice -n -5` when allowed (the machine may be shared).
 # The "Chaos soak" section at the end of BENCHMARKS.md comes from scripts/soak.sh, not from here:
 # it is copied over unchanged.
@@ -151,6 +152,13 @@ EOF
     section "readpath"
     printf '\n# 8. The read path: pooled reads and the first sticky read after a write (issue: read path)\n'
     DLB_BENCH_PGPOOL=$(start_pgpool) "${nice_bench[@]}" cargo bench --quiet --bench readpath 2>/dev/null
+
+    if [[ -f bindings/ruby/bench/pools.rb ]]; then
+        section "Ruby pools"
+        printf '\n# 9. with_replica through the Ruby pools (issue: Ruby adoption)\n\n'
+        printf 'Baselines in the same run: ConnectionPools of PG::Connection per replica, no dlb.\n\n'
+        ruby bindings/ruby/bench/pools.rb 2>&1 || true
+    fi
 
     cat <<'NOTES'
 

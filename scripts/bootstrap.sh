@@ -81,6 +81,15 @@ check_all() {
     # drives `dlb watch` in its terminal test.
     need      promtool                                  prometheus
     need      tmux                                      tmux
+    # Ruby gem kit (bindings/ruby): pools, Rack and Sidekiq middleware, duration types, the
+    # gem's Rakefile and lint.
+    need_ruby connection_pool                           ruby-connection-pool
+    need_ruby rack                                      ruby-rack
+    need_ruby rack/test                                 ruby-rack-test
+    need_ruby sidekiq                                   ruby-sidekiq
+    need_ruby active_support                            ruby-activesupport
+    need      rake                                      rake
+    need      rubocop                                   rubocop
     # -------------------------------------------------------------------------
 }
 

@@ -15,42 +15,9 @@
 # Holds the tests' cluster lock (/tmp/dlb-tests.lock) while it measures, so that no test
 # pauses or stops a replica meanwhile (unless DLB_TESTS_LOCKED=1: the caller holds it).
 
-$LOAD_PATH.unshift(File.expand_path("../lib", __dir__))
-require "dlb"
-require "json"
+require_relative "helper"
 
-SECONDS_PER_CASE = Float(ENV.fetch("DLB_BENCH_SECONDS", "2"))
 THREADS = Integer(ENV.fetch("DLB_BENCH_THREADS", "4"))
-
-def env!(name)
-  value = ENV.fetch(name, "")
-  abort "#{name} is not set: bash scripts/testenv.sh up && eval \"$(bash scripts/testenv.sh env)\"" if value.empty?
-  value
-end
-
-def now
-  Process.clock_gettime(Process::CLOCK_MONOTONIC)
-end
-
-ROUNDS = Integer(ENV.fetch("DLB_BENCH_ROUNDS", "5"))
-
-# Runs the block in batches for SECONDS_PER_CASE (after a short warm-up), split in ROUNDS
-# rounds; returns the picks/s of every round (the best one is the least disturbed by other
-# load on the machine).
-def measure(batch = 1000)
-  warm_until = now + [SECONDS_PER_CASE / 10, 0.05].max
-  yield batch while now < warm_until
-  Array.new(ROUNDS) do
-    count = 0
-    start = now
-    stop = start + (SECONDS_PER_CASE / ROUNDS)
-    while now < stop
-      yield batch
-      count += batch
-    end
-    count / (now - start)
-  end
-end
 
 def report(name, rates)
   best = rates.max
@@ -58,30 +25,10 @@ def report(name, rates)
   printf("  %-50s %10.0f picks/s %7.0f ns/pick  (median %9.0f/s)\n", name, best, 1e9 / best, median)
 end
 
-unless ENV["DLB_TESTS_LOCKED"] == "1"
-  lock_path = ENV.fetch("DLB_TESTS_LOCK", "/tmp/dlb-tests.lock")
-  lock = File.open(lock_path, File::RDWR | File::CREAT, 0o666)
-  unless lock.flock(File::LOCK_EX | File::LOCK_NB)
-    warn "waiting for the cluster lock #{lock_path} (tests running?)"
-    lock.flock(File::LOCK_EX)
-  end
-end
-
-config = {
-  primary: env!("DLB_TEST_PRIMARY"),
-  replicas: { hosts: env!("DLB_TEST_REPLICAS").split(",") },
-  replica_check_interval_ms: 100
-}
-
-DLB::Balancer.open(config) do |lb|
-  deadline = now + 30
-  until lb.status["healthy_replicas"] == config[:replicas][:hosts].size
-    abort "replicas not healthy after 30 s: #{lb.status_json}" if now > deadline
-    sleep 0.02
-  end
-  key = "bench:replayed"
-  lb.record_lsn_value(key, "0/1") # every replica has replayed 0/1
-  raise "unexpected route" unless lb.pick_replica(key).reason == :caught_up_cached
+lock_cluster
+lb = open_balancer
+begin
+  key = replayed_key(lb)
 
   puts "dlb #{DLB::VERSION} (libdlb #{DLB.library_version}, #{DLB.library_path}), " \
        "#{RUBY_DESCRIPTION}, ffi #{FFI::VERSION}"
@@ -107,4 +54,6 @@ DLB::Balancer.open(config) do |lb|
     end
     report("#{name}, #{THREADS} threads (total)", rate)
   end
+ensure
+  lb.close
 end

@@ -5,7 +5,11 @@ require_relative "dlb/codes"
 require_relative "dlb/native"
 require_relative "dlb/errors"
 require_relative "dlb/route"
+require_relative "dlb/duration"
+require_relative "dlb/context"
 require_relative "dlb/balancer"
+require_relative "dlb/events"
+require_relative "dlb/logs"
 
 # Client-side PostgreSQL load balancing (read/write split, lag-aware replica picks, primary
 # sticking for read-your-writes), bound from the +libdlb+ C library with the +ffi+ gem.
@@ -18,6 +22,40 @@ module DLB
   MAX_KEY_LENGTH = 1024
   # Longest LSN text, +"FFFFFFFF/FFFFFFFF"+ (+LB_LSN_MAX_LENGTH+).
   LSN_MAX_LENGTH = 17
+
+  # Loaded on first use: they need the pg and connection_pool gems.
+  autoload :Pools, File.expand_path("dlb/pools", __dir__)
+  autoload :ConnectionLost, File.expand_path("dlb/pools", __dir__)
+  autoload :RackMiddleware, File.expand_path("dlb/rack", __dir__)
+  autoload :Sidekiq, File.expand_path("dlb/sidekiq", __dir__)
+
+  @balancers = ObjectSpace::WeakMap.new
+  @balancers_lock = Mutex.new
+
+  # @api private: every balancer of the process, for {after_fork}
+  def self.register(balancer)
+    @balancers_lock.synchronize { @balancers[balancer] = true }
+  end
+
+  # Re-creates, in a forked child, every balancer inherited from the parent (same
+  # configuration; the LSN store's embedded contents are not inherited) and forgets their
+  # pooled connections without closing them (closing would end the parent's sessions). Until
+  # then, calls on an inherited balancer raise {ForkedError}. Call it first thing in a worker:
+  #
+  #   # config/puma.rb (with preload_app!)
+  #   on_worker_boot { DLB.after_fork }
+  #
+  # A no-op in the process that created the balancers. *Blocking*: one health check of every
+  # host per balancer, as {Balancer#initialize}.
+  # @return [Integer] how many balancers were re-created
+  def self.after_fork
+    @balancers_lock = Mutex.new
+    list = []
+    @balancers.each_key { |lb| list << lb if lb.forked? && !lb.closed? }
+    list.each(&:reopen_after_fork)
+    Logs.after_fork
+    list.size
+  end
 
   # @return [String] the loaded C library's version (+lb_version()+), "MAJOR.MINOR.PATCH"
   def self.library_version

@@ -19,18 +19,30 @@ class ApiTest < Minitest::Test
 
   # --- version and constants --------------------------------------------------------------
 
+  # test.sh runs the suite against the gem it built and installed (DLB_TEST_GEM_HOME):
+  # dlb and its library must come from there, not from this repository.
+  def test_loaded_from_the_installed_gem
+    gem_home = ENV.fetch("DLB_TEST_GEM_HOME", "")
+    skip "run by hand from the source tree (test.sh installs the gem)" if gem_home.empty?
+
+    assert dlb_lib_dir.start_with?(File.realpath(gem_home)) || dlb_lib_dir.start_with?(gem_home), dlb_lib_dir
+    assert DLB.library_path.start_with?(gem_home), "libdlb loaded from #{DLB.library_path}"
+    assert_equal DLB::VERSION, Gem.loaded_specs.fetch("dlb").version.to_s
+  end
+
   def test_version_matches_the_library
     assert_equal DLB.library_version, DLB::VERSION
     assert_match(/\A\d+\.\d+\.\d+\z/, DLB::VERSION)
-    spec = Gem::Specification.load(File.expand_path("../dlb.gemspec", __dir__))
-    assert_equal DLB::VERSION, spec.version.to_s
+    # The source tree's version (read, not loaded: the installed gem's constant is defined).
+    source = File.read(File.expand_path("../lib/dlb/version.rb", __dir__))[/VERSION = "([^"]+)"/, 1]
+    assert_equal DLB::VERSION, source
   end
 
   # The C header's value of every +#define PREFIX...+ (e.g. "LB_ERR_"), by name without the
   # prefix.
   def header_constants(prefix)
     header = File.read(File.expand_path("../../../include/dlb.h", __dir__))
-    header.scan(/^#define #{prefix}(\w+) (\d+)$/).to_h { |name, value| [name, Integer(value)] }
+    header.scan(/^#define #{prefix}(\w+) (\d+)$/).to_h { |name, value| [name, Integer(value)] } # rubocop:disable Style/HashTransformValues -- an Array of pairs
   end
 
   def named_constants(mod)
@@ -283,7 +295,7 @@ class ApiTest < Minitest::Test
     # an explicit close and the finalizers at exit must return; the parent's balancer keeps
     # working.
     wait_healthy(@lb)
-    [:close, :exit].each do |how|
+    %i[close exit].each do |how|
       pid = fork do
         @lb.close if how == :close
         exit!(0) if how == :close

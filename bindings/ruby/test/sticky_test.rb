@@ -33,19 +33,9 @@ class StickyTest < Minitest::Test
     @lb&.close
   end
 
-  # Pauses replay on the replica and waits until it is really paused: from then on it
-  # replays nothing, so every later write is past it.
+  # Pauses replay on the replica (see DLBTest#pause_replica_replay).
   def pause_replica
-    testenv("pause-replica", PAUSED.to_s)
-    conn = PG.connect(replica_dsn(PAUSED))
-    begin
-      wait_until("replica #{PAUSED} to pause replay") do
-        conn.exec("SELECT pg_get_wal_replay_pause_state()").getvalue(0, 0) == "paused"
-      end
-      conn.exec("SELECT pg_last_wal_replay_lsn()").getvalue(0, 0)
-    ensure
-      conn.close
-    end
+    pause_replica_replay(PAUSED)
   end
 
   def conn_for(dsn)
@@ -103,8 +93,10 @@ class StickyTest < Minitest::Test
       r if r.replica?
     end
     assert_equal @caught_up_port, port_of(route.dsn)
-    puts "\n  read-your-writes: #{on_replica}/#{ITERATIONS} sticky reads on the caught-up replica " \
-         "right after the write, the rest on the primary" if ENV["DLB_RUBY_VERBOSE"]
+    if ENV["DLB_RUBY_VERBOSE"]
+      puts "\n  read-your-writes: #{on_replica}/#{ITERATIONS} sticky reads on the caught-up replica " \
+           "right after the write, the rest on the primary"
+    end
 
     # The paused replica is still healthy and in the round-robin rotation, so the checks
     # above mean something.

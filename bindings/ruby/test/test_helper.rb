@@ -20,8 +20,8 @@ module DLBTest
   def self.env(name)
     value = ENV.fetch(name, "")
     if value.empty?
-      abort "#{name} is not set; start the test cluster and export its settings:\n" \
-            "  bash scripts/testenv.sh up && eval \"$(bash scripts/testenv.sh env)\""
+      abort "#{name} is not set; start the test cluster and export its settings:\n  " \
+            "bash scripts/testenv.sh up && eval \"$(bash scripts/testenv.sh env)\""
     end
     value
   end
@@ -119,6 +119,32 @@ module DLBTest
     end
   rescue Minitest::Assertion
     raise Minitest::Assertion, "replicas not healthy after #{timeout}s; status: #{JSON.generate(last)}"
+  end
+
+  # The directory dlb was loaded from (the installed gem's lib/, or bindings/ruby/lib), for
+  # the worker processes the tests start: they load the same dlb.
+  def dlb_lib_dir
+    File.dirname($LOADED_FEATURES.find { |f| f.end_with?("/dlb.rb") })
+  end
+
+  # Pauses WAL replay on replica +n+ and waits until it is paused: from then on it replays
+  # nothing, so every later write is past it. The caller resumes it (resume_replicas).
+  # @return [String] the LSN it stopped at
+  def pause_replica_replay(n)
+    testenv("pause-replica", n.to_s)
+    conn = PG.connect(replica_dsn(n))
+    begin
+      wait_until("replica #{n} to pause replay") do
+        conn.exec("SELECT pg_get_wal_replay_pause_state()").getvalue(0, 0) == "paused"
+      end
+      conn.exec("SELECT pg_last_wal_replay_lsn()").getvalue(0, 0)
+    ensure
+      conn.close
+    end
+  end
+
+  def resume_replicas
+    REPLICAS.each_index { |i| testenv("resume-replica", (i + 1).to_s) }
   end
 
   # Parses "X/Y" into an Integer.

@@ -15,9 +15,10 @@ module DLB
   # *blocking* release the GVL while they wait, so other Ruby threads keep running.
   #
   # Fork: a balancer belongs to the process that created it (its monitor thread does not
-  # survive +fork+). Create balancers after forking (e.g. in Puma's +on_worker_boot+); in a
-  # forked child an inherited balancer is never freed (so that the child cannot hang joining
-  # a thread it does not have).
+  # survive +fork+). In a forked child every call on an inherited balancer raises
+  # {ForkedError} until {DLB.after_fork} re-creates it there (call it in Puma's
+  # +on_worker_boot+, Unicorn's +after_fork+); the inherited C handle is never freed in the
+  # child (so that the child cannot hang joining a thread it does not have).
   #
   # @example
   #   DLB::Balancer.open(primary: "host=db1 user=app dbname=app",
@@ -37,6 +38,17 @@ module DLB
         @len = FFI::MemoryPointer.new(:size_t)
         @route = FFI::MemoryPointer.new(:uint32, 2)
         resize(cap)
+      end
+
+      # The lb_pick_info of lb_pick_replica_opts/lb_primary_route, allocated on first use.
+      def info
+        @info ||= Native::PickInfo.new
+      end
+
+      # The route a successful lb_pick_replica_opts/lb_primary_route filled, with its host.
+      def to_info_route
+        dsn = @buf.read_string(length).force_encoding(Encoding::UTF_8).freeze
+        Route.from_c(dsn, @info[:role], @info[:reason], host_id: @info[:host_id])
       end
 
       # Makes room for +needed+ bytes (plus the NUL and some slack).
@@ -116,16 +128,50 @@ module DLB
     # @raise [InvalidArgumentError] the JSON holds a NUL byte or is not valid UTF-8
     # @raise [TypeError] config is neither a Hash nor a String
     def initialize(config)
-      json = self.class.send(:config_json, config)
-      out = FFI::MemoryPointer.new(:pointer)
-      status = Native.lb_balancer_new(json, out)
-      raise Error.from_status(status) unless status == OK
-
-      @handle = FFI::AutoPointer.new(out.read_pointer, self.class.send(:releaser, Process.pid))
+      @config_json = self.class.send(:config_json, config)
+      @handle = self.class.send(:create_handle, @config_json)
+      @pid = Process.pid
       @lock = Mutex.new
       @in_flight = 0
       @closed = false
       @text_cap = 4096
+      DLB.register(self)
+    end
+
+    # @api private
+    def self.create_handle(json)
+      out = FFI::MemoryPointer.new(:pointer)
+      status = Native.lb_balancer_new(json, out)
+      raise Error.from_status(status) unless status == OK
+
+      FFI::AutoPointer.new(out.read_pointer, releaser(Process.pid))
+    end
+    private_class_method :create_handle
+
+    # In a forked child: a new C balancer from the same configuration, in place of the
+    # inherited one (left unfreed: its threads do not exist here). Called by {DLB.after_fork};
+    # a no-op in the process that created the balancer, or once closed.
+    # *Blocking* as {#initialize}.
+    # @api private
+    # @return [nil]
+    def reopen_after_fork
+      return nil if @pid == Process.pid || @closed
+
+      @lock = Mutex.new # the parent's may have been held by a thread that does not exist here
+      @in_flight = 0
+      @pools&.after_fork
+      @handle = self.class.send(:create_handle, @config_json)
+      @pid = Process.pid
+      # The parent's event thread does not exist here: a new one for the new handle.
+      @pump = nil
+      start_pools(@pools) if @pools
+      nil
+    end
+
+    # @return [Boolean] whether this balancer was created in another process (before a
+    #   +fork+) and not re-created here by {DLB.after_fork}: every call then raises {ForkedError}
+    def forked?
+      @pid != Process.pid
     end
 
     # @api private
@@ -133,7 +179,7 @@ module DLB
       json = case config
              when Hash
                begin
-                 JSON.generate(config)
+                 JSON.generate(Duration.convert_config(config))
                rescue JSON::GeneratorError => e
                  raise InvalidConfigError.new("invalid configuration: #{e.message}", code: Status::ERR_INVALID_CONFIG)
                end
@@ -207,16 +253,22 @@ module DLB
     # *Blocking* only on the LSN store (never with the default in-memory store).
     #
     # @param key [String] the sticking key
-    # @param ttl [Numeric] seconds (rounded up to whole milliseconds), positive
+    # @param ttl [Numeric, ActiveSupport::Duration] seconds (rounded up to whole
+    #   milliseconds), or a duration (+60.seconds+), positive
     # @return [nil]
     # @raise [InvalidArgumentError] ttl not positive
     # @raise [InvalidKeyError, StoreError, ClosedError]
     def force_primary(key, ttl)
       key = Balancer.c_string(key, "key")
-      raise TypeError, "ttl must be a Numeric (got #{ttl.class})" unless ttl.is_a?(Numeric)
-
-      ttl_ms = (ttl * 1000).ceil
-      raise InvalidArgumentError.new("ttl must be positive (got #{ttl})", code: Status::ERR_INVALID_ARGUMENT) unless ttl_ms.positive?
+      ttl_ms = if Duration.duration?(ttl) then Duration.to_ms(ttl, "ttl")
+               elsif ttl.is_a?(Numeric) then (ttl * 1000).ceil
+               else
+                 raise TypeError, "ttl must be seconds (a Numeric) or a duration such as 60.seconds (got #{ttl.class})"
+               end
+      unless ttl_ms.positive?
+        raise InvalidArgumentError.new("ttl must be positive (got #{ttl})",
+                                       code: Status::ERR_INVALID_ARGUMENT)
+      end
 
       with_handle do |handle|
         status = Native.lb_force_primary(handle, key, ttl_ms)
@@ -259,7 +311,7 @@ module DLB
         end
       else
         key = Balancer.c_string(key, "key")
-        pick_with { |handle, t| Native.lb_pick_replica(handle, key, t.buf, t.cap, t.len, t.route) }
+        pick_with { |h, t| Native.lb_pick_replica(h, key, t.buf, t.cap, t.len, t.route) }
       end
     end
 
@@ -278,6 +330,53 @@ module DLB
     def pick_replica_min_lsn(min_lsn)
       min_lsn = Balancer.c_string(min_lsn, "min_lsn")
       pick_with { |handle, t| Native.lb_pick_replica_min_lsn(handle, min_lsn, t.buf, t.cap, t.len, t.route) }
+    end
+
+    # {#pick_replica} or {#pick_replica_min_lsn} with per-call options; the route also names
+    # its host ({Route#host_id}, stable while the balancer knows the host).
+    #
+    # *Blocking* as {#pick_replica}, within +budget_ms+ when given; never with +cached_only+.
+    #
+    # @param key [String, nil] the sticking key (not with +min_lsn+)
+    # @param min_lsn [String, nil] a causal token, +"X/Y"+
+    # @param budget_ms [Numeric, ActiveSupport::Duration, nil] the most the pick's store read
+    #   and live replica checks may take together; when it runs out, the read goes to the
+    #   primary (or raises, with +no_caught_up: :error+). nil: only their own limits.
+    # @param cached_only [Boolean] never block: route from the cached replay positions only
+    # @param no_caught_up [Symbol, nil] +:primary+ or +:error+ for this call (nil: the
+    #   configuration's +no_caught_up_replica+)
+    # @return [Route]
+    # @raise [ArgumentError] an unknown option (named), a bad +no_caught_up+
+    # @raise [InvalidArgumentError] both +key+ and +min_lsn+
+    # @raise [InvalidKeyError, InvalidLsnError, NoCaughtUpReplicaError, StoreError, ClosedError]
+    def pick(key = nil, min_lsn: nil, **options)
+      key = Balancer.c_string(key, "key") unless key.nil?
+      min_lsn = Balancer.c_string(min_lsn, "min_lsn") unless min_lsn.nil?
+      opts = Balancer.pick_opts(**options)
+      pick_with(:to_info_route) { |h, t| Native.lb_pick_replica_opts(h, key, min_lsn, opts, t.buf, t.cap, t.len, t.info) }
+    end
+
+    # The lb_pick_opts of {#pick}'s options; nil for the defaults.
+    # @api private
+    def self.pick_opts(budget_ms: nil, cached_only: false, no_caught_up: nil)
+      return nil if budget_ms.nil? && !cached_only && no_caught_up.nil?
+
+      opts = Native::PickOpts.new
+      opts[:struct_size] = Native::PickOpts.size
+      opts[:flags] = cached_only ? Native::PICK_CACHED_ONLY : 0
+      opts[:budget_us] = Duration.to_ms(budget_ms, "budget_ms") * 1000 unless budget_ms.nil?
+      opts[:no_caught_up] = Native::NO_CAUGHT_UP.fetch(no_caught_up) do
+        raise ArgumentError, "no_caught_up must be :primary, :error or nil (got #{no_caught_up.inspect})"
+      end
+      opts
+    end
+
+    # The primary's route for writes, with its host ({Route#host_id}); reason +:write+.
+    # Never blocks.
+    # @return [Route]
+    # @raise [ClosedError]
+    def primary_route
+      pick_with(:to_info_route) { |h, t| Native.lb_primary_route(h, t.buf, t.cap, t.len, t.info) }
     end
 
     # The primary's DSN, for writes (counted as a routing decision with reason +:write+).
@@ -355,6 +454,8 @@ module DLB
     # Closing is optional: a balancer that is garbage collected is freed too.
     # @return [nil]
     def close
+      # The event thread first: it calls into the handle without counting as in flight.
+      @pump&.stop
       handle = @lock.synchronize do
         return nil if @closed
 
@@ -362,7 +463,86 @@ module DLB
         take_handle_if_idle
       end
       handle&.free
+      @pools&.close
       nil
+    end
+
+    # Sets the per-host connection pools of {#with_replica} and {#with_primary}. Call it
+    # before their first use (later it raises: pools are not resized).
+    # @param size [Integer] connections per host (default {Pools::DEFAULT_SIZE}, 5)
+    # @param checkout_timeout_ms [Numeric, ActiveSupport::Duration] the longest wait for a
+    #   free connection (default {Pools::DEFAULT_CHECKOUT_TIMEOUT_MS}, 5000 ms)
+    # @param connect [#call, nil] opens a +PG::Connection+ from a DSN (default +PG.connect+):
+    #   set session defaults here
+    # @return [self]
+    # @raise [ArgumentError] an unknown option (named), a bad size, or pools already in use
+    def configure_pools(**options)
+      @lock.synchronize do
+        raise ArgumentError, "configure_pools must come before the first with_replica/with_primary" if @pools
+
+        start_pools(Pools.new(**options))
+      end
+      self
+    end
+
+    # The route of a read in the current {Context}: {#pick_replica}, except that a causal
+    # token the context carries (a previous request's write, the job's enqueuer's write)
+    # is honoured: keyless picks need a replica that replayed it
+    # ({#pick_replica_min_lsn}), keyed ones get it recorded for the key first.
+    # *Blocking* as {#pick_replica}.
+    # @param key [String, nil]
+    # @param options [Hash] {#pick}'s options (+budget_ms+, +cached_only+, +no_caught_up+)
+    # @return [Route] with its {Route#host_id}
+    def read_route(key = nil, **options)
+      ctx = Context.current
+      lsn = ctx&.lsn
+      return pick(key, **options) if lsn.nil?
+      return pick(min_lsn: lsn, **options) if key.nil?
+
+      ctx.seed(self, key)
+      pick(key, **options)
+    end
+
+    # Runs the block with a pooled connection of the host {#read_route} picks for +key+: a
+    # replica that has the key's writes (and the context's causal token), else the primary.
+    #
+    # A connection error in the block (+PG::ConnectionBad+, +PG::UnableToSend+, an admin
+    # shutdown) reports the host ({#report_failure}), discards the connection and, when the
+    # host was a replica and the block did not write ({#with_primary}) meanwhile, runs the
+    # block once more on a new pick. Other errors pass through; the connection stays pooled.
+    #
+    # *Blocking*: the pick, the pool checkout (at most its checkout timeout) and connecting.
+    # @param key [String, nil] the sticking key
+    # @param options [Hash] {#pick}'s per-call options: +budget_ms+, +cached_only+,
+    #   +no_caught_up+
+    # @yieldparam conn [PG::Connection] for this block only: do not keep it
+    # @return [Object] the block's value
+    # @raise [PG::Error] from the block; a lost connection's error (after the retry) is also
+    #   a {ConnectionLost}
+    # @raise [ConnectionPool::TimeoutError] no free connection in time
+    def with_replica(key = nil, **options, &block)
+      attempts = 0
+      begin
+        attempts += 1
+        writes = primary_uses
+        route = read_route(key, **options)
+        on_host(route, &block)
+      rescue ConnectionLost
+        retry if attempts == 1 && route&.replica? && primary_uses == writes
+        raise
+      end
+    end
+
+    # Runs the block with a pooled connection of the primary, for writes. Marks the current
+    # {Context} as having written (its LSN is recorded at the end of the request, or when
+    # it enqueues a job). A connection error reports the primary and discards the
+    # connection; nothing is retried. *Blocking*: checkout and connecting.
+    # @yieldparam conn [PG::Connection]
+    # @return [Object] the block's value
+    def with_primary(&block)
+      Context.current&.wrote!
+      Thread.current[:__dlb_primary_uses__] = primary_uses + 1
+      on_host(primary_route, &block)
     end
 
     # @return [Boolean] whether {#close} was called
@@ -405,6 +585,8 @@ module DLB
     # (Mutex#lock/unlock with +ensure+ rather than Mutex#synchronize: the same guarantees
     # without a block call, on the path of every pick.)
     def enter
+      raise forked_error unless @pid == Process.pid
+
       @lock.lock
       begin
         raise ClosedError, "the balancer is closed" if @closed
@@ -438,6 +620,36 @@ module DLB
       end
     end
 
+    def primary_uses
+      Thread.current[:__dlb_primary_uses__] || 0
+    end
+
+    # A block on a pooled connection of the route's host; a connection error reports the host.
+    def on_host(route, &block)
+      pools.with(route.host_id, route.dsn, &block)
+    rescue ConnectionLost
+      report_failure(route.dsn) unless @closed
+      raise
+    end
+
+    def pools
+      @pools || @lock.synchronize { @pools || start_pools(Pools.new) }
+    end
+
+    # Under @lock: the pools, and the thread that closes a host's pool on its events.
+    def start_pools(pools)
+      @pools = pools
+      @pump = EventPump.new(@handle, pools)
+      ObjectSpace.define_finalizer(self, EventPump.finalizer(@pump))
+      pools
+    end
+
+    def forked_error
+      ForkedError.new("this balancer was created in process #{@pid}, before a fork; this is process " \
+                      "#{Process.pid}: call DLB.after_fork in the child first (Puma: on_worker_boot " \
+                      "{ DLB.after_fork }), or create a new balancer there", code: Status::ERR_FORKED)
+    end
+
     # Under @lock: the handle to free now, when closed and no call is in flight.
     def take_handle_if_idle
       return nil unless @in_flight.zero? && @handle
@@ -463,26 +675,28 @@ module DLB
     # longer DSN), so the buffer grows to what the last call needed.
     # A pick: yields (handle, scratch) for the C call, which returns its status; the buffer
     # grows while the DSN does not fit.
-    def pick_with
+    # +finish+: the Scratch method that reads the route (to_info_route after the calls
+    # that fill an lb_pick_info).
+    def pick_with(finish = :to_route)
       handle = enter
       begin
         s = scratch
         status = yield handle, s
-        return s.to_route if status == OK
+        return s.public_send(finish) if status == OK
 
-        pick_again(status, s) { |t| yield handle, t }
+        pick_again(status, s, finish) { |t| yield handle, t }
       ensure
         leave
       end
     end
 
-    def pick_again(status, s)
+    def pick_again(status, s, finish = :to_route)
       attempts = 1
       loop do
         Native.check_retry(status, attempts)
         s.grow(s.length)
         status = yield s
-        return s.to_route if status == OK
+        return s.public_send(finish) if status == OK
 
         attempts += 1
       end

@@ -10,9 +10,12 @@ module DLB
   #
   # The library is looked up, in this order:
   # 1. +ENV["DLB_LIB_PATH"]+: the path of the shared library file (an error when missing);
-  # 2. the repository's build directory, relative to this file: +target/release+, then
+  # 2. the one the gem installed: +lib/dlb/libdlb.so+ (built with cargo at +gem install+), or
+  #    the directory of the installed libdlb that pkg-config named then (+NativeConfig::LIBDIR+);
+  # 3. the repository's build directory, relative to this file: +target/release+, then
   #    +target/debug+ (+cargo build --release --lib+ makes +target/release/libdlb.so+);
-  # 3. +libdlb+ on the system's library search path.
+  # 4. the directory +pkg-config --variable=libdir dlb+ names now (an installed libdlb);
+  # 5. +libdlb+ on the system's library search path.
   #
   # @api private
   module Native
@@ -34,8 +37,33 @@ module DLB
         end
         return [File.expand_path(explicit)]
       end
-      built = %w[release debug].map { |profile| File.join(REPO_ROOT, "target", profile, LIB_NAME) }
-      built.select { |path| File.file?(path) } + ["dlb"]
+      dirs = [__dir__, installed_libdir, *%w[release debug].map { |profile| File.join(REPO_ROOT, "target", profile) }]
+      found = in_dirs(dirs.compact)
+      found = in_dirs([pkg_config_libdir].compact) if found.empty?
+      found + ["dlb"]
+    end
+
+    # The library files (+libdlb.so+, else the versioned +libdlb.so.0+) in +dirs+.
+    def self.in_dirs(dirs)
+      dirs.filter_map do |dir|
+        [LIB_NAME, "#{LIB_NAME}.0"].map { |name| File.join(dir, name) }.find { |path| File.file?(path) }
+      end
+    end
+
+    # The libdlb directory pkg-config named at +gem install+ (nil when the gem built its own).
+    def self.installed_libdir
+      require_relative "native_config"
+      NativeConfig::LIBDIR
+    rescue LoadError
+      nil # used from the source tree: no install step ran
+    end
+
+    # +pkg-config --variable=libdir dlb+, or nil (no pkg-config, or no dlb.pc).
+    def self.pkg_config_libdir
+      out = IO.popen(%w[pkg-config --variable=libdir dlb], err: File::NULL, &:read).strip
+      $?.success? && !out.empty? ? out : nil
+    rescue SystemCallError
+      nil
     end
 
     # @return [String] the path (or name) of the library that was loaded
@@ -48,8 +76,9 @@ module DLB
       rescue LoadError => e
         errors << "#{path}: #{e.message}"
       end
-      raise LoadError, "cannot load #{LIB_NAME}; set DLB_LIB_PATH to its path or build it " \
-                       "with `cargo build --release --lib` in #{REPO_ROOT} (tried: #{errors.join('; ')})"
+      raise LoadError, "cannot load #{LIB_NAME}; install libdlb (make install: pkg-config dlb), set " \
+                       "DLB_LIB_PATH to its path, or build it with `cargo build --release --lib` in the " \
+                       "dlb repository (tried: #{errors.join('; ')})"
     end
 
     LIBRARY_PATH = load_library
@@ -96,6 +125,33 @@ module DLB
     attach_function :lb_status_json, %i[lb_balancer pointer size_t pointer], :lb_status
     attach_function :lb_dsn_redact, %i[string pointer size_t pointer], :lb_status
     attach_function :lb_dsn_address, %i[string pointer size_t pointer], :lb_status
+
+    # Per-call pick options (+lb_pick_opts+): zero-initialised, +struct_size+ set.
+    class PickOpts < FFI::Struct
+      layout :struct_size, :uint32, :flags, :uint32, :budget_us, :uint64, :no_caught_up, :uint32
+    end
+
+    # What a pick chose, with the host's identity (+lb_pick_info+).
+    class PickInfo < FFI::Struct
+      layout :role, :uint32, :reason, :uint32, :host_id, :uint64, :addr, [:char, 272]
+    end
+
+    # +LB_PICK_CACHED_ONLY+
+    PICK_CACHED_ONLY = 1
+    # +LB_NO_CAUGHT_UP_*+ by name.
+    NO_CAUGHT_UP = { nil => 0, primary: 1, error: 2 }.freeze
+
+    # Blocking as lb_pick_replica, within the options' budget.
+    attach_function :lb_pick_replica_opts,
+                    %i[lb_balancer string string pointer pointer size_t pointer pointer], :lb_status,
+                    blocking: true
+    attach_function :lb_primary_route, %i[lb_balancer pointer size_t pointer pointer], :lb_status
+    # Blocking: waits up to timeout_ms for a host event or a log record (the GVL released).
+    attach_function :lb_next_event, %i[lb_balancer uint32 pointer size_t pointer], :lb_status, blocking: true
+    attach_function :lb_wake_event_waiters, [:lb_balancer], :lb_status
+    attach_function :lb_log_queue_enable, [:uint32], :lb_status
+    attach_function :lb_next_log, %i[uint32 pointer size_t pointer], :lb_status, blocking: true
+    attach_function :lb_wake_log_waiters, [], :void
 
     # Most tries of a call whose output keeps outgrowing its buffer.
     MAX_ATTEMPTS = 16

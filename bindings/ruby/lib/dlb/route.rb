@@ -60,6 +60,10 @@ module DLB
     attr_reader :dsn
     # @return [Symbol] +:primary+ or +:replica+ (+:unknown+ for a role newer than this gem)
     attr_reader :role
+    # @return [Integer, nil] the host's id (stable while the balancer knows the host, never
+    #   reused in the process; host events carry it), from {Balancer#pick},
+    #   {Balancer#read_route} and {Balancer#primary_route}; nil from the other picks
+    attr_reader :host_id
     # @return [Symbol] why: +:round_robin+, +:caught_up_cached+, +:caught_up_live+,
     #   +:no_lsn_recorded+, +:no_replicas_configured+, +:no_healthy_replica+,
     #   +:not_caught_up+, +:store_error+, +:forced_primary+, +:write+,
@@ -69,16 +73,19 @@ module DLB
     # @param dsn [String]
     # @param role [Symbol]
     # @param reason [Symbol]
-    def initialize(dsn, role, reason)
+    # @param host_id [Integer, nil]
+    def initialize(dsn, role, reason, host_id: nil)
       @dsn = dsn.frozen? ? dsn : dsn.dup.freeze
       @role = role
       @reason = reason
+      @host_id = host_id
       freeze
     end
 
     # @api private
-    def self.from_c(dsn, role, reason)
-      new(dsn, ROLES[role] || Native.lb_role_str(role).to_sym, REASONS[reason] || Native.lb_reason_str(reason).to_sym)
+    def self.from_c(dsn, role, reason, host_id: nil)
+      new(dsn, ROLES[role] || Native.lb_role_str(role).to_sym, REASONS[reason] || Native.lb_reason_str(reason).to_sym,
+          host_id: host_id)
     end
 
     # @return [Boolean]

@@ -3,8 +3,9 @@
 require_relative "../test_helper"
 
 # Handle lifecycle under GC.stress (a full GC at every allocation): balancers created, used
-# and dropped without close (freed by their FFI::AutoPointer finalizers), closed, and closed
-# from block form, with every output-buffer and error path exercised. Nothing may crash,
+# (pools and their event thread included) and dropped without close (freed by their
+# FFI::AutoPointer finalizers once the event thread stopped), closed, and closed from block
+# form, with every output-buffer and error path exercised. Nothing may crash,
 # and dropped balancers must really be freed (their native threads end).
 #
 # Slow by nature: run it alone (test.sh does), with few iterations
@@ -25,7 +26,8 @@ class GCStressTest < Minitest::Test
   end
 
   # Everything a caller does with a balancer, errors included.
-  def exercise(lb)
+  # With +pools+, also a pooled query (slow under GC.stress: a few balancers only).
+  def exercise(lb, pools: false)
     lb.pick_replica
     lb.record_lsn_value("gc:key", "0/1")
     lb.pick_replica("gc:key")
@@ -33,6 +35,9 @@ class GCStressTest < Minitest::Test
     lb.primary_dsn
     lb.status
     lb.metrics
+    lb.pick("gc:key", budget_ms: 50)
+    # Pools, and their host event thread (which keeps the C handle alive until it stops).
+    lb.with_replica { |conn| conn.exec("SELECT 1") } if pools
     assert_raises(DLB::InvalidLsnError) { lb.record_lsn_value("gc:key", "not-an-lsn") }
     assert_raises(DLB::InvalidKeyError) { lb.pick_replica("") }
     assert_raises(DLB::UnknownHostError) { lb.report_failure("nowhere:1") }
@@ -41,7 +46,7 @@ class GCStressTest < Minitest::Test
   # Creates and uses balancers, dropping them without close. In a method of its own so that
   # no local variable keeps them alive afterwards.
   def create_and_drop(count, cfg)
-    count.times { exercise(DLB::Balancer.new(cfg)) }
+    count.times { |i| exercise(DLB::Balancer.new(cfg), pools: i.zero?) }
     nil
   end
 
@@ -53,7 +58,7 @@ class GCStressTest < Minitest::Test
     begin
       create_and_drop(ITERATIONS, cfg)
       lb = DLB::Balancer.new(cfg)
-      exercise(lb)
+      exercise(lb, pools: true)
       lb.close
       lb.close
       assert_raises(DLB::ClosedError) { lb.pick_replica }
