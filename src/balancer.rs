@@ -211,6 +211,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy. A store
     /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
+    #[inline]
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
         self.same_process()?;
         self.router.pick(key)
