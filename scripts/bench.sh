@@ -164,14 +164,20 @@ EOF
 
 # Notes
 
-- Section 1: with one thread an uncontended `Mutex<usize>` costs less than dlb's pick, which
-  pins an epoch, reads the snapshot, advances its cursor stripe, counts the pick and clones
-  a host handle for the returned `Route`. With two threads the mutex is contended while dlb's
-  threads write only to their own stripes (cursor, counters, cache-aligned host handles), so
-  dlb scales with the threads and the baseline does not.
+- Section 1: a keyless pick announces the snapshot in its thread's hazard slot (a plain store;
+  no fence where `membarrier` is available), advances its stripe's cursor (a load and a
+  store), counts the pick (one atomic increment on its stripe) and clones its stripe's host
+  handle for the returned `Route` (one increment, one decrement when the route is dropped):
+  three atomic read-modify-writes, against four for the baseline (lock, unlock, `Arc` clone and
+  drop). With two threads the mutex is contended while dlb's threads write only to their own
+  stripes, so dlb scales with the threads and the baseline does not — when both threads
+  really run at once: read the CPU/wall column (on a shared machine it can be far below the
+  thread count, and then neither side is contended).
 - Section 2: dlb's sticky picks at steady state issue no replica query at all; right after a
-  write the first pick asks the healthy replicas live, once and in parallel (the monitor's
-  cache is behind by construction), and the next picks are served from the updated cache.
+  write the first pick asks the round-robin candidate's live checker (a dlb-owned thread and
+  connection per replica: one round trip, no thread started), then the others only if it is
+  behind (the monitor's cache is behind by construction), and the next picks are served from
+  the updated cache.
 - Section 3: with Redis each sticky pick is one `GET` round trip on loopback; picks without a
   key never touch Redis.
 - Section 7: on pooled connections TLS costs little (encryption of small messages on
@@ -179,6 +185,24 @@ EOF
   once per pooled connection, so it shows in the first connection and after
   `pool.max_lifetime_s`. Compare the plain/TLS ratio within a row: with one thread on a small
   machine both sides are slow (not investigated; likely wake-up latency).
+- Section 8 (a): every side runs the same client code (`query_one` of a point `SELECT`, so a
+  prepare and an execute: two round trips) on 8 threads; only the way a connection is had
+  differs. "Tuned direct pools" is what a caller who hand-tunes r2d2 gets (no test query on
+  checkout, connections opened up front): the baseline dlb's `read_conn` is held against.
+  r2d2's defaults add a test query per checkout. The sticky `read_conn` checks its connection
+  in the round trip that proves it has replayed the key's LSN (and rolls back a transaction
+  an earlier borrower left open), so it costs one round trip more than the keyless one.
+  pgpool-II (statement-level load balancing, `scripts/bench.sh` starts it on its own port)
+  adds a process hop and its own parsing on every statement. "Primary only" reads without
+  load balancing at all: on one machine the replicas and the primary share the same two
+  cores, so spreading reads does not add capacity here; it is the reference for what load
+  balancing costs, not for what it gains. Ratios are per round against the tuned pools of the
+  same round; the spread (min..max) says how much the shared machine moved them.
+- Section 8 (b): the time from a sticky read's call to a routed answer right after
+  `record_lsn` (the cache cannot know the new LSN yet), against the one-query baseline of
+  section 2 (c): `read_conn(Some(key))` includes its checkout and the check on the very
+  connection it hands out (one simple-protocol round trip); `pick_replica(Some(key))` asks
+  the live checker of the round-robin candidate (one round trip and two thread wake-ups).
 NOTES
     # The chaos soak's section is not produced here (scripts/soak.sh runs it): kept as it was.
     if [[ -f BENCHMARKS.md ]]; then

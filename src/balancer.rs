@@ -209,6 +209,7 @@ impl Balancer {
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy. A store
     /// failure is not an error: the read goes to the primary ([`Reason::StoreError`]).
+    #[inline]
     pub fn pick_replica(&self, key: Option<&str>) -> Result<Route> {
         self.pick_replica_with(key, &PickOptions::default())
     }

@@ -89,6 +89,12 @@ impl Counters {
         self.picks.incr(reason as usize);
     }
 
+    /// [`Counters::count_pick`] on stripe `at` (this thread's).
+    #[inline]
+    pub(crate) fn count_pick_at(&self, at: usize, reason: Reason) {
+        self.picks.incr_at(at, reason as usize);
+    }
+
     /// Adds one to a (cold-path) counter.
     #[inline]
     pub(crate) fn count(&self, counter: &AtomicU64) {

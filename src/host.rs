@@ -114,7 +114,13 @@ impl StripedHost {
     /// This thread's handle on the host (an uncontended reference count increment).
     #[inline]
     pub(crate) fn handle(&self) -> Arc<HostHandle> {
-        Arc::clone(&self.handles[stripe()])
+        self.handle_at(stripe())
+    }
+
+    /// Stripe `i`'s handle (this thread's).
+    #[inline]
+    pub(crate) fn handle_at(&self, i: usize) -> Arc<HostHandle> {
+        Arc::clone(&self.handles[i])
     }
 
     pub(crate) fn host(&self) -> &Arc<Host> {

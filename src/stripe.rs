@@ -2,6 +2,7 @@
 //! kept once per stripe, each in its own cache line, so threads on different stripes never
 //! write to the same line.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
@@ -10,16 +11,22 @@ use crossbeam::utils::CachePadded;
 pub(crate) const STRIPES: usize = 16;
 
 thread_local! {
-    static STRIPE: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES
-    };
+    /// This thread's stripe; `STRIPES` until it first asks.
+    static STRIPE: Cell<usize> = const { Cell::new(STRIPES) };
 }
 
 /// This thread's stripe (threads are spread over the stripes round-robin as they first ask).
 #[inline]
 pub(crate) fn stripe() -> usize {
-    STRIPE.with(|s| *s)
+    STRIPE.with(|s| match s.get() {
+        STRIPES => {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let mine = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+            s.set(mine);
+            mine
+        }
+        mine => mine,
+    })
 }
 
 /// A round-robin cursor striped per thread: each thread advances its own stripe, so picks on
@@ -41,7 +48,18 @@ impl StripedCursor {
     /// The next position for this thread.
     #[inline]
     pub(crate) fn next(&self) -> usize {
-        self.stripes[stripe()].fetch_add(1, Ordering::Relaxed)
+        self.next_at(stripe())
+    }
+
+    /// The next position for stripe `i` (this thread's). A load and a store, not an atomic
+    /// increment: only threads sharing a stripe (more than [`STRIPES`] at once) can both get
+    /// the same position, which only bends their round-robin a little.
+    #[inline]
+    pub(crate) fn next_at(&self, i: usize) -> usize {
+        let c = &self.stripes[i];
+        let v = c.load(Ordering::Relaxed);
+        c.store(v.wrapping_add(1), Ordering::Relaxed);
+        v
     }
 }
 
@@ -61,7 +79,13 @@ impl<const N: usize> StripedCounters<N> {
 
     #[inline]
     pub(crate) fn incr(&self, i: usize) {
-        self.stripes[stripe()][i].fetch_add(1, Ordering::Relaxed);
+        self.incr_at(stripe(), i);
+    }
+
+    /// Adds one to counter `i` of stripe `at` (this thread's).
+    #[inline]
+    pub(crate) fn incr_at(&self, at: usize, i: usize) {
+        self.stripes[at][i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn get(&self, i: usize) -> u64 {

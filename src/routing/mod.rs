@@ -42,7 +42,7 @@ pub use crate::labels::Reason;
 use crate::labels::StoreOp;
 use crate::lsn::Lsn;
 use crate::sticking::{LsnStore, Recorded, check_key};
-use crate::stripe::StripedCursor;
+use crate::stripe::{StripedCursor, stripe};
 
 /// Cached replay positions are trusted for this many check intervals after the snapshot that
 /// holds them (then sticky picks check live, or go to the primary).
@@ -146,7 +146,11 @@ impl Router {
     ///
     /// # Errors
     /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    #[inline]
     pub(crate) fn pick(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
+        if key.is_none() {
+            return Ok(self.round_robin(Reason::RoundRobin));
+        }
         let deadline = opts.deadline();
         let plan = self.plan(key, opts, deadline)?;
         self.finish(plan, opts, deadline)
@@ -314,13 +318,14 @@ impl Router {
     /// Round-robin over the healthy replicas: no lock, no I/O.
     #[inline]
     fn round_robin(&self, reason: Reason) -> Route {
+        let at = stripe();
         let picked = self.with_snapshot(|s| match s.eligible.len() {
             0 => None,
-            n => Some(s.eligible[self.cursor.next() % n].handle()),
+            n => Some(s.eligible[self.cursor.next_at(at) % n].handle_at(at)),
         });
         match picked {
             Some(host) => {
-                self.counters.count_pick(reason);
+                self.counters.count_pick_at(at, reason);
                 Route {
                     host,
                     reason,

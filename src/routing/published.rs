@@ -24,10 +24,24 @@ struct Slot {
     hazard: AtomicPtr<()>,
     /// A live thread owns the slot.
     in_use: AtomicBool,
+    /// The slot made before this one (a list only ever pushed to).
+    next: *const CachePadded<Slot>,
 }
 
-/// Every slot ever made (slots of exited threads are reused, never freed).
-static SLOTS: Mutex<Vec<&'static CachePadded<Slot>>> = Mutex::new(Vec::new());
+/// Every slot ever made, newest first (slots of exited threads are reused, never freed). A
+/// lock-free list: a `fork` cannot leave it locked in the child.
+static SLOTS: AtomicPtr<CachePadded<Slot>> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Every slot ever made.
+fn slots() -> impl Iterator<Item = &'static Slot> {
+    let mut p = SLOTS.load(Ordering::Acquire).cast_const();
+    std::iter::from_fn(move || {
+        // SAFETY: slots are leaked, never freed, and linked before they are published.
+        let s: &'static CachePadded<Slot> = unsafe { p.as_ref()? };
+        p = s.next;
+        Some(&**s)
+    })
+}
 
 /// How readers and writers fence: [`UNKNOWN`], [`ASYMMETRIC`] or [`SYMMETRIC`].
 static FENCES: AtomicU8 = AtomicU8::new(UNKNOWN);
@@ -61,12 +75,24 @@ fn init() {
 }
 
 /// In a forked child only the forking thread exists, and it is not reading (it is in `fork`):
-/// no announced hazard is real.
+/// no announced hazard is real. The `membarrier` registration belongs to the parent's address
+/// space: register the child's, or fence on both sides from now on.
 extern "C" fn after_fork_in_child() {
-    // The lock may have been held by a thread that does not exist here: do not wait for it.
-    // SAFETY: the child has one thread; the vector is not being modified by anyone else now.
-    let slots = unsafe { &*SLOTS.data_ptr() };
-    for s in slots {
+    if FENCES.load(Ordering::Relaxed) == ASYMMETRIC {
+        // SAFETY: a plain system call with integer arguments.
+        let registered = unsafe {
+            libc::syscall(
+                libc::SYS_membarrier,
+                MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+                0,
+                0,
+            )
+        } == 0;
+        if !registered {
+            FENCES.store(SYMMETRIC, Ordering::SeqCst);
+        }
+    }
+    for s in slots() {
         s.hazard.store(std::ptr::null_mut(), Ordering::Relaxed);
     }
 }
@@ -98,12 +124,11 @@ fn heavy_fence() {
 }
 
 /// This thread's slot, claimed on first use and released when the thread exits.
-struct Owner(&'static CachePadded<Slot>);
+struct Owner(&'static Slot);
 
 impl Owner {
     fn claim() -> Owner {
-        let mut slots = SLOTS.lock();
-        for s in slots.iter() {
+        for s in slots() {
             if s.in_use
                 .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
@@ -111,12 +136,19 @@ impl Owner {
                 return Owner(s);
             }
         }
-        let s: &'static CachePadded<Slot> = Box::leak(Box::new(CachePadded::new(Slot {
+        let slot = Box::leak(Box::new(CachePadded::new(Slot {
             hazard: AtomicPtr::new(std::ptr::null_mut()),
             in_use: AtomicBool::new(true),
+            next: std::ptr::null(),
         })));
-        slots.push(s);
-        Owner(s)
+        let mut head = SLOTS.load(Ordering::Acquire);
+        loop {
+            slot.next = head;
+            match SLOTS.compare_exchange_weak(head, slot, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Owner(slot),
+                Err(h) => head = h,
+            }
+        }
     }
 }
 
@@ -208,9 +240,7 @@ impl<T> Published<T> {
         // no slot announces it.
         retired.push(unsafe { Box::from_raw(old) });
         heavy_fence();
-        let announced: Vec<*mut ()> = SLOTS
-            .lock()
-            .iter()
+        let announced: Vec<*mut ()> = slots()
             .map(|s| s.hazard.load(Ordering::Acquire))
             .filter(|p| !p.is_null())
             .collect();
@@ -224,6 +254,11 @@ impl<T> Drop for Published<T> {
         drop(unsafe { Box::from_raw(*self.current.get_mut()) });
     }
 }
+
+// SAFETY: `next` points to a leaked slot, never written after the slot is published.
+unsafe impl Send for Slot {}
+// SAFETY: as above; the other fields are atomics.
+unsafe impl Sync for Slot {}
 
 // SAFETY: values are shared between threads by reference (`read`) and moved in (`replace`).
 unsafe impl<T: Send + Sync> Send for Published<T> {}
