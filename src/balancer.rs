@@ -109,6 +109,7 @@ impl Balancer {
     /// [`Error::Config`] naming the offending field.
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
         let forks = crate::fork::generation();
+        crate::fork::make_room_in_parking_table();
         let resolved = config.resolve()?;
         // One scheduler for every replica pool's background connection work, not 3 threads
         // per host, and one of its own for the primary's pool: a connect that hangs (a replica

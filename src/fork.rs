@@ -24,3 +24,57 @@ pub(crate) fn generation() -> u64 {
     }
     FORKS.load(Ordering::Relaxed)
 }
+
+/// Threads the parking table is grown for, once per process (see [`make_room_in_parking_table`]).
+const PARKING_ROOM: usize = 96;
+
+/// Grows parking_lot's process-wide table of parked threads, once, to room for
+/// [`PARKING_ROOM`] threads at once.
+///
+/// parking_lot (under r2d2's scheduler and dlb's queues) sizes that table for the most threads
+/// that have used it at the same time, and grows it, rehashing every entry, when a new thread
+/// needs more room. In a forked child the table still lists the parent's parked threads (the
+/// pool workers, idle there), and glibc hands their stacks, where those entries live, to the
+/// child's new threads: a rehash then walks overwritten entries and can loop for ever (seen: a
+/// balancer made in a child hung in its first `record_lsn`). With room made in the first
+/// process, a child's new balancer does not grow the table. Costs ~100 short-lived threads
+/// (small stacks) once, in the first `Balancer::new`; blocks until they are gone.
+pub(crate) fn make_room_in_parking_table() {
+    static DONE: Once = Once::new();
+    DONE.call_once(|| {
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::{Arc, RwLock};
+        use std::time::Duration;
+
+        // Held by this thread until every helper has used parking_lot: they are all alive at
+        // once, which is what sizes the table. A std lock (futex), not a parking_lot one.
+        let gate = Arc::new(RwLock::new(()));
+        let held = gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready = Arc::new(AtomicUsize::new(0));
+        let helpers: Vec<_> = (0..PARKING_ROOM)
+            .filter_map(|_| {
+                let (gate, ready) = (gate.clone(), ready.clone());
+                std::thread::Builder::new()
+                    .name("dlb-init".into())
+                    .stack_size(64 * 1024)
+                    .spawn(move || {
+                        // A timed wait registers this thread with parking_lot (the table grows).
+                        let (m, c) = (parking_lot::Mutex::new(()), parking_lot::Condvar::new());
+                        let mut g = m.lock();
+                        c.wait_for(&mut g, Duration::ZERO);
+                        drop(g);
+                        ready.fetch_add(1, Ordering::Release);
+                        drop(gate.read());
+                    })
+                    .ok()
+            })
+            .collect();
+        while ready.load(Ordering::Acquire) < helpers.len() {
+            std::thread::yield_now();
+        }
+        drop(held);
+        for h in helpers {
+            let _ = h.join();
+        }
+    });
+}
