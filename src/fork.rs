@@ -31,7 +31,7 @@ const PARKING_ROOM: usize = 96;
 /// Grows parking_lot's process-wide table of parked threads, once, to room for
 /// [`PARKING_ROOM`] threads at once.
 ///
-/// parking_lot (under r2d2's scheduler and dlb's queues) sizes that table for the most threads
+/// parking_lot (under r2d2's pools and scheduler and dlb's queues) sizes that table for the most threads
 /// that have used it at the same time, and grows it, rehashing every entry, when a new thread
 /// needs more room. In a forked child the table still lists the parent's parked threads (the
 /// pool workers, idle there), and glibc hands their stacks, where those entries live, to the
@@ -49,7 +49,9 @@ pub(crate) fn make_room_in_parking_table() {
         // Held by this thread until every helper has used parking_lot: they are all alive at
         // once, which is what sizes the table. A std lock (futex), not a parking_lot one.
         let gate = Arc::new(RwLock::new(()));
-        let held = gate.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let held = gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let ready = Arc::new(AtomicUsize::new(0));
         let helpers: Vec<_> = (0..PARKING_ROOM)
             .filter_map(|_| {
@@ -58,11 +60,16 @@ pub(crate) fn make_room_in_parking_table() {
                     .name("dlb-init".into())
                     .stack_size(64 * 1024)
                     .spawn(move || {
-                        // A timed wait registers this thread with parking_lot (the table grows).
+                        // A timed wait registers this thread with parking_lot (the table
+                        // grows): with both versions in the tree, each has a table (r2d2's
+                        // pools use 0.12, its scheduler 0.13).
                         let (m, c) = (parking_lot::Mutex::new(()), parking_lot::Condvar::new());
-                        let mut g = m.lock();
-                        c.wait_for(&mut g, Duration::ZERO);
-                        drop(g);
+                        c.wait_for(&mut m.lock(), Duration::ZERO);
+                        let (m, c) = (
+                            parking_lot_013::Mutex::new(()),
+                            parking_lot_013::Condvar::new(),
+                        );
+                        c.wait_for(&mut m.lock(), Duration::ZERO);
                         ready.fetch_add(1, Ordering::Release);
                         drop(gate.read());
                     })
