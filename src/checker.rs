@@ -12,12 +12,11 @@
 use std::sync::{Arc, Weak};
 
 use crossbeam::channel::{self, Receiver, Sender};
-use postgres::SimpleQueryMessage;
 
-use crate::connection::read_identity;
 use crate::host::Host;
+use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::lsn::Lsn;
-use crate::tls::PgTls;
+use crate::monitor::conn::ProbeConn;
 
 /// A question: where to send the answer, and under which index.
 type Question = (usize, Sender<(usize, Option<Lsn>)>);
@@ -31,20 +30,17 @@ pub(crate) struct Checker {
 }
 
 impl Checker {
-    /// Starts the checker of `host`, connecting with `config` through `tls` (lazily, on the
-    /// first question).
+    /// Starts the checker of `host`, which connects as the monitor does
+    /// ([`Host::connect_monitoring`]: every query bounded by `probe_timeout_ms`), lazily, on
+    /// the first question.
     ///
     /// # Errors
     /// When the OS cannot start a thread.
-    pub(crate) fn spawn(
-        host: Weak<Host>,
-        config: postgres::Config,
-        tls: PgTls,
-    ) -> std::io::Result<Checker> {
+    pub(crate) fn spawn(host: Weak<Host>) -> std::io::Result<Checker> {
         let (questions, rx) = channel::bounded(QUEUE);
         std::thread::Builder::new()
             .name("dlb-lsn-checker".into())
-            .spawn(move || run(&host, &config, &tls, &rx))?;
+            .spawn(move || run(&host, &rx))?;
         Ok(Checker { questions })
     }
 
@@ -54,14 +50,14 @@ impl Checker {
     }
 }
 
-fn run(host: &Weak<Host>, config: &postgres::Config, tls: &PgTls, rx: &Receiver<Question>) {
+fn run(host: &Weak<Host>, rx: &Receiver<Question>) {
     // The connection and the identity tag of the server it reached.
-    let mut conn: Option<(postgres::Client, u64)> = None;
+    let mut conn: Option<(ProbeConn, u64)> = None;
     while let Ok((index, reply)) = rx.recv() {
         let Some(host) = host.upgrade() else {
             return;
         };
-        let lsn = ask(&host, &mut conn, config, tls);
+        let lsn = ask(&host, &mut conn);
         drop(host);
         let _ = reply.send((index, lsn));
     }
@@ -69,25 +65,23 @@ fn run(host: &Weak<Host>, config: &postgres::Config, tls: &PgTls, rx: &Receiver<
 
 /// One question on the checker's connection, connecting first if needed. Counts only when the
 /// connection reached the server the host's cache describes.
-fn ask(
-    host: &Arc<Host>,
-    conn: &mut Option<(postgres::Client, u64)>,
-    config: &postgres::Config,
-    tls: &PgTls,
-) -> Option<Lsn> {
+fn ask(host: &Arc<Host>, conn: &mut Option<(ProbeConn, u64)>) -> Option<Lsn> {
     if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
         *conn = None;
-        let mut c = tls.connect(config).ok()?;
-        let tag = read_identity(&mut c).ok()?.tag();
+        let mut c = host.connect_monitoring().ok()?;
+        let rows = c.query(&format!("SELECT {IDENTITY_COLUMNS}")).ok()?;
+        let tag = ServerIdentity::from_text_row(rows.first()?, 0).ok()?.tag();
         *conn = Some((c, tag));
     }
     let (c, tag) = conn.as_mut()?;
-    let lsn = match c.simple_query("SELECT pg_last_wal_replay_lsn()::text") {
-        Ok(msgs) => msgs.into_iter().find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => r.get(0).and_then(|s| s.parse::<Lsn>().ok()),
-            _ => None,
-        }),
+    let lsn = match c.query("SELECT pg_last_wal_replay_lsn()::text") {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.try_get(0).ok().flatten())
+            .and_then(|s| s.parse::<Lsn>().ok()),
         Err(e) => {
+            // A failure or the query deadline: the connection is closed, the next question
+            // connects anew.
             log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr);
             *conn = None;
             return None;

@@ -354,15 +354,7 @@ impl Host {
         let taken = self.probe_conn.lock().take();
         let (mut client, uses, fresh) = match taken {
             Some((c, uses)) if !c.is_closed() && uses < PROBE_CONN_USES => (c, uses, false),
-            _ => match ProbeConn::connect(
-                &self.probe_config,
-                &self.tls,
-                self.probe_config
-                    .get_connect_timeout()
-                    .copied()
-                    .unwrap_or(self.probe_timeout),
-                self.probe_timeout,
-            ) {
+            _ => match self.connect_monitoring() {
                 Ok(c) => (c, 0, true),
                 Err(e) => return Some(Err(format!("connect: {e}"))),
             },
@@ -372,6 +364,24 @@ impl Host {
             *self.probe_conn.lock() = Some((client, uses + 1));
         }
         Some(out)
+    }
+
+    /// A new dlb-owned connection to this host (the monitor's probes, the live checker): the
+    /// connect bounded as the probe's, and every query by `probe_timeout_ms`, after which the
+    /// connection is closed (a stalled host holds no thread longer than that).
+    ///
+    /// # Errors
+    /// The connection failure or the timeout, as text.
+    pub(crate) fn connect_monitoring(&self) -> std::result::Result<ProbeConn, String> {
+        ProbeConn::connect(
+            &self.probe_config,
+            &self.tls,
+            self.probe_config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(self.probe_timeout),
+            self.probe_timeout,
+        )
     }
 
     /// Drops the monitoring connection: the next probe connects anew.
@@ -432,7 +442,7 @@ impl Host {
         reply: &crossbeam::channel::Sender<(usize, Option<Lsn>)>,
     ) -> bool {
         let checker = self.checker.get_or_init(|| {
-            Checker::spawn(Arc::downgrade(self), self.probe_config.clone().into(), self.tls.clone())
+            Checker::spawn(Arc::downgrade(self))
                 .map_err(|e| log::warn!(target: "dlb", "cannot start the live checker of {}: {e}", self.addr))
                 .ok()
         });

@@ -202,7 +202,7 @@ pub(crate) fn render(m: &Metrics, prefix: &str, constant: &[(String, String)]) -
     e.family(
         "live_check_duration_seconds",
         "histogram",
-        "Live replay-LSN checks of sticky picks (all replicas in parallel, within the budget).",
+        "Live replay-LSN checks of sticky reads: a pick_replica's checks together, or one check read_conn runs on its connection.",
     );
     e.histogram("live_check_duration_seconds", &[], &m.live_check_seconds);
     e.family(
