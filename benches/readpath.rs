@@ -23,7 +23,7 @@
 //!   Iterations alternate between the three; p50/p99.
 //!
 //! Needs the test cluster (see `benches/common`). Holds the tests' cluster lock while it
-//! measures. Run: `cargo bench --bench readpath`; `DLB_BENCH_QUICK=1`: a smoke run.
+//! measures. Run: `cargo bench --bench readpath`; `DLB_BENCH_QUICK=1` (and a run by `cargo test`): a smoke run.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -127,7 +127,7 @@ fn throughput(side: &dyn Reader, dur: Duration) -> f64 {
 }
 
 fn main() {
-    let quick = std::env::var_os("DLB_BENCH_QUICK").is_some_and(|v| v != "0");
+    let quick = quick();
     let (rounds, round, iters) = if quick {
         (2, Duration::from_millis(500), 30)
     } else {

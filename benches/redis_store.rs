@@ -14,7 +14,7 @@
 //! Needs the test environment (`scripts/testenv.sh`: PostgreSQL, Redis and the Redis Cluster;
 //! started when `DLB_TEST_PRIMARY` is unset). Holds the integration tests' cluster lock.
 //!
-//! Run: `cargo bench --bench redis_store`. `DLB_BENCH_QUICK=1` divides iteration counts by 10.
+//! Run: `cargo bench --bench redis_store`. `DLB_BENCH_QUICK=1` (and a run by `cargo test`) divides iteration counts by 10.
 
 mod common;
 
@@ -40,7 +40,7 @@ struct Side {
 }
 
 fn main() {
-    let quick = std::env::var_os("DLB_BENCH_QUICK").is_some_and(|v| v != "0");
+    let quick = quick();
     let div = if quick { 10 } else { 1 };
     let (picks, records) = (PICKS / div, RECORDS / div);
 

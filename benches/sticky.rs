@@ -20,7 +20,7 @@
 //! tests' cluster lock (`/tmp/dlb-tests.lock`) while it measures. Creates (and truncates) the
 //! table `dlb_bench_sticky` on the primary.
 //!
-//! Run: `cargo bench --bench sticky`. `DLB_BENCH_QUICK=1` divides every iteration count by 10
+//! Run: `cargo bench --bench sticky`. `DLB_BENCH_QUICK=1` (and a run by `cargo test`) divides every iteration count by 10
 //! (smoke test). `DLB_BENCH_ROUNDS=N` sets the number of rounds of (a)/(b).
 
 use std::collections::HashMap;
@@ -49,12 +49,9 @@ const KEY_LOOP: &str = "bench:loop";
 const TABLE: &str = "dlb_bench_sticky";
 
 fn main() {
-    let quick = std::env::var_os("DLB_BENCH_QUICK").is_some_and(|v| v != "0");
+    let quick = quick();
     let div = if quick { 10 } else { 1 };
-    let rounds: usize = std::env::var("DLB_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_ROUNDS);
+    let rounds = rounds(DEFAULT_ROUNDS);
     let (dlb_picks, base_picks, loop_iters) =
         (DLB_PICKS / div, BASELINE_PICKS / div, LOOP_ITERS / div);
 

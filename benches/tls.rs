@@ -64,7 +64,7 @@ fn first_connection(dsn: &str, n: usize) -> Duration {
 }
 
 fn main() {
-    let quick = std::env::var_os("DLB_BENCH_QUICK").is_some_and(|v| v != "0");
+    let quick = quick();
     let (secs, connects) = if quick {
         (0.3, 3)
     } else {

@@ -14,6 +14,23 @@ mod testenv;
 
 pub use testenv::*;
 
+/// Whether this is a smoke run, whose numbers are not for reporting: `DLB_BENCH_QUICK=1`, or
+/// the bench was started by `cargo test --all-targets` (which runs a `harness = false` bench
+/// without the `--bench` argument that `cargo bench` passes): the test command checks that
+/// every bench still runs and that its assertions hold, not how fast it goes.
+pub fn quick() -> bool {
+    let asked = std::env::var_os("DLB_BENCH_QUICK").is_some_and(|v| v != "0");
+    asked || !std::env::args().any(|a| a == "--bench")
+}
+
+/// Rounds of a measurement: `DLB_BENCH_ROUNDS`, else `default` (2 in a smoke run).
+pub fn rounds(default: usize) -> usize {
+    std::env::var("DLB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick() { 2 } else { default })
+}
+
 pub fn metric(text: &str, prefix: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
