@@ -2,16 +2,24 @@
 //! out a DSN (`pick_replica(Some(key))`, `pick_replica_min_lsn`) when no cached position
 //! qualifies.
 //!
-//! Each replica has at most one checker: a dlb-owned `dlb-lsn-checker` thread with its own
-//! connection, started on the first question and kept (no thread spawned per question). A
-//! question costs one simple-protocol round trip (`pg_last_wal_replay_lsn()`) on that
-//! connection; the answer raises the host's cached position, so the next picks are served from
-//! the cache. The thread holds a `Weak` reference to its host and exits when the host is
-//! dropped (its channel closes).
+//! Each replica has at most one checker: dlb-owned connections (up to [`IDLE`] kept idle
+//! between questions) and a `dlb-lsn-checker` thread, started on the first question (no thread
+//! spawned per question). A question costs one simple-protocol round trip (`pg_last_wal_replay_lsn()`) on
+//! that connection, with the probe deadline; the answer raises the host's cached position, so
+//! the next picks are served from the cache.
+//!
+//! The round-robin candidate of a pick is checked on the **caller's thread** when the
+//! connection is idle ([`Checker::check_here`]: no thread wake-up, no channel; the lock is held
+//! only to take the connection out and put it back, never across the round trip); the thread
+//! serves the other candidates (asked in parallel), and connects when there is no connection.
+//! The thread holds a `Weak` reference to its host and exits when the host is dropped (its
+//! channel closes).
 
 use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use crossbeam::channel::{self, Receiver, Sender};
+use parking_lot::Mutex;
 
 use crate::host::Host;
 use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
@@ -21,12 +29,20 @@ use crate::monitor::conn::ProbeConn;
 /// A question: where to send the answer, and under which index.
 type Question = (usize, Sender<(usize, Option<Lsn>)>);
 
+/// The checker's idle connections, each with the identity tag of the server it reached.
+type Slot = Arc<Mutex<Vec<(ProbeConn, u64)>>>;
+
+/// Idle connections a checker keeps at most (one is enough for one question at a time; more
+/// serve callers checking at the same moment without connecting anew each time).
+const IDLE: usize = 4;
+
 /// Questions waiting for one checker at most; a caller finding it full does not wait.
 const QUEUE: usize = 64;
 
-/// The handle of a replica's checker thread.
+/// The handle of a replica's checker: its connection and its thread.
 pub(crate) struct Checker {
     questions: Sender<Question>,
+    conn: Slot,
 }
 
 impl Checker {
@@ -38,63 +54,90 @@ impl Checker {
     /// When the OS cannot start a thread.
     pub(crate) fn spawn(host: Weak<Host>) -> std::io::Result<Checker> {
         let (questions, rx) = channel::bounded(QUEUE);
+        let conn: Slot = Arc::default();
+        let slot = conn.clone();
         std::thread::Builder::new()
             .name("dlb-lsn-checker".into())
-            .spawn(move || run(&host, &rx))?;
-        Ok(Checker { questions })
+            .spawn(move || run(&host, &rx, &slot))?;
+        Ok(Checker { questions, conn })
     }
 
-    /// Sends a question; never blocks. Returns whether it was queued.
+    /// Sends a question to the checker's thread; never blocks. Returns whether it was queued.
     pub(crate) fn ask(&self, index: usize, reply: Sender<(usize, Option<Lsn>)>) -> bool {
         self.questions.try_send((index, reply)).is_ok()
     }
+
+    /// Asks on the caller's thread, on an idle connection of the checker, if there is one:
+    /// `Some(answer)` (the position, or `None` when the check failed), or `None` without any
+    /// I/O when none is idle (then ask the thread). Blocks for one round
+    /// trip at most, until `deadline` or the probe deadline, whichever comes first.
+    pub(crate) fn check_here(&self, host: &Host, deadline: Instant) -> Option<Option<Lsn>> {
+        let mut conn = self.conn.try_lock()?.pop()?;
+        let lsn = check(host, &mut conn, Some(deadline));
+        if lsn.is_some() {
+            put_back(&self.conn, conn);
+        }
+        Some(lsn)
+    }
 }
 
-fn run(host: &Weak<Host>, rx: &Receiver<Question>) {
-    // The connection and the identity tag of the server it reached.
-    let mut conn: Option<(ProbeConn, u64)> = None;
+fn run(host: &Weak<Host>, rx: &Receiver<Question>, slot: &Slot) {
     while let Ok((index, reply)) = rx.recv() {
         let Some(host) = host.upgrade() else {
             return;
         };
-        let lsn = ask(&host, &mut conn);
+        let lsn = ask(&host, slot);
         drop(host);
         let _ = reply.send((index, lsn));
     }
 }
 
-/// One question on the checker's connection, connecting first if needed. Counts only when the
-/// connection reached the server the host's cache describes.
-fn ask(host: &Arc<Host>, conn: &mut Option<(ProbeConn, u64)>) -> Option<Lsn> {
-    if conn.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-        *conn = None;
-        let mut c = host.connect_monitoring().ok()?;
-        let rows = c.query(&format!("SELECT {IDENTITY_COLUMNS}")).ok()?;
-        let tag = ServerIdentity::from_text_row(rows.first()?, 0).ok()?.tag();
-        *conn = Some((c, tag));
+/// One question on the checker's thread: on the idle connection, or on a new one (when there
+/// is none, or a caller is using it).
+fn ask(host: &Host, slot: &Slot) -> Option<Lsn> {
+    let taken = slot.lock().pop();
+    let mut conn = match taken {
+        Some((c, tag)) if !c.is_closed() => (c, tag),
+        _ => {
+            let mut c = host.connect_monitoring().ok()?;
+            let rows = c.query(&format!("SELECT {IDENTITY_COLUMNS}")).ok()?;
+            let tag = ServerIdentity::from_text_row(rows.first()?, 0).ok()?.tag();
+            (c, tag)
+        }
+    };
+    let lsn = check(host, &mut conn, None);
+    if lsn.is_some() {
+        put_back(slot, conn);
     }
-    let (c, tag) = conn.as_mut()?;
-    let lsn = match c.query("SELECT pg_last_wal_replay_lsn()::text") {
+    lsn
+}
+
+/// Keeps `conn` for the next question, unless [`IDLE`] are kept already (then it is closed,
+/// outside the lock).
+fn put_back(slot: &Slot, conn: (ProbeConn, u64)) {
+    let mut s = slot.lock();
+    if s.len() < IDLE {
+        s.push(conn);
+    } else {
+        drop(s);
+        drop(conn);
+    }
+}
+
+/// The replay position, read on `conn` by `deadline` (and the probe deadline) at the latest.
+/// Counts only when the connection reached the server the host's cache describes. `None`: the
+/// connection is not to be used again (it failed, missed its deadline, or reached another
+/// server than the one the monitor probes: a restart or a re-pointed address).
+fn check(host: &Host, (c, tag): &mut (ProbeConn, u64), deadline: Option<Instant>) -> Option<Lsn> {
+    let lsn = match c.query_by("SELECT pg_last_wal_replay_lsn()::text", deadline) {
         Ok(rows) => rows
             .first()
             .and_then(|r| r.try_get(0).ok().flatten())
             .and_then(|s| s.parse::<Lsn>().ok()),
         Err(e) => {
-            // A failure or the query deadline: the connection is closed, the next question
-            // connects anew.
             log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr);
-            *conn = None;
             return None;
         }
     };
-    let tag = *tag;
-    let lsn = lsn?;
-    if host.observe_replay_lsn(tag, lsn) {
-        Some(lsn)
-    } else {
-        // Another server than the one the monitor probes (a restart or a re-pointed address):
-        // the next question connects anew.
-        *conn = None;
-        None
-    }
+    lsn.filter(|&lsn| host.observe_replay_lsn(*tag, lsn))
 }

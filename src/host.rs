@@ -432,6 +432,14 @@ impl Host {
         }
     }
 
+    /// Checks this replica's replay position on the caller's thread, on its live checker's
+    /// connection when that is connected and idle ([`Checker::check_here`]): `Some(answer)`
+    /// after one round trip (by `deadline` at the latest), `None` without any I/O otherwise
+    /// (then [`Host::ask_checker`]).
+    pub(crate) fn check_here(&self, deadline: std::time::Instant) -> Option<Option<Lsn>> {
+        self.checker.get()?.as_ref()?.check_here(self, deadline)
+    }
+
     /// Asks this replica's live checker (a dlb-owned connection and thread, started on first
     /// use) for its replay position; the answer arrives on `reply` as `(index, position)`,
     /// `None` when it failed or reached another server than the one the cache describes.

@@ -100,13 +100,28 @@ impl ProbeConn {
     /// # Errors
     /// The server's or the driver's error, or the timeout, as text.
     pub(crate) fn query(&mut self, sql: &str) -> Result<Vec<SimpleQueryRow>, String> {
+        self.query_by(sql, None)
+    }
+
+    /// [`ProbeConn::query`], giving up at `deadline` too when it comes before the query
+    /// timeout.
+    ///
+    /// # Errors
+    /// The server's or the driver's error, or the timeout, as text.
+    pub(crate) fn query_by(
+        &mut self,
+        sql: &str,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<SimpleQueryRow>, String> {
         let rt = self.rt.as_ref().ok_or("connection closed")?;
+        let wait = deadline.map_or(self.timeout, |d| {
+            self.timeout
+                .min(d.saturating_duration_since(Instant::now()))
+        });
         // The timer is made inside the runtime: it needs its time driver.
         let messages = rt
-            .block_on(async {
-                tokio::time::timeout(self.timeout, self.client.simple_query(sql)).await
-            })
-            .map_err(|_| no_answer(self.timeout))?
+            .block_on(async { tokio::time::timeout(wait, self.client.simple_query(sql)).await })
+            .map_err(|_| no_answer(wait))?
             .map_err(|e| match e.as_db_error() {
                 Some(db) => format!("{}: {}", db.severity(), db.message()),
                 None => e.to_string(),

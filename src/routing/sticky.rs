@@ -27,8 +27,9 @@ pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<A
 }
 
 /// Asks the candidates' live checkers ([`crate::checker`]) for their replay positions: the
-/// first (the round-robin candidate) alone, then, when it has not reached `min`, the others
-/// in parallel. Returns the first that has reached `min` before `deadline`; every answer
+/// first (the round-robin candidate) alone, on the caller's thread when its checker's
+/// connection is idle, then, when it has not reached `min`, the others in parallel on their
+/// checkers' threads. Returns the first that has reached `min` before `deadline`; every answer
 /// raises the cached position of its host. Spawns no thread; blocks until `deadline` at most.
 pub(super) fn live(
     candidates: &[Arc<StripedHost>],
@@ -45,7 +46,12 @@ pub(super) fn live(
         counters.count(&counters.live_lsn_checks);
         h.host().ask_checker(i, &tx)
     };
-    let mut waiting = usize::from(ask(0, first));
+    counters.count(&counters.live_lsn_checks);
+    let mut waiting = match first.host().check_here(deadline) {
+        Some(Some(lsn)) if lsn >= min => return Some(first.handle()),
+        Some(_) => 0,
+        None => usize::from(first.host().ask_checker(0, &tx)),
+    };
     let mut rest_asked = false;
     loop {
         if waiting == 0 {
