@@ -12,13 +12,17 @@
 //!   - pgpool-II in statement-level load balancing (`scripts/bench.sh` starts it on its own
 //!     port in front of the same primary and replicas; `DLB_BENCH_PGPOOL` = its DSN), through a
 //!     tuned pool; skipped when unset;
-//!   - the primary only, through a tuned pool.
+//!   - the primary only, through a tuned pool;
+//!   - dlb `read_conn(None)` with `Conn::prepare_cached` (the opt-in statement cache: one
+//!     round trip per read where `query_one(sql_text)` makes two; not the same client code).
 //!
-//!   Ratios are per round, against the tuned direct pools of the same round; medians.
+//!   Ratios are per round, against the tuned direct pools of the same round; medians. "Client
+//!   CPU per read": the bench process's CPU time (all threads, `getrusage`) over its reads,
+//!   where the time goes on this side of the socket.
 //! * (b) write → record → first sticky read: insert a row (`write_conn`), `record_lsn(key)`,
 //!   then time the first sticky read's routing: `read_conn(Some(key))` (the check runs on the
-//!   connection it hands out), `pick_replica(Some(key))` (DSN handoff: the replicas' live
-//!   checkers), and the one-query baseline of BENCHMARKS.md §2c (`pg_last_wal_replay_lsn()` on
+//!   connection it hands out), `pick_replica(Some(key))` (DSN handoff: the replica's live
+//!   checker, on the caller's thread), and the one-query baseline of BENCHMARKS.md §2c (`pg_last_wal_replay_lsn()` on
 //!   a connection from r2d2 pools with defaults, GitLab's `select_up_to_date_host`).
 //!   Iterations alternate between the three; p50/p99.
 //!
@@ -53,12 +57,19 @@ trait Reader: Sync {
 struct Dlb<'a> {
     lb: &'a Balancer,
     key: Option<&'a str>,
+    /// Through `Conn::prepare_cached` (one round trip per read instead of two).
+    cached: bool,
 }
 
 impl Reader for Dlb<'_> {
     fn read(&self, id: i32) {
         let mut c = self.lb.read_conn(self.key).expect("read_conn");
-        black_box(c.query_one(QUERY, &[&id]).expect("dlb read"));
+        if self.cached {
+            let st = c.prepare_cached(QUERY).expect("prepare");
+            black_box(c.query_one(&st, &[&id]).expect("dlb read"));
+        } else {
+            black_box(c.query_one(QUERY, &[&id]).expect("dlb read"));
+        }
     }
 }
 
@@ -101,10 +112,20 @@ impl Reader for Pools {
     }
 }
 
-/// Reads/s of `side` with `THREADS` threads for `dur`.
-fn throughput(side: &dyn Reader, dur: Duration) -> f64 {
+/// CPU time this process got so far (user + system, all threads: the bench's and dlb's).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Reads/s of `side` with `THREADS` threads for `dur`, and the client's CPU time per read.
+fn throughput(side: &dyn Reader, dur: Duration) -> (f64, Duration) {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
+    let cpu = process_cpu();
     let start = Instant::now();
     std::thread::scope(|s| {
         for t in 0..THREADS {
@@ -123,7 +144,9 @@ fn throughput(side: &dyn Reader, dur: Duration) -> f64 {
         std::thread::sleep(dur);
         stop.store(true, Ordering::Relaxed);
     });
-    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+    let reads = done.load(Ordering::Relaxed);
+    let cpu = (process_cpu() - cpu) / u32::try_from(reads.max(1)).unwrap_or(u32::MAX);
+    (reads as f64 / start.elapsed().as_secs_f64(), cpu)
 }
 
 fn main() {
@@ -175,10 +198,20 @@ fn main() {
         .ok()
         .filter(|s| !s.is_empty())
         .map(|dsn| Pools::new(&[dsn], true));
-    let keyless = Dlb { lb: &lb, key: None };
+    let keyless = Dlb {
+        lb: &lb,
+        key: None,
+        cached: false,
+    };
     let sticky = Dlb {
         lb: &lb,
         key: Some(KEY_OLD),
+        cached: false,
+    };
+    let keyless_cached = Dlb {
+        lb: &lb,
+        key: None,
+        cached: true,
     };
     let mut sides: Vec<(&str, &dyn Reader)> = vec![
         ("tuned direct pools (baseline)", &tuned),
@@ -186,6 +219,10 @@ fn main() {
         ("dlb `read_conn(Some(key))`", &sticky),
         ("direct pools, r2d2 defaults", &defaults),
         ("primary only (tuned pool)", &primary_only),
+        (
+            "dlb `read_conn(None)`, `prepare_cached` (one round trip per read)",
+            &keyless_cached,
+        ),
     ];
     if let Some(p) = &pgpool {
         sides.push(("pgpool-II, statement load balancing", p));
@@ -200,6 +237,7 @@ fn main() {
         throughput(*side, Duration::from_millis(200));
     }
     let mut rates = vec![Vec::new(); sides.len()];
+    let mut cpus = vec![Vec::new(); sides.len()];
     for r in 0..rounds {
         // Alternate the order: even rounds forwards, odd rounds backwards.
         let order: Vec<usize> = if r % 2 == 0 {
@@ -208,23 +246,28 @@ fn main() {
             (0..sides.len()).rev().collect()
         };
         for i in order {
-            rates[i].push(throughput(sides[i].1, round));
+            let (rate, cpu) = throughput(sides[i].1, round);
+            rates[i].push(rate);
+            cpus[i].push(cpu.as_secs_f64());
         }
     }
     println!(
         "\n## (a) point SELECTs/s through a pooled connection, {THREADS} threads (median of {rounds} rounds of {} s; ratio = median of per-round side/baseline)\n",
         round.as_secs_f64()
     );
-    println!("| side | reads/s | ratio vs tuned direct pools | ratio min..max |");
-    println!("|---|---:|---:|---:|");
+    println!(
+        "| side | reads/s | ratio vs tuned direct pools | ratio min..max | client CPU per read |"
+    );
+    println!("|---|---:|---:|---:|---:|");
     for (i, (name, _)) in sides.iter().enumerate() {
         let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(a, b)| a / b).collect();
         println!(
-            "| {name} | {} | {:.2}x | {:.2}..{:.2} |",
+            "| {name} | {} | {:.2}x | {:.2}..{:.2} | {} |",
             fmt_rate(median(&rates[i])),
             median(&ratios),
             min(&ratios),
-            max(&ratios)
+            max(&ratios),
+            fmt_dur(Duration::from_secs_f64(median(&cpus[i])))
         );
     }
     if pgpool.is_none() {
@@ -301,7 +344,7 @@ fn main() {
             conn_replica,
         ),
         (
-            "dlb `pick_replica(Some(key))` (DSN handoff, live checkers)",
+            "dlb `pick_replica(Some(key))` (DSN handoff, live checker on the caller's thread)",
             &via_dsn,
             dsn_replica,
         ),

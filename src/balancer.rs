@@ -687,6 +687,34 @@ impl Conn {
     pub fn route(&self) -> &Route {
         &self.route
     }
+
+    /// `sql` as a prepared statement of this pooled connection: prepared on the first call
+    /// (one round trip) and kept with the connection, so later calls, by this borrower or the
+    /// next ones of the same connection, cost no round trip, and a query with it costs one
+    /// round trip where `query(sql_text, ..)` costs two (prepare, then execute). Opt-in: the
+    /// other methods prepare as `postgres::Client` does. Each connection keeps up to
+    /// [`STATEMENT_CACHE_SIZE`](crate::STATEMENT_CACHE_SIZE) statements (one more empties
+    /// its cache first).
+    ///
+    /// After `DISCARD ALL` or `DEALLOCATE` on this connection, or a schema change that alters
+    /// a statement's result columns, call [`Conn::clear_statement_cache`]: the server no
+    /// longer knows the kept statements, or refuses them ("cached plan must not change result
+    /// type").
+    ///
+    /// # Errors
+    /// The server's error preparing `sql`. Blocks for one round trip on the first call.
+    pub fn prepare_cached(
+        &mut self,
+        sql: &str,
+    ) -> std::result::Result<postgres::Statement, postgres::Error> {
+        self.client.prepare_cached(sql)
+    }
+
+    /// Forgets the statements [`Conn::prepare_cached`] kept on this connection; the server
+    /// closes those no longer held anywhere on the connection's next exchange. Never blocks.
+    pub fn clear_statement_cache(&mut self) {
+        self.client.statements.clear();
+    }
 }
 
 impl std::fmt::Debug for Conn {

@@ -12,6 +12,7 @@
 //! `pool.check_idle_after_ms`, and a sticky `read_conn` runs it together with the replay
 //! position it needs ([`check_replay`]), on the very connection that serves the read.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,14 @@ pub(crate) struct PgConn {
     pub(crate) last_used: Instant,
     /// When it was made or last passed the check.
     pub(crate) checked_at: Instant,
+    /// Statements prepared through `Conn::prepare_cached`, by SQL text.
+    pub(crate) statements: HashMap<String, postgres::Statement>,
 }
+
+/// Statements a pooled connection keeps prepared for `Conn::prepare_cached` at most; one more
+/// empties its cache first (and the server closes the old ones
+/// on the next exchange).
+pub const STATEMENT_CACHE_SIZE: usize = 256;
 
 impl PgConn {
     /// Whether the check must run before it is handed out: it has been idle, or unchecked,
@@ -41,6 +49,23 @@ impl PgConn {
         every.is_zero()
             || now.saturating_duration_since(self.last_used) > every
             || now.saturating_duration_since(self.checked_at) > every
+    }
+
+    /// `sql` prepared on this connection: from its cache, or prepared now (one round trip) and
+    /// kept (see [`STATEMENT_CACHE_SIZE`]).
+    pub(crate) fn prepare_cached(
+        &mut self,
+        sql: &str,
+    ) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(st) = self.statements.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.prepare(sql)?;
+        if self.statements.len() >= STATEMENT_CACHE_SIZE {
+            self.statements.clear();
+        }
+        self.statements.insert(sql.to_owned(), st.clone());
+        Ok(st)
     }
 
     /// The identity tag of its server (0: unknown).
@@ -100,6 +125,7 @@ impl r2d2::ManageConnection for PgManager {
             discard: false,
             last_used: now,
             checked_at: now,
+            statements: HashMap::new(),
         })
     }
 

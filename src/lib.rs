@@ -70,6 +70,7 @@ pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
     MAX_KEY_LEN, MetricsConfig, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,
 };
+pub use connection::STATEMENT_CACHE_SIZE;
 pub use counters::CounterValues;
 pub use dsn::HostPort;
 pub use error::{Error, Result};

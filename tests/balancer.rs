@@ -494,3 +494,47 @@ fn a_terminated_pooled_connection_fails_one_read_is_reported_and_discarded() {
         assert_ne!(backend(&mut c), old);
     }
 }
+
+#[test]
+fn prepare_cached_prepares_once_per_pooled_connection() {
+    // No cluster lock: a primary-only balancer, reading only.
+    let config = dlb::Config::builder(env().primary.clone())
+        .pool_max_size(1)
+        .build()
+        .unwrap();
+    let lb = Balancer::new(config).unwrap();
+    const SQL: &str = "SELECT $1::int + 1 AS prepare_cached_probe";
+    let prepared_here = |c: &mut dlb::Conn| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_prepared_statements \
+             WHERE statement = 'SELECT $1::int + 1 AS prepare_cached_probe'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    for n in 0..3 {
+        // The pool holds one connection: every borrower gets the same one.
+        let mut c = lb.read_conn(None).unwrap();
+        let st = c.prepare_cached(SQL).unwrap();
+        let v: i32 = c.query_one(&st, &[&n]).unwrap().get(0);
+        assert_eq!(v, n + 1);
+        assert_eq!(
+            prepared_here(&mut c),
+            1,
+            "borrower {n}: prepared once in all"
+        );
+    }
+    let mut c = lb.read_conn(None).unwrap();
+    c.clear_statement_cache();
+    let st = c.prepare_cached(SQL).unwrap();
+    assert_eq!(c.query_one(&st, &[&1]).unwrap().get::<_, i32>(0), 2);
+    assert_eq!(
+        prepared_here(&mut c),
+        1,
+        "prepared anew after clearing the cache, the old one closed"
+    );
+    // A bad statement is the server's error, and nothing is kept.
+    assert!(c.prepare_cached("SELECT FROM no_such_table_here").is_err());
+    assert_eq!(c.query_one(&st, &[&2]).unwrap().get::<_, i32>(0), 3);
+}
