@@ -27,7 +27,8 @@
 //!   Iterations alternate between the three; p50/p99.
 //!
 //! Needs the test cluster (see `benches/common`). Holds the tests' cluster lock while it
-//! measures. Run: `cargo bench --bench readpath`; `DLB_BENCH_QUICK=1` (and a run by `cargo test`): a smoke run.
+//! measures. Run: `cargo bench --bench readpath` (`DLB_BENCH_SIDE=N`: side N of (a) alone for
+//! 10 s, to profile it); `DLB_BENCH_QUICK=1` (and a run by `cargo test`): a smoke run.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -168,8 +169,11 @@ fn main() {
         ))
         .expect("bench table");
     let lb = Balancer::new(
+        // The same pool sizes as the tuned direct pools.
         Config::builder(env.primary.clone())
             .replica_hosts(env.replicas.clone())
+            .pool_max_size(THREADS as u32)
+            .pool_min_idle(THREADS as u32)
             .build()
             .expect("config"),
     )
@@ -232,6 +236,22 @@ fn main() {
         round.as_secs_f64(),
         loadavg()
     );
+    // Profiling aid: `DLB_BENCH_SIDE=N` runs side N of (a) alone for 10 s (e.g. under
+    // `perf record`) and stops.
+    if let Some(i) = std::env::var("DLB_BENCH_SIDE")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let (name, side) = sides[i];
+        throughput(side, Duration::from_millis(500));
+        let (rate, cpu) = throughput(side, Duration::from_secs(10));
+        println!(
+            "{name}: {} reads/s, client CPU per read {}",
+            fmt_rate(rate),
+            fmt_dur(cpu)
+        );
+        return;
+    }
     // Warm every pool.
     for (_, side) in &sides {
         throughput(*side, Duration::from_millis(200));

@@ -27,6 +27,8 @@ pub(crate) struct PgConn {
     pub(crate) client: postgres::Client,
     /// Who answered when it connected (`None`: the identity could not be read).
     pub(crate) identity: Option<Arc<ServerIdentity>>,
+    /// `identity`'s tag, computed once (0: unknown).
+    tag: u64,
     /// Set to close it instead of returning it to the pool.
     pub(crate) discard: bool,
     /// When it was last handed out or given back.
@@ -70,7 +72,7 @@ impl PgConn {
 
     /// The identity tag of its server (0: unknown).
     pub(crate) fn identity_tag(&self) -> u64 {
-        self.identity.as_ref().map_or(0, |i| i.tag())
+        self.tag
     }
 }
 
@@ -103,10 +105,12 @@ pub(crate) fn read_identity(client: &mut postgres::Client) -> Result<ServerIdent
 }
 
 impl r2d2::ManageConnection for PgManager {
-    type Connection = PgConn;
+    /// Boxed: r2d2 moves a connection in and out of its idle list on every checkout and
+    /// return, and a box is one word.
+    type Connection = Box<PgConn>;
     type Error = ConnectError;
 
-    fn connect(&self) -> Result<PgConn, ConnectError> {
+    fn connect(&self) -> Result<Box<PgConn>, ConnectError> {
         let mut client = self.tls.connect(&self.config)?;
         let identity = match read_identity(&mut client) {
             Ok(id) => {
@@ -119,21 +123,22 @@ impl r2d2::ManageConnection for PgManager {
             }
         };
         let now = Instant::now();
-        Ok(PgConn {
+        Ok(Box::new(PgConn {
             client,
+            tag: identity.as_ref().map_or(0, |i| i.tag()),
             identity,
             discard: false,
             last_used: now,
             checked_at: now,
             statements: HashMap::new(),
-        })
+        }))
     }
 
-    fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
+    fn is_valid(&self, conn: &mut Box<PgConn>) -> Result<(), ConnectError> {
         check(conn).map_err(|e| ConnectError(e.to_string()))
     }
 
-    fn has_broken(&self, conn: &mut PgConn) -> bool {
+    fn has_broken(&self, conn: &mut Box<PgConn>) -> bool {
         conn.discard || conn.client.is_closed()
     }
 }
