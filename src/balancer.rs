@@ -358,9 +358,10 @@ impl Balancer {
     /// handed out, or its `host:port`). A replica leaves the rotation at once, until a probe
     /// that starts after this call succeeds; the monitor re-checks every host right away
     /// (throttled) and, with DNS discovery, refreshes the list (at most once a second).
-    /// Returns whether the host is known. Never blocks on I/O.
+    /// Returns whether the host is known. Never blocks on I/O. In a forked child (see
+    /// [`Error::Forked`]) it does nothing and returns `false`.
     pub fn report_failure(&self, dsn_or_addr: &str) -> bool {
-        self.router.report_failure(dsn_or_addr)
+        self.same_process().is_ok() && self.router.report_failure(dsn_or_addr)
     }
 
     // ---- Sticking.
@@ -609,7 +610,8 @@ impl Balancer {
     fn conn(&self, route: Route, client: PooledClient) -> Conn {
         Conn {
             route,
-            client,
+            client: ManuallyDrop::new(client),
+            forks: self.forks,
             router: Arc::downgrade(&*self.router),
         }
     }
@@ -660,13 +662,22 @@ impl Drop for Balancer {
 /// sticky read, or once it has been idle or unchecked for `pool.check_idle_after_ms`.
 pub struct Conn {
     route: Route,
-    client: PooledClient,
+    /// Dropped by `Conn`'s drop, except in a forked child (see there).
+    client: ManuallyDrop<PooledClient>,
+    /// [`crate::fork::generation`] where it was made.
+    forks: u64,
     router: Weak<Router>,
 }
 
 impl Drop for Conn {
+    /// Gives the connection back to its pool, or closes it when it broke (and reports its
+    /// replica). In a forked child it is leaked instead: its socket is the parent's too (closing
+    /// it would end the parent's session), and the pool's lock may have been held at the fork.
     fn drop(&mut self) {
-        let c = &mut self.client;
+        if crate::fork::generation() != self.forks {
+            return;
+        }
+        let c = &mut *self.client;
         if std::thread::panicking() {
             c.discard = true;
         }
@@ -679,6 +690,8 @@ impl Drop for Conn {
                 router.report_failure(self.route.addr());
             }
         }
+        // SAFETY: dropped once, here; the field is not used again.
+        unsafe { ManuallyDrop::drop(&mut self.client) };
     }
 }
 

@@ -538,3 +538,42 @@ fn prepare_cached_prepares_once_per_pooled_connection() {
     assert!(c.prepare_cached("SELECT FROM no_such_table_here").is_err());
     assert_eq!(c.query_one(&st, &[&2]).unwrap().get::<_, i32>(0), 3);
 }
+
+/// A `Conn` the child inherited, dropped there while the child panics (which discards a
+/// connection, as a broken one is): closing it would send the parent's session a Terminate
+/// over the shared socket. In the child it is leaked instead.
+#[test]
+fn a_forked_child_drops_an_inherited_conn_without_closing_the_parents_session() {
+    // No cluster lock: a primary-only balancer, reading only.
+    let lb = Balancer::new(dlb::Config::builder(env().primary.clone()).build().unwrap()).unwrap();
+    let mut conn = lb.read_conn(None).unwrap();
+    let pid_before: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    // SAFETY: the child drops the `Conn` during a caught panic and leaves with _exit.
+    let child = unsafe { libc::fork() };
+    assert!(child >= 0, "fork failed");
+    if child == 0 {
+        let mut inherited = Some(conn);
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _dropped_while_panicking = inherited.take();
+            panic!("drop the inherited Conn while panicking");
+        }));
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert!(
+        libc::WIFEXITED(status),
+        "the child did not exit (status {status})"
+    );
+    let pid_after: i32 = conn
+        .query_one("SELECT pg_backend_pid()", &[])
+        .expect("the child closed the parent's session")
+        .get(0);
+    assert_eq!(pid_after, pid_before);
+    // In the child, a report is refused rather than acted on (it is checked here, in the
+    // parent, that a report still works).
+    assert!(lb.report_failure(&env().primary));
+}

@@ -355,8 +355,18 @@ impl Router {
         if let Some(host) = replica {
             host.mark_reported();
             let _g = self.publish_lock.lock();
-            let snap = self.with_snapshot(|s| s.without(&host));
-            self.swap(snap);
+            // A storm of reports about a replica already out publishes nothing (a publication
+            // interrupts every running thread of the process: `membarrier`). Under the lock: a
+            // publication after it leaves the replica out anyway (`reported_since`).
+            let snap = self.with_snapshot(|s| {
+                s.eligible
+                    .iter()
+                    .any(|e| Arc::ptr_eq(e.host(), &host))
+                    .then(|| s.without(&host))
+            });
+            if let Some(snap) = snap {
+                self.swap(snap);
+            }
             self.refresh_requested.store(true, Ordering::Relaxed);
         }
         if known {

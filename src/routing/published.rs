@@ -107,6 +107,11 @@ fn light_fence() {
     }
 }
 
+/// Set once a `membarrier` call failed after it had been registered: a reader that last looked
+/// before that may have fenced with the compiler only, which a writer's own fence cannot pair
+/// with, so no replaced value is ever freed again (leaked: one per publication).
+static NEVER_FREE: AtomicBool = AtomicBool::new(false);
+
 /// The writer side's fence between unlinking a value and scanning the slots.
 fn heavy_fence() {
     if FENCES.load(Ordering::Relaxed) == ASYMMETRIC {
@@ -116,8 +121,9 @@ fn heavy_fence() {
         if r == 0 {
             return;
         }
-        // Cannot happen once registered; fall back for good (readers fence from now on, and
-        // this writer waits for every reader that may not have).
+        // Cannot happen once registered (a seccomp filter installed later could do it): readers
+        // fence from now on, and nothing replaced is freed any more.
+        NEVER_FREE.store(true, Ordering::SeqCst);
         FENCES.store(SYMMETRIC, Ordering::SeqCst);
     }
     fence(Ordering::SeqCst);
@@ -163,16 +169,13 @@ thread_local! {
     static OWNER: Owner = Owner::claim();
 }
 
-/// Restores a slot's previous hazard when a read ends (also when `f` panics).
-struct Announced<'a> {
-    slot: &'a AtomicPtr<()>,
-    previous: *mut (),
-}
+/// Clears a slot's hazard when a read ends (also when `f` panics).
+struct Announced<'a>(&'a AtomicPtr<()>);
 
 impl Drop for Announced<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.slot.store(self.previous, Ordering::Release);
+        self.0.store(std::ptr::null_mut(), Ordering::Release);
     }
 }
 
@@ -193,35 +196,39 @@ impl<T> Published<T> {
     }
 
     /// Runs `f` on the current value. No lock, no atomic read-modify-write, and (with
-    /// `membarrier`) no fence. Reentrant. A thread that cannot keep thread-local state (it is
-    /// exiting) reads under the publication lock instead.
+    /// `membarrier`) no fence. A thread has one hazard slot: a read inside a read (dlb never
+    /// nests them) and a thread that cannot keep thread-local state (it is exiting) read under
+    /// the publication lock instead (which must then not be nested on the same value).
     #[inline]
     pub(crate) fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
         let mut f = Some(f);
         let fast = OWNER.try_with(|owner| {
             let slot = &owner.0.hazard;
-            let _announced = Announced {
-                slot,
-                previous: slot.load(Ordering::Relaxed),
-            };
+            if !slot.load(Ordering::Relaxed).is_null() {
+                // Nested: overwriting the slot would unprotect the outer read's value.
+                return None;
+            }
+            let _announced = Announced(slot);
             let mut p = self.current.load(Ordering::Acquire);
-            loop {
-                slot.store(p.cast(), Ordering::Relaxed);
+            let q = loop {
+                // Release: the reads of a value this thread read before happen before a
+                // writer that sees this announcement frees that value.
+                slot.store(p.cast(), Ordering::Release);
                 light_fence();
                 let q = self.current.load(Ordering::Acquire);
                 if q == p {
-                    break;
+                    break q;
                 }
                 p = q;
-            }
-            // SAFETY: `p` is announced in this thread's slot and was still current after the
+            };
+            // SAFETY: `q` is announced in this thread's slot and was still current after the
             // announcement (fenced): a writer that unlinks it afterwards sees the slot and does
             // not free it until the announcement is gone.
-            (f.take().expect("called once"))(unsafe { &*p })
+            Some((f.take().expect("called once"))(unsafe { &*q }))
         });
         match fast {
-            Ok(r) => r,
-            Err(_) => {
+            Ok(Some(r)) => r,
+            Ok(None) | Err(_) => {
                 let _retired = self.retired.lock();
                 // SAFETY: writers free old values only under this lock; the current one is
                 // freed only by `Drop`, which cannot run while `&self` lives.
@@ -240,6 +247,10 @@ impl<T> Published<T> {
         // no slot announces it.
         retired.push(unsafe { Box::from_raw(old) });
         heavy_fence();
+        if NEVER_FREE.load(Ordering::SeqCst) {
+            retired.drain(..).for_each(std::mem::forget);
+            return;
+        }
         let announced: Vec<*mut ()> = slots()
             .map(|s| s.hazard.load(Ordering::Acquire))
             .filter(|p| !p.is_null())
@@ -291,6 +302,43 @@ mod tests {
         assert_eq!(dropped.load(Ordering::SeqCst), 2);
         drop(p);
         assert_eq!(dropped.load(Ordering::SeqCst), 3);
+    }
+
+    /// A value whose drop is recorded by name.
+    struct Named(&'static str, Arc<parking_lot::Mutex<Vec<&'static str>>>);
+    impl Drop for Named {
+        fn drop(&mut self) {
+            self.1.lock().push(self.0);
+        }
+    }
+
+    #[test]
+    fn a_nested_read_leaves_the_outer_value_protected() {
+        let dropped = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let p = Arc::new(Published::new(Named("x", dropped.clone())));
+        p.read(|x| {
+            p.replace(Named("y", dropped.clone())); // x retired, kept: read here
+            let writer = {
+                let (p, dropped) = (p.clone(), dropped.clone());
+                std::thread::spawn(move || p.replace(Named("z", dropped)))
+            };
+            p.read(|_| {
+                // Another thread publishes while the nested read runs. With one hazard slot
+                // overwritten by the nested read, that publication freed x under the outer
+                // read; a nested read takes the lock instead, so the publication waits for
+                // it. Bounded wait: the publication must not have freed x meanwhile.
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                while !writer.is_finished() && std::time::Instant::now() < until {
+                    std::thread::yield_now();
+                }
+                assert!(!dropped.lock().contains(&"x"), "x freed under a read");
+            });
+            writer.join().unwrap();
+            assert_eq!(x.0, "x");
+            assert!(!dropped.lock().contains(&"x"), "x freed under a read");
+        });
+        p.replace(Named("w", dropped.clone()));
+        assert!(dropped.lock().contains(&"x"), "freed once nobody reads it");
     }
 
     #[test]
