@@ -359,6 +359,21 @@ fn report_failure_knows_our_hosts() {
 
 /// A forked child that drops a balancer it inherited neither panics nor closes the parent's
 /// connections (they are the same sockets).
+/// Runs `child` in a forked child (which leaves with `_exit(0)` when it returns and 1 when it
+/// panics) and returns the child's wait status once it has exited.
+fn in_forked_child(child: impl FnOnce()) -> i32 {
+    // SAFETY: the callers' closures only drop inherited values and leave with _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).is_ok();
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    status
+}
+
 #[test]
 fn a_forked_child_drops_an_inherited_balancer_without_harm() {
     let _l = lock_cluster();
@@ -371,16 +386,11 @@ fn a_forked_child_drops_an_inherited_balancer_without_harm() {
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    // SAFETY: the child only drops the balancer (which, in a child, only checks its pid and
-    // forgets its parts) and leaves with _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork failed");
-    if child == 0 {
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(lb))).is_ok();
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    // The child only drops the balancer (which, in a child, only checks its pid and forgets
+    // its parts); `lb` is its copy (read out of the parent's memory image).
+    let lb_ptr = &raw const lb;
+    // SAFETY: in the child, `lb` is never used again after this read.
+    let status = in_forked_child(|| drop(unsafe { std::ptr::read(lb_ptr) }));
     assert!(
         libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
         "the child's drop failed (status {status})"
@@ -551,19 +561,13 @@ fn a_forked_child_drops_an_inherited_conn_without_closing_the_parents_session() 
         .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
         .get(0);
-    // SAFETY: the child drops the `Conn` during a caught panic and leaves with _exit.
-    let child = unsafe { libc::fork() };
-    assert!(child >= 0, "fork failed");
-    if child == 0 {
-        let mut inherited = Some(conn);
-        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-            let _dropped_while_panicking = inherited.take();
-            panic!("drop the inherited Conn while panicking");
-        }));
-        unsafe { libc::_exit(0) };
-    }
-    let mut status = 0;
-    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    // The child drops its copy of the `Conn` during a panic.
+    let conn_ptr = &raw const conn;
+    let status = in_forked_child(|| {
+        // SAFETY: in the child, `conn` is never used again after this read.
+        let _dropped_while_panicking = unsafe { std::ptr::read(conn_ptr) };
+        panic!("drop the inherited Conn while panicking");
+    });
     assert!(
         libc::WIFEXITED(status),
         "the child did not exit (status {status})"
