@@ -155,7 +155,7 @@ fn main() {
     let (rounds, round, iters) = if quick {
         (2, Duration::from_millis(500), 30)
     } else {
-        (5, Duration::from_secs(3), 300)
+        (5, Duration::from_secs(3), 1000)
     };
     let env = env();
     let _lock = lock_cluster();

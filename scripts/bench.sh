@@ -174,10 +174,10 @@ EOF
   really run at once: read the CPU/wall column (on a shared machine it can be far below the
   thread count, and then neither side is contended).
 - Section 2: dlb's sticky picks at steady state issue no replica query at all; right after a
-  write the first pick asks the round-robin candidate's live checker (a dlb-owned thread and
-  connection per replica: one round trip, no thread started), then the others only if it is
-  behind (the monitor's cache is behind by construction), and the next picks are served from
-  the updated cache.
+  write the first pick checks the round-robin candidate on an idle connection of its live
+  checker, on the caller's thread (one round trip; no thread started or woken), then the
+  others only if it is behind (the monitor's cache is behind by construction), and the next
+  picks are served from the updated cache.
 - Section 3: with Redis each sticky pick is one `GET` round trip on loopback; picks without a
   key never touch Redis.
 - Section 7: on pooled connections TLS costs little (encryption of small messages on
@@ -188,7 +188,11 @@ EOF
 - Section 8 (a): every side runs the same client code (`query_one` of a point `SELECT`, so a
   prepare and an execute: two round trips) on 8 threads; only the way a connection is had
   differs. "Tuned direct pools" is what a caller who hand-tunes r2d2 gets (no test query on
-  checkout, connections opened up front): the baseline dlb's `read_conn` is held against.
+  checkout, connections opened up front): the baseline dlb's `read_conn` is held against,
+  with the same pool sizes. "Client CPU per read" is the bench process's CPU time (all its
+  threads) over its reads: where the time goes on this side of the socket. The last dlb row
+  is not the same client code: `Conn::prepare_cached` keeps the statement prepared on each
+  pooled connection, so a read is one round trip instead of two.
   r2d2's defaults add a test query per checkout. The sticky `read_conn` checks its connection
   in the round trip that proves it has replayed the key's LSN (and rolls back a transaction
   an earlier borrower left open), so it costs one round trip more than the keyless one.
@@ -201,8 +205,11 @@ EOF
 - Section 8 (b): the time from a sticky read's call to a routed answer right after
   `record_lsn` (the cache cannot know the new LSN yet), against the one-query baseline of
   section 2 (c): `read_conn(Some(key))` includes its checkout and the check on the very
-  connection it hands out (one simple-protocol round trip); `pick_replica(Some(key))` asks
-  the live checker of the round-robin candidate (one round trip and two thread wake-ups).
+  connection it hands out (one simple-protocol round trip); `pick_replica(Some(key))` checks
+  the round-robin candidate on an idle connection of its live checker, on the caller's
+  thread (one simple-protocol round trip, no thread wake-up). The baseline makes three round
+  trips (r2d2's test query, then a prepare and an execute); right after a write the replica
+  is busy replaying it, so every round trip here is slower than on an idle replica.
 NOTES
     # The chaos soak's section is not produced here (scripts/soak.sh runs it): kept as it was.
     if [[ -f BENCHMARKS.md ]]; then

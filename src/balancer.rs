@@ -223,12 +223,8 @@ impl Balancer {
     /// As [`Balancer::pick_replica`].
     pub fn pick_replica_with(&self, key: Option<&str>, opts: &PickOptions) -> Result<Route> {
         self.same_process()?;
-        match key {
-            None => self.router.pick(None, opts),
-            Some(_) => counters::timed(&self.counters.sticky_pick_latency, || {
-                self.router.pick(key, opts)
-            }),
-        }
+        // A sticky pick is timed by the router (sharing clock readings with the store read).
+        self.router.pick(key, opts)
     }
 
     /// Picks a replica that has replayed at least `min_lsn` (a causal token the caller carried),

@@ -47,6 +47,11 @@ impl PickOptions {
 
     /// When the budget ends, from now (`None`: no budget, or one too far to represent).
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.budget.and_then(|b| Instant::now().checked_add(b))
+        self.deadline_from(Instant::now())
+    }
+
+    /// The deadline of a call that started at `start`.
+    pub(crate) fn deadline_from(&self, start: Instant) -> Option<Instant> {
+        self.budget.and_then(|b| start.checked_add(b))
     }
 }
