@@ -165,14 +165,15 @@ EOF
 # Notes
 
 - Section 1: a keyless pick announces the snapshot in its thread's hazard slot (a plain store;
-  no fence where `membarrier` is available), advances its stripe's cursor (a load and a
-  store), counts the pick (one atomic increment on its stripe) and clones its stripe's host
-  handle for the returned `Route` (one increment, one decrement when the route is dropped):
-  three atomic read-modify-writes, against four for the baseline (lock, unlock, `Arc` clone and
-  drop). With two threads the mutex is contended while dlb's threads write only to their own
-  stripes, so dlb scales with the threads and the baseline does not — when both threads
-  really run at once: read the CPU/wall column (on a shared machine it can be far below the
-  thread count, and then neither side is contended).
+  no fence where `membarrier` is available), advances its stripe's cursor and counts the pick
+  on its stripe (loads and stores: a thread owns its stripe while it lives, so no atomic
+  read-modify-write is needed), and clones its stripe's host handle for the returned `Route`
+  (one increment, one decrement when the route is dropped): two atomic read-modify-writes,
+  against four for the baseline (lock, unlock, `Arc` clone and drop). With two threads the
+  mutex is contended while dlb's threads write only to their own stripes, so dlb scales with
+  the threads and the baseline does not — when both threads really run at once: read the
+  CPU/wall column (on a shared machine it can be far below the thread count, and then
+  neither side is contended).
 - Section 2: dlb's sticky picks at steady state issue no replica query at all; right after a
   write the first pick checks the round-robin candidate on an idle connection of its live
   checker, on the caller's thread (one round trip; no thread started or woken), then the

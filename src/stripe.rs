@@ -1,32 +1,72 @@
 //! Per-thread striping: hot-path state (round-robin cursors, pick counters, host handles) is
 //! kept once per stripe, each in its own cache line, so threads on different stripes never
 //! write to the same line.
+//!
+//! A thread owns one of the first [`OWNED`] stripes while it lives (claimed on first use,
+//! released when it exits): only its owner writes an owned stripe's counters, so an increment
+//! there is a load and a store, not an atomic read-modify-write, and none is lost. Threads
+//! beyond [`OWNED`] at once (and a thread that is exiting) share the last stripe, where
+//! counters use atomic increments.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam::utils::CachePadded;
 
-/// Stripes of the per-thread counters, cursors and host handles.
-pub(crate) const STRIPES: usize = 16;
+/// Stripes of the per-thread counters, cursors and host handles: [`OWNED`] owned ones and the
+/// shared one.
+pub(crate) const STRIPES: usize = 17;
 
-thread_local! {
-    /// This thread's stripe; `STRIPES` until it first asks.
-    static STRIPE: Cell<usize> = const { Cell::new(STRIPES) };
+/// Stripes a thread can own; stripe `OWNED` is the shared one.
+const OWNED: usize = STRIPES - 1;
+
+/// Which owned stripes a live thread holds.
+static TAKEN: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
+
+/// A thread's stripe, released when the thread exits.
+struct Claim(usize);
+
+impl Claim {
+    fn new() -> Claim {
+        Claim(
+            (0..OWNED)
+                .find(|&i| {
+                    TAKEN[i]
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                })
+                .unwrap_or(OWNED),
+        )
+    }
 }
 
-/// This thread's stripe (threads are spread over the stripes round-robin as they first ask).
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.0 < OWNED {
+            // Release: the next owner's claim (acquire) sees this thread's counts.
+            TAKEN[self.0].store(false, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static STRIPE: Claim = Claim::new();
+}
+
+/// This thread's stripe: one it owns while it lives, or the shared one.
 #[inline]
 pub(crate) fn stripe() -> usize {
-    STRIPE.with(|s| match s.get() {
-        STRIPES => {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let mine = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(mine);
-            mine
-        }
-        mine => mine,
-    })
+    STRIPE.try_with(|c| c.0).unwrap_or(OWNED)
+}
+
+/// Adds one to `c`, a counter of stripe `at` (this thread's): a load and a store on an owned
+/// stripe (only its owner writes it), an atomic increment on the shared one.
+#[inline]
+fn add(c: &AtomicU64, at: usize, n: u64) {
+    if at < OWNED {
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    } else {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 /// A round-robin cursor striped per thread: each thread advances its own stripe, so picks on
@@ -52,8 +92,8 @@ impl StripedCursor {
     }
 
     /// The next position for stripe `i` (this thread's). A load and a store, not an atomic
-    /// increment: only threads sharing a stripe (more than [`STRIPES`] at once) can both get
-    /// the same position, which only bends their round-robin a little.
+    /// increment: only threads sharing the shared stripe (more than [`OWNED`] at once) can both
+    /// get the same position, which only bends their round-robin a little.
     #[inline]
     pub(crate) fn next_at(&self, i: usize) -> usize {
         let c = &self.stripes[i];
@@ -85,7 +125,7 @@ impl<const N: usize> StripedCounters<N> {
     /// Adds one to counter `i` of stripe `at` (this thread's).
     #[inline]
     pub(crate) fn incr_at(&self, at: usize, i: usize) {
-        self.stripes[at][i].fetch_add(1, Ordering::Relaxed);
+        add(&self.stripes[at][i], at, 1);
     }
 
     pub(crate) fn get(&self, i: usize) -> u64 {
@@ -137,10 +177,11 @@ impl StripedHistogram {
     pub(crate) fn observe(&self, d: std::time::Duration) {
         let secs = d.as_secs_f64();
         let i = LATENCY_BUCKETS.partition_point(|&le| le < secs);
-        let cells = &self.stripes[stripe()];
-        cells.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let at = stripe();
+        let cells = &self.stripes[at];
+        add(&cells.buckets[i], at, 1);
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        cells.sum_ns.fetch_add(ns, Ordering::Relaxed);
+        add(&cells.sum_ns, at, ns);
     }
 
     /// The sum over the stripes: cumulative counts per bucket (as Prometheus wants them), the
@@ -174,6 +215,30 @@ impl StripedHistogram {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_exact_with_more_threads_than_owned_stripes_and_thread_churn() {
+        let c = std::sync::Arc::new(StripedCounters::<2>::new());
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(OWNED + 8));
+        for round in 0..3 {
+            // OWNED + 8 threads at once: 8 of them share the shared stripe.
+            let hs: Vec<_> = (0..OWNED + 8)
+                .map(|_| {
+                    let (c, barrier) = (c.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for _ in 0..10_000 {
+                            c.incr(round % 2);
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter().for_each(|t| t.join().unwrap());
+        }
+        // Threads of later rounds took over the stripes of exited ones and kept counting.
+        assert_eq!(c.get(0), 2 * (OWNED as u64 + 8) * 10_000);
+        assert_eq!(c.get(1), (OWNED as u64 + 8) * 10_000);
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative_across_threads() {
