@@ -113,17 +113,18 @@ impl Reader for Pools {
     }
 }
 
-/// CPU time this process got so far (user + system, all threads: the bench's and dlb's).
-fn process_cpu() -> Duration {
+/// CPU time this process got so far (all threads: the bench's and dlb's): user, system.
+fn process_cpu() -> [Duration; 2] {
     // SAFETY: getrusage fills the struct it is given.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    [tv(ru.ru_utime), tv(ru.ru_stime)]
 }
 
-/// Reads/s of `side` with `THREADS` threads for `dur`, and the client's CPU time per read.
-fn throughput(side: &dyn Reader, dur: Duration) -> (f64, Duration) {
+/// Reads/s of `side` with `THREADS` threads for `dur`, and the client's CPU time per read
+/// (user, system).
+fn throughput(side: &dyn Reader, dur: Duration) -> (f64, [Duration; 2]) {
     let stop = AtomicBool::new(false);
     let done = AtomicU64::new(0);
     let cpu = process_cpu();
@@ -146,7 +147,9 @@ fn throughput(side: &dyn Reader, dur: Duration) -> (f64, Duration) {
         stop.store(true, Ordering::Relaxed);
     });
     let reads = done.load(Ordering::Relaxed);
-    let cpu = (process_cpu() - cpu) / u32::try_from(reads.max(1)).unwrap_or(u32::MAX);
+    let n = u32::try_from(reads.max(1)).unwrap_or(u32::MAX);
+    let end = process_cpu();
+    let cpu = [(end[0] - cpu[0]) / n, (end[1] - cpu[1]) / n];
     (reads as f64 / start.elapsed().as_secs_f64(), cpu)
 }
 
@@ -246,9 +249,10 @@ fn main() {
         throughput(side, Duration::from_millis(500));
         let (rate, cpu) = throughput(side, Duration::from_secs(10));
         println!(
-            "{name}: {} reads/s, client CPU per read {}",
+            "{name}: {} reads/s, client CPU per read: user {}, system {}",
             fmt_rate(rate),
-            fmt_dur(cpu)
+            fmt_dur(cpu[0]),
+            fmt_dur(cpu[1])
         );
         return;
     }
@@ -268,7 +272,7 @@ fn main() {
         for i in order {
             let (rate, cpu) = throughput(sides[i].1, round);
             rates[i].push(rate);
-            cpus[i].push(cpu.as_secs_f64());
+            cpus[i].push([cpu[0].as_secs_f64(), cpu[1].as_secs_f64()]);
         }
     }
     println!(
@@ -276,18 +280,23 @@ fn main() {
         round.as_secs_f64()
     );
     println!(
-        "| side | reads/s | ratio vs tuned direct pools | ratio min..max | client CPU per read |"
+        "| side | reads/s | ratio vs tuned direct pools | ratio min..max | client CPU per read: user + system |"
     );
     println!("|---|---:|---:|---:|---:|");
     for (i, (name, _)) in sides.iter().enumerate() {
         let ratios: Vec<f64> = rates[i].iter().zip(&rates[0]).map(|(a, b)| a / b).collect();
+        let cpu = |k: usize| {
+            let v: Vec<f64> = cpus[i].iter().map(|c| c[k]).collect();
+            fmt_dur(Duration::from_secs_f64(median(&v)))
+        };
         println!(
-            "| {name} | {} | {:.2}x | {:.2}..{:.2} | {} |",
+            "| {name} | {} | {:.2}x | {:.2}..{:.2} | {} + {} |",
             fmt_rate(median(&rates[i])),
             median(&ratios),
             min(&ratios),
             max(&ratios),
-            fmt_dur(Duration::from_secs_f64(median(&cpus[i])))
+            cpu(0),
+            cpu(1)
         );
     }
     if pgpool.is_none() {

@@ -190,7 +190,7 @@ EOF
   prepare and an execute: two round trips) on 8 threads; only the way a connection is had
   differs. "Tuned direct pools" is what a caller who hand-tunes r2d2 gets (no test query on
   checkout, connections opened up front): the baseline dlb's `read_conn` is held against,
-  with the same pool sizes. "Client CPU per read" is the bench process's CPU time (all its
+  with the same pool sizes. "Client CPU per read" (user + system) is the bench process's CPU time (all its
   threads) over its reads: where the time goes on this side of the socket. The last dlb row
   is not the same client code: `Conn::prepare_cached` keeps the statement prepared on each
   pooled connection, so a read is one round trip instead of two.
