@@ -71,7 +71,13 @@ impl Checker {
     /// `Some(answer)` (the position, or `None` when the check failed), or `None` without any
     /// I/O when none is idle (then ask the thread). Blocks for one round
     /// trip at most, until `deadline` or the probe deadline, whichever comes first.
+    ///
+    /// On a thread that runs an async runtime (a tokio worker) it does nothing: driving the
+    /// connection's own runtime there would panic. The checker's thread answers instead.
     pub(crate) fn check_here(&self, host: &Host, deadline: Instant) -> Option<Option<Lsn>> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
         let mut conn = self.conn.try_lock()?.pop()?;
         let lsn = check(host, &mut conn, Some(deadline));
         if lsn.is_some() {

@@ -338,3 +338,48 @@ fn memory_store_huge_ttls() {
     let _l = lock_cluster();
     protection::huge_ttls(&LsnStoreConfig::Memory {});
 }
+
+/// An async caller's sticky picks after writes (live checks) on a tokio worker: the check on
+/// the caller's thread drives a connection's runtime, which would panic there ("Cannot start a
+/// runtime from within a runtime"); the checker's thread answers instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_picks_with_live_checks_on_a_tokio_worker() {
+    const TABLE: &str = "dlb_test_sticky_async";
+    let lock = tokio::task::block_in_place(lock_cluster);
+    let lb = tokio::task::block_in_place(|| {
+        let lb = Balancer::new(config().build().unwrap()).unwrap();
+        wait_healthy(&lb, 2);
+        setup_table(&lb, TABLE);
+        lb
+    });
+    let checks = |lb: &Balancer| {
+        let text = lb.metrics_text();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("dlb_live_lsn_checks_total "))
+            .unwrap()
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+    };
+    let before = checks(&lb);
+    for id in 0..5 {
+        tokio::task::block_in_place(|| {
+            insert_row(&lb, TABLE, id, "async");
+            lb.record_lsn("async").unwrap();
+        });
+        // On the worker itself, as an async caller that does not know a pick may block.
+        let r = lb.pick_replica(Some("async")).unwrap();
+        assert!(
+            matches!(
+                r.reason(),
+                Reason::CaughtUpLive | Reason::CaughtUpCached | Reason::NotCaughtUp
+            ),
+            "{r}"
+        );
+    }
+    assert!(checks(&lb) > before, "no live check ran");
+    tokio::task::block_in_place(move || {
+        drop(lb);
+        drop(lock);
+    });
+}
