@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::*;
-use dlb::{Balancer, Config, ConnectivityConfig, Reason};
+use dlb::{Balancer, Config, Reason};
 
 /// Picks per thread for dlb in one measurement.
 const DLB_ITERS: u64 = 20_000_000;
@@ -39,18 +39,10 @@ fn main() {
 
     let env = env();
     let _lock = lock_cluster();
-    // The bench saturates both cores on purpose: a probe may then miss the default 100 ms
-    // deadline and take a replica out for a second (a run in CI lost 8% of its picks to the
-    // primary that way). What is measured here is the pick, not the health rules, so the
-    // probes get a generous deadline and three chances.
-    let mut connectivity = ConnectivityConfig::default();
-    connectivity.failure_threshold = 3;
-    let config = Config::builder(env.primary.clone())
-        .replica_hosts(env.replicas.clone())
-        .probe_timeout(Duration::from_secs(2))
-        .connectivity(connectivity)
-        .build()
-        .expect("bench config");
+    let config =
+        tolerant_probes(Config::builder(env.primary.clone()).replica_hosts(env.replicas.clone()))
+            .build()
+            .expect("bench config");
     let lb = Balancer::new(config).expect("balancer");
     wait_healthy(&lb, env.replicas.len());
 

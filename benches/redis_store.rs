@@ -65,11 +65,12 @@ fn main() {
     let mut sides: Vec<Side> = stores
         .into_iter()
         .map(|(name, store)| {
-            let config = Config::builder(env.primary.clone())
-                .replica_hosts(env.replicas.clone())
-                .lsn_store(store)
-                .build()
-                .expect("bench config");
+            let config = tolerant_probes(
+                Config::builder(env.primary.clone()).replica_hosts(env.replicas.clone()),
+            )
+            .lsn_store(store)
+            .build()
+            .expect("bench config");
             let lb = Balancer::new(config).expect("balancer");
             wait_healthy(&lb, env.replicas.len());
             lb.record_lsn_value(KEY, Lsn::from_u64(1)).expect("record");

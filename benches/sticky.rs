@@ -58,10 +58,10 @@ fn main() {
     let env = env();
     let _lock = lock_cluster();
     resume_replays();
-    let config = Config::builder(env.primary.clone())
-        .replica_hosts(env.replicas.clone())
-        .build()
-        .expect("bench config");
+    let config =
+        tolerant_probes(Config::builder(env.primary.clone()).replica_hosts(env.replicas.clone()))
+            .build()
+            .expect("bench config");
     let lb = Balancer::new(config).expect("balancer");
     wait_healthy(&lb, env.replicas.len());
     let gitlab = GitLabStyle::new(env);
