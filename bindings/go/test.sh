@@ -86,6 +86,11 @@ fi
 # What a user of the installed copy sets: pkg-config's search path, and the loader's for a
 # prefix it does not search.
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib"
+# Go's build cache is not keyed on pkg-config's output (seen with Go 1.19): the binding
+# compiled by an earlier run of this script, from the same checkout, kept that run's -L (a
+# temporary prefix deleted since) and the link failed, "cannot find -ldlb". CGO_CFLAGS is part
+# of the key: naming this run's prefix there compiles the binding anew (the rest stays cached).
+export CGO_CFLAGS="${CGO_CFLAGS:--g -O2} -I$PREFIX/include"
 soname=$(readelf -d "$PREFIX/lib/libdlb.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 [[ $soname == libdlb.so.0 ]] || die "installed libdlb.so has SONAME '$soname', expected libdlb.so.0"
 # loads_installed BINARY: the binary loads libdlb.so.0 from the prefix.
@@ -168,7 +173,9 @@ import (
 
 func main() { fmt.Println("dlb", dlb.Version()) }
 GO
-(cd "$TMP/outside" && env -i PATH="$PATH" HOME="${HOME:-$TMP}" GOCACHE="$(go env GOCACHE)" \
+# A cache of its own: only PKG_CONFIG_PATH distinguishes this build from the same one in an
+# earlier run (see CGO_CFLAGS above).
+(cd "$TMP/outside" && env -i PATH="$PATH" HOME="${HOME:-$TMP}" GOCACHE="$TMP/outside-cache" \
     GOFLAGS=-mod=mod GOPROXY=off PKG_CONFIG_PATH="$PKG_CONFIG_PATH" go build -o outside .)
 loads_installed "$TMP/outside/outside"
 got=$("$TMP/outside/outside")
