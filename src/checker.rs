@@ -108,6 +108,10 @@ fn ask(host: &Host, slot: &Slot) -> Option<Lsn> {
             let mut c = host.connect_monitoring().ok()?;
             let rows = c.query(&format!("SELECT {IDENTITY_COLUMNS}")).ok()?;
             let tag = ServerIdentity::from_text_row(rows.first()?, 0).ok()?.tag();
+            // As the pools' new connections do: one that reached another server than the
+            // probed one makes the monitor reconnect its probe at its next check (an app that
+            // only hands out DSNs has no pooled connections to notice a re-pointed address).
+            host.identity_log.record(tag, Instant::now());
             (c, tag)
         }
     };

@@ -62,7 +62,7 @@ pub(crate) struct Host {
     /// across I/O).
     probe_conn: Mutex<Option<(ProbeConn, u32)>>,
     probe_in_flight: AtomicBool,
-    /// The identities reached by new connections (pooled and monitoring).
+    /// The identities reached by new connections (pooled, monitoring and live checkers).
     pub(crate) identity_log: Arc<IdentityLog>,
     /// Tag of the server identity the last probe saw ([`crate::identity::ServerIdentity::tag`]);
     /// 0 when unknown. The cached replay LSN describes this server only.
@@ -70,6 +70,11 @@ pub(crate) struct Host {
     /// Last known replay LSN (replicas) of the server tagged `identity`, as a `u64`; 0 when
     /// unknown.
     replay_lsn: AtomicU64,
+    /// Held by whoever writes `identity` or `replay_lsn` (the monitor, live checks; memory
+    /// only, never across I/O; picks only read): a live check's position and a new identity
+    /// cannot interleave, so the cache never holds one server's position under another's
+    /// identity, not even for an instant.
+    cache_writer: Mutex<()>,
     /// When a caller last reported a failure, in nanoseconds since [`epoch`]; 0 if never.
     reported_at: AtomicU64,
     /// Pooled connections idle or unchecked for longer than this are checked on checkout
@@ -242,6 +247,7 @@ impl Host {
             identity_log,
             identity: AtomicU64::new(0),
             replay_lsn: AtomicU64::new(0),
+            cache_writer: Mutex::new(()),
             reported_at: AtomicU64::new(0),
             // The primary's connections are checked on every checkout: a write must never
             // land in a transaction another caller left open.
@@ -288,6 +294,12 @@ impl Host {
     /// replacement, a re-pointed name), the cached replay LSN is forgotten at once. Returns
     /// whether it changed.
     pub(crate) fn set_identity(&self, tag: u64) -> bool {
+        let _w = self.cache_writer.lock();
+        self.set_identity_locked(tag)
+    }
+
+    /// [`Host::set_identity`] under `cache_writer`.
+    fn set_identity_locked(&self, tag: u64) -> bool {
         let old = self.identity.swap(tag, Ordering::AcqRel);
         if old != tag {
             self.forget_replay_lsn();
@@ -297,6 +309,7 @@ impl Host {
 
     /// Forgets the cached replay LSN and the identity it belongs to (a failed probe).
     pub(crate) fn forget(&self) {
+        let _w = self.cache_writer.lock();
         self.identity.store(0, Ordering::Release);
         self.forget_replay_lsn();
     }
@@ -308,25 +321,23 @@ impl Host {
     /// Sets the cached replay LSN from a monitor probe of the server tagged `tag`
     /// (authoritative).
     pub(crate) fn set_replay_lsn(&self, tag: u64, lsn: Lsn) {
-        self.set_identity(tag);
+        let _w = self.cache_writer.lock();
+        self.set_identity_locked(tag);
         self.replay_lsn.store(lsn.as_u64(), Ordering::Release);
-        if self.identity_tag() != tag {
-            self.forget_replay_lsn(); // the identity changed meanwhile
-        }
     }
 
     /// Raises the cached replay LSN (never lowers it) with what a live check on a connection
     /// to the server tagged `tag` saw; ignored when that is not the server the cache describes.
     /// Returns whether it counted.
     pub(crate) fn observe_replay_lsn(&self, tag: u64, lsn: Lsn) -> bool {
-        if tag == 0 || self.identity_tag() != tag {
+        if tag == 0 {
+            return false;
+        }
+        let _w = self.cache_writer.lock();
+        if self.identity_tag() != tag {
             return false;
         }
         self.replay_lsn.fetch_max(lsn.as_u64(), Ordering::AcqRel);
-        if self.identity_tag() != tag {
-            self.forget_replay_lsn(); // the identity changed meanwhile
-            return false;
-        }
         true
     }
 
