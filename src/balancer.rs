@@ -19,17 +19,17 @@ use log::{info, warn};
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
-use crate::connection::check_replay;
 use crate::counters::{self, Counters};
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
 use crate::events::{EventCallback, HostEvent};
-use crate::host::{Host, PooledClient, StripedHost};
 use crate::labels::{Reason, Role, StoreOp};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
+use crate::server::connection::check_replay;
+use crate::server::host::{Host, PooledClient, StripedHost};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
@@ -55,7 +55,7 @@ pub struct Balancer {
     monitor: MonitorThread,
     /// The process that made it (see the fork note on [`Balancer`]).
     pid: u32,
-    /// [`crate::fork::generation`] when it was made.
+    /// [`crate::sync::fork::generation`] when it was made.
     forks: u64,
 }
 
@@ -108,8 +108,8 @@ impl Balancer {
     /// # Errors
     /// [`Error::Config`] naming the offending field.
     pub fn with_store(config: Config, store: Arc<dyn LsnStore>) -> Result<Balancer> {
-        let forks = crate::fork::generation();
-        crate::fork::make_room_in_parking_table();
+        let forks = crate::sync::fork::generation();
+        crate::sync::fork::make_room_in_parking_table();
         let resolved = config.resolve()?;
         // One scheduler for every replica pool's background connection work, not 3 threads
         // per host, and one of its own for the primary's pool: a connect that hangs (a replica
@@ -527,7 +527,7 @@ impl Balancer {
     /// [`Error::Forked`] in a process that did not make this balancer (a child after `fork`).
     #[inline]
     fn same_process(&self) -> Result<()> {
-        if crate::fork::generation() == self.forks {
+        if crate::sync::fork::generation() == self.forks {
             Ok(())
         } else {
             Err(Error::Forked {
@@ -660,7 +660,7 @@ pub struct Conn {
     route: Route,
     /// Dropped by `Conn`'s drop, except in a forked child (see there).
     client: ManuallyDrop<PooledClient>,
-    /// [`crate::fork::generation`] where it was made.
+    /// [`crate::sync::fork::generation`] where it was made.
     forks: u64,
     router: Weak<Router>,
 }
@@ -670,7 +670,7 @@ impl Drop for Conn {
     /// replica). In a forked child it is leaked instead: its socket is the parent's too (closing
     /// it would end the parent's session), and the pool's lock may have been held at the fork.
     fn drop(&mut self) {
-        if crate::fork::generation() != self.forks {
+        if crate::sync::fork::generation() != self.forks {
             return;
         }
         let c = &mut *self.client;

@@ -1,5 +1,5 @@
 //! The counters of a balancer (rendered by [`crate::observability`]). Pick counters and the
-//! latency histograms sit on the hot path, so they are striped per thread ([`crate::stripe`])
+//! latency histograms sit on the hot path, so they are striped per thread ([`crate::sync::stripe`])
 //! and summed when read; the rest are plain relaxed atomics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,7 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::labels::{QuarantineReason, Reason, Role, StoreOp};
-use crate::stripe::{StripedCounters, StripedHistogram};
+use crate::sync::stripe::{StripedCounters, StripedHistogram};
 
 /// Declares the plain counters once: the atomic fields of [`Counters`], the public fields of
 /// [`CounterValues`] (documented with the metric's help text) and the metric name of each.

@@ -368,7 +368,7 @@ impl Dsn {
     /// A driver configuration for this DSN's first host (TCP or Unix socket), with every
     /// setting the driver knows: tokio-postgres's, which the sync `postgres` driver's converts
     /// from (`postgres::Config::from`). TLS settings (`ssl*`) are not the driver's: see
-    /// [`crate::tls`] where supported.
+    /// [`crate::server::tls`] where supported.
     ///
     /// # Errors
     /// A message naming the keyword whose value the driver cannot take.

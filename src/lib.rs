@@ -32,9 +32,7 @@
 )]
 
 mod balancer;
-mod checker;
 mod config;
-mod connection;
 mod counters;
 mod discovery;
 mod dsn;
@@ -42,18 +40,16 @@ mod error;
 mod events;
 #[doc(hidden)]
 pub mod ffi;
-mod fork;
 mod health;
-mod host;
-mod identity;
 mod labels;
 mod lsn;
 mod monitor;
 mod observability;
 mod redact;
 mod routing;
+mod server;
 mod sticking;
-mod stripe;
+mod sync;
 // Test-only C entry points (`ffi-tests/`), outside `ffi/` so that cbindgen does not put them
 // in the header, and compiled only with the `ffi-test-hooks` feature.
 #[cfg(feature = "ffi-test-hooks")]
@@ -63,14 +59,12 @@ pub mod test_hooks;
 // Property tests (fuzzing) of the crate-private parsers.
 #[cfg(test)]
 mod fuzz_tests;
-mod tls;
 
 pub use balancer::{Balancer, Conn};
 pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
     MAX_KEY_LEN, MetricsConfig, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,
 };
-pub use connection::STATEMENT_CACHE_SIZE;
 pub use counters::CounterValues;
 pub use dsn::HostPort;
 pub use error::{Error, Result};
@@ -82,5 +76,6 @@ pub use observability::{
     ReasonCount, ReplicaMetrics, ReplicaStatus, STATUS_VERSION, Status,
 };
 pub use routing::{PickOptions, Route};
+pub use server::connection::STATEMENT_CACHE_SIZE;
 pub use sticking::{LsnStore, MAX_TTL, MAX_VERBATIM_KEY, MemoryStore, Recorded, RedisStore};
-pub use stripe::LATENCY_BUCKETS;
+pub use sync::stripe::LATENCY_BUCKETS;

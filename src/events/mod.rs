@@ -9,8 +9,6 @@
 //! threads. The queue never blocks the monitor: when it is full the oldest event is dropped,
 //! and the next event taken says how many were ([`HostEvent::dropped`]).
 
-pub(crate) mod queue;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,9 +16,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use self::queue::Queue;
 use crate::labels::{Health, Role};
 use crate::routing::Snapshot;
+use crate::sync::queue::Queue;
 
 /// How many events a balancer's queue holds before it drops the oldest.
 pub const EVENT_QUEUE_CAPACITY: usize = 1024;
@@ -192,7 +190,7 @@ pub(crate) fn diff(old: &Snapshot, new: &Snapshot) -> Vec<HostEvent> {
             _ => {}
         }
     }
-    let gone = |kind, host: &crate::host::Host| HostEvent {
+    let gone = |kind, host: &crate::server::host::Host| HostEvent {
         event: kind,
         host_id: host.id,
         addr: host.addr.clone(),
@@ -230,10 +228,10 @@ mod tests {
     use crate::config::Config;
     use crate::dsn::Dsn;
     use crate::health::Lag;
-    use crate::host::Host;
-    use crate::identity::ServerIdentity;
     use crate::labels::QuarantineReason;
     use crate::routing::ReplicaState;
+    use crate::server::host::Host;
+    use crate::server::identity::ServerIdentity;
 
     /// A host whose pool connects lazily: nothing here touches the network.
     fn host(port: u16) -> Arc<Host> {

@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use super::boundary::OutStr;
 use super::error::Failure;
 use super::status::{LB_ERR_INVALID_ARGUMENT, LB_ERR_LOGGER_UNAVAILABLE, lb_status};
-use crate::events::queue::Queue;
+use crate::sync::queue::Queue;
 
 /// Log level filter: nothing.
 pub const LB_LOG_OFF: u32 = 0;

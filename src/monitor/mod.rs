@@ -7,7 +7,6 @@
 //! [`Router::publish`] and [`Router::take_refresh_request`]. Its thread holds a `Weak`
 //! reference to the router and exits when the balancer is dropped (or stops it).
 
-pub(crate) mod conn;
 mod probe;
 
 use std::sync::{Arc, Weak};
@@ -25,10 +24,10 @@ use crate::dsn::{Dsn, HostPort};
 use crate::health::policy::PrimaryView;
 use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Observation, Policy, ReplicaHealth};
-use crate::host::{Host, StripedHost};
-use crate::identity::{self, ServerIdentity};
 use crate::labels::{PrimaryState, QuarantineReason, Role};
 use crate::routing::{ReplicaState, Router, Snapshot};
+use crate::server::host::{Host, StripedHost};
+use crate::server::identity::{self, ServerIdentity};
 use crate::sticking::LsnStore;
 
 /// An address whose new connections changed server twice within this many check intervals

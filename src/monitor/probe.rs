@@ -10,14 +10,14 @@ use log::warn;
 
 use postgres::SimpleQueryRow;
 
-use super::conn::ProbeConn;
 use crate::counters::Counters;
 use crate::health::Observation;
-use crate::host::Host;
-use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::labels::{QuarantineReason, Role};
 use crate::lsn::Lsn;
-use crate::stripe::StripedHistogram;
+use crate::server::host::Host;
+use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
+use crate::server::probe_conn::ProbeConn;
+use crate::sync::stripe::StripedHistogram;
 
 /// Said of a host whose previous probe is still running.
 const STILL_RUNNING: &str = "previous probe still running";

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Status;
 use crate::counters::{CounterValues, Counters};
 use crate::labels::{PrimaryState, QuarantineReason, Reason, Role, StoreOp};
-use crate::stripe::{LATENCY_BUCKETS, StripedHistogram};
+use crate::sync::stripe::{LATENCY_BUCKETS, StripedHistogram};
 
 /// The version of the metrics JSON (`lb_metrics_json`, [`Metrics::to_json`]); it grows when
 /// fields are added. A field is never removed or changes meaning within a major version.

@@ -4,9 +4,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::host::Host;
 use crate::labels::{Health, Overall, PrimaryState};
 use crate::routing::{Router, Server};
+use crate::server::host::Host;
 
 /// The version of the status JSON ([`Status::version`]). It grows when fields are added
 /// (2: `version`, `status`, `primary_state`, `primary_error`, `last_check_at`,

@@ -1,7 +1,7 @@
 //! Routing: where a read goes. This is the only code on the pick path.
 //!
 //! A [`Router`] holds the current [`Snapshot`] of the replicas (published whole by the monitor
-//! after every check, read through a hazard slot ([`published`]): no lock), a round-robin cursor striped
+//! after every check, read through a hazard slot ([`crate::sync::published`]): no lock), a round-robin cursor striped
 //! per thread, and the primary. A pick:
 //!
 //! 1. without a key: round-robin over the healthy replicas ([`Reason::RoundRobin`]), or the
@@ -16,7 +16,6 @@
 //! snapshot) and [`Router::take_refresh_request`] (whether a caller reported a failure).
 
 mod options;
-mod published;
 mod route;
 mod snapshot;
 mod sticky;
@@ -30,19 +29,19 @@ use log::debug;
 use parking_lot::Mutex;
 
 pub use self::options::PickOptions;
-use self::published::Published;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::{self, Counters};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
-use crate::host::{Host, HostHandle, StripedHost, nanos_since_epoch};
 pub use crate::labels::Reason;
 use crate::labels::StoreOp;
 use crate::lsn::Lsn;
+use crate::server::host::{Host, HostHandle, StripedHost, nanos_since_epoch};
 use crate::sticking::{LsnStore, Recorded, check_key};
-use crate::stripe::{StripedCursor, stripe};
+use crate::sync::published::Published;
+use crate::sync::stripe::{StripedCursor, stripe};
 
 /// Cached replay positions are trusted for this many check intervals after the snapshot that
 /// holds them (then sticky picks check live, or go to the primary).
@@ -452,7 +451,7 @@ impl Router {
     // ---- Readers.
 
     /// Runs `f` on the current snapshot: no lock, no atomic read-modify-write (see
-    /// [`published`]).
+    /// [`crate::sync::published`]).
     #[inline]
     pub(crate) fn with_snapshot<R>(&self, f: impl FnOnce(&Snapshot) -> R) -> R {
         self.snapshot.read(f)

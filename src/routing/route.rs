@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::host::HostHandle;
 use crate::labels::{Reason, Role};
 use crate::lsn::Lsn;
+use crate::server::host::HostHandle;
 
 /// Where to send a query, and why. Cheap to clone.
 ///

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use crate::health::{Health, Lag};
-use crate::host::{Host, StripedHost};
-use crate::identity::ServerIdentity;
 use crate::labels::PrimaryState;
 use crate::lsn::Lsn;
+use crate::server::host::{Host, StripedHost};
+use crate::server::identity::ServerIdentity;
 
 /// Who answered a host's last probe, and its timeline.
 pub(crate) type Server = Option<(ServerIdentity, Option<u32>)>;

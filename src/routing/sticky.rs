@@ -8,9 +8,9 @@ use crossbeam::channel;
 
 use super::Snapshot;
 use crate::counters::Counters;
-use crate::host::{HostHandle, StripedHost};
 use crate::lsn::Lsn;
-use crate::stripe::StripedCursor;
+use crate::server::host::{HostHandle, StripedHost};
+use crate::sync::stripe::StripedCursor;
 
 /// First healthy replica, in round-robin order, whose cached replay LSN is at least `min`.
 /// No I/O.
@@ -26,7 +26,7 @@ pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<A
         .map(|h| h.handle())
 }
 
-/// Asks the candidates' live checkers ([`crate::checker`]) for their replay positions: the
+/// Asks the candidates' live checkers ([`crate::server::checker`]) for their replay positions: the
 /// first (the round-robin candidate) alone, on the caller's thread when its checker's
 /// connection is idle, then, when it has not reached `min`, the others in parallel on their
 /// checkers' threads. Returns the first that has reached `min` before `deadline`; every answer

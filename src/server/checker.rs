@@ -21,10 +21,10 @@ use std::time::Instant;
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::host::Host;
-use crate::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::lsn::Lsn;
-use crate::monitor::conn::ProbeConn;
+use crate::server::host::Host;
+use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
+use crate::server::probe_conn::ProbeConn;
 
 /// A question: where to send the answer, and under which index.
 type Question = (usize, Sender<(usize, Option<Lsn>)>);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use crate::tls::{Attempt, PgTls};
+use crate::server::tls::{Attempt, PgTls};
 
 /// A monitoring connection. Every call blocks at most for its timeout.
 pub(crate) struct ProbeConn {

@@ -10,17 +10,17 @@ use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
 use scheduled_thread_pool::ScheduledThreadPool;
 
-use crate::checker::Checker;
 use crate::config::Config;
-use crate::connection::PgManager;
 use crate::dsn::Dsn;
 use crate::error::{Error, Result};
-use crate::identity::IdentityLog;
 use crate::labels::Role;
 use crate::lsn::Lsn;
-use crate::monitor::conn::ProbeConn;
-use crate::stripe::{STRIPES, stripe};
-use crate::tls::{PgTls, TlsSettings};
+use crate::server::checker::Checker;
+use crate::server::connection::PgManager;
+use crate::server::identity::IdentityLog;
+use crate::server::probe_conn::ProbeConn;
+use crate::server::tls::{PgTls, TlsSettings};
+use crate::sync::stripe::{STRIPES, stripe};
 
 /// The r2d2 pool type dlb uses for every host.
 pub(crate) type PgPool = r2d2::Pool<PgManager>;
@@ -64,7 +64,7 @@ pub(crate) struct Host {
     probe_in_flight: AtomicBool,
     /// The identities reached by new connections (pooled, monitoring and live checkers).
     pub(crate) identity_log: Arc<IdentityLog>,
-    /// Tag of the server identity the last probe saw ([`crate::identity::ServerIdentity::tag`]);
+    /// Tag of the server identity the last probe saw ([`crate::server::identity::ServerIdentity::tag`]);
     /// 0 when unknown. The cached replay LSN describes this server only.
     identity: AtomicU64,
     /// Last known replay LSN (replicas) of the server tagged `identity`, as a `u64`; 0 when
@@ -403,7 +403,7 @@ impl Host {
 
     /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection
     /// idle or unchecked for longer than `pool.check_idle_after_ms` (every connection of the
-    /// primary) is checked first ([`crate::connection::check`], one round trip); one that
+    /// primary) is checked first ([`crate::server::connection::check`], one round trip); one that
     /// fails it is discarded and another taken, within the same `timeout`.
     pub(crate) fn checkout(&self, timeout: Duration) -> Result<PooledClient> {
         let deadline = Instant::now() + timeout;
@@ -418,7 +418,7 @@ impl Host {
                 conn.last_used = now;
                 return Ok(conn);
             }
-            match crate::connection::check(&mut conn) {
+            match crate::server::connection::check(&mut conn) {
                 Ok(()) => {
                     conn.last_used = now;
                     return Ok(conn);

@@ -7,7 +7,7 @@
 //! The check ([`check`]: one simple-protocol round trip) tells whether the connection works
 //! and whether the previous borrower left a transaction open: such a connection is rolled back
 //! before it is handed out, so no caller reads through someone else's old snapshot. It does not
-//! run on every checkout (r2d2's `test_on_check_out` is off): [`crate::host::Host::checkout`]
+//! run on every checkout (r2d2's `test_on_check_out` is off): [`crate::server::host::Host::checkout`]
 //! runs it on the primary's connections, on connections idle or unchecked for longer than
 //! `pool.check_idle_after_ms`, and a sticky `read_conn` runs it together with the replay
 //! position it needs ([`check_replay`]), on the very connection that serves the read.
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use postgres::SimpleQueryMessage;
 
-use crate::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
 use crate::lsn::Lsn;
-use crate::tls::{ConnectError, PgTls};
+use crate::server::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
+use crate::server::tls::{ConnectError, PgTls};
 
 /// A pooled PostgreSQL connection and the server it reached.
 pub(crate) struct PgConn {
