@@ -23,12 +23,13 @@ use crate::counters::{self, Counters};
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
 use crate::events::{EventCallback, HostEvent};
+use crate::freshness::{self, Requirement};
 use crate::labels::{Reason, Role, StoreOp};
 use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread};
 use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
-use crate::server::connection::check_replay;
+use crate::server::connection::{check_replay, primary_timeline_column};
 use crate::server::host::{Host, PooledClient, StripedHost};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
 
@@ -270,10 +271,7 @@ impl Balancer {
         self.same_process()?;
         match self.router.plan(key, &PickOptions::default(), None)? {
             Plan::Route(route) => self.read_on(route),
-            Plan::Live {
-                min_lsn,
-                candidates,
-            } => self.read_live(min_lsn, &candidates),
+            Plan::Live { req, candidates } => self.read_live(req, &candidates),
         }
     }
 
@@ -294,7 +292,7 @@ impl Balancer {
     /// very connection that will serve the read (one round trip), on the round-robin candidate
     /// first, then on the others, within `sticky_check_budget_ms`; then the primary (or the
     /// error, under the `"error"` policy).
-    fn read_live(&self, min: Lsn, candidates: &[Arc<StripedHost>]) -> Result<Conn> {
+    fn read_live(&self, req: Requirement, candidates: &[Arc<StripedHost>]) -> Result<Conn> {
         let deadline = Instant::now() + self.router.sticky_check_budget();
         for host in candidates {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -318,14 +316,17 @@ impl Balancer {
                 check_replay(&mut client)
             });
             match checked {
-                Ok(Some(lsn)) if lsn >= min => {
-                    host.observe_replay_lsn(client.identity_tag(), lsn);
+                Ok(Some(pos)) if freshness::proves(pos, req) => {
+                    host.observe_replay(client.identity_tag(), pos);
                     let route = self
                         .router
-                        .sticky_route(host.handle(), Reason::CaughtUpLive, min);
+                        .sticky_route(host.handle(), Reason::CaughtUpLive, req);
                     return Ok(self.conn(route, client));
                 }
-                Ok(_) => {}
+                Ok(Some(pos)) => {
+                    host.observe_replay(client.identity_tag(), pos);
+                }
+                Ok(None) => {}
                 Err(e) => {
                     client.discard = true;
                     warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
@@ -333,7 +334,7 @@ impl Balancer {
                 }
             }
         }
-        let route = self.router.not_caught_up(min)?;
+        let route = self.router.not_caught_up(req.lsn)?;
         self.checkout(route, self.checkout_timeout())
     }
 
@@ -382,8 +383,11 @@ impl Balancer {
         let mut conn = self.write_conn()?;
         let row = conn
             .query_one(
-                "SELECT pg_current_wal_insert_lsn()::text, \
-                 (SELECT system_identifier FROM pg_control_system())::text",
+                concat!(
+                    "SELECT pg_current_wal_insert_lsn()::text, \
+                     (SELECT system_identifier FROM pg_control_system())::text, ",
+                    primary_timeline_column!()
+                ),
                 &[],
             )
             .map_err(|e| Error::Query {
@@ -399,6 +403,14 @@ impl Balancer {
             .map(|v| v as u64);
         if let Some(system) = system {
             self.router.set_primary_system(system);
+        }
+        // And to its timeline: a timeline the monitor has not seen yet (a failover) stops
+        // positions of the old one from proving anything at once, and wakes the monitor.
+        if let Some(timeline) = row
+            .get::<_, Option<i64>>(2)
+            .and_then(|t| u32::try_from(t).ok())
+        {
+            self.router.set_primary_timeline(timeline);
         }
         let stored =
             routing::store_key(system.unwrap_or_else(|| self.router.primary_system()), key);
@@ -553,19 +565,19 @@ impl Balancer {
             let route = self.router.primary_route(Reason::ReplicaUnavailable);
             return self.checkout(route, self.checkout_timeout());
         }
-        let Some(min) = conn.route.min_lsn else {
+        let Some(req) = conn.route.requirement else {
             return Ok(conn);
         };
         match check_replay(&mut conn.client) {
-            Ok(Some(lsn)) if lsn >= min => {
+            Ok(Some(pos)) if freshness::proves(pos, req) => {
                 conn.route
                     .host
-                    .observe_replay_lsn(conn.client.identity_tag(), lsn);
+                    .observe_replay(conn.client.identity_tag(), pos);
                 Ok(conn)
             }
             Ok(_) => {
                 drop(conn);
-                let route = self.router.not_caught_up(min)?;
+                let route = self.router.not_caught_up(req.lsn)?;
                 self.checkout(route, self.checkout_timeout())
             }
             Err(e) => {

@@ -40,6 +40,7 @@ mod error;
 mod events;
 #[doc(hidden)]
 pub mod ffi;
+mod freshness;
 mod health;
 mod labels;
 mod lsn;

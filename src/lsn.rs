@@ -82,6 +82,18 @@ impl FromStr for Lsn {
     }
 }
 
+/// What a standby was seen to have replayed: its replay LSN and the timeline it receives (or,
+/// with no WAL receiver running, the timeline of its last restart point). Positions of two
+/// timelines are not comparable: after a failover, a standby left on the old timeline may have
+/// replayed past every position of the new one (see `crate::freshness`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Position {
+    /// `pg_last_wal_replay_lsn()`.
+    pub(crate) lsn: Lsn,
+    /// The timeline of that WAL; 0 when unknown.
+    pub(crate) timeline: u32,
+}
+
 /// Keeps error messages bounded when a caller hands us a huge string.
 pub(crate) fn truncate_for_message(s: &str) -> String {
     const MAX: usize = 64;

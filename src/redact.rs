@@ -44,6 +44,31 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// Longest text from a server or a peer that dlb passes on (into an error, the status, an
+/// event or a log record), in bytes: longer text is cut at a character boundary and marked.
+pub(crate) const MAX_PEER_TEXT: usize = 512;
+
+/// `text` from a server or a peer, made safe to pass on: at most [`MAX_PEER_TEXT`] bytes (then
+/// `…[cut]`), control characters (ESC, newlines, …) escaped as `\u{..}`, so that a hostile
+/// server can neither flood a log nor forge its lines or drive a terminal.
+pub(crate) fn bounded(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_PEER_TEXT) + 8);
+    for c in text.chars() {
+        let before = out.len();
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+        if out.len() > MAX_PEER_TEXT {
+            out.truncate(before);
+            out.push_str("…[cut]");
+            break;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +85,17 @@ mod tests {
         ] {
             assert_eq!(redact_url(url), want, "{url}");
         }
+    }
+
+    #[test]
+    fn peer_text_is_bounded_and_control_characters_escaped() {
+        assert_eq!(bounded("plain"), "plain");
+        assert_eq!(bounded("a\nb\x1b[31mc"), "a\\u{a}b\\u{1b}[31mc");
+        let long = "é".repeat(4 * MAX_PEER_TEXT);
+        let cut = bounded(&long);
+        assert!(cut.len() <= MAX_PEER_TEXT + "…[cut]".len(), "{}", cut.len());
+        assert!(cut.ends_with("…[cut]"));
+        assert!(cut.starts_with("éé"));
     }
 
     #[test]

@@ -425,6 +425,138 @@ fn a_standby_left_on_the_old_timeline_is_never_read() {
     assert_eq!(replica_status(&lb, b_addr).reason, Some("diverged"));
 }
 
+/// The `host:port` of a key=value DSN.
+fn addr_of(dsn: &str) -> String {
+    let get = |k: &str| {
+        dsn.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")[..]))
+            .unwrap_or_default()
+            .to_string()
+    };
+    format!("{}:{}", get("host"), get("port"))
+}
+
+/// E: a failover while the balancer runs, as a fleet meets it. The balancer serves through an
+/// address of cluster 2's primary (a proxy: the DNS name or VIP a fleet uses) with standbys A
+/// and B. A is promoted (timeline 2) while the old primary goes on writing: 100 rows A never
+/// gets, and WAL far past A's position, all replayed by B on timeline 1. Then the address is
+/// re-pointed to A and the old primary's sessions are cut. B's cached position is far ahead of
+/// every position A writes. Every write → `record_lsn` → read right after the switch, through
+/// the handed-out DSN (`pick_replica(key)`), the causal token (`pick_replica_min_lsn`) and
+/// `read_conn(key)`, sees its row and none of the lost rows.
+#[test]
+fn a_failover_under_a_running_balancer_reads_nothing_stale() {
+    let _l = lock_cluster();
+    let _reset = ResetCluster2;
+    let table = "dlb_drill_live_failover";
+    let (a_addr, b_addr) = (cluster2_replica_addr(1), cluster2_replica_addr(2));
+    let mut old = cluster2_primary_client();
+    old.batch_execute(&format!(
+        "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} (id bigint PRIMARY KEY, key text)"
+    ))
+    .unwrap();
+    let proxy = Proxy::start(&addr_of(cluster2_primary()));
+    let primary = dsn_at(cluster2_primary(), &proxy.addr);
+    let lb = Balancer::new(config_for(&primary, &[a_addr, b_addr]).build().unwrap()).unwrap();
+    wait_healthy(&lb, 2);
+    write_record_read(&lb, table, 0, |_, _| Ok(())).assert_clean("live failover, before");
+
+    let mut a = cluster2_replica_client(1);
+    let promoted: bool = a.query_one("SELECT pg_promote()", &[]).unwrap().get(0);
+    assert!(promoted);
+    old.execute(
+        &format!(
+            "INSERT INTO {table} SELECT g, 'old-primary' FROM generate_series(1000000, 1000099) g"
+        ),
+        &[],
+    )
+    .unwrap();
+    let a_lsn = insert_lsn(&mut a);
+    advance_wal_past(&mut old, Lsn::from_u64(a_lsn.as_u64() + (32 << 20)));
+    let old_lsn = insert_lsn(&mut old);
+    // The state a fleet is in at the moment of the switch: the balancer has seen B replay the
+    // old primary's WAL, far past anything A has written.
+    wait_until(
+        "the balancer sees B past the old primary's WAL",
+        WAIT,
+        || {
+            replica_status(&lb, b_addr)
+                .replay_lsn
+                .and_then(|l| l.parse::<Lsn>().ok())
+                .is_some_and(|l| l >= old_lsn)
+                && replica_status(&lb, b_addr).state == "healthy"
+        },
+    );
+
+    proxy.switch_to(a_addr);
+    old.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .unwrap();
+
+    let lost_rows = |c: &mut postgres::Client| -> Result<(), String> {
+        let n: i64 = c
+            .query_one(
+                &format!("SELECT count(*) FROM {table} WHERE key = 'old-primary'"),
+                &[],
+            )
+            .map_err(|e| e.to_string())?
+            .get(0);
+        match n {
+            0 => Ok(()),
+            n => Err(format!("sees {n} rows lost in the failover")),
+        }
+    };
+    let mut t = Tally::default();
+    for id in 1000..1000 + ROUNDS {
+        let key = format!("failover/{}", id % 5);
+        // The first writes after the switch may meet pooled connections the old primary cut.
+        let mut tries = 0;
+        let lsn = loop {
+            let done = lb
+                .write_conn()
+                .map_err(|e| e.to_string())
+                .and_then(|mut c| {
+                    c.execute(
+                        &format!("INSERT INTO {table} VALUES ($1, $2)"),
+                        &[&id, &key],
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .and_then(|_| lb.record_lsn(&key).map_err(|e| e.to_string()));
+            match done {
+                Ok(lsn) => break lsn,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("write {id} after the switch: {e}; again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("write {id} after the switch: {e}"),
+            }
+        };
+        let route = lb.pick_replica(Some(&key)).unwrap();
+        let seen = connect(&route).and_then(|mut c| {
+            lost_rows(&mut c)?;
+            read_row(&mut c, table, id)
+        });
+        t.note("dsn", &route, id, seen);
+        let route = lb.pick_replica_min_lsn(lsn).unwrap();
+        let seen = connect(&route).and_then(|mut c| {
+            lost_rows(&mut c)?;
+            read_row(&mut c, table, id)
+        });
+        t.note("token", &route, id, seen);
+        let mut conn = lb.read_conn(Some(&key)).unwrap();
+        let route = conn.route().clone();
+        let seen = lost_rows(&mut conn).and_then(|()| read_row(&mut conn, table, id));
+        t.note("read_conn", &route, id, seen);
+    }
+    t.assert_clean("live failover, after the switch");
+    wait_quarantined(&lb, b_addr, "diverged");
+}
+
 /// The test proxies themselves: a switched proxy sends new connections to the new upstream
 /// and leaves open ones alone, an alternating one takes turns, and dropping either stops every
 /// thread it started.

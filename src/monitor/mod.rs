@@ -25,6 +25,7 @@ use crate::health::policy::PrimaryView;
 use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Observation, Policy, ReplicaHealth};
 use crate::labels::{PrimaryState, QuarantineReason, Role};
+use crate::lsn::Position;
 use crate::routing::{ReplicaState, Router, Snapshot};
 use crate::server::host::{Host, StripedHost};
 use crate::server::identity::{self, ServerIdentity};
@@ -190,6 +191,9 @@ impl Monitor {
                 let why = failed.and_then(Result::err).unwrap_or_else(no_answer);
                 c.count(&c.primary_check_errors);
                 warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
+                // The primary may be failing over: until it answers again (or a record reads
+                // its timeline), no replica position is trusted against the old timeline.
+                router.set_primary_timeline(0);
                 self.primary_state = PrimaryState::Down;
                 self.primary_error = Some(why);
             }
@@ -223,13 +227,18 @@ impl Monitor {
             match &mut obs {
                 Observation::Answered {
                     replay_lsn,
+                    timeline,
                     several_servers,
                     ..
                 } => {
                     *several_servers =
                         identity::changes(&m.host.identity_log.since(window_start)) >= 2;
                     if let Some(l) = replay_lsn {
-                        m.host.set_replay_lsn(m.host.identity_tag(), *l);
+                        let pos = Position {
+                            lsn: *l,
+                            timeline: timeline.unwrap_or(0),
+                        };
+                        m.host.set_replay_position(m.host.identity_tag(), pos);
                     }
                 }
                 Observation::Failed(..) => {
@@ -289,6 +298,7 @@ impl Monitor {
             warn!(target: "dlb", "primary {} is now {}: another cluster; positions recorded before are not trusted", self.primary.addr, p.identity);
         }
         router.set_primary_system(p.identity.system_id);
+        router.set_primary_timeline(p.timeline.unwrap_or(0));
         *v = PrimaryView {
             lsn: Some(p.lsn),
             lsn_after_replicas: true,

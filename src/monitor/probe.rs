@@ -14,6 +14,7 @@ use crate::counters::Counters;
 use crate::health::Observation;
 use crate::labels::{QuarantineReason, Role};
 use crate::lsn::Lsn;
+use crate::server::connection::{REPLAY_POSITION_COLUMNS, primary_timeline_column};
 use crate::server::host::Host;
 use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::server::probe_conn::ProbeConn;
@@ -120,9 +121,8 @@ fn column<T: FromStr>(row: &SimpleQueryRow, i: usize) -> Result<Option<T>, Strin
 
 fn primary_query(c: &mut ProbeConn) -> Result<PrimaryAnswer, String> {
     let sql = format!(
-        "SELECT pg_current_wal_insert_lsn()::text, \
-         ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8, \
-         {IDENTITY_COLUMNS}"
+        "SELECT pg_current_wal_insert_lsn()::text, {}, {IDENTITY_COLUMNS}",
+        primary_timeline_column!()
     );
     let row = only_row(c, &sql)?;
     let lsn: Lsn = column(&row, 0)?.ok_or("no WAL position")?;
@@ -147,10 +147,8 @@ fn timed_probe<T>(latency: &StripedHistogram, probe: impl FnOnce() -> Option<T>)
 
 fn probe_replica(host: &Host, latency: &StripedHistogram) -> ReplicaAnswer {
     let sql = format!(
-        "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+        "SELECT pg_is_in_recovery(), {REPLAY_POSITION_COLUMNS}, \
          EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8, \
-         COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
-                  (SELECT timeline_id FROM pg_control_checkpoint()))::int8, \
          {IDENTITY_COLUMNS}"
     );
     let res = timed_probe(latency, || {
@@ -161,13 +159,13 @@ fn probe_replica(host: &Host, latency: &StripedHistogram) -> ReplicaAnswer {
                 Some("f") => false,
                 other => return Err(format!("unexpected pg_is_in_recovery() {other:?}")),
             };
-            let timeline: Option<i64> = column(&row, 3)?;
+            let timeline: Option<i64> = column(&row, 2)?;
             let identity = ServerIdentity::from_text_row(&row, 4)?;
             Ok(ReplicaAnswer {
                 obs: Observation::Answered {
                     in_recovery,
                     replay_lsn: column(&row, 1)?,
-                    replay_age_s: column(&row, 2)?,
+                    replay_age_s: column(&row, 3)?,
                     system_id: Some(identity.system_id),
                     timeline: timeline.and_then(|t| u32::try_from(t).ok()),
                     several_servers: false,

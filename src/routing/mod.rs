@@ -21,7 +21,7 @@ mod snapshot;
 mod sticky;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::Sender;
@@ -35,11 +35,13 @@ use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::{self, Counters};
 use crate::error::{Error, Result};
 use crate::events::{self, Events};
+use crate::freshness::{self, Decision, Requirement};
 pub use crate::labels::Reason;
 use crate::labels::StoreOp;
 use crate::lsn::Lsn;
-use crate::server::host::{Host, HostHandle, StripedHost, nanos_since_epoch};
-use crate::sticking::{LsnStore, Recorded, check_key};
+use crate::server::host::{Host, HostHandle, StripedHost};
+use crate::sticking::{LsnStore, check_key};
+use crate::sync::instant::AtomicInstant;
 use crate::sync::published::Published;
 use crate::sync::stripe::{StripedCursor, stripe};
 
@@ -52,9 +54,9 @@ pub(crate) enum Plan {
     /// Decided.
     Route(Route),
     /// A sticky read no cached position can serve: check these replicas live (in this order,
-    /// the round-robin candidate first) for `min_lsn`.
+    /// the round-robin candidate first) for `req`.
     Live {
-        min_lsn: Lsn,
+        req: Requirement,
         candidates: Vec<Arc<StripedHost>>,
     },
 }
@@ -79,8 +81,15 @@ pub(crate) struct Router {
     wake: Sender<()>,
     /// The primary's `system_identifier` as last probed; 0 until known.
     primary_system: AtomicU64,
-    /// When it last changed from one known value to another ([`nanos_since_epoch`]; 0: never).
-    system_changed_at: AtomicU64,
+    /// The primary's timeline as last read (a probe, or with a recorded LSN); 0 while unknown:
+    /// before the first answer, and from a failed primary probe to the next answer (a failover
+    /// may be under way: no position can be proven, sticky reads go to the primary).
+    primary_timeline: AtomicU32,
+    /// Held by writers of `primary_timeline` (memory only): the highest timeline seen in the
+    /// current cluster, so that an old server's answer arriving late never lowers it.
+    timeline_writer: Mutex<u32>,
+    /// When it last changed from one known value to another.
+    system_changed_at: AtomicInstant,
     /// `sticky_ttl_s`: how long after such a change a key recorded before it may still exist.
     sticky_ttl: Duration,
     /// Where host events go (derived from each publication).
@@ -115,7 +124,9 @@ impl Router {
             refresh_requested: AtomicBool::new(false),
             wake,
             primary_system: AtomicU64::new(0),
-            system_changed_at: AtomicU64::new(0),
+            primary_timeline: AtomicU32::new(0),
+            timeline_writer: Mutex::new(0),
+            system_changed_at: AtomicInstant::default(),
             sticky_ttl: Duration::from_secs(config.sticky_ttl_s),
             events: Arc::new(Events::new()),
             trust_cache_for: config
@@ -136,7 +147,7 @@ impl Router {
         Route {
             host: self.primary.handle(),
             reason,
-            min_lsn: None,
+            requirement: None,
         }
     }
 
@@ -173,6 +184,23 @@ impl Router {
         self.finish(plan, opts, deadline)
     }
 
+    /// [`Router::plan`] for a causal token: `min_lsn` on the primary's current timeline.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn plan_min_lsn(
+        &self,
+        min_lsn: Lsn,
+        opts: &PickOptions,
+        now: Instant,
+    ) -> Result<Plan> {
+        let req = Requirement {
+            lsn: min_lsn,
+            timeline: self.primary_timeline(),
+        };
+        self.plan_for(req, opts, now)
+    }
+
     /// Where a read for `key` goes, without live checks: a route, or the replicas to check
     /// live (the caller checks them: `read_conn` on the very connections that serve the read).
     /// The store's read ends by `deadline` (the pick's budget) at the latest.
@@ -200,62 +228,60 @@ impl Router {
             return Ok(Plan::Route(self.round_robin(Reason::RoundRobin)));
         };
         check_key(key)?;
-        // While the primary's cluster is unknown (it has not answered yet), a key recorded by
-        // another instance cannot be found: no replica can be proven fresh.
-        let unknown_cluster = self.primary_system() == 0;
         if opts.cached_only && !self.store.never_blocks() {
             debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
             return Ok(Plan::Route(self.primary_route(Reason::StoreError)));
         }
+        // Read before the store: a change seen while the store answers makes this pick
+        // conservative, never the other way round.
+        let ctx = freshness::Context {
+            lb_enabled: self.lb_enabled,
+            unknown_cluster: self.primary_system() == 0,
+            unknown_timeline: self.primary_timeline() == 0,
+            cluster_changed: self.cluster_changed_within_ttl(start),
+            store_lost: self.store_lost_within_ttl(start),
+        };
+        let timeline = self.primary_timeline();
         let stored = self.store_key(key);
         let got = self.store.get_by(&stored, deadline);
         let now = Instant::now();
         self.counters.store_latency[StoreOp::Get as usize].observe(now - start);
-        let route = match got {
-            Err(e) => {
+        let route = match freshness::decide(got, ctx, timeline) {
+            Decision::StoreError => {
                 self.counters.count(&self.counters.store_errors);
-                debug!(target: "dlb", "sticky pick falls back to the primary: {e}");
+                debug!(target: "dlb", "sticky pick falls back to the primary: the LSN store failed");
                 self.primary_route(Reason::StoreError)
             }
-            Ok(Recorded { forced: true, .. }) => self.primary_route(Reason::ForcedPrimary),
-            Ok(Recorded { lsn, .. }) if unknown_cluster && self.lb_enabled => {
-                self.not_caught_up_by(lsn.unwrap_or(Lsn::from_u64(0)), opts)?
-            }
-            Ok(Recorded { lsn: Some(lsn), .. }) => return self.plan_min_lsn(lsn, opts, now),
-            // Nothing recorded in this cluster: but a key recorded in the previous one (behind
-            // the same primary address) may still be alive, and cannot be compared here.
-            Ok(Recorded { lsn: None, .. }) if self.cluster_changed_within_ttl() => {
-                self.primary_route(Reason::NotCaughtUp)
-            }
-            Ok(Recorded { lsn: None, .. }) => self.round_robin(Reason::NoLsnRecorded),
+            Decision::Forced => self.primary_route(Reason::ForcedPrimary),
+            Decision::AnyReplica => self.round_robin(Reason::NoLsnRecorded),
+            Decision::NotProvable(lsn) => self.not_caught_up_by(lsn, opts)?,
+            Decision::Prove(req) => return self.plan_for(req, opts, now),
         };
         Ok(Plan::Route(route))
     }
 
-    /// [`Router::plan`] for a sticky read that needs `min_lsn`: a replica whose cached
-    /// position has reached it (no I/O), or the replicas to check live (none when the budget
-    /// is zero or the call is cached only: then the primary or the error). `now`: the current
-    /// time, to date the cached positions.
+    /// [`Router::plan`] for a sticky read that needs `req`: a replica whose cached position
+    /// proves it (no I/O), or the replicas to check live (none when the budget is zero, the
+    /// call is cached only or the primary's timeline is unknown: then the primary or the
+    /// error). `now`: the current time, to date the cached positions.
     ///
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
-    pub(crate) fn plan_min_lsn(
-        &self,
-        min_lsn: Lsn,
-        opts: &PickOptions,
-        now: Instant,
-    ) -> Result<Plan> {
+    fn plan_for(&self, req: Requirement, opts: &PickOptions, now: Instant) -> Result<Plan> {
         if !self.lb_enabled {
             return Ok(Plan::Route(
                 self.primary_route(Reason::NoReplicasConfigured),
             ));
+        }
+        if req.timeline == 0 {
+            return self.not_caught_up_by(req.lsn, opts).map(Plan::Route);
         }
         let (cached, candidates) = self.with_snapshot(|s| {
             let fresh = s
                 .published_at
                 .is_some_and(|t| now.saturating_duration_since(t) <= self.trust_cache_for);
             match fresh
-                .then(|| sticky::cached(s, &self.cursor, min_lsn))
+                .then(|| sticky::cached(s, &self.cursor, req))
                 .flatten()
             {
                 Some(host) => (Some(host), Vec::new()),
@@ -269,16 +295,13 @@ impl Router {
             return Ok(Plan::Route(self.sticky_route(
                 host,
                 Reason::CaughtUpCached,
-                min_lsn,
+                req,
             )));
         }
         if candidates.is_empty() {
-            return self.not_caught_up_by(min_lsn, opts).map(Plan::Route);
+            return self.not_caught_up_by(req.lsn, opts).map(Plan::Route);
         }
-        Ok(Plan::Live {
-            min_lsn,
-            candidates,
-        })
+        Ok(Plan::Live { req, candidates })
     }
 
     /// Runs a plan's live checks on the replicas' live checkers, within
@@ -289,36 +312,33 @@ impl Router {
     fn finish(&self, plan: Plan, opts: &PickOptions, deadline: Option<Instant>) -> Result<Route> {
         match plan {
             Plan::Route(route) => Ok(route),
-            Plan::Live {
-                min_lsn,
-                candidates,
-            } => {
+            Plan::Live { req, candidates } => {
                 let own = Instant::now() + self.sticky_check_budget;
                 let deadline = deadline.map_or(own, |d| d.min(own));
                 // Timed here, at the call's boundary, whatever runs the checks.
                 let live = counters::timed(&self.counters.live_check_latency, || {
-                    sticky::live(&candidates, min_lsn, deadline, &self.counters)
+                    sticky::live(&candidates, req, deadline, &self.counters)
                 });
                 match live {
-                    Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, min_lsn)),
-                    None => self.not_caught_up_by(min_lsn, opts),
+                    Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, req)),
+                    None => self.not_caught_up_by(req.lsn, opts),
                 }
             }
         }
     }
 
-    /// A route to a replica proven to have replayed `min_lsn`, counted under `reason`.
+    /// A route to a replica proven to satisfy `req`, counted under `reason`.
     pub(crate) fn sticky_route(
         &self,
         host: Arc<HostHandle>,
         reason: Reason,
-        min_lsn: Lsn,
+        req: Requirement,
     ) -> Route {
         self.counters.count_pick(reason);
         Route {
             host,
             reason,
-            min_lsn: Some(min_lsn),
+            requirement: Some(req),
         }
     }
 
@@ -352,7 +372,7 @@ impl Router {
                 Route {
                     host,
                     reason,
-                    min_lsn: None,
+                    requirement: None,
                 }
             }
             None if self.lb_enabled => self.primary_route(Reason::NoHealthyReplica),
@@ -420,9 +440,41 @@ impl Router {
     pub(crate) fn set_primary_system(&self, system_id: u64) {
         let old = self.primary_system.swap(system_id, Ordering::AcqRel);
         if old != 0 && old != system_id {
-            self.system_changed_at
-                .store(nanos_since_epoch(Instant::now()), Ordering::Release);
+            // Another cluster: its timelines have nothing to do with the old one's.
+            let mut highest = self.timeline_writer.lock();
+            *highest = 0;
+            self.primary_timeline.store(0, Ordering::Release);
+            drop(highest);
+            self.system_changed_at.set(Instant::now());
         }
+    }
+
+    /// Records the primary's timeline (from a probe, or read with a recorded LSN; 0: the
+    /// primary's probe failed, so its timeline is unknown until it answers again). A timeline
+    /// the router had not seen wakes the monitor, so that the replicas are probed against it.
+    pub(crate) fn set_primary_timeline(&self, timeline: u32) {
+        let mut highest = self.timeline_writer.lock();
+        let old = self.primary_timeline.load(Ordering::Acquire);
+        if timeline != 0 && timeline < *highest {
+            // A cluster's timeline only grows: an older one is an old server still answering
+            // (a connection that outlived a failover); the newer answer stands.
+            debug!(target: "dlb", "ignoring timeline {timeline} of the primary: {} seen already", *highest);
+            return;
+        }
+        *highest = (*highest).max(timeline);
+        self.primary_timeline.store(timeline, Ordering::Release);
+        drop(highest);
+        if timeline != 0 && old != timeline {
+            if old != 0 {
+                log::warn!(target: "dlb", "the primary is on timeline {timeline} (was {old}): a failover; positions are compared on the new timeline only");
+            }
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// The primary's timeline as last read (0: unknown).
+    pub(crate) fn primary_timeline(&self) -> u32 {
+        self.primary_timeline.load(Ordering::Acquire)
     }
 
     /// The name `key` is stored under: recorded LSNs are kept per cluster (the primary's
@@ -432,15 +484,16 @@ impl Router {
         store_key(self.primary_system(), key)
     }
 
-    fn cluster_changed_within_ttl(&self) -> bool {
-        match self.system_changed_at.load(Ordering::Acquire) {
-            0 => false,
-            at => {
-                let now = nanos_since_epoch(Instant::now());
-                now.saturating_sub(at)
-                    < u64::try_from(self.sticky_ttl.as_nanos()).unwrap_or(u64::MAX)
-            }
-        }
+    fn cluster_changed_within_ttl(&self, now: Instant) -> bool {
+        self.system_changed_at.within(self.sticky_ttl, now)
+    }
+
+    /// Whether the LSN store lost entries less than `sticky_ttl_s` ago
+    /// ([`LsnStore::last_loss`]).
+    fn store_lost_within_ttl(&self, now: Instant) -> bool {
+        self.store
+            .last_loss()
+            .is_some_and(|t| now.saturating_duration_since(t) < self.sticky_ttl)
     }
 
     /// Whether a caller reported a failure since the last call (clears the request).

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::freshness::Requirement;
 use crate::labels::{Reason, Role};
-use crate::lsn::Lsn;
 use crate::server::host::HostHandle;
 
 /// Where to send a query, and why. Cheap to clone.
@@ -16,7 +16,7 @@ pub struct Route {
     pub(crate) reason: Reason,
     /// For a sticky pick, the LSN the read needs (a connection to the host is checked against
     /// it when it reached another server than the one the monitor probed).
-    pub(crate) min_lsn: Option<Lsn>,
+    pub(crate) requirement: Option<Requirement>,
 }
 
 impl Route {

@@ -8,13 +8,17 @@ use crossbeam::channel;
 
 use super::Snapshot;
 use crate::counters::Counters;
-use crate::lsn::Lsn;
+use crate::freshness::{self, Requirement};
 use crate::server::host::{HostHandle, StripedHost};
 use crate::sync::stripe::StripedCursor;
 
-/// First healthy replica, in round-robin order, whose cached replay LSN is at least `min`.
-/// No I/O.
-pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<Arc<HostHandle>> {
+/// First healthy replica, in round-robin order, whose cached replay position proves `req`
+/// ([`freshness::proves`]). No I/O.
+pub(super) fn cached(
+    s: &Snapshot,
+    cursor: &StripedCursor,
+    req: Requirement,
+) -> Option<Arc<HostHandle>> {
     let n = s.eligible.len();
     if n == 0 {
         return None;
@@ -22,18 +26,22 @@ pub(super) fn cached(s: &Snapshot, cursor: &StripedCursor, min: Lsn) -> Option<A
     let start = cursor.next();
     (0..n)
         .map(|i| &s.eligible[(start + i) % n])
-        .find(|h| h.replay_lsn().is_some_and(|l| l >= min))
+        .find(|h| {
+            h.replay_position()
+                .is_some_and(|p| freshness::proves(p, req))
+        })
         .map(|h| h.handle())
 }
 
 /// Asks the candidates' live checkers ([`crate::server::checker`]) for their replay positions: the
 /// first (the round-robin candidate) alone, on the caller's thread when its checker's
-/// connection is idle, then, when it has not reached `min`, the others in parallel on their
-/// checkers' threads. Returns the first that has reached `min` before `deadline`; every answer
-/// raises the cached position of its host. Spawns no thread; blocks until `deadline` at most.
+/// connection is idle, then, when it does not prove `req`, the others in parallel on their
+/// checkers' threads. Returns the first whose answer proves `req` ([`freshness::proves`])
+/// before `deadline`; every answer raises the cached position of its host. Spawns no thread;
+/// blocks until `deadline` at most.
 pub(super) fn live(
     candidates: &[Arc<StripedHost>],
-    min: Lsn,
+    req: Requirement,
     deadline: Instant,
     counters: &Counters,
 ) -> Option<Arc<HostHandle>> {
@@ -48,7 +56,7 @@ pub(super) fn live(
     };
     counters.count(&counters.live_lsn_checks);
     let mut waiting = match first.host().check_here(deadline) {
-        Some(Some(lsn)) if lsn >= min => return Some(first.handle()),
+        Some(Some(pos)) if freshness::proves(pos, req) => return Some(first.handle()),
         Some(_) => 0,
         None => usize::from(first.host().ask_checker(0, &tx)),
     };
@@ -66,9 +74,9 @@ pub(super) fn live(
                 .count();
             continue;
         }
-        let (i, lsn) = rx.recv_deadline(deadline).ok()?;
+        let (i, pos) = rx.recv_deadline(deadline).ok()?;
         waiting -= 1;
-        if lsn.is_some_and(|l| l >= min) {
+        if pos.is_some_and(|p| freshness::proves(p, req)) {
             return Some(candidates[i].handle());
         }
     }

@@ -21,13 +21,14 @@ use std::time::Instant;
 use crossbeam::channel::{self, Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::lsn::Lsn;
+use crate::lsn::Position;
+use crate::server::connection::{position_from, replay_position_columns};
 use crate::server::host::Host;
 use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::server::probe_conn::ProbeConn;
 
 /// A question: where to send the answer, and under which index.
-type Question = (usize, Sender<(usize, Option<Lsn>)>);
+type Question = (usize, Sender<(usize, Option<Position>)>);
 
 /// The checker's idle connections, each with the identity tag of the server it reached.
 type Slot = Arc<Mutex<Vec<(ProbeConn, u64)>>>;
@@ -63,7 +64,7 @@ impl Checker {
     }
 
     /// Sends a question to the checker's thread; never blocks. Returns whether it was queued.
-    pub(crate) fn ask(&self, index: usize, reply: Sender<(usize, Option<Lsn>)>) -> bool {
+    pub(crate) fn ask(&self, index: usize, reply: Sender<(usize, Option<Position>)>) -> bool {
         self.questions.try_send((index, reply)).is_ok()
     }
 
@@ -74,7 +75,7 @@ impl Checker {
     ///
     /// On a thread that runs an async runtime (a tokio worker) it does nothing: driving the
     /// connection's own runtime there would panic. The checker's thread answers instead.
-    pub(crate) fn check_here(&self, host: &Host, deadline: Instant) -> Option<Option<Lsn>> {
+    pub(crate) fn check_here(&self, host: &Host, deadline: Instant) -> Option<Option<Position>> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return None;
         }
@@ -100,7 +101,7 @@ fn run(host: &Weak<Host>, rx: &Receiver<Question>, slot: &Slot) {
 
 /// One question on the checker's thread: on the idle connection, or on a new one (when there
 /// is none, or a caller is using it).
-fn ask(host: &Host, slot: &Slot) -> Option<Lsn> {
+fn ask(host: &Host, slot: &Slot) -> Option<Position> {
     let taken = slot.lock().pop();
     let mut conn = match taken {
         Some((c, tag)) if !c.is_closed() => (c, tag),
@@ -138,16 +139,19 @@ fn put_back(slot: &Slot, conn: (ProbeConn, u64)) {
 /// Counts only when the connection reached the server the host's cache describes. `None`: the
 /// connection is not to be used again (it failed, missed its deadline, or reached another
 /// server than the one the monitor probes: a restart or a re-pointed address).
-fn check(host: &Host, (c, tag): &mut (ProbeConn, u64), deadline: Option<Instant>) -> Option<Lsn> {
-    let lsn = match c.query_by("SELECT pg_last_wal_replay_lsn()::text", deadline) {
+fn check(
+    host: &Host,
+    (c, tag): &mut (ProbeConn, u64),
+    deadline: Option<Instant>,
+) -> Option<Position> {
+    let pos = match c.query_by(concat!("SELECT ", replay_position_columns!()), deadline) {
         Ok(rows) => rows
             .first()
-            .and_then(|r| r.try_get(0).ok().flatten())
-            .and_then(|s| s.parse::<Lsn>().ok()),
+            .and_then(|r| position_from(|i| r.try_get(i).ok().flatten(), 0)),
         Err(e) => {
             log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr);
             return None;
         }
     };
-    lsn.filter(|&lsn| host.observe_replay_lsn(*tag, lsn))
+    pos.filter(|&pos| host.observe_replay(*tag, pos))
 }

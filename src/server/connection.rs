@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use postgres::SimpleQueryMessage;
 
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, Position};
 use crate::server::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
 use crate::server::tls::{ConnectError, PgTls};
 
@@ -153,14 +153,53 @@ pub(crate) fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
     check_with(conn, OPEN_TXN_SQL).map(|_| ())
 }
 
+/// The columns that read a standby's replay position ([`Position`]): its replay LSN and the
+/// timeline it receives (or, with no WAL receiver running, the timeline of its last restart
+/// point), both as text. Shared by the monitor's probes and both live checks.
+pub(crate) const REPLAY_POSITION_COLUMNS: &str = replay_position_columns!();
+
+/// [`REPLAY_POSITION_COLUMNS`] as a literal, for `concat!`.
+macro_rules! replay_position_columns {
+    () => {
+        "pg_last_wal_replay_lsn()::text, \
+         COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), \
+                  (SELECT timeline_id FROM pg_control_checkpoint()))::text"
+    };
+}
+pub(crate) use replay_position_columns;
+
+/// The column that reads a primary's timeline (an `int8`): the one its current WAL insert
+/// position is written on (the first 8 hex digits of the WAL file name). Shared by the monitor's
+/// primary probe and `record_lsn`, which reads it with the LSN in the same round trip.
+macro_rules! primary_timeline_column {
+    () => {
+        "('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8"
+    };
+}
+pub(crate) use primary_timeline_column;
+
+/// Reads the two [`REPLAY_POSITION_COLUMNS`] from `get(at)` and `get(at + 1)` (`None`: not a
+/// standby, or unreadable; an unreadable timeline is 0, unknown).
+pub(crate) fn position_from<'a>(
+    get: impl Fn(usize) -> Option<&'a str>,
+    at: usize,
+) -> Option<Position> {
+    let lsn = get(at)?.parse::<Lsn>().ok()?;
+    let timeline = get(at + 1).and_then(|t| t.parse::<u32>().ok()).unwrap_or(0);
+    Some(Position { lsn, timeline })
+}
+
 /// The check, in the same round trip as reading the replay position of the server (`None`:
 /// not a standby, or unreadable).
-pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Lsn>, postgres::Error> {
+pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Position>, postgres::Error> {
     let row = check_with(
         conn,
-        "SELECT now() = statement_timestamp(), pg_last_wal_replay_lsn()::text",
+        concat!(
+            "SELECT now() = statement_timestamp(), ",
+            replay_position_columns!()
+        ),
     )?;
-    Ok(row.and_then(|r| r.get(1).and_then(|s| s.parse::<Lsn>().ok())))
+    Ok(row.and_then(|r| position_from(|i| r.get(i), 1)))
 }
 
 /// Runs `sql` (simple protocol, one row whose first column is [`OPEN_TXN_SQL`]'s), rolls back

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
@@ -14,12 +14,13 @@ use crate::config::Config;
 use crate::dsn::Dsn;
 use crate::error::{Error, Result};
 use crate::labels::Role;
-use crate::lsn::Lsn;
+use crate::lsn::{Lsn, Position};
 use crate::server::checker::Checker;
 use crate::server::connection::PgManager;
 use crate::server::identity::IdentityLog;
 use crate::server::probe_conn::ProbeConn;
 use crate::server::tls::{PgTls, TlsSettings};
+pub(crate) use crate::sync::instant::nanos_since_epoch;
 use crate::sync::stripe::{STRIPES, stripe};
 
 /// The r2d2 pool type dlb uses for every host.
@@ -70,6 +71,11 @@ pub(crate) struct Host {
     /// Last known replay LSN (replicas) of the server tagged `identity`, as a `u64`; 0 when
     /// unknown.
     replay_lsn: AtomicU64,
+    /// The timeline of `replay_lsn` (0: unknown). Written with it under `cache_writer`; a
+    /// server's timeline only grows, and its positions on an older timeline are part of the
+    /// newer one's history, so a reader that sees one of the two values from the previous write
+    /// pairs a position with a timeline it belongs to.
+    replay_timeline: AtomicU32,
     /// Held by whoever writes `identity` or `replay_lsn` (the monitor, live checks; memory
     /// only, never across I/O; picks only read): a live check's position and a new identity
     /// cannot interleave, so the cache never holds one server's position under another's
@@ -155,17 +161,6 @@ impl Deref for StripedHost {
     }
 }
 
-/// A process-wide origin for instants stored in atomics.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// `t` as nanoseconds since a process-wide origin, plus one (0 stays free for "never").
-pub(crate) fn nanos_since_epoch(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_nanos() as u64 + 1
-}
-
 impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
@@ -247,6 +242,7 @@ impl Host {
             identity_log,
             identity: AtomicU64::new(0),
             replay_lsn: AtomicU64::new(0),
+            replay_timeline: AtomicU32::new(0),
             cache_writer: Mutex::new(()),
             reported_at: AtomicU64::new(0),
             // The primary's connections are checked on every checkout: a write must never
@@ -265,6 +261,13 @@ impl Host {
             0 => None,
             v => Some(Lsn::from_u64(v)),
         }
+    }
+
+    /// Cached replay position (LSN and timeline), if any probe or live check has seen one.
+    #[inline]
+    pub(crate) fn replay_position(&self) -> Option<Position> {
+        let timeline = self.replay_timeline.load(Ordering::Acquire);
+        self.replay_lsn().map(|lsn| Position { lsn, timeline })
     }
 
     /// Records that a caller saw this host fail, now.
@@ -316,28 +319,41 @@ impl Host {
 
     fn forget_replay_lsn(&self) {
         self.replay_lsn.store(0, Ordering::Release);
+        self.replay_timeline.store(0, Ordering::Release);
     }
 
-    /// Sets the cached replay LSN from a monitor probe of the server tagged `tag`
+    /// Sets the cached replay position from a monitor probe of the server tagged `tag`
     /// (authoritative).
-    pub(crate) fn set_replay_lsn(&self, tag: u64, lsn: Lsn) {
+    pub(crate) fn set_replay_position(&self, tag: u64, pos: Position) {
         let _w = self.cache_writer.lock();
         self.set_identity_locked(tag);
-        self.replay_lsn.store(lsn.as_u64(), Ordering::Release);
+        self.replay_timeline.store(pos.timeline, Ordering::Release);
+        self.replay_lsn.store(pos.lsn.as_u64(), Ordering::Release);
     }
 
-    /// Raises the cached replay LSN (never lowers it) with what a live check on a connection
-    /// to the server tagged `tag` saw; ignored when that is not the server the cache describes.
+    /// Raises the cached replay position with what a live check on a connection to the server
+    /// tagged `tag` saw: on the cached timeline the LSN never moves back; a newer timeline (the
+    /// standby follows a promoted primary) replaces the position; an older or unknown one is
+    /// ignored, and so is an answer from another server than the one the cache describes.
     /// Returns whether it counted.
-    pub(crate) fn observe_replay_lsn(&self, tag: u64, lsn: Lsn) -> bool {
-        if tag == 0 {
+    pub(crate) fn observe_replay(&self, tag: u64, pos: Position) -> bool {
+        if tag == 0 || pos.timeline == 0 {
             return false;
         }
         let _w = self.cache_writer.lock();
         if self.identity_tag() != tag {
             return false;
         }
-        self.replay_lsn.fetch_max(lsn.as_u64(), Ordering::AcqRel);
+        let cached = self.replay_timeline.load(Ordering::Acquire);
+        if pos.timeline > cached {
+            self.replay_timeline.store(pos.timeline, Ordering::Release);
+            self.replay_lsn.store(pos.lsn.as_u64(), Ordering::Release);
+        } else if pos.timeline == cached {
+            self.replay_lsn
+                .fetch_max(pos.lsn.as_u64(), Ordering::AcqRel);
+        } else {
+            return false;
+        }
         true
     }
 
@@ -447,7 +463,7 @@ impl Host {
     /// connection when that is connected and idle ([`Checker::check_here`]): `Some(answer)`
     /// after one round trip (by `deadline` at the latest), `None` without any I/O otherwise
     /// (then [`Host::ask_checker`]).
-    pub(crate) fn check_here(&self, deadline: std::time::Instant) -> Option<Option<Lsn>> {
+    pub(crate) fn check_here(&self, deadline: std::time::Instant) -> Option<Option<Position>> {
         self.checker.get()?.as_ref()?.check_here(self, deadline)
     }
 
@@ -458,7 +474,7 @@ impl Host {
     pub(crate) fn ask_checker(
         self: &Arc<Host>,
         index: usize,
-        reply: &crossbeam::channel::Sender<(usize, Option<Lsn>)>,
+        reply: &crossbeam::channel::Sender<(usize, Option<Position>)>,
     ) -> bool {
         let checker = self.checker.get_or_init(|| {
             Checker::spawn(Arc::downgrade(self))

@@ -4,6 +4,7 @@
 //! Reading a recorded LSN to route a read is the pick path's business ([`crate::routing`]);
 //! this module only writes and stores.
 
+pub(crate) mod loss;
 mod memory;
 pub(crate) mod redis;
 
@@ -101,6 +102,16 @@ pub trait LsnStore: Send + Sync + 'static {
     /// Housekeeping, called by the monitor after every check (the memory store evicts expired
     /// entries here). Must not block for long. The default does nothing.
     fn maintain(&self) {}
+
+    /// When the store last noticed that it lost entries it held (a restart without
+    /// persistence, a flush, an eviction, a failover to a replica that missed writes), if
+    /// ever. For `sticky_ttl_s` after it, a key with nothing recorded may have lost its entry,
+    /// so its sticky reads go to the primary. Read on every sticky pick: must not block. The
+    /// default (`None`: the store never loses entries, or cannot tell) suits [`MemoryStore`],
+    /// which loses entries only with the process.
+    fn last_loss(&self) -> Option<Instant> {
+        None
+    }
 
     /// Short name for logs and status (`memory`, `redis`).
     fn kind(&self) -> &'static str;

@@ -34,7 +34,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConnection};
 use redis::{
     ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError, RedisResult, TlsCertificates,
@@ -43,12 +43,14 @@ use redis::{
 
 use self::pool::{Link, NodeConn, Pool, Pooled};
 use self::script::{
-    FORCE_SCRIPT, GET_SCRIPT, RECORD_SCRIPT, Script, decode_lsn, encode_lsn, run_script,
+    EPOCH_SCRIPT, FORCE_SCRIPT, GET_SCRIPT, RECORD_SCRIPT, Script, decode_lsn, encode_lsn, request,
+    run_script,
 };
 use crate::config::RedisStoreConfig;
 use crate::error::{Error, Result};
 use crate::lsn::Lsn;
 use crate::redact::redact_text as redact;
+use crate::sticking::loss::LossWatch;
 use crate::sticking::{LsnStore, MAX_TTL, Recorded};
 
 /// Longest sticking key stored verbatim after the prefix; longer keys are stored under their
@@ -84,8 +86,13 @@ pub struct RedisStore {
     record: Script,
     force: Script,
     get: Script,
+    epoch: Script,
     /// Whether the last call succeeded (to log only transitions).
     healthy: AtomicBool,
+    /// The servers' loss epochs, and when one last changed.
+    loss: LossWatch,
+    /// `maxmemory-policy` was looked at (by the first `maintain`).
+    policy_checked: AtomicBool,
 }
 
 impl fmt::Debug for RedisStore {
@@ -179,7 +186,10 @@ impl RedisStore {
             record: Script::new(RECORD_SCRIPT),
             force: Script::new(FORCE_SCRIPT),
             get: Script::new(GET_SCRIPT),
+            epoch: Script::new(EPOCH_SCRIPT),
             healthy: AtomicBool::new(true),
+            loss: LossWatch::default(),
+            policy_checked: AtomicBool::new(false),
         })
     }
 
@@ -240,6 +250,47 @@ impl RedisStore {
             "redis {what} on {}: unexpected reply {v:?}",
             self.target
         ))
+    }
+
+    /// Takes in a `[node, epoch]` pair a script returned (see [`script::EPOCH_SCRIPT`]).
+    fn observe_epoch(&self, pair: &[Value]) {
+        if let [node, epoch] = pair {
+            if let (Some(node), Some(epoch)) = (value_bytes(node), value_bytes(epoch)) {
+                let (node, epoch) = (
+                    String::from_utf8_lossy(node),
+                    String::from_utf8_lossy(epoch),
+                );
+                self.loss
+                    .observe(&node, &epoch, Instant::now(), &self.target);
+            }
+        }
+    }
+
+    /// Warns once when the server may evict keys (`maxmemory-policy` other than
+    /// `noeviction`): dlb notices evictions ([`LsnStore::last_loss`]), but every eviction then
+    /// sends keyed reads with nothing recorded to the primary for `sticky_ttl_s`. A server that
+    /// refuses `CONFIG` (managed services often do) is not asked again.
+    fn check_eviction_policy(&self) {
+        let policy = self.exec("config get", |c| {
+            request(c, redis::cmd("CONFIG").arg("GET").arg("maxmemory-policy"))
+        });
+        let name = match &policy {
+            Ok(Value::Array(v)) => v.get(1).and_then(value_bytes).map(String::from_utf8_lossy),
+            Ok(Value::Map(m)) => m
+                .first()
+                .and_then(|(_, v)| value_bytes(v))
+                .map(String::from_utf8_lossy),
+            _ => None,
+        };
+        match name {
+            Some(p) if p != "noeviction" => warn!(
+                target: "dlb",
+                "redis LSN store on {}: maxmemory-policy is {}, not noeviction: an eviction makes keyed reads with nothing recorded go to the primary for sticky_ttl_s",
+                self.target,
+                crate::redact::bounded(&p)
+            ),
+            _ => {}
+        }
     }
 
     fn ok(&self) {
@@ -413,18 +464,23 @@ impl LsnStore for RedisStore {
         let rkey = self.redis_key(key);
         let (new, ttl) = (encode_lsn(lsn), ttl_ms(ttl));
         let v = self.exec("record (EVALSHA)", |c| {
-            run_script(c, &self.record, &rkey, &[&new, &ttl])
+            run_script(c, &self.record, Some(&rkey), &[&new, &ttl])
         })?;
-        value_bytes(&v)
-            .and_then(decode_lsn)
-            .ok_or_else(|| self.unexpected("record", &v))
+        let stored = match &v {
+            Value::Array(items) => {
+                self.observe_epoch(&items[1.min(items.len())..]);
+                items.first().and_then(value_bytes).and_then(decode_lsn)
+            }
+            _ => None,
+        };
+        stored.ok_or_else(|| self.unexpected("record", &v))
     }
 
     fn force(&self, key: &str, ttl: Duration) -> Result<()> {
         let rkey = self.redis_key(key);
         let ttl = ttl_ms(ttl);
         match self.exec("force (EVALSHA)", |c| {
-            run_script(c, &self.force, &rkey, &[&ttl])
+            run_script(c, &self.force, Some(&rkey), &[&ttl])
         })? {
             Value::Int(1) => Ok(()),
             v => Err(self.unexpected("force", &v)),
@@ -438,7 +494,7 @@ impl LsnStore for RedisStore {
     fn get_by(&self, key: &str, deadline: Option<Instant>) -> Result<Recorded> {
         let rkey = self.redis_key(key);
         let v = self.exec_by("get (EVALSHA)", deadline, |c| {
-            run_script(c, &self.get, &rkey, &[])
+            run_script(c, &self.get, Some(&rkey), &[])
         })?;
         let Value::Array(items) = &v else {
             return Err(self.unexpected("get", &v));
@@ -457,6 +513,9 @@ impl LsnStore for RedisStore {
             },
             None => return Err(self.unexpected("get", &v)),
         };
+        if lsn.is_none() {
+            self.observe_epoch(&items[2.min(items.len())..]);
+        }
         match items.get(1) {
             Some(Value::Int(f @ (0 | 1))) => Ok(Recorded {
                 lsn,
@@ -464,6 +523,21 @@ impl LsnStore for RedisStore {
             }),
             _ => Err(self.unexpected("get", &v)),
         }
+    }
+
+    fn maintain(&self) {
+        match self.exec("epoch (EVALSHA)", |c| run_script(c, &self.epoch, None, &[])) {
+            Ok(Value::Array(items)) => self.observe_epoch(&items),
+            Ok(v) => debug!(target: "dlb", "{}", self.unexpected("epoch", &v)),
+            Err(e) => debug!(target: "dlb", "{e}"),
+        }
+        if !self.policy_checked.swap(true, Ordering::Relaxed) {
+            self.check_eviction_policy();
+        }
+    }
+
+    fn last_loss(&self) -> Option<Instant> {
+        self.loss.last_loss()
     }
 
     fn kind(&self) -> &'static str {

@@ -61,6 +61,16 @@ local function as_hash()
     if left > 0 then redis.call('PEXPIRE', key, left) end
   end
 end
+local function epoch()
+  local ok, id = pcall(redis.call, 'CLUSTER', 'MYID')
+  if not ok or type(id) ~= 'string' then id = '' end
+  local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or ''
+  local ev = string.match(redis.call('INFO', 'stats'), 'evicted_keys:(%d+)') or ''
+  local cs = redis.call('INFO', 'commandstats')
+  local fa = string.match(cs, 'cmdstat_flushall:calls=(%d+)') or '0'
+  local fd = string.match(cs, 'cmdstat_flushdb:calls=(%d+)') or '0'
+  return id, run .. ' ' .. ev .. ' ' .. fa .. ' ' .. fd
+end
 local function extend(ttl)
   ttl = math.max(ttl, 1)
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
@@ -70,8 +80,9 @@ end
 }
 
 /// Records an LSN. `ARGV[1]`: the LSN ([`encode_lsn`]); `ARGV[2]`: the TTL in milliseconds
-/// (0 lets the entry live 1 ms: `PEXPIRE` needs a positive time). Keeps the newer of the stored and the given LSN, leaves `forced_until` alone,
-/// extends the key's life to at least the TTL. Returns the LSN now stored.
+/// (0 lets the entry live 1 ms: `PEXPIRE` needs a positive time). Keeps the newer of the stored
+/// and the given LSN, leaves `forced_until` alone, extends the key's life to at least the TTL.
+/// Returns `[the LSN now stored, node, epoch]` (see [`EPOCH_SCRIPT`]).
 pub(crate) const RECORD_SCRIPT: &str = concat!(
     prelude!(),
     r#"
@@ -83,7 +94,8 @@ if not is_lsn(cur) or newer(new, cur) then
   cur = new
 end
 extend(tonumber(ARGV[2]))
-return cur
+local node, ep = epoch()
+return {cur, node, ep}
 "#
 );
 
@@ -105,20 +117,37 @@ return 1
 "#
 );
 
-/// Reads the entry: `[lsn or nil, 1 if forced now (server clock) else 0]`. Writes nothing.
-/// For a value of another type than a hash or a string, the LSN slot holds `type:<type>`
-/// (which is no LSN: the caller reports it).
+/// Reads the entry: `[lsn or nil, 1 if forced now (server clock) else 0]`, and when there is
+/// none, `[nil, 0, node, epoch]` (see [`EPOCH_SCRIPT`]: a key with nothing may have been
+/// lost). Writes nothing. For a value of another type than a hash or a string, the LSN slot
+/// holds `type:<type>` (which is no LSN: the caller reports it).
 pub(crate) const GET_SCRIPT: &str = concat!(
     prelude!(),
     r#"
 local t = redis.call('TYPE', key)['ok']
-if t == 'none' then return {false, 0} end
+if t == 'none' then
+  local node, ep = epoch()
+  return {false, 0, node, ep}
+end
 if t == 'string' then return {redis.call('GET', key), 0} end
 if t ~= 'hash' then return {'type:' .. t, 0} end
 local v = redis.call('HMGET', key, 'lsn', 'forced_until')
 local untl = tonumber(v[2])
 if untl and untl > now_ms() then return {v[1], 1} end
 return {v[1], 0}
+"#
+);
+
+/// The server's loss epoch: `[node, epoch]`. `node` is the Cluster node's id (stable across
+/// its restarts; empty on a standalone server); `epoch` changes whenever the server may have
+/// lost keys: its `run_id` (a restart, a failover to a replica), its `evicted_keys`, and its
+/// `FLUSHALL` / `FLUSHDB` counts. Runs on no key (a Cluster runs it on any node). Writes
+/// nothing.
+pub(crate) const EPOCH_SCRIPT: &str = concat!(
+    prelude!(),
+    r#"
+local node, ep = epoch()
+return {node, ep}
 "#
 );
 
@@ -151,18 +180,22 @@ pub(crate) fn decode_lsn(v: &[u8]) -> Option<Lsn> {
     u64::from_str_radix(s, 16).ok().map(Lsn::from_u64)
 }
 
-/// Runs `script` on `key` with `args`: `EVALSHA`, or `EVAL` when the server does not have the
+/// Runs `script` on `key` (or on none) with `args`: `EVALSHA`, or `EVAL` when the server does not have the
 /// script cached (after a restart or a `SCRIPT FLUSH`, or on a Cluster node that has not run
 /// it yet).
 pub(super) fn run_script(
     conn: &mut dyn ConnectionLike,
     script: &Script,
-    key: &str,
+    key: Option<&str>,
     args: &[&str],
 ) -> RedisResult<Value> {
     let call = |verb: &str, body: &str| {
         let mut c = Cmd::new();
-        c.arg(verb).arg(body).arg(1).arg(key);
+        c.arg(verb).arg(body);
+        match key {
+            Some(key) => c.arg(1).arg(key),
+            None => c.arg(0),
+        };
         for a in args {
             c.arg(*a);
         }
@@ -201,7 +234,7 @@ mod tests {
                 let args = call.split(')').next().unwrap();
                 let mut args = args.split(',').map(str::trim);
                 let cmd = args.next().unwrap();
-                if cmd != "'TIME'" {
+                if !["'TIME'", "'INFO'"].contains(&cmd) {
                     assert_eq!(args.next(), Some("key"), "{name}: redis.call({call:.40}");
                 }
             }

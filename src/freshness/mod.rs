@@ -1,0 +1,258 @@
+//! Read-your-writes: the one place that decides whether a replica is proven to hold a write.
+//!
+//! A sticky read has a [`Requirement`]: the LSN recorded for its key (or carried by a causal
+//! token) and the timeline of the primary it belongs to. A replica's [`Position`] is what a
+//! probe or a live check read from it: its replay LSN and the timeline it receives. The rule
+//! ([`proves`]) compares LSNs only within one timeline: after a failover, a standby left on the
+//! old timeline may have replayed *more* WAL than the new primary wrote (positions the new
+//! history never had), so a bigger number there proves nothing.
+//!
+//! [`decide`] is the part of a sticky pick that comes before any replica is looked at: what the
+//! key's store entry, the cluster, the timeline and the store's own health say. Both are pure
+//! (no I/O, no clock, no lock) and unit-tested here with hand-built inputs. The callers
+//! (`routing` for picks and handed-out DSNs, `balancer` for pooled reads) only gather the
+//! inputs and act on the answer; they never compare positions themselves.
+//!
+//! What this part deliberately does not do: any I/O. Reading positions is `server`'s, keeping
+//! recorded LSNs `sticking`'s, choosing among proven replicas `routing`'s.
+
+use crate::lsn::Lsn;
+pub(crate) use crate::lsn::Position;
+use crate::sticking::Recorded;
+
+/// What a sticky read needs: a replica on `timeline` that replayed `lsn`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Requirement {
+    /// The recorded position (or the causal token's).
+    pub(crate) lsn: Lsn,
+    /// The primary's timeline the position is compared on; 0 when unknown (then no replica
+    /// can be proven: the read goes to the primary).
+    pub(crate) timeline: u32,
+}
+
+/// Whether a replica at `pos` is proven to hold every write up to `req`: same known timeline,
+/// and replayed at least as far. An unknown timeline on either side proves nothing.
+#[inline]
+pub(crate) fn proves(pos: Position, req: Requirement) -> bool {
+    req.timeline != 0 && pos.timeline == req.timeline && pos.lsn >= req.lsn
+}
+
+/// The state a sticky pick is decided in, gathered by the router before it reads the store's
+/// answer: each field is a fact the caller read, none is computed here.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Context {
+    /// Replicas are configured: load balancing is on.
+    pub(crate) lb_enabled: bool,
+    /// The primary's cluster (`system_identifier`) is not known yet: keys recorded by another
+    /// instance cannot be found, so nothing can be proven.
+    pub(crate) unknown_cluster: bool,
+    /// The primary's timeline is not known right now (not read yet, or the last primary probe
+    /// failed: a failover may be under way).
+    pub(crate) unknown_timeline: bool,
+    /// Within `sticky_ttl_s` of a change of the primary's cluster behind its address: a key
+    /// with nothing recorded in the new cluster may have been written in the old one.
+    pub(crate) cluster_changed: bool,
+    /// Within `sticky_ttl_s` of the LSN store losing entries (a flush, a restart without
+    /// persistence, an eviction): a key with nothing recorded may have lost its entry.
+    pub(crate) store_lost: bool,
+}
+
+/// What a sticky pick does before it looks at any replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// The store could not be read: the primary ([`crate::Reason::StoreError`]).
+    StoreError,
+    /// The key is forced to the primary ([`crate::Reason::ForcedPrimary`]).
+    Forced,
+    /// Nothing is recorded and nothing was lost: any healthy replica
+    /// ([`crate::Reason::NoLsnRecorded`]).
+    AnyReplica,
+    /// No replica can be proven fresh (nothing recorded after a loss or a cluster change, or an
+    /// unknown cluster or timeline): the not-caught-up policy decides (primary or error), for
+    /// the position given (0 when nothing is recorded).
+    NotProvable(Lsn),
+    /// A replica that satisfies this requirement ([`proves`]).
+    Prove(Requirement),
+}
+
+/// Decides a sticky pick from the key's store entry (`got`) and the state it is read in
+/// (`ctx`); `timeline` is the primary's current timeline (0: unknown). Pure.
+pub(crate) fn decide<E>(got: Result<Recorded, E>, ctx: Context, timeline: u32) -> Decision {
+    let recorded = match got {
+        Err(_) => return Decision::StoreError,
+        Ok(Recorded { forced: true, .. }) => return Decision::Forced,
+        Ok(r) => r,
+    };
+    let unknown = ctx.lb_enabled && (ctx.unknown_cluster || ctx.unknown_timeline);
+    match recorded.lsn {
+        Some(lsn) if unknown => Decision::NotProvable(lsn),
+        Some(lsn) => Decision::Prove(Requirement { lsn, timeline }),
+        None if ctx.lb_enabled && ctx.unknown_cluster => Decision::NotProvable(Lsn::from_u64(0)),
+        None if ctx.cluster_changed || ctx.store_lost => Decision::NotProvable(Lsn::from_u64(0)),
+        None => Decision::AnyReplica,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lsn(v: u64) -> Lsn {
+        Lsn::from_u64(v)
+    }
+    fn pos(l: u64, timeline: u32) -> Position {
+        Position {
+            lsn: lsn(l),
+            timeline,
+        }
+    }
+    fn req(l: u64, timeline: u32) -> Requirement {
+        Requirement {
+            lsn: lsn(l),
+            timeline,
+        }
+    }
+    fn at(l: Option<u64>, forced: bool) -> Result<Recorded, ()> {
+        Ok(Recorded {
+            lsn: l.map(lsn),
+            forced,
+        })
+    }
+    fn running() -> Context {
+        Context {
+            lb_enabled: true,
+            ..Context::default()
+        }
+    }
+
+    #[test]
+    fn a_position_proves_only_on_the_same_known_timeline() {
+        assert!(proves(pos(10, 2), req(10, 2)));
+        assert!(proves(pos(11, 2), req(10, 2)));
+        assert!(!proves(pos(9, 2), req(10, 2)), "behind");
+        // The failover case: a standby left on the old timeline, far ahead in numbers.
+        assert!(!proves(pos(1 << 40, 1), req(10, 2)));
+        // A standby on a newer timeline than the write: its history may have forked before it.
+        assert!(!proves(pos(1 << 40, 3), req(10, 2)));
+        assert!(
+            !proves(pos(1 << 40, 0), req(10, 2)),
+            "replica timeline unknown"
+        );
+        assert!(!proves(pos(1 << 40, 0), req(10, 0)), "both unknown");
+        assert!(
+            !proves(pos(1 << 40, 2), req(10, 0)),
+            "primary timeline unknown"
+        );
+    }
+
+    #[test]
+    fn store_errors_and_forces_come_first() {
+        let lost = Context {
+            store_lost: true,
+            unknown_timeline: true,
+            ..running()
+        };
+        assert_eq!(
+            decide(Err::<Recorded, _>("down"), lost, 2),
+            Decision::StoreError
+        );
+        assert_eq!(decide(at(Some(5), true), lost, 2), Decision::Forced);
+        assert_eq!(decide(at(None, true), running(), 2), Decision::Forced);
+    }
+
+    #[test]
+    fn a_recorded_position_is_proven_on_the_primary_timeline() {
+        assert_eq!(
+            decide(at(Some(5), false), running(), 2),
+            Decision::Prove(req(5, 2))
+        );
+        // A loss or a cluster change does not matter to a key that still has its entry.
+        let after = Context {
+            store_lost: true,
+            cluster_changed: true,
+            ..running()
+        };
+        assert_eq!(
+            decide(at(Some(5), false), after, 2),
+            Decision::Prove(req(5, 2))
+        );
+    }
+
+    #[test]
+    fn an_unknown_cluster_or_timeline_proves_nothing() {
+        for ctx in [
+            Context {
+                unknown_cluster: true,
+                ..running()
+            },
+            Context {
+                unknown_timeline: true,
+                ..running()
+            },
+        ] {
+            assert_eq!(
+                decide(at(Some(5), false), ctx, 2),
+                Decision::NotProvable(lsn(5))
+            );
+        }
+        assert_eq!(
+            decide(
+                at(None, false),
+                Context {
+                    unknown_cluster: true,
+                    ..running()
+                },
+                2
+            ),
+            Decision::NotProvable(lsn(0))
+        );
+        // Nothing recorded and only the timeline unknown: nothing to prove, any replica.
+        assert_eq!(
+            decide(
+                at(None, false),
+                Context {
+                    unknown_timeline: true,
+                    ..running()
+                },
+                0
+            ),
+            Decision::AnyReplica
+        );
+    }
+
+    #[test]
+    fn nothing_recorded_after_a_loss_or_a_cluster_change_is_not_provable() {
+        assert_eq!(decide(at(None, false), running(), 2), Decision::AnyReplica);
+        for ctx in [
+            Context {
+                store_lost: true,
+                ..running()
+            },
+            Context {
+                cluster_changed: true,
+                ..running()
+            },
+        ] {
+            assert_eq!(
+                decide(at(None, false), ctx, 2),
+                Decision::NotProvable(lsn(0))
+            );
+        }
+    }
+
+    #[test]
+    fn without_replicas_nothing_is_unknown() {
+        // No replicas configured: the router sends everything to the primary anyway; the
+        // decision only passes the position on.
+        let ctx = Context {
+            unknown_cluster: true,
+            unknown_timeline: true,
+            ..Context::default()
+        };
+        assert_eq!(
+            decide(at(Some(5), false), ctx, 0),
+            Decision::Prove(req(5, 0))
+        );
+        assert_eq!(decide(at(None, false), ctx, 0), Decision::AnyReplica);
+    }
+}
