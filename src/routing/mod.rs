@@ -234,18 +234,21 @@ impl Router {
         }
         // Read before the store: a change seen while the store answers makes this pick
         // conservative, never the other way round.
-        let ctx = freshness::Context {
+        let mut ctx = freshness::Context {
             lb_enabled: self.lb_enabled,
             unknown_cluster: self.primary_system() == 0,
             unknown_timeline: self.primary_timeline() == 0,
             cluster_changed: self.cluster_changed_within_ttl(start),
-            store_lost: self.store_lost_within_ttl(start),
+            store_lost: false,
         };
         let timeline = self.primary_timeline();
         let stored = self.store_key(key);
         let got = self.store.get_by(&stored, deadline);
         let now = Instant::now();
         self.counters.store_latency[StoreOp::Get as usize].observe(now - start);
+        // After the store read: the read that finds a key missing may be the one that notices
+        // the loss.
+        ctx.store_lost = self.store_lost_within_ttl(now);
         let route = match freshness::decide(got, ctx, timeline) {
             Decision::StoreError => {
                 self.counters.count(&self.counters.store_errors);
