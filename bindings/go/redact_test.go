@@ -1,6 +1,6 @@
 package dlb_test
 
-// Values that hold a secret (Config, RedisConfig) print and marshal without it, while
+// Values that hold a secret (Config, RedisConfig, Route) print and marshal without it, while
 // OpenConfig still sends the complete configuration. No database needed, except for
 // TestOpenConfigSendsSecrets.
 
@@ -173,6 +173,25 @@ func TestRedisConfigURLsRedacted(t *testing.T) {
 		if s := fmt.Sprint(dlb.RedisConfig{URL: u}); !strings.Contains(s, u) {
 			t.Errorf("%s printed as %s", u, s)
 		}
+	}
+}
+
+// A route's DSN is the configured one with another host: the same password.
+func TestRouteMarshalsRedacted(t *testing.T) {
+	for _, d := range secretDSNs {
+		t.Run(d.name, func(t *testing.T) {
+			r := dlb.Route{DSN: d.dsn, Role: dlb.RoleReplica, Reason: dlb.ReasonCaughtUpCached,
+				HostID: 7, Addr: "db1.example:5433"}
+			// fmt leaves the DSN out (String, GoString), JSON has it redacted (below).
+			checkRedacted(t, r)
+			checkRedacted(t, &r)
+			text, _ := json.Marshal(r)
+			var got map[string]any
+			if err := json.Unmarshal(text, &got); err != nil || got["HostID"] != 7.0 ||
+				(d.host != "" && !strings.Contains(got["DSN"].(string), d.host)) {
+				t.Errorf("json.Marshal(route) = %s (%v)", text, err)
+			}
+		})
 	}
 }
 

@@ -4,6 +4,8 @@ package dlb
 import "C"
 
 import (
+	"encoding/json"
+	"fmt"
 	"strconv"
 )
 
@@ -73,8 +75,9 @@ func cName(name string, v uint32) string {
 
 // Route is where a read should go, and why.
 //
-// DSN contains the configured password: hand it to the driver, never to a log. String and
-// GoString leave it out, so printing a Route with fmt (%v, %+v, %#v, %s) is safe.
+// DSN contains the configured password: hand it to the driver, never to a log. String,
+// GoString and Format leave it out, so printing a Route with fmt (any verb) is safe;
+// MarshalJSON (and LogValue, Go 1.21 and later) show it as dlb redacts it.
 type Route struct {
 	// DSN is the connection string to use: the configured primary DSN with host and port
 	// replaced, in the same syntax, password included.
@@ -102,3 +105,19 @@ func (r Route) GoString() string {
 	return "dlb.Route{DSN: <redacted, " + strconv.Itoa(len(r.DSN)) + " bytes>, Role: " +
 		r.Role.String() + ", Reason: " + r.Reason.String() + "}"
 }
+
+// Format makes every fmt verb leave the DSN out: %v, %+v and %s print String, %#v GoString.
+func (r Route) Format(f fmt.State, verb rune) {
+	formatRedacted(f, verb, "dlb.Route", r.String, r.GoString)
+}
+
+// MarshalJSON encodes the route's fields, the DSN as dlb redacts it (host, port, user and
+// database shown, the password replaced by "********").
+func (r Route) MarshalJSON() ([]byte, error) {
+	p := plainRoute(r)
+	p.DSN = redactDSN(r.DSN)
+	return json.Marshal(p)
+}
+
+// plainRoute is Route without its methods: what encoding/json shows of a redacted copy.
+type plainRoute Route
