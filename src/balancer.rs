@@ -83,8 +83,9 @@ impl Balancer {
     /// Validates `config`, creates the pools (connections are opened lazily), runs one check of
     /// every host and starts the monitor thread.
     ///
-    /// Blocks for that first check: the replicas, then the primary, each for at most
-    /// `probe_timeout_ms` (default 100 ms). A replica or primary that is down does not fail
+    /// Blocks for that first check: with DNS discovery one lookup, at most
+    /// `replicas.dns.timeout_ms` (default 1 s) however the server answers; the replicas, then
+    /// the primary, each for at most `probe_timeout_ms` (default 100 ms). A replica or primary that is down does not fail
     /// start-up: the replica stays out of rotation until
     /// it answers, and a down primary is reported by the first write.
     ///

@@ -546,8 +546,9 @@ pub struct DnsConfig {
     /// jitter so a fleet does not refresh in lockstep. At most a day.
     #[serde(default = "serde_default::dns_refresh_interval_ms")]
     pub refresh_interval_ms: u64,
-    /// Timeout of one DNS exchange, in milliseconds. Default [`DnsConfig::DEFAULT_TIMEOUT_MS`];
-    /// at most a minute.
+    /// Deadline of one DNS lookup, in milliseconds: every exchange of a refresh (a TCP retry,
+    /// SRV targets' A/AAAA lookups) ends within it, however the server answers. Default
+    /// [`DnsConfig::DEFAULT_TIMEOUT_MS`]; at most a minute.
     #[serde(default = "serde_default::dns_timeout_ms")]
     pub timeout_ms: u64,
 }

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use common::dnsmasq::Dnsmasq;
+use common::hostile_dns::{self, HostileDns};
 use common::proxy::Proxy;
 use common::*;
 use dlb::{
@@ -173,6 +174,59 @@ fn srv_records_are_discovered_added_and_drained() {
     assert!(m.contains("dlb_replicas_drained_total 1"), "{m}");
 }
 
+/// `dlb_dns_errors_total`: DNS refreshes that failed or came back empty.
+fn dns_errors(lb: &Balancer) -> u64 {
+    let m = lb.metrics_text();
+    m.lines()
+        .find_map(|l| l.strip_prefix("dlb_dns_errors_total "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `Balancer::new` with discovery of `record` through the hostile `server` (a 200 ms
+/// timeout) and a primary that refuses connections (no cluster needed), run on a thread:
+/// panics if it has not returned within 50 times that timeout.
+fn balancer_against(server: &HostileDns, record: &str, tcp: bool) -> Balancer {
+    let mut d = DnsConfig::new(record, "127.0.0.1", server.port);
+    d.tcp = tcp;
+    d.timeout_ms = 200;
+    d.refresh_interval_ms = 200;
+    let config = dlb::Config::builder("host=127.0.0.1 port=1 user=app dbname=app")
+        .replica_dns(d)
+        .replica_check_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Balancer::new(config));
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("Balancer::new did not return within 10 s (DNS timeout_ms 200)")
+        .unwrap()
+}
+
+/// The hostile `server` cannot hold `Balancer::new` (it returns) nor the monitor thread
+/// (lookups keep failing within their deadline, so DNS errors keep being counted).
+fn assert_cannot_hold_start_up_or_the_monitor(server: &HostileDns, tcp: bool) {
+    let lb = balancer_against(server, "replica.pg.test", tcp);
+    assert!(dns_errors(&lb) >= 1, "the first lookup failed");
+    wait_until("more DNS lookups fail", WAIT, || dns_errors(&lb) >= 3);
+    assert!(lb.status().replicas.is_empty());
+}
+
+#[test]
+fn a_dns_server_flooding_wrong_ids_cannot_hold_start_up_or_the_monitor() {
+    let flood = HostileDns::udp_wrong_ids(Duration::from_millis(5));
+    assert_cannot_hold_start_up_or_the_monitor(&flood, false);
+}
+
+#[test]
+fn a_dns_answer_sent_one_byte_at_a_time_cannot_hold_start_up_or_the_monitor() {
+    let drip = HostileDns::tcp(hostile_dns::a_answer, Some(Duration::from_millis(10)));
+    assert_cannot_hold_start_up_or_the_monitor(&drip, true);
+}
+
 #[test]
 fn dns_outage_keeps_the_last_good_list() {
     let _l = lock_cluster();
@@ -180,21 +234,17 @@ fn dns_outage_keeps_the_last_good_list() {
     let lb = dns_balancer(&dns, DnsRecordType::Srv);
     wait_healthy(&lb, 2);
     dns.stop();
-    let errors = |lb: &Balancer| -> u64 {
-        let m = lb.metrics_text();
-        m.lines()
-            .find_map(|l| l.strip_prefix("dlb_dns_errors_total "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    wait_until("several failed DNS refreshes", WAIT, || errors(&lb) >= 3);
+    wait_until("several failed DNS refreshes", WAIT, || {
+        dns_errors(&lb) >= 3
+    });
     assert_eq!(lb.status().healthy_replicas, 2);
     assert_eq!(picks(&lb, 100).len(), 2, "both replicas keep serving");
     // An empty answer is treated the same way.
     dns.set_records(&["host-record=pg.test,127.0.0.1".to_string()]);
-    let before = errors(&lb);
-    wait_until("an empty answer is counted", WAIT, || errors(&lb) > before);
+    let before = dns_errors(&lb);
+    wait_until("an empty answer is counted", WAIT, || {
+        dns_errors(&lb) > before
+    });
     assert_eq!(lb.status().healthy_replicas, 2);
 }
 

@@ -3,15 +3,20 @@
 //!
 //! Kept small on purpose: one question per query, answers and additional records parsed with
 //! name compression, the smallest TTL reported so callers can refresh before it expires.
+//!
+//! Bounded against a hostile or broken server: one deadline per lookup (the configured
+//! timeout covers every connect, send, receive and read of a [`Resolver::srv`] or
+//! [`Resolver::addresses`] lookup, its target lookups and TCP retries included), so stray
+//! datagrams or an answer sent one byte at a time cannot hold the caller longer.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 /// Most SRV targets resolved with queries of their own in one lookup (targets missing from the
-/// additional section); the others count as unresolved. With the one-timeout budget of
-/// [`Resolver::srv`] this bounds how long a large answer can hold the monitor thread.
+/// additional section); the others count as unresolved. They share the lookup's deadline
+/// ([`Resolver::srv`]); this bounds the work a large answer can ask for within it.
 const MAX_TARGET_LOOKUPS: usize = 16;
 
 const TYPE_A: u16 = 1;
@@ -56,12 +61,12 @@ pub(crate) struct Discovery {
 
 impl Resolver {
     /// SRV lookup of `name`; each target is resolved through the additional section or A/AAAA
-    /// queries. Targets that do not resolve are reported, the others kept. Targets are looked
-    /// up separately only while the lookup is younger than the timeout, and at most
-    /// [`MAX_TARGET_LOOKUPS`] of them, so a large answer cannot hold the caller for long.
+    /// queries. Targets that do not resolve are reported, the others kept. The whole lookup,
+    /// target lookups (at most [`MAX_TARGET_LOOKUPS`]) included, ends within the timeout:
+    /// targets not looked up by then count as unresolved.
     pub(crate) fn srv(&self, name: &str) -> Result<Discovery, String> {
-        let started = Instant::now();
-        let resp = self.query(name, TYPE_SRV)?;
+        let deadline = self.deadline();
+        let resp = self.query(name, TYPE_SRV, deadline)?;
         let mut ttl = resp.min_ttl;
         let mut addrs = Vec::new();
         let mut unresolved = Vec::new();
@@ -93,9 +98,9 @@ impl Resolver {
                 .get(&target.to_ascii_lowercase())
                 .cloned()
                 .unwrap_or_default();
-            if ips.is_empty() && lookups < MAX_TARGET_LOOKUPS && started.elapsed() < self.timeout {
+            if ips.is_empty() && lookups < MAX_TARGET_LOOKUPS && self.left(deadline).is_ok() {
                 lookups += 1;
-                if let Ok((found, t)) = self.addresses(target) {
+                if let Ok((found, t)) = self.addresses_by(target, deadline) {
                     ips = found;
                     ttl = min_opt(ttl, t);
                 }
@@ -114,13 +119,22 @@ impl Resolver {
         })
     }
 
-    /// A and AAAA lookups of `name`, combined.
+    /// A and AAAA lookups of `name`, combined; both end within the timeout.
     pub(crate) fn addresses(&self, name: &str) -> Result<(Vec<IpAddr>, Option<u32>), String> {
+        self.addresses_by(name, self.deadline())
+    }
+
+    /// [`Resolver::addresses`] within a lookup that ends at `deadline`.
+    fn addresses_by(
+        &self,
+        name: &str,
+        deadline: Instant,
+    ) -> Result<(Vec<IpAddr>, Option<u32>), String> {
         let mut ips = Vec::new();
         let mut ttl = None;
         let mut errors = Vec::new();
         for qtype in [TYPE_A, TYPE_AAAA] {
-            match self.query(name, qtype) {
+            match self.query(name, qtype, deadline) {
                 Ok(r) => {
                     ttl = min_opt(ttl, r.min_ttl);
                     ips.extend(r.records.iter().filter_map(|rec| match rec {
@@ -141,15 +155,62 @@ impl Resolver {
         Ok((ips, ttl))
     }
 
-    fn query(&self, name: &str, qtype: u16) -> Result<Response, String> {
+    /// The end of a lookup that starts now.
+    fn deadline(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.timeout)
+            .unwrap_or(now + Duration::from_secs(3600))
+    }
+
+    /// The time left before `deadline`, or the timeout error when none is.
+    fn left(&self, deadline: Instant) -> Result<Duration, String> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "DNS lookup timed out: no usable answer from {} within {} ms",
+                self.server,
+                self.timeout.as_millis()
+            ));
+        }
+        Ok(left)
+    }
+
+    /// Runs one receive or read, `op`, with the socket's timeout set by `set_timeout` to the
+    /// time left before `deadline`: its result, `None` when it timed out or was interrupted
+    /// (the caller tries again and the deadline ends it), or the error described by `what`.
+    fn timed<T>(
+        &self,
+        deadline: Instant,
+        what: &str,
+        set_timeout: impl FnOnce(Option<Duration>) -> io::Result<()>,
+        op: impl FnOnce() -> io::Result<T>,
+    ) -> Result<Option<T>, String> {
+        set_timeout(Some(self.left(deadline)?)).map_err(|e| format!("{what}: {e}"))?;
+        match op() {
+            Ok(v) => Ok(Some(v)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(format!("{what}: {e}")),
+        }
+    }
+
+    fn query(&self, name: &str, qtype: u16, deadline: Instant) -> Result<Response, String> {
         let id = query_id();
         let msg = encode_query(id, name, qtype)?;
         let raw = if self.tcp {
-            self.exchange_tcp(&msg)?
+            self.exchange_tcp(&msg, deadline)?
         } else {
-            let raw = self.exchange_udp(&msg, id)?;
+            let raw = self.exchange_udp(&msg, id, deadline)?;
             if raw.len() > 2 && raw[2] & 0x02 != 0 {
-                self.exchange_tcp(&msg)? // truncated: retry over TCP
+                self.exchange_tcp(&msg, deadline)? // truncated: retry over TCP
             } else {
                 raw
             }
@@ -157,48 +218,71 @@ impl Resolver {
         parse_response(&raw, id)
     }
 
-    fn exchange_udp(&self, msg: &[u8], id: u16) -> Result<Vec<u8>, String> {
+    /// One UDP exchange: datagrams that do not answer the query are ignored until `deadline`.
+    fn exchange_udp(&self, msg: &[u8], id: u16, deadline: Instant) -> Result<Vec<u8>, String> {
         let bind: SocketAddr = match self.server {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
         };
         let sock = UdpSocket::bind(bind).map_err(|e| format!("udp bind: {e}"))?;
-        sock.set_read_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
         sock.connect(self.server)
             .map_err(|e| format!("udp connect {}: {e}", self.server))?;
         sock.send(msg)
             .map_err(|e| format!("udp send to {}: {e}", self.server))?;
         let mut buf = vec![0u8; 4096];
+        let what = format!("no answer from {}", self.server);
         loop {
-            let n = sock
-                .recv(&mut buf)
-                .map_err(|e| format!("no answer from {}: {e}", self.server))?;
+            let got = self.timed(
+                deadline,
+                &what,
+                |t| sock.set_read_timeout(t),
+                || sock.recv(&mut buf),
+            )?;
             // Ignore stray datagrams that do not answer our query.
-            if n >= 2 && u16::from_be_bytes([buf[0], buf[1]]) == id {
+            if let Some(n) = got
+                && n >= 2
+                && u16::from_be_bytes([buf[0], buf[1]]) == id
+            {
                 return Ok(buf[..n].to_vec());
             }
         }
     }
 
-    fn exchange_tcp(&self, msg: &[u8]) -> Result<Vec<u8>, String> {
-        let mut s = TcpStream::connect_timeout(&self.server, self.timeout)
+    /// One TCP exchange, every step within `deadline`.
+    fn exchange_tcp(&self, msg: &[u8], deadline: Instant) -> Result<Vec<u8>, String> {
+        let s = TcpStream::connect_timeout(&self.server, self.left(deadline)?)
             .map_err(|e| format!("tcp connect {}: {e}", self.server))?;
-        s.set_read_timeout(Some(self.timeout))
-            .map_err(|e| e.to_string())?;
-        s.set_write_timeout(Some(self.timeout))
+        s.set_write_timeout(Some(self.left(deadline)?))
             .map_err(|e| e.to_string())?;
         let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
         framed.extend_from_slice(msg);
-        s.write_all(&framed)
+        (&s).write_all(&framed)
             .map_err(|e| format!("tcp send to {}: {e}", self.server))?;
         let mut len = [0u8; 2];
-        s.read_exact(&mut len)
-            .map_err(|e| format!("tcp read from {}: {e}", self.server))?;
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf)
-            .map_err(|e| format!("tcp read from {}: {e}", self.server))?;
+        self.read_full(&s, &mut len, deadline)?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        self.read_full(&s, &mut buf, deadline)?;
         Ok(buf)
+    }
+
+    /// Fills `buf` from `s` by `deadline`, however the bytes are spread over time.
+    fn read_full(&self, s: &TcpStream, buf: &mut [u8], deadline: Instant) -> Result<(), String> {
+        let what = format!("tcp read from {}", self.server);
+        let mut filled = 0;
+        while filled < buf.len() {
+            let got = self.timed(
+                deadline,
+                &what,
+                |t| s.set_read_timeout(t),
+                || (&mut &*s).read(&mut buf[filled..]),
+            )?;
+            match got {
+                Some(0) => return Err(format!("{what}: connection closed mid-answer")),
+                Some(n) => filled += n,
+                None => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -339,9 +423,63 @@ pub(crate) fn parse_response(b: &[u8], id: u16) -> Result<Response, String> {
     Ok(resp)
 }
 
+// Hostile servers, shared with tests/discovery.rs.
+#[cfg(test)]
+#[path = "../../tests/common/hostile_dns.rs"]
+mod hostile;
+
 #[cfg(test)]
 mod tests {
+    use super::hostile::{self, HostileDns};
     use super::*;
+
+    /// A resolver of 127.0.0.1:`port` with a 200 ms timeout.
+    fn resolver(port: u16, tcp: bool) -> Resolver {
+        Resolver {
+            server: ([127, 0, 0, 1], port).into(),
+            tcp,
+            timeout: Duration::from_millis(200),
+        }
+    }
+
+    /// What `lookup` returns, on a thread of its own; panics if it has not returned within
+    /// 20 times the resolver's timeout (a hang, not a slow machine).
+    fn returns<T: Send + 'static>(lookup: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(lookup());
+        });
+        rx.recv_timeout(Duration::from_secs(4))
+            .expect("the lookup did not return within 20 times its timeout")
+    }
+
+    #[test]
+    fn stray_datagrams_cannot_extend_a_lookup() {
+        let server = HostileDns::udp_wrong_ids(Duration::from_millis(5));
+        let r = resolver(server.port, false);
+        let e = returns(move || r.srv("replica.pg.test")).unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+        let r = resolver(server.port, false);
+        let e = returns(move || r.addresses("a.pg.test")).unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_sent_one_byte_at_a_time_cannot_extend_a_lookup() {
+        let server = HostileDns::tcp(hostile::a_answer, Some(Duration::from_millis(10)));
+        let r = resolver(server.port, true);
+        let e = returns(move || r.addresses("a.pg.test")).unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
+    }
+
+    #[test]
+    fn a_well_behaved_server_is_still_answered() {
+        let server = HostileDns::tcp(hostile::a_answer, None);
+        let r = resolver(server.port, true);
+        let (ips, ttl) = returns(move || r.addresses("a.pg.test")).unwrap();
+        assert_eq!(ips, vec![IpAddr::from([127, 0, 0, 1])]);
+        assert_eq!(ttl, Some(30));
+    }
 
     /// A hand-built SRV answer with compression pointers and an additional A record.
     fn srv_answer(id: u16) -> Vec<u8> {

@@ -66,9 +66,9 @@ impl ReplicaSource {
     }
 
     /// Refreshes the DNS list when due (or when `requested`, throttled). Blocks for one DNS
-    /// exchange (`replicas.dns.timeout_ms`, twice on a UDP answer truncated to TCP) and, for
-    /// SRV targets missing from the additional section, A/AAAA lookups started within that
-    /// timeout (at most 16). At most [`ReplicasConfig::LIMIT_HOSTS`] addresses are kept. On a
+    /// lookup, at most `replicas.dns.timeout_ms` in all: its exchanges, a TCP retry of a UDP
+    /// answer truncated, and for SRV targets missing from the additional section, A/AAAA
+    /// lookups (at most 16) share that deadline. At most [`ReplicasConfig::LIMIT_HOSTS`] addresses are kept. On a
     /// failure or an empty answer the last good list stays.
     pub(crate) fn refresh(&mut self, requested: bool, now: Instant, counters: &Counters) {
         let Some(d) = self.dns.as_mut() else { return };

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::time::Duration;
 
 pub mod dnsmasq;
+pub mod hostile_dns;
 pub mod protection;
 pub mod proxy;
 pub mod testenv;
