@@ -7,7 +7,9 @@
 //! Bounded against a hostile or broken server: one deadline per lookup (the configured
 //! timeout covers every connect, send, receive and read of a [`Resolver::srv`] or
 //! [`Resolver::addresses`] lookup, its target lookups and TCP retries included), so stray
-//! datagrams or an answer sent one byte at a time cannot hold the caller longer.
+//! datagrams or an answer sent one byte at a time cannot hold the caller longer. Query ids
+//! are random ([`query_id`]) and an answer must repeat the question asked ([`Question`]):
+//! over UDP anything else is ignored (while the deadline allows), over TCP it is an error.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -40,6 +42,15 @@ pub(crate) enum Record {
 pub(crate) struct Response {
     pub(crate) records: Vec<Record>,
     pub(crate) min_ttl: Option<u32>,
+}
+
+/// What one query asked, which its answer must repeat.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Question<'a> {
+    pub(crate) id: u16,
+    /// The name asked for, without a final dot (compared ignoring ASCII case).
+    pub(crate) name: &'a str,
+    pub(crate) qtype: u16,
 }
 
 /// Where and how to ask.
@@ -203,23 +214,33 @@ impl Resolver {
     }
 
     fn query(&self, name: &str, qtype: u16, deadline: Instant) -> Result<Response, String> {
-        let id = query_id();
-        let msg = encode_query(id, name, qtype)?;
+        let q = Question {
+            id: query_id(),
+            name: name.trim_end_matches('.'),
+            qtype,
+        };
+        let msg = encode_query(q.id, name, qtype)?;
         let raw = if self.tcp {
             self.exchange_tcp(&msg, deadline)?
         } else {
-            let raw = self.exchange_udp(&msg, id, deadline)?;
+            let raw = self.exchange_udp(&msg, &q, deadline)?;
             if raw.len() > 2 && raw[2] & 0x02 != 0 {
                 self.exchange_tcp(&msg, deadline)? // truncated: retry over TCP
             } else {
                 raw
             }
         };
-        parse_response(&raw, id)
+        parse_response(&raw, &q)
     }
 
-    /// One UDP exchange: datagrams that do not answer the query are ignored until `deadline`.
-    fn exchange_udp(&self, msg: &[u8], id: u16, deadline: Instant) -> Result<Vec<u8>, String> {
+    /// One UDP exchange: datagrams that do not answer `q` ([`answers`]: stray, late or forged)
+    /// are ignored until `deadline`.
+    fn exchange_udp(
+        &self,
+        msg: &[u8],
+        q: &Question<'_>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, String> {
         let bind: SocketAddr = match self.server {
             SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
             SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
@@ -238,10 +259,8 @@ impl Resolver {
                 |t| sock.set_read_timeout(t),
                 || sock.recv(&mut buf),
             )?;
-            // Ignore stray datagrams that do not answer our query.
             if let Some(n) = got
-                && n >= 2
-                && u16::from_be_bytes([buf[0], buf[1]]) == id
+                && answers(&buf[..n], q).is_ok()
             {
                 return Ok(buf[..n].to_vec());
             }
@@ -294,13 +313,29 @@ fn min_opt(a: Option<u32>, b: Option<u32>) -> Option<u32> {
     }
 }
 
+/// A query id an off-path sender cannot guess: 2 bytes from `/dev/urandom`; where it cannot
+/// be read (a sandbox without `/dev`), std's `RandomState` (SipHash keyed from the operating
+/// system's random source) over a counter, the time and the process id.
 fn query_id() -> u16 {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    (t as u16) ^ NEXT.fetch_add(0x9E37, Ordering::Relaxed)
+    let mut b = [0u8; 2];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_ok()
+    {
+        return u16::from_ne_bytes(b);
+    }
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish() as u16
 }
 
 pub(crate) fn encode_query(id: u16, name: &str, qtype: u16) -> Result<Vec<u8>, String> {
@@ -363,10 +398,32 @@ fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), String> {
     }
 }
 
-pub(crate) fn parse_response(b: &[u8], id: u16) -> Result<Response, String> {
-    if read_u16(b, 0)? != id {
+/// Checks that `b` answers `q`: the same id, the QR bit set, exactly one question, whose name
+/// (ignoring ASCII case), type and class are `q`'s. Returns the offset after the question.
+fn answers(b: &[u8], q: &Question<'_>) -> Result<usize, String> {
+    if read_u16(b, 0)? != q.id {
         return Err("DNS answer id does not match the query".into());
     }
+    if read_u16(b, 2)? & 0x8000 == 0 {
+        return Err("DNS message is not an answer (QR bit clear)".into());
+    }
+    if read_u16(b, 4)? != 1 {
+        return Err("DNS answer does not carry exactly the one question asked".into());
+    }
+    let (name, next) = read_name(b, 12)?;
+    if !name.eq_ignore_ascii_case(q.name)
+        || read_u16(b, next)? != q.qtype
+        || read_u16(b, next + 2)? != CLASS_IN
+    {
+        return Err("DNS answer is for another question than the one asked".into());
+    }
+    Ok(next + 4)
+}
+
+/// Parses an answer to `q` (see [`answers`]): its records and smallest TTL, or the error
+/// its response code names.
+pub(crate) fn parse_response(b: &[u8], q: &Question<'_>) -> Result<Response, String> {
+    let mut at = answers(b, q)?;
     let flags = read_u16(b, 2)?;
     match flags & 0x000F {
         0 => {}
@@ -375,12 +432,7 @@ pub(crate) fn parse_response(b: &[u8], id: u16) -> Result<Response, String> {
         5 => return Err("query refused (REFUSED)".into()),
         rc => return Err(format!("DNS error rcode {rc}")),
     }
-    let qd = read_u16(b, 4)?;
     let counts = [read_u16(b, 6)?, read_u16(b, 8)?, read_u16(b, 10)?];
-    let mut at = 12;
-    for _ in 0..qd {
-        at = read_name(b, at)?.1 + 4;
-    }
     let mut resp = Response::default();
     for (section, count) in counts.iter().enumerate() {
         for _ in 0..*count {
@@ -509,9 +561,18 @@ mod tests {
         m
     }
 
+    /// The question of [`srv_answer`].
+    fn srv_question(id: u16) -> Question<'static> {
+        Question {
+            id,
+            name: "replica.pg.test",
+            qtype: TYPE_SRV,
+        }
+    }
+
     #[test]
     fn parses_srv_with_compression_and_additional() {
-        let r = parse_response(&srv_answer(7), 7).unwrap();
+        let r = parse_response(&srv_answer(7), &srv_question(7)).unwrap();
         assert_eq!(
             r.records,
             vec![
@@ -529,17 +590,78 @@ mod tests {
     #[test]
     fn rejects_bad_messages() {
         let a = srv_answer(7);
-        assert!(parse_response(&a, 8).unwrap_err().contains("id"));
+        let q = srv_question(7);
+        assert!(
+            parse_response(&a, &srv_question(8))
+                .unwrap_err()
+                .contains("id")
+        );
         for cut in [3, 13, 40, a.len() - 1] {
-            assert!(parse_response(&a[..cut], 7).is_err(), "cut at {cut}");
+            assert!(parse_response(&a[..cut], &q).is_err(), "cut at {cut}");
         }
         let mut nx = a.clone();
         nx[3] = 0x83;
-        assert!(parse_response(&nx, 7).unwrap_err().contains("NXDOMAIN"));
+        assert!(parse_response(&nx, &q).unwrap_err().contains("NXDOMAIN"));
         let mut lp = encode_query(1, "x", TYPE_A).unwrap();
+        lp[2] |= 0x80;
         lp[7] = 1;
         lp.extend_from_slice(&[0xC0, lp.len() as u8]); // points at itself
-        assert!(parse_response(&lp, 1).unwrap_err().contains("loop"));
+        let x = Question {
+            id: 1,
+            name: "x",
+            qtype: TYPE_A,
+        };
+        assert!(parse_response(&lp, &x).unwrap_err().contains("loop"));
+    }
+
+    #[test]
+    fn an_answer_must_repeat_the_question() {
+        let q = srv_question(7);
+        let a = srv_answer(7);
+        // "replica.pg.test" at 12..29, then its type (29..31) and class (31..33).
+        let mut upper = a.clone();
+        upper[13..20].copy_from_slice(b"REPLICA");
+        assert!(parse_response(&upper, &q).is_ok(), "case is ignored");
+        // (what, offset, new byte)
+        let bad = [
+            ("QR bit clear", 2, 0x01),
+            ("no question", 5, 0),
+            ("two questions", 5, 2),
+            ("another name", 13, b'x'),
+            ("another type", 30, TYPE_A as u8),
+            ("another class", 32, 3),
+        ];
+        for (what, at, byte) in bad {
+            let mut m = a.clone();
+            m[at] = byte;
+            assert!(parse_response(&m, &q).is_err(), "{what}: accepted");
+        }
+    }
+
+    /// Three datagrams that do not answer the query (the query itself, an answer to another
+    /// name, an answer of another type, each with the query's id), then the answer.
+    fn forgeries_then_the_answer(query: &[u8]) -> Vec<Vec<u8>> {
+        let mut other_name = hostile::reply(query, 1);
+        other_name[13] = b'z';
+        hostile::push_a(&mut other_name, [6, 6, 6, 6]);
+        let mut other_type = hostile::reply(query, 1);
+        let at = query.len() - 4;
+        other_type[at..at + 2].copy_from_slice(&5u16.to_be_bytes()); // CNAME
+        hostile::push_a(&mut other_type, [6, 6, 6, 6]);
+        vec![
+            query.to_vec(),
+            other_name,
+            other_type,
+            hostile::a_answer(query),
+        ]
+    }
+
+    #[test]
+    fn datagrams_that_do_not_answer_the_question_are_ignored() {
+        let server = HostileDns::udp(forgeries_then_the_answer);
+        let r = resolver(server.port, false);
+        let (ips, _) = returns(move || r.addresses("a.pg.test")).unwrap();
+        assert_eq!(ips, vec![IpAddr::from([127, 0, 0, 1])]);
     }
 
     #[test]
