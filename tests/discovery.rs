@@ -227,6 +227,19 @@ fn a_dns_answer_sent_one_byte_at_a_time_cannot_hold_start_up_or_the_monitor() {
     assert_cannot_hold_start_up_or_the_monitor(&drip, true);
 }
 
+/// A 64 KiB answer whose names expand through chained compression pointers (~16 MB without
+/// bounds) is rejected with an error, not taken as an empty answer.
+#[test]
+fn a_dns_answer_of_compression_pointers_is_rejected() {
+    capture_logs();
+    let bomb = HostileDns::tcp(|q| hostile_dns::pointer_bomb(q, 62, 63), None);
+    let _lb = balancer_against(&bomb, "bomb.pg.test", true);
+    assert!(logged(
+        "DNS: cannot resolve bomb.pg.test: DNS name longer than 255 bytes"
+    ));
+    assert!(!logged("empty answer for bomb.pg.test"));
+}
+
 #[test]
 fn dns_outage_keeps_the_last_good_list() {
     let _l = lock_cluster();

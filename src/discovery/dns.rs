@@ -10,6 +10,9 @@
 //! datagrams or an answer sent one byte at a time cannot hold the caller longer. Query ids
 //! are random ([`query_id`]) and an answer must repeat the question asked ([`Question`]):
 //! over UDP anything else is ignored (while the deadline allows), over TCP it is an error.
+//! Name expansion is bounded: [`MAX_POINTERS`] compression pointers and [`MAX_NAME_LEN`]
+//! bytes per name, [`MAX_EXPANDED`] bytes of names per response; bad input is an error, never
+//! a panic (fuzzed in `src/fuzz_tests.rs`).
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -20,6 +23,20 @@ use std::time::{Duration, Instant};
 /// additional section); the others count as unresolved. They share the lookup's deadline
 /// ([`Resolver::srv`]); this bounds the work a large answer can ask for within it.
 const MAX_TARGET_LOOKUPS: usize = 16;
+
+/// Most compression pointers followed in one name. Real answers chain two or three (a name
+/// ending in a pointer to a suffix that itself ends in one); 16 leaves room, and ends a
+/// pointer loop at once.
+pub(crate) const MAX_POINTERS: usize = 16;
+
+/// Longest name, in wire bytes (length octets and the final zero included): RFC 1035's 255.
+pub(crate) const MAX_NAME_LEN: usize = 255;
+
+/// Most bytes of names expanded from one response (wire bytes of the question's name and of
+/// the names of the records kept; the others are skipped, not expanded): 512 KiB, 8 times the
+/// largest message, room for a thousand SRV records and their addresses with 170-byte names.
+/// Without it a 64 KiB answer of pointers to 255-byte names would still expand to 3 MB.
+pub(crate) const MAX_EXPANDED: usize = 512 * 1024;
 
 const TYPE_A: u16 = 1;
 const TYPE_AAAA: u16 = 28;
@@ -260,7 +277,7 @@ impl Resolver {
                 || sock.recv(&mut buf),
             )?;
             if let Some(n) = got
-                && answers(&buf[..n], q).is_ok()
+                && answers(&buf[..n], q, &mut MAX_EXPANDED.clone()).is_ok()
             {
                 return Ok(buf[..n].to_vec());
             }
@@ -372,35 +389,71 @@ fn read_u32(b: &[u8], at: usize) -> Result<u32, String> {
         .ok_or_else(|| "truncated DNS message".to_string())
 }
 
-/// Reads a possibly compressed name at `at`; returns it and the offset after it.
-fn read_name(b: &[u8], mut at: usize) -> Result<(String, usize), String> {
-    let mut labels: Vec<String> = Vec::new();
+/// Reads the possibly compressed name at `at`: its labels joined with dots (bytes that are
+/// not UTF-8 replaced), and the offset after it. At most [`MAX_POINTERS`] pointers followed and
+/// [`MAX_NAME_LEN`] bytes expanded; those bytes are taken from `budget` (an error once it
+/// runs out), so that a response cannot expand to more than [`MAX_EXPANDED`] bytes of names.
+fn read_name(b: &[u8], mut at: usize, budget: &mut usize) -> Result<(String, usize), String> {
+    let mut name = String::new();
+    let mut wire = 1; // the final zero
     let mut end = None;
-    let mut jumps = 0;
+    let mut pointers = 0;
     loop {
-        let len = *b.get(at).ok_or("truncated DNS name")? as usize;
-        if len & 0xC0 == 0xC0 {
-            let ptr = (read_u16(b, at)? & 0x3FFF) as usize;
-            end.get_or_insert(at + 2);
-            jumps += 1;
-            if jumps > 64 {
-                return Err("DNS name compression loop".into());
+        let len = *b.get(at).ok_or("truncated DNS name")?;
+        match len & 0xC0 {
+            0xC0 => {
+                pointers += 1;
+                if pointers > MAX_POINTERS {
+                    return Err(format!(
+                        "DNS name with more than {MAX_POINTERS} compression pointers (a loop?)"
+                    ));
+                }
+                let ptr = usize::from(read_u16(b, at)? & 0x3FFF);
+                end.get_or_insert(at + 2);
+                at = ptr;
             }
-            at = ptr;
-        } else if len == 0 {
-            let end = end.unwrap_or(at + 1);
-            return Ok((labels.join("."), end));
-        } else {
-            let label = b.get(at + 1..at + 1 + len).ok_or("truncated DNS label")?;
-            labels.push(String::from_utf8_lossy(label).into_owned());
-            at += 1 + len;
+            0 if len == 0 => {
+                *budget = budget.checked_sub(wire).ok_or_else(|| {
+                    format!("DNS answer expands to more than {MAX_EXPANDED} bytes of names")
+                })?;
+                return Ok((name, end.unwrap_or(at + 1)));
+            }
+            0 => {
+                let len = usize::from(len);
+                wire += 1 + len;
+                if wire > MAX_NAME_LEN {
+                    return Err(format!("DNS name longer than {MAX_NAME_LEN} bytes"));
+                }
+                let label = b.get(at + 1..at + 1 + len).ok_or("truncated DNS label")?;
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                name.push_str(&String::from_utf8_lossy(label));
+                at += 1 + len;
+            }
+            _ => return Err("DNS label of an unknown type".into()),
+        }
+    }
+}
+
+/// The offset after the name at `at`, without expanding it (a pointer ends it).
+fn skip_name(b: &[u8], mut at: usize) -> Result<usize, String> {
+    loop {
+        let len = *b.get(at).ok_or("truncated DNS name")?;
+        match len & 0xC0 {
+            0xC0 if at + 1 < b.len() => return Ok(at + 2),
+            0xC0 => return Err("truncated DNS name".into()),
+            0 if len == 0 => return Ok(at + 1),
+            0 => at += 1 + usize::from(len),
+            _ => return Err("DNS label of an unknown type".into()),
         }
     }
 }
 
 /// Checks that `b` answers `q`: the same id, the QR bit set, exactly one question, whose name
 /// (ignoring ASCII case), type and class are `q`'s. Returns the offset after the question.
-fn answers(b: &[u8], q: &Question<'_>) -> Result<usize, String> {
+/// The question's name is expanded within `budget` (see [`read_name`]).
+fn answers(b: &[u8], q: &Question<'_>, budget: &mut usize) -> Result<usize, String> {
     if read_u16(b, 0)? != q.id {
         return Err("DNS answer id does not match the query".into());
     }
@@ -410,7 +463,7 @@ fn answers(b: &[u8], q: &Question<'_>) -> Result<usize, String> {
     if read_u16(b, 4)? != 1 {
         return Err("DNS answer does not carry exactly the one question asked".into());
     }
-    let (name, next) = read_name(b, 12)?;
+    let (name, next) = read_name(b, 12, budget)?;
     if !name.eq_ignore_ascii_case(q.name)
         || read_u16(b, next)? != q.qtype
         || read_u16(b, next + 2)? != CLASS_IN
@@ -422,8 +475,14 @@ fn answers(b: &[u8], q: &Question<'_>) -> Result<usize, String> {
 
 /// Parses an answer to `q` (see [`answers`]): its records and smallest TTL, or the error
 /// its response code names.
+///
+/// Bounded whatever `b` holds: at most `b.len() / 11` records (a record takes 11 bytes at
+/// least), names of at most [`MAX_NAME_LEN`] bytes and [`MAX_EXPANDED`] bytes in all (up to
+/// 3 times that as text, where bytes that are not UTF-8 become U+FFFD), time linear in those;
+/// malformed input is an error, never a panic.
 pub(crate) fn parse_response(b: &[u8], q: &Question<'_>) -> Result<Response, String> {
-    let mut at = answers(b, q)?;
+    let mut budget = MAX_EXPANDED;
+    let mut at = answers(b, q, &mut budget)?;
     let flags = read_u16(b, 2)?;
     match flags & 0x000F {
         0 => {}
@@ -436,7 +495,8 @@ pub(crate) fn parse_response(b: &[u8], q: &Question<'_>) -> Result<Response, Str
     let mut resp = Response::default();
     for (section, count) in counts.iter().enumerate() {
         for _ in 0..*count {
-            let (name, next) = read_name(b, at)?;
+            let owner = at;
+            let next = skip_name(b, at)?;
             let rtype = read_u16(b, next)?;
             let class = read_u16(b, next + 2)?;
             let ttl = read_u32(b, next + 4)?;
@@ -449,20 +509,21 @@ pub(crate) fn parse_response(b: &[u8], q: &Question<'_>) -> Result<Response, Str
             if class != CLASS_IN || section == 1 {
                 continue; // authority section: nothing for us
             }
+            let name = |budget: &mut usize| read_name(b, owner, budget).map(|n| n.0);
             let rec = match (rtype, rdlen) {
                 (TYPE_A, 4) => Record::A(
-                    name,
+                    name(&mut budget)?,
                     IpAddr::from([b[rdata], b[rdata + 1], b[rdata + 2], b[rdata + 3]]),
                 ),
                 (TYPE_AAAA, 16) => {
                     let mut o = [0u8; 16];
                     o.copy_from_slice(&b[rdata..rdata + 16]);
-                    Record::A(name, IpAddr::from(o))
+                    Record::A(name(&mut budget)?, IpAddr::from(o))
                 }
                 (TYPE_SRV, n) if n >= 7 => Record::Srv {
-                    name,
+                    name: name(&mut budget)?,
                     port: read_u16(b, rdata + 4)?,
-                    target: read_name(b, rdata + 6)?.0,
+                    target: read_name(b, rdata + 6, &mut budget)?.0,
                 },
                 _ => continue,
             };
@@ -606,12 +667,64 @@ mod tests {
         lp[2] |= 0x80;
         lp[7] = 1;
         lp.extend_from_slice(&[0xC0, lp.len() as u8]); // points at itself
+        lp.extend_from_slice(&[0, 1, 0, 1, 0, 0, 0, 30, 0, 4, 1, 2, 3, 4]);
         let x = Question {
             id: 1,
             name: "x",
             qtype: TYPE_A,
         };
         assert!(parse_response(&lp, &x).unwrap_err().contains("loop"));
+    }
+
+    /// [`hostile::pointer_bomb`] answering an A query for `bomb.pg.test`, and the question.
+    fn bomb(depth: usize, label: usize) -> (Vec<u8>, Question<'static>) {
+        let q = Question {
+            id: 9,
+            name: "bomb.pg.test",
+            qtype: TYPE_A,
+        };
+        let query = encode_query(q.id, q.name, q.qtype).unwrap();
+        (hostile::pointer_bomb(&query, depth, label), q)
+    }
+
+    /// The error parsing `m` gives (a panic naming the record count if it is accepted).
+    fn rejected(m: &[u8], q: &Question<'_>) -> String {
+        match parse_response(m, q) {
+            Ok(r) => panic!("accepted, {} records", r.records.len()),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn name_expansion_is_bounded() {
+        // The owner's pointer and 15 in the chain: 16 pointers, a 31-byte name, in ~4000
+        // records (~124 KB expanded): accepted.
+        let (m, q) = bomb(MAX_POINTERS - 1, 1);
+        let r = parse_response(&m, &q).unwrap();
+        assert!(r.records.len() > 3000, "{}", r.records.len());
+        assert_eq!(
+            r.records[0],
+            Record::A(["a"; 15].join("."), [10, 0, 0, 1].into())
+        );
+        // One pointer more.
+        let (m, q) = bomb(MAX_POINTERS, 1);
+        let e = rejected(&m, &q);
+        assert!(e.contains("more than 16 compression pointers"), "{e}");
+        // Four 63-byte labels: 257 bytes.
+        let (m, q) = bomb(4, 63);
+        let e = rejected(&m, &q);
+        assert!(e.contains("longer than 255 bytes"), "{e}");
+        // Three: 193 bytes, valid, but ~4000 of them are ~770 KB.
+        let (m, q) = bomb(3, 63);
+        let e = rejected(&m, &q);
+        assert!(e.contains("more than 524288 bytes of names"), "{e}");
+        // The old bound (64 pointers, no length limit) let this one expand to ~16 MB.
+        let (m, q) = bomb(62, 63);
+        assert!(parse_response(&m, &q).is_err());
+        // Labels of the reserved types (0x40, 0x80) are errors too.
+        let mut m = srv_answer(7);
+        m[12] = 0x47;
+        assert!(parse_response(&m, &srv_question(7)).is_err());
     }
 
     #[test]
