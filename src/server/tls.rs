@@ -17,6 +17,10 @@
 //!
 //! The PostgreSQL driver's own `SslMode` has only disable/prefer/require: `allow`, the
 //! fallbacks and the verification are done here, with rustls (ring provider).
+//!
+//! Every TLS connection gives the driver its `tls-server-end-point` channel binding
+//! ([`tls_server_end_point`]), so SCRAM runs as SCRAM-SHA-256-PLUS when the server offers it:
+//! `channel_binding` (`disable`, `prefer` (the default), `require`) has libpq's meaning.
 
 use std::future::Future;
 use std::io;
@@ -730,7 +734,18 @@ impl TlsConnect<postgres::Socket> for RustlsConnect {
             tokio_rustls::TlsConnector::from(self.config)
                 .connect(self.name, stream)
                 .await
-                .map(|s| RustlsStream(Box::new(s)))
+                .map(|s| {
+                    let binding = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|certs| certs.first())
+                        .and_then(|leaf| tls_server_end_point(leaf));
+                    RustlsStream {
+                        inner: Box::new(s),
+                        binding,
+                    }
+                })
                 .map_err(|e| {
                     TlsError(
                         match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
@@ -743,14 +758,93 @@ impl TlsConnect<postgres::Socket> for RustlsConnect {
     }
 }
 
-/// A TLS connection to the server.
-pub(crate) struct RustlsStream(Box<tokio_rustls::client::TlsStream<postgres::Socket>>);
+/// A TLS connection to the server, with its `tls-server-end-point` channel binding data.
+pub(crate) struct RustlsStream {
+    inner: Box<tokio_rustls::client::TlsStream<postgres::Socket>>,
+    /// [`tls_server_end_point`] of the server's certificate, taken after the handshake.
+    binding: Option<Vec<u8>>,
+}
 
 impl postgres::tls::TlsStream for RustlsStream {
+    /// `tls-server-end-point` (RFC 5929), the binding PostgreSQL's SCRAM-SHA-256-PLUS uses:
+    /// with it the driver authenticates with channel binding when the server offers
+    /// SCRAM-SHA-256-PLUS (`channel_binding=prefer`, the default, and `require`), so that a
+    /// relay between dlb and the server cannot complete SCRAM even where the certificate is
+    /// not verified (`sslmode=require` without `sslrootcert`). None when the certificate's
+    /// signature algorithm has no such hash (see [`tls_server_end_point`]): SCRAM then runs
+    /// without binding, which `channel_binding=require` refuses.
     fn channel_binding(&self) -> ChannelBinding {
-        // Not offered: SCRAM then runs without channel binding (`channel_binding=require`
-        // fails over TLS with dlb's own connections).
-        ChannelBinding::none()
+        match &self.binding {
+            Some(hash) => ChannelBinding::tls_server_end_point(hash.clone()),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+/// RFC 5929's `tls-server-end-point` data of a server certificate (DER): its hash with the
+/// hash function of its signature algorithm, SHA-256 for MD5 and SHA-1 signatures; SHA-384 and
+/// SHA-512 for certificates signed with those. As PostgreSQL (OpenSSL's signature NIDs), none
+/// for an algorithm without a separate hash (RSASSA-PSS, Ed25519, Ed448), for which the server
+/// could not compute it either, and for SHA-224 (not in ring), or when the DER does not parse.
+pub(crate) fn tls_server_end_point(cert: &[u8]) -> Option<Vec<u8>> {
+    use ring::digest;
+    let algorithm = match signature_algorithm(cert)? {
+        // md5WithRSAEncryption, sha1WithRSAEncryption, ecdsa-with-SHA1, dsa-with-sha1:
+        // SHA-256 (RFC 5929, 4.1).
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x04 | 0x05]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01]
+        | [0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x03] => &digest::SHA256,
+        // sha256WithRSAEncryption, ecdsa-with-SHA256, dsa-with-sha256.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]
+        | [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03, 0x02] => &digest::SHA256,
+        // sha384WithRSAEncryption, ecdsa-with-SHA384.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03] => &digest::SHA384,
+        // sha512WithRSAEncryption, ecdsa-with-SHA512.
+        [0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d]
+        | [0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04] => &digest::SHA512,
+        _ => return None,
+    };
+    Some(digest::digest(algorithm, cert).as_ref().to_vec())
+}
+
+/// The OID (content octets) of a DER certificate's outer `signatureAlgorithm`:
+/// `Certificate ::= SEQUENCE { tbsCertificate SEQUENCE, signatureAlgorithm SEQUENCE { OID,
+/// parameters }, signatureValue BIT STRING }`.
+fn signature_algorithm(cert: &[u8]) -> Option<&[u8]> {
+    /// One DER element at the start of `b`: its tag, its content, and what follows it.
+    fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = b.split_first()?;
+        let (&first, rest) = rest.split_first()?;
+        let (len, rest) = if first < 0x80 {
+            (usize::from(first), rest)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n]
+                .iter()
+                .fold(0usize, |acc, &d| (acc << 8) | usize::from(d));
+            (len, &rest[n..])
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    const OID: u8 = 0x06;
+    let (SEQUENCE, certificate, _) = element(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, _tbs, rest) = element(certificate)? else {
+        return None;
+    };
+    let (SEQUENCE, algorithm, _) = element(rest)? else {
+        return None;
+    };
+    match element(algorithm)? {
+        (OID, oid, _) => Some(oid),
+        _ => None,
     }
 }
 
@@ -760,7 +854,7 @@ impl AsyncRead for RustlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_read(cx, buf)
+        Pin::new(&mut *self.inner).poll_read(cx, buf)
     }
 }
 
@@ -770,15 +864,15 @@ impl AsyncWrite for RustlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut *self.0).poll_write(cx, buf)
+        Pin::new(&mut *self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_flush(cx)
+        Pin::new(&mut *self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.0).poll_shutdown(cx)
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
@@ -860,6 +954,67 @@ mod tests {
                     && e.contains(&format!("`{key}`")),
                 "{dsn}: {e}"
             );
+        }
+    }
+
+    /// A DER element: `tag`, its length (long form past 127 bytes) and `content`.
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            n @ 0..=127 => out.push(n as u8),
+            n => {
+                let bytes = (n as u32).to_be_bytes();
+                let skip = bytes.iter().take_while(|&&b| b == 0).count();
+                out.push(0x80 | (4 - skip) as u8);
+                out.extend_from_slice(&bytes[skip..]);
+            }
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// A certificate-shaped DER with `oid` as its signature algorithm.
+    fn cert_signed_with(oid: &[u8]) -> Vec<u8> {
+        let tbs = der(0x30, &[0x5a; 300]);
+        let algorithm = der(0x30, &[der(0x06, oid), vec![0x05, 0x00]].concat());
+        let signature = der(0x03, &[0x00, 1, 2, 3]);
+        der(0x30, &[tbs, algorithm, signature].concat())
+    }
+
+    #[test]
+    fn tls_server_end_point_hashes_with_the_signature_hash() {
+        use ring::digest::{SHA256, SHA384, SHA512, digest};
+        let rsa = |n: u8| vec![0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, n];
+        let ecdsa = |n: &[u8]| [&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04][..], n].concat();
+        for (oid, want) in [
+            (rsa(0x04), Some(&SHA256)), // MD5: SHA-256
+            (rsa(0x05), Some(&SHA256)), // SHA-1: SHA-256
+            (rsa(0x0b), Some(&SHA256)),
+            (rsa(0x0c), Some(&SHA384)),
+            (rsa(0x0d), Some(&SHA512)),
+            (ecdsa(&[0x01]), Some(&SHA256)),
+            (ecdsa(&[0x03, 0x02]), Some(&SHA256)),
+            (ecdsa(&[0x03, 0x03]), Some(&SHA384)),
+            (ecdsa(&[0x03, 0x04]), Some(&SHA512)),
+            (rsa(0x0a), None),              // RSASSA-PSS
+            (rsa(0x0e), None),              // SHA-224
+            (vec![0x2b, 0x65, 0x70], None), // Ed25519
+        ] {
+            let cert = cert_signed_with(&oid);
+            let got = tls_server_end_point(&cert);
+            let want = want.map(|alg| digest(alg, &cert).as_ref().to_vec());
+            assert_eq!(got, want, "{oid:02x?}");
+        }
+        // Not a certificate, or cut short: no binding (never a hash of something else).
+        let good = cert_signed_with(&rsa(0x0b));
+        for bad in [
+            &[][..],
+            &[0x30],
+            &good[..good.len() / 2],
+            &[0x04, 0x00],
+            &[0x30, 0x85, 1, 1, 1, 1, 1],
+        ] {
+            assert_eq!(tls_server_end_point(bad), None, "{bad:02x?}");
         }
     }
 
