@@ -632,10 +632,13 @@ impl PgTls {
                 );
             }
         }
-        match e.as_db_error() {
+        match (e.as_db_error(), e.source()) {
             // The driver's text is only "db error": the server's own words, as libpq shows them.
-            Some(db) => format!("{}: {}", db.severity(), db.message()),
-            None => e.to_string(),
+            (Some(db), _) => format!("{}: {}", db.severity(), db.message()),
+            // The driver's kind ("authentication error") and its cause ("server did not use
+            // channel binding").
+            (None, Some(src)) => format!("{e}: {src}"),
+            (None, None) => e.to_string(),
         }
     }
 }
