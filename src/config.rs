@@ -762,6 +762,11 @@ impl Config {
                 "`service` is not supported: give host, port and dbname",
             ));
         }
+        // Every key the driver takes, and the protection keys dlb cannot enforce (refused):
+        // reported by `validate` (`build`, `from_json`), not only by `Balancer::new`.
+        primary
+            .driver_config()
+            .map_err(|m| Error::config("primary", m))?;
         let primary_hp = primary.host_port();
         let hosts = self.replicas.as_ref().map_or(&[][..], |r| &r.hosts[..]);
         let mut replicas: Vec<HostPort> = Vec::with_capacity(hosts.len());

@@ -370,9 +370,24 @@ impl Dsn {
     /// from (`postgres::Config::from`). TLS settings (`ssl*`) are not the driver's: see
     /// [`crate::server::tls`] where supported.
     ///
+    /// Fails closed: a key that asks for a protection is enforced or refused here, never
+    /// accepted and ignored.
+    /// * `channel_binding` (`disable`, `prefer` (libpq's default, the driver's too), `require`)
+    ///   is the driver's; dlb's TLS stream gives it `tls-server-end-point`, so `require`
+    ///   accepts only SCRAM-SHA-256-PLUS, over TLS. `require` with `sslmode=disable` is
+    ///   refused: it could never connect.
+    /// * `require_auth`: the driver answers whichever authentication the server asks for, so
+    ///   dlb cannot enforce a list of methods; the value is refused unless every outcome the
+    ///   driver allows satisfies it ([`require_auth_satisfied`]).
+    /// * `gssencmode`: `disable` and `prefer` (dlb never uses GSS encryption, as libpq without
+    ///   GSS support); `require` is refused.
+    /// * `requirepeer`: refused (dlb does not check a Unix socket server's user).
+    ///
     /// # Errors
-    /// A message naming the keyword whose value the driver cannot take.
+    /// A message naming the keyword whose value the driver cannot take, or that dlb cannot
+    /// enforce.
     pub(crate) fn driver_config(&self) -> std::result::Result<tokio_postgres::Config, String> {
+        self.refuse_unenforced()?;
         let mut c = tokio_postgres::Config::new();
         let hp = self.host_port();
         let host = self
@@ -467,6 +482,59 @@ impl Dsn {
             }
         }
         Ok(c)
+    }
+
+    /// The protection keys of [`Dsn::driver_config`] that dlb cannot enforce, refused (their
+    /// last values, as libpq: a later setting wins; an empty value is no setting).
+    fn refuse_unenforced(&self) -> std::result::Result<(), String> {
+        let nonempty = |k: &str| self.get(k).filter(|v| !v.is_empty());
+        let binding = nonempty("channel_binding") == Some("require");
+        if binding && nonempty("sslmode") == Some("disable") {
+            return Err(
+                "`channel_binding`: `require` needs TLS, but sslmode=disable (the \
+                        binding is to the TLS connection)"
+                    .into(),
+            );
+        }
+        if let Some(v) = nonempty("require_auth") {
+            if !require_auth_satisfied(v, binding)? {
+                return Err(format!(
+                    "`require_auth`: dlb cannot enforce it (its PostgreSQL driver answers \
+                     whichever authentication the server asks for){}; use \
+                     channel_binding=require (only SCRAM-SHA-256 with channel binding, which \
+                     satisfies require_auth=scram-sha-256) and sslmode=verify-full to \
+                     authenticate the server",
+                    if binding {
+                        ", and with channel_binding=require the driver completes only \
+                         SCRAM-SHA-256"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        match nonempty("gssencmode") {
+            // dlb never uses GSS encryption: `prefer` goes without, as libpq built without GSS.
+            None | Some("disable" | "prefer") => {}
+            Some("require") => {
+                return Err(
+                    "`gssencmode`: `require` is not supported: dlb does not use GSSAPI \
+                            encryption (use sslmode=verify-full for an encrypted, \
+                            authenticated connection)"
+                        .into(),
+                );
+            }
+            Some(_) => return Err("`gssencmode` must be disable, prefer or require".into()),
+        }
+        if nonempty("requirepeer").is_some() {
+            return Err(
+                "`requirepeer` is not supported: dlb does not check the operating \
+                        system user of a server on a Unix socket (leave it out; over TCP, \
+                        sslmode=verify-full authenticates the server)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn render(&self, redact: bool) -> String {
@@ -566,6 +634,55 @@ impl fmt::Debug for Dsn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Dsn({:?})", self.redacted())
     }
+}
+
+/// Whether libpq's `require_auth` list `value` holds for every authentication dlb's driver
+/// (tokio-postgres) can complete: it answers a server's request for no authentication
+/// (`none`), a cleartext password (`password`), an MD5 hash (`md5`) and SCRAM-SHA-256
+/// (`scram-sha-256`), and refuses GSSAPI, SSPI and Kerberos. With `channel_binding=require`
+/// (`binding`) it completes only SCRAM-SHA-256-PLUS: it refuses a server that asks for no
+/// authentication, a password, an MD5 hash or SCRAM without channel binding. So
+/// `require_auth=scram-sha-256` (or a list with it, or negations without it) holds with
+/// `channel_binding=require`, and only `!gss`/`!sspi` hold without.
+///
+/// # Errors
+/// libpq's grammar: methods separated by commas, all negated (`!`) or none, each once.
+pub(crate) fn require_auth_satisfied(
+    value: &str,
+    binding: bool,
+) -> std::result::Result<bool, String> {
+    const METHODS: &[&str] = &["password", "md5", "gss", "sspi", "scram-sha-256", "none"];
+    let mut listed: Vec<&str> = Vec::new();
+    let mut negated = None;
+    for item in value.split(',') {
+        let (neg, method) = match item.strip_prefix('!') {
+            Some(m) => (true, m),
+            None => (false, item),
+        };
+        if !METHODS.contains(&method) {
+            return Err(
+                "`require_auth`: each method must be password, md5, gss, sspi, \
+                        scram-sha-256 or none, optionally negated with '!'"
+                    .into(),
+            );
+        }
+        if *negated.get_or_insert(neg) != neg {
+            return Err(
+                "`require_auth`: negated methods cannot be mixed with non-negated ones".into(),
+            );
+        }
+        if listed.contains(&method) {
+            return Err("`require_auth`: a method is given more than once".into());
+        }
+        listed.push(method);
+    }
+    let possible: &[&str] = if binding {
+        &["scram-sha-256"]
+    } else {
+        &["none", "password", "md5", "scram-sha-256"]
+    };
+    let allowed = |m: &&str| listed.contains(m) != negated.unwrap_or(false);
+    Ok(possible.iter().all(allowed))
 }
 
 /// `s`, a connection string in either syntax, with every value that is not known to be safe
@@ -1047,6 +1164,77 @@ mod tests {
         assert!(Dsn::parse("postgres://h/db?x%zz=1", "primary").is_err());
         assert!(Dsn::parse("host=h bogus=1", "primary").is_err());
         assert!(Dsn::parse("host=h port=0", "primary").is_err());
+    }
+
+    /// Fail closed: each protection key dlb cannot enforce is a configuration error naming
+    /// it; what is enforced, or trivially holds, is accepted.
+    #[test]
+    fn protection_keys_are_enforced_or_refused() {
+        let driver = |extra: &str| {
+            Dsn::parse(&format!("host=h {extra}"), "primary")
+                .unwrap()
+                .driver_config()
+        };
+        for (extra, key) in [
+            ("require_auth=scram-sha-256", "require_auth"),
+            ("require_auth=password", "require_auth"),
+            ("require_auth=none", "require_auth"),
+            ("require_auth=md5,scram-sha-256", "require_auth"),
+            ("require_auth=!password", "require_auth"),
+            ("require_auth=!none,!md5,!password", "require_auth"),
+            (
+                "require_auth=password channel_binding=require",
+                "require_auth",
+            ),
+            (
+                "require_auth=!scram-sha-256 channel_binding=require",
+                "require_auth",
+            ),
+            (
+                "require_auth=scram-sha-256 channel_binding=prefer",
+                "require_auth",
+            ),
+            ("require_auth=bogus channel_binding=require", "require_auth"),
+            (
+                "require_auth=md5,!gss channel_binding=require",
+                "require_auth",
+            ),
+            (
+                "require_auth=md5,md5 channel_binding=require",
+                "require_auth",
+            ),
+            ("require_auth=, channel_binding=require", "require_auth"),
+            ("gssencmode=require", "gssencmode"),
+            ("gssencmode=yes", "gssencmode"),
+            ("requirepeer=postgres", "requirepeer"),
+            ("sslmode=disable channel_binding=require", "channel_binding"),
+            ("channel_binding=maybe", "channel_binding"),
+        ] {
+            let e = driver(extra).unwrap_err();
+            assert!(e.starts_with(&format!("`{key}`")), "{extra}: {e}");
+        }
+        let e = driver("require_auth=scram-sha-256").unwrap_err();
+        assert!(
+            e.contains("cannot enforce") && e.contains("channel_binding=require"),
+            "{e}"
+        );
+        for extra in [
+            "require_auth=scram-sha-256 channel_binding=require",
+            "require_auth=scram-sha-256,password channel_binding=require",
+            "require_auth=!password,!md5,!none channel_binding=require",
+            "require_auth=!gss,!sspi",
+            "require_auth=!sspi",
+            "require_auth=",
+            "gssencmode=disable gssencmode=prefer",
+            "gssencmode=require gssencmode=disable",
+            "requirepeer=",
+            "channel_binding=require",
+            "channel_binding=require sslmode=prefer",
+            "channel_binding=require sslmode=disable sslmode=require",
+            "channel_binding=disable sslmode=disable",
+        ] {
+            assert!(driver(extra).is_ok(), "{extra}: {:?}", driver(extra).err());
+        }
     }
 
     #[test]
