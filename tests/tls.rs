@@ -392,3 +392,79 @@ fn handed_out_dsn_connects_with_psql() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "t");
     }
 }
+
+/// A CRL of the test CA in `dir`: `dates` are its lastUpdate and nextUpdate
+/// (`YYYYMMDDHHMMSSZ`), else from now for 30 days.
+fn test_crl(dir: &std::path::Path, name: &str, dates: Option<(&str, &str)>) -> String {
+    // The test CA's key is beside its certificate, in the TLS Redis's directory.
+    let ca_dir = std::path::Path::new(&env().redis_tls_ca).parent().unwrap();
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("crlnumber"), "01\n").unwrap();
+    let cnf = dir.join("ca.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = {}\ncrlnumber = {}\ndefault_md = sha256\n\
+             default_crl_days = 30\n",
+            dir.join("index.txt").display(),
+            dir.join("crlnumber").display()
+        ),
+    )
+    .unwrap();
+    let out = dir.join(name);
+    let mut cmd = Command::new("openssl");
+    cmd.args(["ca", "-gencrl", "-batch", "-config"])
+        .arg(&cnf)
+        .arg("-keyfile")
+        .arg(ca_dir.join("ca.key"))
+        .arg("-cert")
+        .arg(ca_dir.join("ca.pem"))
+        .arg("-out")
+        .arg(&out);
+    if let Some((last, next)) = dates {
+        cmd.args(["-crl_lastupdate", last, "-crl_nextupdate", next]);
+    }
+    let o = cmd.output().expect("run openssl");
+    assert!(
+        o.status.success(),
+        "openssl ca -gencrl: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out.display().to_string()
+}
+
+/// `sslcrl` is checked as libpq checks it: a current CRL of the issuer passes, one past its
+/// nextUpdate fails (before: accepted). Without verification there is nothing to check it
+/// against: refused rather than ignored.
+#[test]
+fn sslcrl_expired_fails_and_unverified_is_refused() {
+    let t = tls();
+    let dir = std::env::temp_dir().join(format!("dlb-tls-crl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let current = test_crl(&dir, "current.pem", None);
+    let expired = test_crl(
+        &dir,
+        "expired.pem",
+        Some(("20200101000000Z", "20200102000000Z")),
+    );
+    let verify = format!("sslmode=verify-full sslrootcert={}", t.ca);
+    check(
+        "current CRL",
+        outcome(dsn(&t.primary, None, &format!("{verify} sslcrl={current}"))),
+        Want::Tls,
+    );
+    check(
+        "expired CRL",
+        outcome(dsn(&t.primary, None, &format!("{verify} sslcrl={expired}"))),
+        Want::Fails("certificate verify failed: CRL has expired"),
+    );
+    let unverified = dsn(
+        &t.primary,
+        None,
+        &format!("sslmode=require sslcrl={current}"),
+    );
+    let e = Balancer::new(dlb::Config::new(unverified))
+        .map_or_else(|e| e.to_string(), |_| "accepted".into());
+    assert!(e.contains("`sslcrl`"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

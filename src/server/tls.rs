@@ -255,12 +255,26 @@ impl TlsSettings {
                 "dlb speaks TLSv1.2 and TLSv1.3 only",
             ));
         }
+        let crl = nonempty("sslcrl").map(String::from);
+        if crl.is_some() && verify == Verify::Nothing && mode != SslMode::Disable {
+            // libpq ignores it then (no verification, nothing to check against): refused, as
+            // every protection dlb would not give.
+            return Err(bad(
+                field,
+                "sslcrl",
+                format!(
+                    "revocation is only checked with certificate verification, and \
+                     sslmode={} without sslrootcert verifies nothing (give sslrootcert)",
+                    mode.as_str()
+                ),
+            ));
+        }
         Ok(TlsSettings {
             mode,
             verify,
             roots,
             client_cert,
-            crl: nonempty("sslcrl").map(String::from),
+            crl,
             sni,
             versions: (min <= 2, max >= 3),
         })
@@ -307,8 +321,12 @@ impl TlsSettings {
                         return Err(bad(field, "sslcrl", format!("{path}: no CRL in the file")));
                     }
                     // As libpq (OpenSSL's X509_V_FLAG_CRL_CHECK): the server's certificate
-                    // only, and a CRL of its issuer must be there.
-                    b = b.with_crls(crls).only_check_end_entity_revocation();
+                    // only, a CRL of its issuer must be there, and one past its nextUpdate
+                    // fails ("CRL has expired").
+                    b = b
+                        .with_crls(crls)
+                        .only_check_end_entity_revocation()
+                        .enforce_revocation_expiration();
                 }
                 let inner = b.build().map_err(|e| bad(field, "sslrootcert", e))?;
                 Arc::new(WebPki {
@@ -685,6 +703,9 @@ fn describe_rustls(e: &rustls::Error, host: &str) -> String {
             C::UnknownRevocationStatus => {
                 "certificate verify failed: unable to get certificate CRL".into()
             }
+            C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                "certificate verify failed: CRL has expired".into()
+            }
             C::NotValidForName | C::NotValidForNameContext { .. } => {
                 format!("server certificate does not match host name \"{host}\"")
             }
@@ -945,6 +966,8 @@ mod tests {
             ("host=h sslkey=/k", "sslcert"),
             ("host=h sslsni=yes", "sslsni"),
             ("host=h sslcrldir=/d", "sslcrldir"),
+            ("host=h sslcrl=/c", "sslcrl"),
+            ("host=h sslmode=require sslcrl=/c", "sslcrl"),
             (
                 "host=h ssl_max_protocol_version=TLSv1.1",
                 "ssl_max_protocol_version",
