@@ -4,7 +4,9 @@
 # TLS connections only (`hostssl` lines, no `host` line), with certificates from the test CA
 # of the TLS Redis (redis.sh). The primary and replica 1 present a certificate for 127.0.0.1
 # and localhost; replica 2 one for another name (verify-full must refuse it, verify-ca
-# accept it). The user `dlb_cert` must present a client certificate (clientcert=verify-full).
+# accept it). The user `dlb_cert` must present a client certificate (clientcert=verify-full);
+# the user `dlb_scram` must give its password with SCRAM-SHA-256 (the channel binding tests:
+# over TLS the server offers SCRAM-SHA-256-PLUS).
 # The main cluster (postgres.sh) keeps ssl=off: the server that refuses TLS.
 #
 # Uses the settings testenv.sh defines before sourcing it (BASE, HOST, DB, PG_SUPERUSER,
@@ -13,6 +15,8 @@
 TLS_PG_PORT="${DLB_TESTENV_TLS_PG_PORT:-$((PG_PORT + 20))}"
 TLS_NODES=(tls-primary tls-replica1 tls-replica2)
 TLS_CERT_USER=dlb_cert
+TLS_SCRAM_USER=dlb_scram
+TLS_SCRAM_PASSWORD=dlb-scram-secret
 TLS_DIR="$BASE/pg-tls"
 
 tls_node_port() {
@@ -131,15 +135,45 @@ tls_create_primary() {
         --no-sync --no-instructions >"$TLS_DIR/initdb.log" 2>&1 || die_log "$TLS_DIR/initdb.log" "initdb (TLS) failed"
     owner_write "$data/pg_hba.conf" <<EOF
 # Written by testenv.sh (postgres_tls.sh): TCP over TLS only; $TLS_CERT_USER with a client
-# certificate only.
+# certificate only; $TLS_SCRAM_USER with its password (SCRAM-SHA-256).
 # TYPE   DATABASE     USER           ADDRESS       METHOD
 local    all          all                          trust
 hostssl  all          $TLS_CERT_USER  127.0.0.1/32  trust clientcert=verify-full
+$(tls_scram_hba_line)
 hostssl  all          all            127.0.0.1/32  trust
 hostssl  replication  all            127.0.0.1/32  trust
 EOF
     printf "\ninclude 'dlb_testenv.conf'\n" | as_owner tee -a -- "$data/postgresql.conf" >/dev/null
     tls_write_conf tls-primary server
+}
+
+tls_scram_hba_line() {
+    printf 'hostssl  all          %-14s 127.0.0.1/32  scram-sha-256' "$TLS_SCRAM_USER"
+}
+
+# tls_scram_user: the SCRAM password user, also in a cluster made before it existed: its
+# pg_hba.conf line (before the trust line for all users) on every node, and the role.
+tls_scram_user() {
+    local node hba
+    for node in "${TLS_NODES[@]}"; do
+        hba=$(tls_node_data "$node")/pg_hba.conf
+        [[ -f $hba ]] || continue
+        grep -q "^hostssl .* $TLS_SCRAM_USER " "$hba" && continue
+        log "adding the SCRAM user's line to $node's pg_hba.conf"
+        mark_changed
+        as_owner sed -i "s|^hostssl  all          all |$(tls_scram_hba_line)\n&|" "$hba" ||
+            die "cannot edit $hba"
+        grep -q "^hostssl .* $TLS_SCRAM_USER " "$hba" || die "no line for all users in $hba"
+        if tls_node_running "$node"; then
+            tls_query "$node" 'SELECT pg_reload_conf()' >/dev/null || die "cannot reload $node"
+        fi
+    done
+    if [[ $(tls_query tls-primary "SELECT count(*) FROM pg_roles WHERE rolname = '$TLS_SCRAM_USER'") != 1 ]]; then
+        log "creating the SCRAM user $TLS_SCRAM_USER on tls-primary"
+        mark_changed
+        tls_query tls-primary "SET password_encryption = 'scram-sha-256'; CREATE ROLE $TLS_SCRAM_USER LOGIN PASSWORD '$TLS_SCRAM_PASSWORD'" >/dev/null ||
+            die_log "$(tls_node_log tls-primary)" "CREATE ROLE $TLS_SCRAM_USER failed"
+    fi
 }
 
 tls_create_replica() { # NODE CERT
@@ -174,6 +208,7 @@ tls_cluster_up() {
         tls_query tls-primary "CREATE DATABASE $DB" >/dev/null || die_log "$(tls_node_log tls-primary)" "CREATE DATABASE $DB (TLS) failed"
         tls_query tls-primary "CREATE ROLE $TLS_CERT_USER LOGIN" >/dev/null || true
     fi
+    tls_scram_user
     for node in tls-replica1 tls-replica2; do
         cert=server
         [[ $node == tls-replica2 ]] && cert=other
@@ -207,6 +242,8 @@ tls_cluster_env() {
     printf 'export DLB_TEST_TLS_CLIENT_CERT=%s\n' "$(sq "$TLS_DIR/client.pem")"
     printf 'export DLB_TEST_TLS_CLIENT_KEY=%s\n' "$(sq "$TLS_DIR/client.key")"
     printf 'export DLB_TEST_TLS_CERT_USER=%s\n' "$(sq "$TLS_CERT_USER")"
+    printf 'export DLB_TEST_TLS_SCRAM_USER=%s\n' "$(sq "$TLS_SCRAM_USER")"
+    printf 'export DLB_TEST_TLS_SCRAM_PASSWORD=%s\n' "$(sq "$TLS_SCRAM_PASSWORD")"
     printf 'export DLB_TEST_TLS_SOCKETS=%s\n' "$(sq "$(tls_node_sock tls-primary),$(tls_node_sock tls-replica1),$(tls_node_sock tls-replica2)")"
 }
 

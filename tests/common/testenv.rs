@@ -60,6 +60,10 @@ pub struct TlsEnv {
     pub client_cert: String,
     pub client_key: String,
     pub cert_user: String,
+    /// A user who must authenticate with SCRAM-SHA-256 and this password (the server offers
+    /// SCRAM-SHA-256-PLUS over TLS); empty in an environment made by an older script.
+    pub scram_user: String,
+    pub scram_password: String,
     /// The Unix socket directory of each node (primary, replica 1, replica 2): plain
     /// connections for the tests' own housekeeping.
     pub sockets: Vec<String>,
@@ -165,6 +169,8 @@ impl TestEnv {
                 client_cert: required("DLB_TEST_TLS_CLIENT_CERT"),
                 client_key: required("DLB_TEST_TLS_CLIENT_KEY"),
                 cert_user: required("DLB_TEST_TLS_CERT_USER"),
+                scram_user: optional("DLB_TEST_TLS_SCRAM_USER"),
+                scram_password: optional("DLB_TEST_TLS_SCRAM_PASSWORD"),
                 sockets: list(required("DLB_TEST_TLS_SOCKETS")),
             }),
             script: vars
