@@ -8,6 +8,7 @@ use std::fs::File;
 use std::time::Duration;
 
 pub mod dnsmasq;
+pub mod fake_pg;
 pub mod hostile_dns;
 pub mod protection;
 pub mod proxy;
