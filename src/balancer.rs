@@ -22,11 +22,11 @@ use crate::config::{Config, LsnStoreConfig};
 use crate::counters::{self, Counters};
 use crate::discovery::ReplicaSource;
 use crate::error::{Error, Result};
-use crate::events::{EventCallback, HostEvent};
+use crate::events::{EventCallback, Events, HostEvent};
 use crate::freshness::{self, Requirement};
 use crate::labels::{Reason, Role, StoreOp};
 use crate::lsn::Lsn;
-use crate::monitor::{Monitor, MonitorThread};
+use crate::monitor::{Monitor, MonitorThread, Outputs};
 use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
 use crate::server::connection::{check_replay, primary_timeline_column};
@@ -53,6 +53,8 @@ pub struct Balancer {
     router: ManuallyDrop<Arc<Router>>,
     store: ManuallyDrop<Arc<dyn LsnStore>>,
     counters: Arc<Counters>,
+    /// Host events: the monitor's publications put them here (or to the callback).
+    events: Arc<Events>,
     monitor: MonitorThread,
     /// The process that made it (see the fork note on [`Balancer`]).
     pid: u32,
@@ -133,6 +135,7 @@ impl Balancer {
             std::time::Instant::now(),
         );
         let counters = Arc::new(Counters::new());
+        let events = Arc::new(Events::new());
         let (wake_tx, wake_rx) = channel::bounded(1);
         let router = Arc::new(Router::new(
             &config,
@@ -149,8 +152,11 @@ impl Balancer {
             primary,
             source,
             scheduler,
-            counters.clone(),
-            Arc::downgrade(&store),
+            Outputs {
+                counters: counters.clone(),
+                store: Arc::downgrade(&store),
+                events: events.clone(),
+            },
         );
         monitor.check(&router);
         let monitor = MonitorThread::spawn(monitor, Arc::downgrade(&router), wake_rx)
@@ -160,6 +166,7 @@ impl Balancer {
             router: ManuallyDrop::new(router),
             store: ManuallyDrop::new(store),
             counters,
+            events,
             monitor,
             pid: std::process::id(),
             forks,
@@ -480,7 +487,7 @@ impl Balancer {
     /// calling thread, before this returns. `None` sends events to the queue
     /// ([`Balancer::next_event`]) again.
     pub fn set_event_callback(&self, callback: Option<EventCallback>) {
-        self.router.events.set_callback(callback);
+        self.events.set_callback(callback);
     }
 
     /// The next host event from the queue (events go there while no callback is set),
@@ -492,8 +499,7 @@ impl Balancer {
     ///
     /// The first check (in [`Balancer::new`]) queues an `added` event for every replica.
     pub fn next_event(&self, timeout: Duration) -> Option<HostEvent> {
-        self.router
-            .events
+        self.events
             .take(timeout, |e| Ok::<_, std::convert::Infallible>(e.clone()))
             .unwrap_or_else(|never| match never {})
     }
@@ -501,12 +507,12 @@ impl Balancer {
     /// Makes every [`Balancer::next_event`] waiting now return `None` at once (to stop a
     /// polling thread before dropping the balancer). Never blocks.
     pub fn wake_event_waiters(&self) {
-        self.router.events.wake();
+        self.events.wake();
     }
 
     /// The event queue, for the C ABI (which formats an event only when it fits).
     pub(crate) fn events(&self) -> &crate::events::Events {
-        &self.router.events
+        &self.events
     }
 
     // ---- Observability.

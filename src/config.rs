@@ -20,6 +20,14 @@ use crate::error::{Error, Result};
 /// Longest accepted sticking key, in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// The longest time-to-live a store keeps an entry for: 10 years (of 365 days).
+///
+/// A longer `ttl` given to [`crate::LsnStore::record`] or [`crate::LsnStore::force`] (up to
+/// [`Duration::MAX`], e.g. through [`crate::Balancer::force_primary`]) counts as this one:
+/// "forever" for a read. `sticky_ttl_s` may be at most this many seconds
+/// ([`crate::Config::validate`] rejects more, naming the field).
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// Balancer configuration. Build it with [`Config::from_json`] or [`Config::builder`]; both
 /// validate, and [`crate::Balancer::new`] validates again.
 ///
@@ -353,12 +361,12 @@ impl MetricsConfig {
                     "names starting with __ are reserved",
                 ));
             }
-            if crate::observability::SERIES_LABELS.contains(&name.as_str()) {
+            if crate::labels::SERIES_LABELS.contains(&name.as_str()) {
                 return Err(Error::config(
                     field(),
                     format!(
                         "is a label dlb's own series use (one of {})",
-                        crate::observability::SERIES_LABELS.join(", ")
+                        crate::labels::SERIES_LABELS.join(", ")
                     ),
                 ));
             }
@@ -990,7 +998,7 @@ const MINUTE: u64 = 60_000;
 const HOUR: u64 = 60 * MINUTE;
 const DAY: u64 = 24 * HOUR;
 /// The longest duration any setting may have: 10 years, as [`crate::MAX_TTL`].
-const TEN_YEARS_MS: u64 = crate::sticking::MAX_TTL.as_millis() as u64;
+const TEN_YEARS_MS: u64 = MAX_TTL.as_millis() as u64;
 /// The most `connectivity.failure_threshold` and `connectivity.flap_threshold` may be.
 const THRESHOLD: u64 = 1000;
 

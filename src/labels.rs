@@ -219,6 +219,11 @@ impl Health {
     }
 }
 
+/// The label names dlb's own metric series use: a constant label (`metrics.labels`) may not
+/// take one of them.
+pub(crate) const SERIES_LABELS: [&str; 7] =
+    ["role", "reason", "replica", "host", "state", "op", "le"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::discovery::{self, ReplicaSource};
 use crate::dsn::{Dsn, HostPort};
+use crate::events::{self, Events};
 use crate::health::policy::PrimaryView;
 use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Observation, Policy, ReplicaHealth};
@@ -112,6 +113,16 @@ pub(crate) struct Monitor {
     generation: u64,
     counters: Arc<Counters>,
     store: Weak<dyn LsnStore>,
+    /// Where the host events each publication makes go.
+    events: Arc<Events>,
+}
+
+/// Where a monitor's findings go, besides the router: counters, the LSN store's housekeeping
+/// (held weakly: the balancer owns the store) and host events.
+pub(crate) struct Outputs {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) store: Weak<dyn LsnStore>,
+    pub(crate) events: Arc<Events>,
 }
 
 impl Monitor {
@@ -121,8 +132,11 @@ impl Monitor {
         primary: Arc<Host>,
         source: ReplicaSource,
         scheduler: Arc<ScheduledThreadPool>,
-        counters: Arc<Counters>,
-        store: Weak<dyn LsnStore>,
+        Outputs {
+            counters,
+            store,
+            events,
+        }: Outputs,
     ) -> Monitor {
         Monitor {
             config: config.clone(),
@@ -142,6 +156,7 @@ impl Monitor {
             generation: 0,
             counters,
             store,
+            events,
         }
     }
 
@@ -284,7 +299,9 @@ impl Monitor {
         }
         self.finish_draining(now);
         self.generation += 1;
-        router.publish(self.snapshot(), probe_start);
+        let happened = router.publish(self.snapshot(), probe_start, events::diff);
+        // Delivered outside the publication lock: a callback may take its time.
+        self.events.deliver(happened);
         if let Some(store) = self.store.upgrade() {
             store.maintain();
         }

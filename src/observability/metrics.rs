@@ -166,7 +166,7 @@ pub(crate) fn collect(m: &Counters, status: &Status) -> Metrics {
         .iter()
         .map(|r| ReplicaMetrics {
             replica: r.host.addr.clone(),
-            up: r.state == crate::Health::Healthy.as_str(),
+            up: r.state == crate::labels::Health::Healthy.as_str(),
             state: r.state,
             lag_bytes: (r.replay_lsn.is_some() && status.primary_lsn.is_some())
                 .then_some(r.lag_bytes),

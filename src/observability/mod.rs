@@ -12,7 +12,6 @@ pub use self::metrics::{
     Histogram, HistogramBucket, METRICS_VERSION, Metrics, PickCount, PoolMetrics, ReasonCount,
     ReplicaMetrics,
 };
-pub(crate) use self::prometheus::SERIES_LABELS;
 pub(crate) use self::prometheus::render as render_metrics;
 pub(crate) use self::status::collect as collect_status;
 pub use self::status::{HostStatus, ReplicaStatus, STATUS_VERSION, Status};

@@ -6,11 +6,6 @@ use std::fmt::Write as _;
 use super::metrics::{Histogram, Metrics};
 use crate::labels::Health;
 
-/// The label names dlb's own series use: a constant label (`metrics.labels`) may not take
-/// one of them.
-pub(crate) const SERIES_LABELS: [&str; 7] =
-    ["role", "reason", "replica", "host", "state", "op", "le"];
-
 /// Builds a Prometheus exposition text: every name gets `prefix`, every sample the constant
 /// labels.
 pub(crate) struct Exposition<'a> {

@@ -12,8 +12,9 @@
 //!    check within `sticky_check_budget_ms`), else the primary ([`Reason::NotCaughtUp`]) or
 //!    [`Error::NoCaughtUpReplica`].
 //!
-//! The monitor talks to the router through two calls only: [`Router::publish`] (a new
-//! snapshot) and [`Router::take_refresh_request`] (whether a caller reported a failure).
+//! The monitor talks to the router through [`Router::publish`] (a new snapshot),
+//! [`Router::take_refresh_request`] (whether a caller reported a failure) and what it learnt of
+//! the primary ([`Router::set_primary_system`], [`Router::set_primary_timeline`]).
 
 mod options;
 mod route;
@@ -34,7 +35,6 @@ pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
 use crate::counters::{self, Counters};
 use crate::error::{Error, Result};
-use crate::events::{self, Events};
 use crate::freshness::{self, Decision, Requirement};
 pub use crate::labels::Reason;
 use crate::labels::StoreOp;
@@ -92,8 +92,6 @@ pub(crate) struct Router {
     system_changed_at: AtomicInstant,
     /// `sticky_ttl_s`: how long after such a change a key recorded before it may still exist.
     sticky_ttl: Duration,
-    /// Where host events go (derived from each publication).
-    pub(crate) events: Arc<Events>,
     /// Cached replay positions older than this (a few check intervals: the monitor is stuck or
     /// failing) are not trusted by sticky picks.
     trust_cache_for: Duration,
@@ -128,7 +126,6 @@ impl Router {
             timeline_writer: Mutex::new(0),
             system_changed_at: AtomicInstant::default(),
             sticky_ttl: Duration::from_secs(config.sticky_ttl_s),
-            events: Arc::new(Events::new()),
             trust_cache_for: config
                 .check_interval()
                 .saturating_mul(TRUSTED_CHECKS)
@@ -425,15 +422,20 @@ impl Router {
     // ---- The monitor's interface.
 
     /// Publishes a snapshot built from probes that started at `probe_start`, leaving out of the
-    /// ring the replicas a caller reported failing since then.
-    /// The host events this publication makes are delivered after it, outside the lock.
-    pub(crate) fn publish(&self, mut snap: Snapshot, probe_start: Instant) {
-        let g = self.publish_lock.lock();
+    /// ring the replicas a caller reported failing since then. `changes` sees the replaced
+    /// snapshot and the new one under the publication lock (the monitor derives host events
+    /// there, and delivers them after this returns, outside the lock).
+    pub(crate) fn publish<T>(
+        &self,
+        mut snap: Snapshot,
+        probe_start: Instant,
+        changes: impl FnOnce(&Snapshot, &Snapshot) -> T,
+    ) -> T {
+        let _g = self.publish_lock.lock();
         snap.eligible.retain(|h| !h.reported_since(probe_start));
-        let happened = self.with_snapshot(|old| events::diff(old, &snap));
+        let changed = self.with_snapshot(|old| changes(old, &snap));
         self.swap(snap);
-        drop(g);
-        self.events.deliver(happened);
+        changed
     }
 
     /// Records the primary's `system_identifier` (from a probe, or read with a recorded LSN).

@@ -23,7 +23,6 @@ use parking_lot::Mutex;
 
 use crate::lsn::Position;
 use crate::server::connection::{position_from, replay_position_columns};
-use crate::server::host::Host;
 use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
 use crate::server::probe_conn::ProbeConn;
 
@@ -40,6 +39,20 @@ const IDLE: usize = 4;
 /// Questions waiting for one checker at most; a caller finding it full does not wait.
 const QUEUE: usize = 64;
 
+/// What a checker needs of the replica it checks (a [`crate::server::host::Host`]): the
+/// checker knows nothing else of it, so a host can own its checker without a circle.
+pub(crate) trait Checked: Send + Sync + 'static {
+    /// `host:port`, for messages.
+    fn addr(&self) -> &str;
+    /// A new connection as the monitor makes them: every query bounded by the probe deadline.
+    fn connect(&self) -> Result<ProbeConn, String>;
+    /// A new connection reached the server tagged `tag` (for the identity log).
+    fn reached(&self, tag: u64);
+    /// A position read on a connection to the server tagged `tag`; whether it counted (see
+    /// `Host::observe_replay`).
+    fn observe(&self, tag: u64, pos: Position) -> bool;
+}
+
 /// The handle of a replica's checker: its connection and its thread.
 pub(crate) struct Checker {
     questions: Sender<Question>,
@@ -48,12 +61,12 @@ pub(crate) struct Checker {
 
 impl Checker {
     /// Starts the checker of `host`, which connects as the monitor does
-    /// ([`Host::connect_monitoring`]: every query bounded by `probe_timeout_ms`), lazily, on
+    /// ([`Checked::connect`]: every query bounded by `probe_timeout_ms`), lazily, on
     /// the first question.
     ///
     /// # Errors
     /// When the OS cannot start a thread.
-    pub(crate) fn spawn(host: Weak<Host>) -> std::io::Result<Checker> {
+    pub(crate) fn spawn(host: Weak<dyn Checked>) -> std::io::Result<Checker> {
         let (questions, rx) = channel::bounded(QUEUE);
         let conn: Slot = Arc::default();
         let slot = conn.clone();
@@ -75,7 +88,11 @@ impl Checker {
     ///
     /// On a thread that runs an async runtime (a tokio worker) it does nothing: driving the
     /// connection's own runtime there would panic. The checker's thread answers instead.
-    pub(crate) fn check_here(&self, host: &Host, deadline: Instant) -> Option<Option<Position>> {
+    pub(crate) fn check_here(
+        &self,
+        host: &dyn Checked,
+        deadline: Instant,
+    ) -> Option<Option<Position>> {
         if tokio::runtime::Handle::try_current().is_ok() {
             return None;
         }
@@ -88,12 +105,12 @@ impl Checker {
     }
 }
 
-fn run(host: &Weak<Host>, rx: &Receiver<Question>, slot: &Slot) {
+fn run(host: &Weak<dyn Checked>, rx: &Receiver<Question>, slot: &Slot) {
     while let Ok((index, reply)) = rx.recv() {
         let Some(host) = host.upgrade() else {
             return;
         };
-        let lsn = ask(&host, slot);
+        let lsn = ask(&*host, slot);
         drop(host);
         let _ = reply.send((index, lsn));
     }
@@ -101,18 +118,18 @@ fn run(host: &Weak<Host>, rx: &Receiver<Question>, slot: &Slot) {
 
 /// One question on the checker's thread: on the idle connection, or on a new one (when there
 /// is none, or a caller is using it).
-fn ask(host: &Host, slot: &Slot) -> Option<Position> {
+fn ask(host: &dyn Checked, slot: &Slot) -> Option<Position> {
     let taken = slot.lock().pop();
     let mut conn = match taken {
         Some((c, tag)) if !c.is_closed() => (c, tag),
         _ => {
-            let mut c = host.connect_monitoring().ok()?;
+            let mut c = host.connect().ok()?;
             let rows = c.query(&format!("SELECT {IDENTITY_COLUMNS}")).ok()?;
             let tag = ServerIdentity::from_text_row(rows.first()?, 0).ok()?.tag();
             // As the pools' new connections do: one that reached another server than the
             // probed one makes the monitor reconnect its probe at its next check (an app that
             // only hands out DSNs has no pooled connections to notice a re-pointed address).
-            host.identity_log.record(tag, Instant::now());
+            host.reached(tag);
             (c, tag)
         }
     };
@@ -140,7 +157,7 @@ fn put_back(slot: &Slot, conn: (ProbeConn, u64)) {
 /// connection is not to be used again (it failed, missed its deadline, or reached another
 /// server than the one the monitor probes: a restart or a re-pointed address).
 fn check(
-    host: &Host,
+    host: &dyn Checked,
     (c, tag): &mut (ProbeConn, u64),
     deadline: Option<Instant>,
 ) -> Option<Position> {
@@ -149,9 +166,9 @@ fn check(
             .first()
             .and_then(|r| position_from(|i| r.try_get(i).ok().flatten(), 0)),
         Err(e) => {
-            log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr);
+            log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr());
             return None;
         }
     };
-    pos.filter(|&pos| host.observe_replay(*tag, pos))
+    pos.filter(|&pos| host.observe(*tag, pos))
 }

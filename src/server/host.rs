@@ -15,7 +15,7 @@ use crate::dsn::Dsn;
 use crate::error::{Error, Result};
 use crate::labels::Role;
 use crate::lsn::{Lsn, Position};
-use crate::server::checker::Checker;
+use crate::server::checker::{Checked, Checker};
 use crate::server::connection::PgManager;
 use crate::server::identity::IdentityLog;
 use crate::server::probe_conn::ProbeConn;
@@ -158,6 +158,24 @@ impl Deref for StripedHost {
     #[inline]
     fn deref(&self) -> &Host {
         &self.host
+    }
+}
+
+impl Checked for Host {
+    fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn connect(&self) -> std::result::Result<ProbeConn, String> {
+        self.connect_monitoring()
+    }
+
+    fn reached(&self, tag: u64) {
+        self.identity_log.record(tag, Instant::now());
+    }
+
+    fn observe(&self, tag: u64, pos: Position) -> bool {
+        self.observe_replay(tag, pos)
     }
 }
 
@@ -477,7 +495,7 @@ impl Host {
         reply: &crossbeam::channel::Sender<(usize, Option<Position>)>,
     ) -> bool {
         let checker = self.checker.get_or_init(|| {
-            Checker::spawn(Arc::downgrade(self))
+            Checker::spawn(Arc::downgrade(self) as std::sync::Weak<dyn Checked>)
                 .map_err(|e| log::warn!(target: "dlb", "cannot start the live checker of {}: {e}", self.addr))
                 .ok()
         });

@@ -19,13 +19,7 @@ use crate::lsn::Lsn;
 pub use self::memory::MemoryStore;
 pub use self::redis::{MAX_VERBATIM_KEY, RedisStore};
 
-/// The longest time-to-live a store keeps an entry for: 10 years (of 365 days).
-///
-/// A longer `ttl` given to [`LsnStore::record`] or [`LsnStore::force`] (up to
-/// [`Duration::MAX`], e.g. through [`crate::Balancer::force_primary`]) counts as this one:
-/// "forever" for a read. `sticky_ttl_s` may be at most this many seconds
-/// ([`crate::Config::validate`] rejects more, naming the field).
-pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub use crate::config::MAX_TTL;
 
 /// What a store holds for a sticking key ([`LsnStore::get`]). The default (no LSN, not
 /// forced) is what a key that was never written, or whose entry expired, has.
