@@ -1,13 +1,18 @@
-//! The background monitor: every `replica_check_interval_ms` it refreshes the replica list
-//! ([`crate::discovery`]), reads the primary's WAL position and probes the replicas in parallel
-//! ([`probe`]), feeds the answers to the health policy ([`crate::health::policy`]), logs and
-//! counts the transitions, and publishes a new snapshot to the router.
+//! The background monitor: every `replica_check_interval_ms` a round ([`Monitor::check`])
+//! refreshes the replica list ([`crate::discovery`]), probes the replicas in parallel and then
+//! the primary ([`probe`]), takes in the answers (the hosts' cached positions and identities),
+//! applies the health rules ([`round`], pure over the members: the policy of
+//! [`crate::health::policy`], flap holds, panic admissions), logs and counts the transitions,
+//! publishes a new snapshot to the router with its host events, and runs the LSN store's
+//! housekeeping.
 //!
-//! The monitor owns all of this state ([`Monitor`]); it talks to routing only through
-//! [`Router::publish`] and [`Router::take_refresh_request`]. Its thread holds a `Weak`
+//! The monitor owns all of this state ([`Monitor`]); it talks to routing through
+//! [`Router::publish`], [`Router::take_refresh_request`] and what it learnt of the primary
+//! ([`Router::set_primary_system`], [`Router::set_primary_timeline`]). Its thread holds a `Weak`
 //! reference to the router and exits when the balancer is dropped (or stops it).
 
 mod probe;
+mod round;
 
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -17,6 +22,7 @@ use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use self::round::Outcome;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::discovery::{self, ReplicaSource};
@@ -24,7 +30,7 @@ use crate::dsn::{Dsn, HostPort};
 use crate::events::{self, Events};
 use crate::health::policy::PrimaryView;
 use crate::health::policy::{self, FlapDetector, Transition};
-use crate::health::{Health, Observation, Policy, ReplicaHealth};
+use crate::health::{Health, Policy, ReplicaHealth};
 use crate::labels::{PrimaryState, QuarantineReason, Role};
 use crate::lsn::Position;
 use crate::routing::{ReplicaState, Router, Snapshot};
@@ -35,6 +41,11 @@ use crate::sticking::LsnStore;
 /// An address whose new connections changed server twice within this many check intervals
 /// reaches several servers.
 const SEVERAL_SERVERS_CHECKS: u32 = 30;
+
+/// What a probe that missed the round's deadline is reported as.
+fn no_answer(timeout: Duration) -> String {
+    format!("no answer within {} ms", timeout.as_millis())
+}
 
 /// Wake-ups closer together than this are merged into one check.
 const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
@@ -88,6 +99,16 @@ impl Member {
         }
         self.server = Some((id, timeline));
     }
+}
+
+/// What a round's probes brought back.
+struct Probed {
+    /// When the probes started (failures reported since then keep a replica out).
+    start: Instant,
+    /// The members probed (`None`: not due).
+    due: Vec<Option<Arc<Host>>>,
+    replicas: Vec<Option<probe::ReplicaAnswer>>,
+    primary: Option<Result<probe::PrimaryAnswer, String>>,
 }
 
 /// Everything the monitor knows: the replica list, each replica's health, the drained pools.
@@ -160,8 +181,10 @@ impl Monitor {
         }
     }
 
-    /// Runs one check and publishes the resulting snapshot. Blocks for at most
-    /// `probe_timeout_ms` (plus a DNS exchange when a refresh is due).
+    /// Runs one round and publishes the resulting snapshot: refresh the list, probe, take in
+    /// the answers, apply the health rules ([`round::apply`], pure), report, publish. Blocks for
+    /// at most `probe_timeout_ms` (plus a DNS exchange when a refresh is due, and the LSN
+    /// store's housekeeping).
     pub(crate) fn check(&mut self, router: &Router) {
         #[cfg(test)]
         if router
@@ -171,12 +194,28 @@ impl Monitor {
             panic!("injected by a test");
         }
         let now = Instant::now();
+        self.refresh(router, now);
+        let probed = self.probe(now);
+        self.counters.count(&self.counters.checks);
+        self.take_in_primary(probed.primary, router);
+        let outcomes = self.take_in(probed.replicas, &probed.due, now);
+        let applied = self.apply(&outcomes, now);
+        self.report(&applied);
+        self.publish(router, probed.start, now);
+    }
+
+    /// The list: a DNS refresh when due (or asked for by a caller's failure report), then the
+    /// members added and drained.
+    fn refresh(&mut self, router: &Router, now: Instant) {
         self.source
             .refresh(router.take_refresh_request(), now, &self.counters);
         self.apply_list(now);
+    }
 
+    /// Probes the members due at `now`, then the primary, within `probe_timeout_ms`.
+    fn probe(&self, now: Instant) -> Probed {
         let timeout = self.config.probe_timeout();
-        let probe_start = Instant::now();
+        let start = Instant::now();
         let due: Vec<Option<Arc<Host>>> = self
             .members
             .iter()
@@ -184,17 +223,26 @@ impl Monitor {
             .collect();
         // Replicas first, then the primary: a replica that replayed past a primary position
         // read after it has diverged.
-        let answers = probe::probe_replicas(&due, probe_start + timeout, &self.counters);
+        let replicas = probe::probe_replicas(&due, start + timeout, &self.counters);
         let primary = probe::probe_primary(
             &self.primary,
             policy::later(Instant::now(), timeout),
             &self.counters,
         );
+        Probed {
+            start,
+            due,
+            replicas,
+            primary,
+        }
+    }
 
-        let counters = Arc::clone(&self.counters);
-        let c = &*counters;
-        c.count(&c.checks);
-        let no_answer = || format!("no answer within {} ms", timeout.as_millis());
+    /// Takes in the primary's answer (or its failure: its timeline becomes unknown to routing).
+    fn take_in_primary(
+        &mut self,
+        primary: Option<Result<probe::PrimaryAnswer, String>>,
+        router: &Router,
+    ) {
         self.primary_view.lsn_after_replicas = false;
         match primary {
             Some(Ok(p)) => {
@@ -203,8 +251,10 @@ impl Monitor {
                 self.primary_error = None;
             }
             failed => {
-                let why = failed.and_then(Result::err).unwrap_or_else(no_answer);
-                c.count(&c.primary_check_errors);
+                let why = failed
+                    .and_then(Result::err)
+                    .unwrap_or_else(|| no_answer(self.config.probe_timeout()));
+                self.counters.count(&self.counters.primary_check_errors);
                 warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
                 // The primary may be failing over: until it answers again (or a record reads
                 // its timeline), no replica position is trusted against the old timeline.
@@ -213,6 +263,50 @@ impl Monitor {
                 self.primary_error = Some(why);
             }
         }
+    }
+
+    /// The health rules over every member ([`round::apply`]).
+    fn apply(&mut self, outcomes: &[Outcome], now: Instant) -> round::Applied {
+        let mut states: Vec<ReplicaHealth> = self.members.iter().map(|m| m.state.clone()).collect();
+        let addrs: Vec<HostPort> = self.members.iter().map(|m| m.addr.clone()).collect();
+        let applied = round::apply(
+            &mut states,
+            &addrs,
+            outcomes,
+            &self.primary_view,
+            &mut self.flaps,
+            now,
+            &self.policy,
+        );
+        for (m, state) in self.members.iter_mut().zip(states) {
+            m.state = state;
+        }
+        applied
+    }
+
+    /// Closes what finished draining, publishes the new snapshot, delivers the host events it
+    /// made (outside the publication lock: a callback may take its time), and runs the LSN
+    /// store's housekeeping.
+    fn publish(&mut self, router: &Router, probe_start: Instant, now: Instant) {
+        self.finish_draining(now);
+        self.generation += 1;
+        let happened = router.publish(self.snapshot(), probe_start, events::diff);
+        self.events.deliver(happened);
+        if let Some(store) = self.store.upgrade() {
+            store.maintain();
+        }
+    }
+
+    /// Takes in the replicas' answers: what each tells of its host (who answered, the cached
+    /// replay position; a failure forgets both), and each member's outcome for the pure step
+    /// ([`round::apply`]), with how many servers its address reached lately.
+    fn take_in(
+        &mut self,
+        answers: Vec<Option<probe::ReplicaAnswer>>,
+        due: &[Option<Arc<Host>>],
+        now: Instant,
+    ) -> Vec<Outcome> {
+        let timeout = self.config.probe_timeout();
         let window_start = now
             .checked_sub(
                 self.config
@@ -220,90 +314,60 @@ impl Monitor {
                     .saturating_mul(SEVERAL_SERVERS_CHECKS),
             )
             .unwrap_or(now);
-        let mut transitions: Vec<Option<Transition>> = vec![None; self.members.len()];
-        for (i, answer) in answers.into_iter().enumerate() {
-            if due[i].is_none() {
-                continue; // waiting out a backoff or a hold: stays as it is
-            }
-            let m = &mut self.members[i];
-            let mut obs = match answer {
-                Some(a) => {
-                    let timeline = match &a.obs {
-                        Observation::Answered { timeline, .. } => *timeline,
-                        Observation::Failed(..) => None,
-                    };
-                    if let Some(id) = a.identity {
-                        m.identity_seen(id, timeline, a.fresh, now);
+        let c = &*self.counters;
+        answers
+            .into_iter()
+            .zip(due)
+            .zip(self.members.iter_mut())
+            .map(|((answer, due), m)| {
+                if due.is_none() {
+                    return Outcome::NotDue;
+                }
+                let answer = answer.unwrap_or_else(|| probe::ReplicaAnswer {
+                    obs: Err((QuarantineReason::Timeout, no_answer(timeout))),
+                    identity: None,
+                    fresh: false,
+                });
+                if let (Some(id), Ok(r)) = (answer.identity, &answer.obs) {
+                    m.identity_seen(id, r.timeline, answer.fresh, now);
+                }
+                match answer.obs {
+                    Ok(reading) => {
+                        if let Some(lsn) = reading.replay_lsn {
+                            let pos = Position {
+                                lsn,
+                                timeline: reading.timeline.unwrap_or(0),
+                            };
+                            m.host.set_replay_position(m.host.identity_tag(), pos);
+                        }
+                        let servers = identity::changes(&m.host.identity_log.since(window_start));
+                        Outcome::Answered { reading, servers }
                     }
-                    a.obs
-                }
-                None => Observation::Failed(QuarantineReason::Timeout, no_answer()),
-            };
-            match &mut obs {
-                Observation::Answered {
-                    replay_lsn,
-                    timeline,
-                    several_servers,
-                    ..
-                } => {
-                    *several_servers =
-                        identity::changes(&m.host.identity_log.since(window_start)) >= 2;
-                    if let Some(l) = replay_lsn {
-                        let pos = Position {
-                            lsn: *l,
-                            timeline: timeline.unwrap_or(0),
-                        };
-                        m.host.set_replay_position(m.host.identity_tag(), pos);
+                    Err((reason, message)) => {
+                        // Whoever answers next may be another server: trust no cached position.
+                        m.host.forget();
+                        m.server = None;
+                        c.count(&c.replica_check_errors);
+                        Outcome::Failed(reason, message)
                     }
                 }
-                Observation::Failed(..) => {
-                    // Whoever answers next may be another server: trust no cached position.
-                    m.host.forget();
-                    m.server = None;
-                    c.count(&c.replica_check_errors);
-                }
-            }
-            let t = m.state.observe(&obs, &self.primary_view, now, &self.policy);
-            if t.newly_unreachable() {
-                self.hold_if_flapping(i, now, false);
-            }
-            transitions[i] = Some(t);
-        }
-        // No replica serves: let the ones held out only for flapping serve anyway.
-        let states: Vec<ReplicaHealth> = self.members.iter().map(|m| m.state.clone()).collect();
-        for i in policy::panic_admissions(&states) {
-            let m = &mut self.members[i];
-            m.state.health = Health::Healthy;
-            if !matches!(
-                transitions[i],
-                Some(Transition {
-                    before: Health::Healthy,
-                    ..
-                })
-            ) {
-                info!(target: "dlb", "replica {} serves although it flaps: no other replica does", m.addr);
+            })
+            .collect()
+    }
+
+    /// Logs and counts what a round decided.
+    fn report(&self, applied: &round::Applied) {
+        let c = &*self.counters;
+        for &i in &applied.admitted {
+            let before = applied.transitions[i].map(|t| t.before);
+            if before != Some(Health::Healthy) {
+                info!(target: "dlb", "replica {} serves although it flaps: no other replica does", self.members[i].addr);
             }
         }
-        for (i, t) in transitions.into_iter().enumerate() {
+        for (m, t) in self.members.iter().zip(&applied.transitions) {
             if let Some(t) = t {
-                let m = &self.members[i];
-                report_transition(
-                    c,
-                    m,
-                    Transition {
-                        before: t.before,
-                        after: m.state.health,
-                    },
-                );
+                report_transition(c, m, *t);
             }
-        }
-        self.finish_draining(now);
-        self.generation += 1;
-        let happened = router.publish(self.snapshot(), probe_start, events::diff);
-        // Delivered outside the publication lock: a callback may take its time.
-        self.events.deliver(happened);
-        if let Some(store) = self.store.upgrade() {
-            store.maintain();
         }
     }
 

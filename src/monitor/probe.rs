@@ -10,8 +10,8 @@ use log::warn;
 
 use postgres::SimpleQueryRow;
 
+use super::round::Reading;
 use crate::counters::Counters;
-use crate::health::Observation;
 use crate::labels::{QuarantineReason, Role};
 use crate::lsn::Lsn;
 use crate::server::connection::{REPLAY_POSITION_COLUMNS, primary_timeline_column};
@@ -34,8 +34,8 @@ pub(super) struct PrimaryAnswer {
 /// What a probe of a replica saw.
 #[derive(Clone, Debug)]
 pub(super) struct ReplicaAnswer {
-    /// `several_servers` is left `false`: the monitor knows better.
-    pub(super) obs: Observation,
+    /// What it read, or why it failed.
+    pub(super) obs: Result<Reading, (QuarantineReason, String)>,
     /// Who answered (`None` when the probe failed).
     pub(super) identity: Option<ServerIdentity>,
     /// The probe connected anew.
@@ -162,21 +162,20 @@ fn probe_replica(host: &Host, latency: &StripedHistogram) -> ReplicaAnswer {
             let timeline: Option<i64> = column(&row, 2)?;
             let identity = ServerIdentity::from_text_row(&row, 4)?;
             Ok(ReplicaAnswer {
-                obs: Observation::Answered {
+                obs: Ok(Reading {
                     in_recovery,
                     replay_lsn: column(&row, 1)?,
                     replay_age_s: column(&row, 3)?,
                     system_id: Some(identity.system_id),
                     timeline: timeline.and_then(|t| u32::try_from(t).ok()),
-                    several_servers: false,
-                },
+                }),
                 identity: Some(identity),
                 fresh,
             })
         })
     });
     let failed = |reason, message: String| ReplicaAnswer {
-        obs: Observation::Failed(reason, message),
+        obs: Err((reason, message)),
         identity: None,
         fresh: false,
     };
