@@ -26,7 +26,7 @@
  * - Blocking. Each function says whether it blocks (waits on the network or a lock).
  * - No function aborts the process or unwinds into C: a panic inside dlb is caught,
  *   reported as LB_ERR_PANIC and logged at LB_LOG_ERROR (see lb_set_log_callback()), never
- *   printed to stderr. Configuration sizes and durations are bounded (README), so no
+ *   printed to stderr. Configuration sizes and durations are bounded (docs/configuration.md), so no
  *   configuration makes a call allocate without limit or block for long.
  * - DSNs handed out (lb_pick_replica(), lb_primary_dsn()) contain the configured password:
  *   pass them to the driver, never to a log.
@@ -560,13 +560,16 @@ lb_status lb_metrics_json(const struct lb_balancer *lb, char *buf, size_t cap, s
  (`addr`, redacted `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`,
  `lag_seconds`, `last_error`, pool sizes, and who answered: `server_addr`,
  `system_identifier`, `timeline`), `primary_lsn`, `checks`, `last_check_age_ms`,
- `last_check_at`, `check_interval_ms` and `healthy_replicas` (README, "Status"). Contains no
+ `last_check_at`, `check_interval_ms` and `healthy_replicas` (docs/operations.md, "Status"). Contains no
  password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
  slack. Never blocks on I/O.
 
  Errors: `LB_ERR_INVALID_ARGUMENT`, `LB_ERR_BUFFER_TOO_SMALL`.
  */
-lb_status lb_status_json(const struct lb_balancer *lb, char *buf, size_t cap, size_t *len);
+lb_status lb_status_json(const struct lb_balancer *lb,
+                         char *buf,
+                         size_t cap,
+                         size_t *len);
 
 /*
  Writes the LSN currently recorded for `key` (forced or not), as `"X/Y"`, into `lsn_buf`

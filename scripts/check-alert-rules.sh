@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the example Prometheus alert rules of README.md ("Operating dlb": the ```yaml block
+# Checks the example Prometheus alert rules of docs/operations.md ("Operating dlb": the ```yaml block
 # that starts with `groups:`) with `promtool check rules` (Debian's prometheus package;
 # scripts/bootstrap.sh installs it).
 #
@@ -14,9 +14,9 @@ command -v promtool >/dev/null || {
 }
 rules=$(mktemp --suffix=.yml)
 trap 'rm -f "$rules"' EXIT
-awk '/^```yaml$/ { grab = 1; next } /^```$/ { if (grab) exit } grab' README.md >"$rules"
+awk '/^```yaml$/ { grab = 1; next } /^```$/ { if (grab) exit } grab' docs/operations.md >"$rules"
 grep -q '^groups:' "$rules" || {
-    echo "check-alert-rules: README.md has no \`\`\`yaml block of rules (groups:)" >&2
+    echo "check-alert-rules: docs/operations.md has no \`\`\`yaml block of rules (groups:)" >&2
     exit 1
 }
 promtool check rules "$rules"

@@ -8,6 +8,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export DLB_TESTENV_DIR=/tmp/dlb-demo
 export DLB_TESTENV_PG_PORT="${DLB_DEMO_PG_PORT:-57432}"
 export DLB_TESTENV_REDIS_PORT="${DLB_DEMO_REDIS_PORT:-58379}"
+# Only what the demo shows: no second cluster, Redis or TLS cluster.
+export DLB_TESTENV_ONLY_PG=1
 
 bash scripts/bootstrap.sh
 echo "==> building the demo"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of dlb: shellcheck of the shell scripts, formatting, clippy, rustdoc,
 # Rust unit and integration tests against a real PostgreSQL primary + two streaming replicas and
-# Redis (scripts/testenv.sh), the `dlb` command's tests (cli/), promtool on README's alert rules, a 60 s chaos soak (scripts/soak.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
+# Redis (scripts/testenv.sh), the `dlb` command's tests (cli/), promtool on the alert rules of docs/operations.md, a 60 s chaos soak (scripts/soak.sh), and the C ABI tests (ffi-tests/run.sh, under AddressSanitizer and
 # valgrind).
 #
 # Installs missing Debian prerequisites first (scripts/bootstrap.sh). The test environment is
@@ -55,7 +55,7 @@ cargo test --doc
 step "dlb command (cli/: check and watch against the cluster, watch driven in tmux)"
 cargo test -p dlb-cli
 
-step "README alert rules (promtool check rules)"
+step "alert rules of docs/operations.md (promtool check rules)"
 bash scripts/check-alert-rules.sh
 
 step "Rust example (examples/registry.rs)"

@@ -43,6 +43,7 @@
 #   DLB_TESTENV_REDIS_CLUSTER_PORT  first of the 3 Redis Cluster masters' ports (default Redis+1;
 #                              their cluster bus ports are these + 100)
 #   DLB_TESTENV_TIMEOUT        seconds for every wait  (default 60)
+#   DLB_TESTENV_ONLY_PG        1: `up` starts only the primary and its two replicas (the demo)
 #   DLB_PG_BIN                 PostgreSQL bin dir      (default: highest /usr/lib/postgresql/*/bin)
 #
 # When run as root, PostgreSQL and Redis run as the `postgres` user (via
@@ -166,12 +167,15 @@ cmd_up() {
     wait_until "$TIMEOUT" "2 streaming replicas in pg_stat_replication on the primary" "$(node_log primary)" both_streaming
     ensure_database primary
 
-    cluster2_ensure
+    # The demo needs only the primary and its two replicas (DLB_TESTENV_ONLY_PG=1).
+    if [[ ${DLB_TESTENV_ONLY_PG:-0} != 1 ]]; then
+        cluster2_ensure
 
-    redis_standalone_start
-    redis_start redis-tls
-    cluster_ensure
-    tls_cluster_up
+        redis_standalone_start
+        redis_start redis-tls
+        cluster_ensure
+        tls_cluster_up
+    fi
 
     if ((CHANGED)); then
         log "up in $((SECONDS - start))s"

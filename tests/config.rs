@@ -119,23 +119,30 @@ fn default_at<'a>(trees: &'a [serde_json::Value], path: &str) -> Option<&'a serd
         .find_map(|tree| lookup(tree, path).filter(|v| !v.is_null()))
 }
 
-/// The rows of README.md's configuration table: `(JSON path, stated default)`. A row naming
+/// The rows of docs/configuration.md's configuration table: `(JSON path, stated default)`. A row naming
 /// several fields (`` `a.b` / `c` `` with `` 1 / 2 ``) gives one pair per field, the later
 /// names being siblings of the first.
 fn readme_defaults() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
     let section = readme
         .split("\n## Configuration\n")
         .nth(1)
-        .expect("README.md has a `## Configuration` section");
+        .expect("docs/configuration.md has a `## Configuration` section");
     let section = section.split("\n## ").next().unwrap();
     let mut rows = Vec::new();
     for line in section.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split(" | ").collect();
         let fields: Vec<&str> = cells[0].trim_start_matches("| ").split(" / ").collect();
         let values: Vec<&str> = cells[1].split(" / ").collect();
-        assert_eq!(fields.len(), values.len(), "README.md row: {line}");
+        assert_eq!(
+            fields.len(),
+            values.len(),
+            "docs/configuration.md row: {line}"
+        );
         let first = fields[0].trim_matches('`');
         let parent = first.rsplit_once('.').map_or("", |(p, _)| p);
         for (i, (field, value)) in fields.iter().zip(values).enumerate() {
@@ -172,11 +179,14 @@ fn leaves(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
 fn readme_configuration_table_states_the_defaults() {
     let trees = default_trees();
     let rows = readme_defaults();
-    assert!(rows.len() > 30, "README.md's configuration table: {rows:?}");
+    assert!(
+        rows.len() > 30,
+        "docs/configuration.md's configuration table: {rows:?}"
+    );
     for (path, stated) in &rows {
         assert!(
             trees.iter().any(|t| lookup(t, path).is_some()),
-            "README.md names `{path}`, which is not a configuration field"
+            "docs/configuration.md names `{path}`, which is not a configuration field"
         );
         let actual = default_at(&trees, path);
         match stated.as_str() {
@@ -185,7 +195,7 @@ fn readme_configuration_table_states_the_defaults() {
             // Off unless given.
             "none" => assert!(
                 actual.is_none_or(|v| v.as_array().is_some_and(Vec::is_empty)),
-                "README.md says `{path}` defaults to none; it is {actual:?}"
+                "docs/configuration.md says `{path}` defaults to none; it is {actual:?}"
             ),
             _ => {
                 // A JSON value (`"primary"`, `{"memory": {}}`, 1000, false), or a bare string.
@@ -194,7 +204,7 @@ fn readme_configuration_table_states_the_defaults() {
                 assert_eq!(
                     actual,
                     Some(&stated_json),
-                    "README.md states the default of `{path}` as {stated}"
+                    "docs/configuration.md states the default of `{path}` as {stated}"
                 );
             }
         }
@@ -204,7 +214,7 @@ fn readme_configuration_table_states_the_defaults() {
     for field in fields {
         assert!(
             rows.iter().any(|(path, _)| *path == field),
-            "README.md's configuration table has no row for `{field}`"
+            "docs/configuration.md's configuration table has no row for `{field}`"
         );
     }
 }

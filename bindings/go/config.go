@@ -11,7 +11,7 @@ import (
 
 // Config is dlb's configuration, typed: durations are time.Duration (sent to dlb in whole
 // milliseconds or seconds, rounded up), and a zero field means dlb's default (see the
-// configuration table in dlb's README.md). OpenConfig opens a balancer with it; Validate
+// configuration table in dlb's docs/configuration.md). OpenConfig opens a balancer with it; Validate
 // checks what can be checked here (dlb checks the rest, naming the field).
 //
 // Primary and the Redis URLs hold passwords. A Config prints and marshals without them, so

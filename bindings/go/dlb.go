@@ -60,7 +60,7 @@ type Balancer struct {
 //	{"primary": "host=db1 port=5432 user=app dbname=app",
 //	 "replicas": {"hosts": ["db2:5432", "db3:5432"]}}
 //
-// (see the configuration table in dlb's README.md; unknown fields are rejected).
+// (see the configuration table in dlb's docs/configuration.md; unknown fields are rejected).
 //
 // Blocking: Open runs one health check of every host before returning, bounded by the
 // configuration's probe_timeout_ms (default 100 ms), then starts a background monitor

@@ -265,7 +265,7 @@ impl Config {
     /// words. Durations that make a caller or the monitor wait (timeouts, budgets) are at most
     /// a minute or ten; intervals and holds at most an hour or a day; thresholds and ages that
     /// nothing waits for at most ten years ([`crate::MAX_TTL`]), so no instant computed from
-    /// them overflows a clock. README's configuration table lists the same bounds.
+    /// them overflows a clock. docs/configuration.md lists the same bounds.
     fn limits(&self) -> Vec<(&'static str, u64, u64, &'static str)> {
         let (p, c) = (&self.pool, &self.connectivity);
         let hosts = self.replicas.as_ref().map_or(0, |r| r.hosts.len());

@@ -37,7 +37,7 @@ pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Balancer configuration. Build it with [`Config::from_json`] or [`Config::builder`]; both
 /// validate, and [`crate::Balancer::new`] validates again.
 ///
-/// Every size and duration has an upper bound (README's configuration table lists them), so
+/// Every size and duration has an upper bound (docs/configuration.md lists them), so
 /// that no setting can make the balancer allocate without limit or block a caller for an
 /// unreasonable time. `Debug` shows the primary DSN and the Redis URLs without their
 /// passwords ([`Config::to_json`] shows them as configured).

@@ -317,7 +317,7 @@ pub unsafe extern "C" fn lb_metrics_json(
 /// (`addr`, redacted `dsn`, `state`, quarantine `reason`, `replay_lsn`, `lag_bytes`,
 /// `lag_seconds`, `last_error`, pool sizes, and who answered: `server_addr`,
 /// `system_identifier`, `timeline`), `primary_lsn`, `checks`, `last_check_age_ms`,
-/// `last_check_at`, `check_interval_ms` and `healthy_replicas` (README, "Status"). Contains no
+/// `last_check_at`, `check_interval_ms` and `healthy_replicas` (docs/operations.md, "Status"). Contains no
 /// password. It changes between calls, so after `LB_ERR_BUFFER_TOO_SMALL` retry with some
 /// slack. Never blocks on I/O.
 ///

@@ -3,7 +3,7 @@
 //! observations and a fake clock. The monitor ([`crate::monitor`]) feeds it probe results and
 //! acts on its decisions (logs, metrics, publishing).
 //!
-//! The rules, with their configuration fields (defaults in the README):
+//! The rules, with their configuration fields (defaults in docs/configuration.md):
 //! * **Lag** ([`next_health`]): quarantined when over **both** `max_lag_bytes` and
 //!   `max_lag_ms`; re-admitted only when under **half** of either (hysteresis).
 //! * **Connectivity** ([`ReplicaHealth::observe`]): `connectivity.failure_threshold`

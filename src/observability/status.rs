@@ -15,7 +15,7 @@ use crate::server::host::Host;
 pub const STATUS_VERSION: u32 = 2;
 
 /// A point-in-time report of every host. Contains no secrets; serialize it with
-/// [`Status::to_json`]. README's "Status" section shows the JSON.
+/// [`Status::to_json`]. docs/operations.md, "Status", shows the JSON.
 #[derive(Clone, Debug, Serialize)]
 #[non_exhaustive]
 pub struct Status {

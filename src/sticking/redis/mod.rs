@@ -72,7 +72,7 @@ enum Backend {
 /// honour each other's writes. Built by [`crate::Balancer::new`] from
 /// [`crate::LsnStoreConfig::Redis`], or directly for [`crate::Balancer::with_store`].
 ///
-/// Every call is bounded by `op_timeout_ms` (see the module notes in the README for the
+/// Every call is bounded by `op_timeout_ms` (see docs/concepts.md for the
 /// Cluster's redirects). When Redis fails, `record` returns [`Error::Store`] and sticky picks go
 /// to the primary with [`crate::Reason::StoreError`]; the next calls reconnect.
 pub struct RedisStore {

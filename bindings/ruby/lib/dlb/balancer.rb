@@ -122,7 +122,7 @@ module DLB
     #   are fine) or a JSON String passed as is, e.g.
     #   +{primary: "host=db1 port=5432 user=app dbname=app", replicas: {hosts: ["db2", "db3:5433"]},
     #   replica_check_interval_ms: 1000}+. Unknown fields are rejected. See the
-    #   "Configuration" section of dlb's README.md.
+    #   table in dlb's docs/configuration.md.
     # @raise [InvalidConfigError] malformed JSON, an unknown field or an invalid value (the
     #   message names the field as a JSON path)
     # @raise [InvalidArgumentError] the JSON holds a NUL byte or is not valid UTF-8
