@@ -400,13 +400,35 @@ impl Balancer {
             )
             .map_err(|e| Error::Query {
                 host: conn.route().addr().to_string(),
-                message: e.to_string(),
+                message: crate::redact::bounded(&e.to_string()),
             })?;
+        let host = conn.route().addr().to_string();
         drop(conn);
-        let lsn: Lsn = row.get::<_, String>(0).parse()?;
+        // Whatever the server answers (a NULL, another type: a hostile or misconfigured
+        // server), an error, never a panic.
+        let lsn: Lsn = match row.try_get::<_, Option<String>>(0) {
+            Ok(Some(text)) => text.parse()?,
+            Ok(None) => {
+                return Err(Error::Query {
+                    host,
+                    message: "the primary answered no WAL insert position (NULL)".into(),
+                });
+            }
+            Err(e) => {
+                return Err(Error::Query {
+                    host,
+                    message: format!(
+                        "the primary's WAL insert position is not text: {}",
+                        crate::redact::bounded(&e.to_string())
+                    ),
+                });
+            }
+        };
         // The LSN belongs to the cluster that gave it, whatever the monitor saw last.
         let system = row
-            .get::<_, Option<String>>(1)
+            .try_get::<_, Option<String>>(1)
+            .ok()
+            .flatten()
             .and_then(|s| s.parse::<i64>().ok())
             .map(|v| v as u64);
         if let Some(system) = system {
@@ -415,7 +437,9 @@ impl Balancer {
         // And to its timeline: a timeline the monitor has not seen yet (a failover) stops
         // positions of the old one from proving anything at once, and wakes the monitor.
         if let Some(timeline) = row
-            .get::<_, Option<i64>>(2)
+            .try_get::<_, Option<i64>>(2)
+            .ok()
+            .flatten()
             .and_then(|t| u32::try_from(t).ok())
         {
             self.router.set_primary_timeline(timeline);

@@ -204,3 +204,34 @@ fn a_replica_that_flapped_is_back_soon_after_the_storm() {
         lb.metrics_text()
     );
 }
+
+/// A primary that answers `record_lsn`'s query with a NULL position (here: a function that
+/// shadows PostgreSQL's through the DSN's `search_path`, as a hostile or misconfigured server
+/// could) gives a clear `Error::Query`, never a panic.
+#[test]
+fn record_lsn_on_a_primary_answering_null_is_an_error() {
+    let _l = lock_cluster();
+    let mut admin = primary_client();
+    admin
+        .batch_execute(
+            "CREATE SCHEMA IF NOT EXISTS dlb_null; \
+             CREATE OR REPLACE FUNCTION dlb_null.pg_current_wal_insert_lsn() RETURNS pg_lsn \
+               LANGUAGE sql AS 'SELECT NULL::pg_lsn'",
+        )
+        .unwrap();
+    let primary = format!(
+        "{} options='-c search_path=dlb_null,pg_catalog'",
+        env().primary
+    );
+    let lb = Balancer::new(config_for(&primary, &[]).build().unwrap()).unwrap();
+    let got = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        lb.record_lsn("hostile/key")
+    }));
+    admin.batch_execute("DROP SCHEMA dlb_null CASCADE").unwrap();
+    match got {
+        Ok(Err(dlb::Error::Query { message, .. })) => {
+            assert!(message.contains("NULL"), "{message}")
+        }
+        other => panic!("expected a query error, got {other:?}"),
+    }
+}
