@@ -472,8 +472,15 @@ module DLB
     # @param size [Integer] connections per host (default {Pools::DEFAULT_SIZE}, 5)
     # @param checkout_timeout_ms [Numeric, ActiveSupport::Duration] the longest wait for a
     #   free connection (default {Pools::DEFAULT_CHECKOUT_TIMEOUT_MS}, 5000 ms)
-    # @param connect [#call, nil] opens a +PG::Connection+ from a DSN (default +PG.connect+):
-    #   set session defaults here
+    # @param connect [#call, nil] opens a +PG::Connection+ from a DSN (default +PG.connect+).
+    #   Session defaults belong in the connection's options (+PG.connect(dsn, options:
+    #   "-c statement_timeout=5s")+): a reset (+RESET ALL+) restores those, not a +SET+ run here
+    # @param reset [Symbol] when a connection given back is reset: +:auto+ (the default: when
+    #   it is inside a transaction, a parameter the server reports changed, or the block
+    #   raised; no round trip otherwise) or +:always+ (after every block: one more round trip
+    #   each, for blocks that +SET+ unreported settings such as +search_path+ before
+    #   PostgreSQL 18, or create temporary tables, take advisory locks, +LISTEN+, +PREPARE+,
+    #   and do not undo it). A connection is never handed out inside a transaction.
     # @return [self]
     # @raise [ArgumentError] an unknown option (named), a bad size, or pools already in use
     def configure_pools(**options)
@@ -511,6 +518,12 @@ module DLB
     # host was a replica and the block did not write ({#with_primary}) meanwhile, runs the
     # block once more on a new pick. Other errors pass through; the connection stays pooled.
     #
+    # The connection goes back clean: a transaction the block left open or aborted is rolled
+    # back, and the session is reset (+RESET ALL+, temporary tables, advisory locks, +LISTEN+,
+    # prepared statements, cursors) when the block raised, left a transaction, or changed a
+    # parameter the server reports; with +configure_pools(reset: :always)+ after every block.
+    # A reset that fails discards the connection.
+    #
     # *Blocking*: the pick, the pool checkout (at most its checkout timeout) and connecting.
     # @param key [String, nil] the sticking key
     # @param options [Hash] {#pick}'s per-call options: +budget_ms+, +cached_only+,
@@ -536,7 +549,9 @@ module DLB
     # Runs the block with a pooled connection of the primary, for writes. Marks the current
     # {Context} as having written (its LSN is recorded at the end of the request, or when
     # it enqueues a job). A connection error reports the primary and discards the
-    # connection; nothing is retried. *Blocking*: checkout and connecting.
+    # connection; nothing is retried.
+    # The connection goes back clean, as {#with_replica}'s: a transaction the block left
+    # open is rolled back, never committed. *Blocking*: checkout and connecting.
     # @yieldparam conn [PG::Connection]
     # @return [Object] the block's value
     def with_primary(&block)

@@ -26,28 +26,85 @@ module DLB
     DEFAULT_SIZE = 5
     # How long a checkout waits for a free connection of a host's pool, in ms.
     DEFAULT_CHECKOUT_TIMEOUT_MS = 5000
+    # When a connection given back is reset (see {Slot#check_in}): +:auto+ when it shows it
+    # may carry state (a transaction, a changed reported parameter) or its block raised;
+    # +:always+ after every block (one more round trip per block).
+    RESETS = %i[auto always].freeze
+    # The session state a borrower may leave, undone: +DISCARD ALL+ without +DISCARD PLANS+
+    # (cached plans are no state a query can see; dropping them costs the next queries a
+    # re-plan). One simple-query message: one round trip, also after +ROLLBACK;+. Allowed on
+    # hot standbys.
+    RESET_SQL = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; " \
+                "SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+    # The parameters the server reports to the client when they change (ParameterStatus),
+    # that a session may change: a check-in compares them with the connection's at connect
+    # (no round trip). +search_path+ is reported from PostgreSQL 18 on; +is_superuser+ follows
+    # +session_authorization+.
+    REPORTED = %w[application_name client_encoding DateStyle IntervalStyle TimeZone standard_conforming_strings
+                  session_authorization default_transaction_read_only search_path].freeze
 
-    # A pool entry: a connection opened on first use, reopened after it was discarded.
+    # A pool entry: a connection opened on first use, reopened after it was discarded, and
+    # handed back clean ({#check_in}).
     class Slot
       def initialize(dsn, connect)
         @dsn = dsn
         @connect = connect
         @connection = nil
+        @reported = nil
       end
 
-      # @return [PG::Connection] the open connection (connecting first if there is none)
+      # @return [PG::Connection] the open connection (connecting first if there is none). A
+      #   connection that is not idle (a check-in that never finished: the thread was killed
+      #   during it) is discarded first: a borrower never gets one inside a transaction.
       def connection
-        @connection = nil if @connection&.finished?
-        @connection ||= @connect.call(@dsn)
+        conn = @connection
+        discard if conn && (conn.finished? || conn.transaction_status != PG::PQTRANS_IDLE)
+        @connection ||= open
+      end
+
+      # Gives the connection back clean, with no round trip when the block left nothing
+      # behind that the connection shows: inside a transaction (open or aborted) it is
+      # rolled back and reset; when +reset+ (the block raised, or the pools'
+      # +reset: :always+) or a parameter the server reports changed (+SET TimeZone+,
+      # +application_name+, +SET SESSION AUTHORIZATION+...), it is reset ({RESET_SQL}).
+      # A query still running (+PQTRANS_ACTIVE+), an unknown state, or a reset that fails
+      # discards it. Never raises.
+      # @param reset [Boolean] reset even when the connection shows no change
+      # @return [Symbol] +:clean+, +:reset+ or +:discarded+ (for the tests)
+      def check_in(reset)
+        conn = @connection
+        return :clean if conn.nil?
+        return discard if conn.finished?
+
+        case conn.transaction_status
+        when PG::PQTRANS_IDLE
+          return :clean unless reset || Pools.changed?(conn, @reported)
+
+          conn.exec(RESET_SQL)
+        when PG::PQTRANS_INTRANS, PG::PQTRANS_INERROR
+          conn.exec("ROLLBACK; #{RESET_SQL}")
+        else
+          return discard
+        end
+        return discard unless conn.transaction_status == PG::PQTRANS_IDLE
+
+        @reported = Pools.reported(conn)
+        :reset
+      rescue StandardError
+        discard
       end
 
       # Closes the connection; the next {#connection} opens a new one.
+      # @return [Symbol] +:discarded+
       def discard
         conn = @connection
         @connection = nil
-        conn&.close unless conn.nil? || conn.finished?
-      rescue StandardError
-        nil # a broken connection may fail to close: it is gone either way
+        begin
+          conn.close unless conn.nil? || conn.finished?
+        rescue StandardError
+          nil # a broken connection may fail to close: it is gone either way
+        end
+        :discarded
       end
 
       # Forgets the connection without closing it: in a forked child, closing an inherited
@@ -56,6 +113,16 @@ module DLB
       def abandon(orphans)
         orphans << @connection if @connection
         @connection = nil
+      end
+
+      private
+
+      # A new connection, and the reported parameters it starts with (after the pools'
+      # +connect+, which may set some).
+      def open
+        conn = @connect.call(@dsn)
+        @reported = Pools.reported(conn)
+        conn
       end
     end
 
@@ -69,21 +136,28 @@ module DLB
     # @param size [Integer] connections per host
     # @param checkout_timeout_ms [Numeric, #in_milliseconds]
     # @param connect [#call] opens a connection from a DSN (default +PG.connect(dsn)+)
-    def initialize(size: DEFAULT_SIZE, checkout_timeout_ms: DEFAULT_CHECKOUT_TIMEOUT_MS, connect: nil)
+    # @param reset [Symbol] +:auto+ or +:always+ (see {RESETS})
+    def initialize(size: DEFAULT_SIZE, checkout_timeout_ms: DEFAULT_CHECKOUT_TIMEOUT_MS, connect: nil, reset: :auto)
       raise ArgumentError, "size must be a positive Integer (got #{size.inspect})" unless size.is_a?(Integer) && size.positive?
       raise TypeError, "connect must respond to call" unless connect.nil? || connect.respond_to?(:call)
+      raise ArgumentError, "reset must be :auto or :always (got #{reset.inspect})" unless RESETS.include?(reset)
 
       @size = size
       @timeout = Duration.to_ms(checkout_timeout_ms, "checkout_timeout_ms") / 1000.0
       @connect = connect || ->(dsn) { PG.connect(dsn) }
+      @reset_always = reset == :always
       @pools = {}
       @lock = Mutex.new
     end
 
     # Runs the block with a connection of the host's pool. A connection error (see
     # {Pools.connection_error?}) discards the connection and is re-raised marked with
-    # {ConnectionLost}; the caller reports the host.
-    # *Blocking*: waits for a free connection (at most the checkout timeout), and connects.
+    # {ConnectionLost}; the caller reports the host. The connection goes back clean (see
+    # {Slot#check_in}): rolled back when the block left a transaction, reset when it may have
+    # changed the session; an exception that is not a StandardError (a killed thread)
+    # discards it rather than talk to the server.
+    # *Blocking*: waits for a free connection (at most the checkout timeout), connects, and a
+    # reset's round trip when one is needed.
     # @param host_id [Integer] the host's id (a pool per host)
     # @param dsn [String] the DSN to connect with
     # @yieldparam conn [PG::Connection]
@@ -91,17 +165,43 @@ module DLB
     def with(host_id, dsn)
       pool_for(host_id, dsn).with do |slot|
         conn = nil
+        raised = nil
         begin
           conn = slot.connection
           yield conn
         rescue StandardError => e
+          raised = e
           if Pools.connection_error?(e, conn)
             slot.discard
             e.extend(ConnectionLost)
           end
           raise
+        rescue Exception # rubocop:disable Lint/RescueException -- a kill or an interrupt, re-raised
+          slot.discard
+          raise
+        ensure
+          slot.check_in(@reset_always || !raised.nil?)
         end
       end
+    end
+
+    # The values of the {REPORTED} parameters on +conn+ (no round trip: libpq keeps them).
+    # @api private
+    def self.reported(conn)
+      REPORTED.map { |name| conn.parameter_status(name) }
+    end
+
+    # Whether a {REPORTED} parameter of +conn+ differs from +reported+ (about 1 µs: no
+    # Array built on this path, which every block takes).
+    # @api private
+    def self.changed?(conn, reported)
+      i = 0
+      while i < REPORTED.size
+        return true unless conn.parameter_status(REPORTED[i]) == reported[i]
+
+        i += 1
+      end
+      false
     end
 
     # Whether +error+ means the connection is unusable (rather than a failed statement).

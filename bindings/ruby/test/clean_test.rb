@@ -1,0 +1,221 @@
+# frozen_string_literal: true
+
+require_relative "test_helper"
+
+# with_replica / with_primary hand every connection out clean: a transaction a block left
+# (open or aborted) is rolled back, session state it changed is reset. One connection per
+# host (pool size 1), so that the next block gets the very connection the previous one left.
+class CleanTest < Minitest::Test
+  include DLBTest
+
+  TABLE = "dlb_ruby_clean_tests"
+  READS = 30
+  DEFAULT_SEARCH_PATH = "\"$user\", public"
+
+  def setup
+    @lb = open_lb
+    @lb.with_primary do |conn|
+      conn.exec("SET client_min_messages = warning")
+      conn.exec("CREATE TABLE IF NOT EXISTS #{TABLE} (id bigserial PRIMARY KEY, key text NOT NULL)")
+    end
+  end
+
+  def teardown
+    resume_replicas
+    @lb&.close
+    @other&.close
+  end
+
+  def open_lb(**pools)
+    lb = DLB::Balancer.new(config).configure_pools(size: 1, **pools)
+    wait_healthy(lb)
+    lb
+  end
+
+  def replica_ports
+    REPLICAS.map { |r| r.split(":").last }
+  end
+
+  # A block that fails.
+  class Failure < StandardError; end
+
+  # Runs the block in with_replica until it ran on every replica (round-robin); +raising+:
+  # the block then raises {Failure} out of with_replica.
+  def on_every_replica(lb = @lb, raising: false)
+    done = []
+    wait_until("a block on every replica") do
+      begin
+        lb.with_replica do |conn|
+          port = conn.exec("SELECT inet_server_port()").getvalue(0, 0)
+          next if done.include?(port)
+
+          done << port
+          yield conn
+          raise Failure, "the block fails" if raising
+        end
+      rescue Failure
+        nil
+      end
+      done.sort == replica_ports.sort
+    end
+  end
+
+  # Waits until every replica replayed +lsn+ (asked directly).
+  def wait_replayed(lsn)
+    REPLICAS.each_index do |i|
+      conn = PG.connect(replica_dsn(i + 1))
+      begin
+        wait_until("replica #{i + 1} to replay #{lsn}") do
+          conn.exec_params("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn", [lsn]).getvalue(0, 0) == "t"
+        end
+      ensure
+        conn.close
+      end
+    end
+  end
+
+  def committed?(id)
+    conn = PG.connect(PRIMARY)
+    conn.exec_params("SELECT 1 FROM #{TABLE} WHERE id = $1", [id]).ntuples == 1
+  ensure
+    conn&.close
+  end
+
+  # (a) A block leaves a REPEATABLE READ transaction open (a snapshot taken) and raises. Old
+  # code: the next borrowers of that connection kept reading the old snapshot, 30 stale of
+  # 30 keyed reads although every replica had replayed the write.
+  def test_a_transaction_left_open_by_a_raising_block_is_rolled_back
+    on_every_replica(raising: true) do |conn|
+      conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ")
+      conn.exec("SELECT count(*) FROM #{TABLE}") # takes the snapshot
+    end
+    stale = in_transaction = 0
+    READS.times do |i|
+      key = "clean:a:#{i}:#{rand(1 << 30)}"
+      id = @lb.with_primary do |conn|
+        conn.exec_params("INSERT INTO #{TABLE} (key) VALUES ($1) RETURNING id", [key]).getvalue(0, 0)
+      end
+      wait_replayed(@lb.record_lsn(key))
+      rows, status = @lb.with_replica(key) do |conn|
+        [conn.exec_params("SELECT 1 FROM #{TABLE} WHERE id = $1", [id]).ntuples, conn.transaction_status]
+      end
+      stale += 1 if rows.zero?
+      in_transaction += 1 unless status == PG::PQTRANS_IDLE
+    end
+    puts "\n  left-open REPEATABLE READ: #{stale} stale of #{READS}" if ENV["DLB_RUBY_VERBOSE"]
+    assert_equal 0, stale, "#{stale} of #{READS} reads stale after every replica replayed the write"
+    assert_equal 0, in_transaction, "#{in_transaction} of #{READS} reads handed a connection inside a transaction"
+  end
+
+  # The same block without the raise: the transaction it leaves open is rolled back too.
+  def test_a_transaction_left_open_by_a_returning_block_is_rolled_back
+    on_every_replica do |conn|
+      conn.exec("BEGIN ISOLATION LEVEL REPEATABLE READ")
+      conn.exec("SELECT count(*) FROM #{TABLE}")
+    end
+    on_every_replica { |conn| assert_equal PG::PQTRANS_IDLE, conn.transaction_status }
+  end
+
+  # (b) with_primary: a write in a transaction nobody commits is rolled back when the
+  # connection goes back, and later writes commit. Old code: the later writes landed in
+  # that transaction (never committed); after an aborted one, every statement failed.
+  def test_with_primary_never_swallows_later_writes
+    lost = @lb.with_primary do |conn|
+      conn.exec("BEGIN")
+      conn.exec("INSERT INTO #{TABLE} (key) VALUES ('clean:b:uncommitted') RETURNING id").getvalue(0, 0)
+    end
+    ids = Array.new(5) do |i|
+      @lb.with_primary do |conn|
+        conn.exec_params("INSERT INTO #{TABLE} (key) VALUES ($1) RETURNING id", ["clean:b:#{i}"]).getvalue(0, 0)
+      end
+    end
+    refute committed?(lost), "a transaction left open was committed"
+    swallowed = ids.count { |id| !committed?(id) }
+    assert_equal 0, swallowed, "#{swallowed} of #{ids.size} later writes landed in the transaction left open"
+
+    # An aborted transaction, the error rescued inside the block.
+    @lb.with_primary do |conn|
+      conn.exec("BEGIN")
+      assert_raises(PG::DivisionByZero) { conn.exec("SELECT 1/0") }
+    end
+    assert_equal("1", @lb.with_primary { |conn| conn.exec("SELECT 1").getvalue(0, 0) })
+  end
+
+  # (d) Session state does not leak: a block that raises after SET search_path, and one that
+  # changes a parameter the server reports (TimeZone, application_name), in the default
+  # mode; any state with reset: :always. Old code: every one leaked to the next borrower.
+  def test_session_state_does_not_leak
+    on_every_replica(raising: true) { |conn| conn.exec("SET search_path = pg_catalog") }
+    on_every_replica { |conn| assert_equal DEFAULT_SEARCH_PATH, conn.exec("SHOW search_path").getvalue(0, 0) }
+
+    zone = @lb.with_replica { |conn| conn.exec("SHOW TimeZone").getvalue(0, 0) }
+    on_every_replica do |conn|
+      conn.exec("SET TimeZone = 'Pacific/Chatham'")
+      conn.exec("SET application_name = 'borrower'")
+    end
+    on_every_replica do |conn|
+      assert_equal zone, conn.exec("SHOW TimeZone").getvalue(0, 0)
+      refute_equal "borrower", conn.exec("SHOW application_name").getvalue(0, 0)
+    end
+  end
+
+  # Any session state, with reset: :always, on the primary (temporary tables, LISTEN) and the
+  # replicas (hot standbys allow neither).
+  def test_reset_always_undoes_any_session_state
+    @other = open_lb(reset: :always)
+    dirty = lambda do |conn, primary|
+      conn.exec("SET search_path = pg_catalog")
+      conn.exec("SET statement_timeout = 1234")
+      conn.exec("SELECT pg_advisory_lock(4242)")
+      conn.exec("PREPARE dlb_clean_stmt AS SELECT 1")
+      conn.exec("CREATE TEMP TABLE dlb_clean_temp (x int)") if primary
+      conn.exec("LISTEN dlb_clean") if primary
+    end
+    check = lambda do |conn|
+      assert_equal DEFAULT_SEARCH_PATH, conn.exec("SHOW search_path").getvalue(0, 0)
+      refute_equal "1234ms", conn.exec("SHOW statement_timeout").getvalue(0, 0)
+      locks = conn.exec("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+      assert_equal "0", locks.getvalue(0, 0)
+      assert_equal "0", conn.exec("SELECT count(*) FROM pg_prepared_statements").getvalue(0, 0)
+      assert_nil conn.exec("SELECT to_regclass('pg_temp.dlb_clean_temp')").getvalue(0, 0)
+      assert_equal 0, conn.exec("SELECT pg_listening_channels()").ntuples
+    end
+    pid = @other.with_primary do |conn|
+      dirty.call(conn, true)
+      conn.backend_pid
+    end
+    @other.with_primary do |conn|
+      assert_equal pid, conn.backend_pid, "the connection was not kept"
+      check.call(conn)
+    end
+    on_every_replica(@other) { |conn| dirty.call(conn, false) }
+    on_every_replica(@other) { |conn| check.call(conn) }
+  end
+
+  # A reset that fails discards the connection; the next block gets a new one.
+  def test_a_failed_reset_discards_the_connection
+    pids = []
+    assert_raises(RuntimeError) do
+      @lb.with_primary do |conn|
+        pids << conn.backend_pid
+        conn.exec("BEGIN")
+        # The server ends the session under the block: the rollback fails.
+        killer = PG.connect(PRIMARY)
+        killer.exec_params("SELECT pg_terminate_backend($1, 5000)", [conn.backend_pid])
+        killer.close
+        raise "after the session ended"
+      end
+    end
+    @lb.with_primary do |conn|
+      refute_equal pids.first, conn.backend_pid
+      assert_equal "1", conn.exec("SELECT 1").getvalue(0, 0)
+    end
+  end
+
+  def test_reset_option_is_checked
+    lb = DLB::Balancer.new(config)
+    assert_raises(ArgumentError) { lb.configure_pools(reset: :sometimes) }
+  ensure
+    lb&.close
+  end
+end
