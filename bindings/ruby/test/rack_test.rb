@@ -93,6 +93,40 @@ class RackTest < Minitest::Test
     end
   end
 
+  # (c) One request writes, then reads what it wrote by key, replay paused on both replicas
+  # and a new client (no token) and key each request: the read goes to the primary. Old
+  # code: with_primary only marked the context, the LSN was recorded when the request
+  # ended, and the read went round-robin to a replica: 40 stale of 40.
+  def test_a_request_reads_its_own_write
+    lb = DLB::Balancer.new(config(max_replay_stall_ms: 0, max_lag_bytes: 1 << 40, max_lag_ms: 3_600_000))
+    wait_healthy(lb)
+    REPLICAS.each_index { |i| pause_replica_replay(i + 1) }
+    app = lambda do |_env|
+      key = DLB::Context.current.keys.first
+      id = lb.with_primary do |conn|
+        conn.exec_params("INSERT INTO #{TABLE} (key) VALUES ($1) RETURNING id", [key]).getvalue(0, 0)
+      end
+      body = lb.with_replica(key) do |conn|
+        { rows: conn.exec_params("SELECT 1 FROM #{TABLE} WHERE id = $1", [id]).ntuples,
+          port: conn.exec("SELECT inet_server_port()").getvalue(0, 0) }
+      end
+      [200, { "content-type" => "application/json" }, [JSON.generate(body)]]
+    end
+    mw = DLB::RackMiddleware.new(app, balancer: lb, secret: SECRET, keys: ->(req) { "repo:#{req.path}" })
+    stale = 0
+    40.times do |i|
+      session = Rack::Test::Session.new(Rack::MockSession.new(mw)) # a new client: no token
+      session.post("/own-#{i}-#{SecureRandom.hex(8)}")
+      assert_equal 200, session.last_response.status, session.last_response.body
+      body = JSON.parse(session.last_response.body)
+      stale += 1 if body["rows"].zero?
+    end
+    puts "\n  write then read in one request: #{stale} stale of 40" if ENV["DLB_RUBY_VERBOSE"]
+    assert_equal 0, stale, "#{stale} of 40 requests did not read their own write"
+  ensure
+    lb&.close
+  end
+
   # In-process, with rack-test: forged or unsigned tokens are ignored, GETs record nothing.
   def test_token_signature
     lb = DLB::Balancer.new(config)

@@ -36,6 +36,18 @@ class SidekiqTest < Minitest::Test
     sidekiq_options dlb: :delayed
   end
 
+  # Writes a row, then reads it by key, in the same job.
+  class WriteReadJob < ReadJob
+    def perform(key)
+      lb = ReadJob.balancer
+      id = lb.with_primary { |conn| conn.exec("INSERT INTO #{TABLE} DEFAULT VALUES RETURNING id").getvalue(0, 0) }
+      SEEN << lb.with_replica(key) do |conn|
+        [id, conn.exec_params("SELECT 1 FROM #{TABLE} WHERE id = $1", [id]).ntuples,
+         conn.exec("SELECT inet_server_port()").getvalue(0, 0)]
+      end
+    end
+  end
+
   # A job with a misspelt mode.
   class BadOptionJob < ReadJob
     sidekiq_options dlb: :eventually
@@ -112,6 +124,17 @@ class SidekiqTest < Minitest::Test
     _, rows, port = SEEN.pop
     assert_equal 1, rows
     assert_equal port_of(PRIMARY), port
+  end
+
+  # A job that writes, then reads by key: the read goes to the primary (no replica has
+  # replayed the write). Old code: it went to a replica, stale.
+  def test_a_job_reads_its_own_write
+    REPLICAS.each_index { |i| pause_replica_replay(i + 1) }
+    10.times { |i| WriteReadJob.perform_async("job:own:#{i}:#{rand(1 << 30)}") }
+    WriteReadJob.drain
+    seen = Array.new(10) { SEEN.pop }
+    stale = seen.count { |_, rows, _| rows.zero? }
+    assert_equal 0, stale, "#{stale} of 10 jobs did not read their own write (ports #{seen.map(&:last).tally})"
   end
 
   def test_no_request_context_no_token

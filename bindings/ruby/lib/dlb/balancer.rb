@@ -495,14 +495,20 @@ module DLB
     # The route of a read in the current {Context}: {#pick_replica}, except that a causal
     # token the context carries (a previous request's write, the job's enqueuer's write)
     # is honoured: keyless picks need a replica that replayed it
-    # ({#pick_replica_min_lsn}), keyed ones get it recorded for the key first.
-    # *Blocking* as {#pick_replica}.
+    # ({#pick_replica_min_lsn}), keyed ones get it recorded for the key first. Once the
+    # context wrote ({#with_primary}) and until its LSN is recorded ({Context#record}: at the
+    # end of the request, or when it enqueues a job), its reads go to the primary (reason
+    # +:write+), as GitLab's balancer does: no replica is known to have the write yet.
+    # *Blocking* as {#pick_replica}; never after a write.
     # @param key [String, nil]
     # @param options [Hash] {#pick}'s options (+budget_ms+, +cached_only+, +no_caught_up+)
     # @return [Route] with its {Route#host_id}
     def read_route(key = nil, **options)
       ctx = Context.current
-      lsn = ctx&.lsn
+      return pick(key, **options) if ctx.nil?
+      return primary_route if ctx.wrote?
+
+      lsn = ctx.lsn
       return pick(key, **options) if lsn.nil?
       return pick(min_lsn: lsn, **options) if key.nil?
 
@@ -547,9 +553,9 @@ module DLB
     end
 
     # Runs the block with a pooled connection of the primary, for writes. Marks the current
-    # {Context} as having written (its LSN is recorded at the end of the request, or when
-    # it enqueues a job). A connection error reports the primary and discards the
-    # connection; nothing is retried.
+    # {Context} as having written: its later reads go to the primary until its LSN is
+    # recorded (at the end of the request, or when it enqueues a job; see {#read_route}). A
+    # connection error reports the primary and discards the connection; nothing is retried.
     # The connection goes back clean, as {#with_replica}'s: a transaction the block left
     # open is rolled back, never committed. *Blocking*: checkout and connecting.
     # @yieldparam conn [PG::Connection]

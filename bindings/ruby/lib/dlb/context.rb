@@ -5,8 +5,9 @@ module DLB
   # read at least (a causal token carried in from a previous request or from the job that
   # enqueued it, or recorded by its own writes), its sticking keys, and whether it wrote
   # since its LSN was last recorded. Set by {DLB::RackMiddleware} and the Sidekiq server
-  # middleware; {Balancer#with_replica} and {Balancer#read_route} honour it, the Sidekiq
-  # client middleware copies its LSN into jobs.
+  # middleware; {Balancer#with_replica} and {Balancer#read_route} honour it (after a write
+  # not yet recorded, the work's reads go to the primary), the Sidekiq client middleware
+  # copies its LSN into jobs.
   #
   # Fiber-local: each request or job sees its own. Not shared between threads.
   class Context
@@ -53,7 +54,8 @@ module DLB
       @lsn
     end
 
-    # Notes that the work wrote on the primary (from {Balancer#with_primary}).
+    # Notes that the work wrote on the primary (from {Balancer#with_primary}): its reads go to
+    # the primary until {#record}.
     def wrote!
       @wrote = true
     end

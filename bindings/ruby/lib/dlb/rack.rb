@@ -9,7 +9,8 @@ module DLB
   # Each request runs in a {Context} holding the keys the app declares for it (a lambda of
   # the request) and the causal token the client brings back: the LSN of its last write, in
   # a signed cookie or header. Reads through {Balancer#with_replica} (or {Balancer#read_route})
-  # then only go to replicas that replayed it. After a successful (status < 400) request with
+  # then only go to replicas that replayed it; once the request wrote ({Balancer#with_primary}),
+  # its own later reads go to the primary. After a successful (status < 400) request with
   # a method other than GET/HEAD/OPTIONS, the primary's LSN is recorded for the keys and sent
   # back as the new token (cookie and header), so the next request, the GET after a
   # redirect-after-POST, reads its own write even when another worker process or instance

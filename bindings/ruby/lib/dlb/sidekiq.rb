@@ -7,7 +7,8 @@ module DLB
   # the highest LSN of its {Context}, recorded first when it wrote since (one round trip to
   # the primary). The server middleware runs the job in a {Context} with that token, so the
   # job's {Balancer#with_replica} reads only from replicas that replayed the enqueuer's
-  # writes, in any process.
+  # writes, in any process; once the job wrote ({Balancer#with_primary}), its own later reads
+  # go to the primary.
   #
   # When no replica has caught up yet, the job's +dlb+ option decides (GitLab's data
   # consistency): +:sticky+ (the default) reads from the primary; +:delayed+ puts the job
