@@ -1,10 +1,9 @@
 // Package dlbsql puts database/sql pools behind a dlb.Balancer: one *sql.DB per host, opened
-// by a caller-supplied Opener (any driver: pgx's stdlib, lib/pq...) and closed once dlb has
-// drained the host, the way GitLab's container registry uses its LoadBalancer:
+// with a driver (any: pgx's stdlib, lib/pq...) whose connections are never handed out with
+// state a borrower left (see WrapConnector), or by a caller-supplied Opener, and closed once
+// dlb has drained the host, the way GitLab's container registry uses its LoadBalancer:
 //
-//	lb, err := dlbsql.New(ctx, balancer, dlbsql.Config{Open: func(dsn string) (*sql.DB, error) {
-//		return sql.Open("postgres", dsn)
-//	}})
+//	lb, err := dlbsql.New(ctx, balancer, dlbsql.Config{Driver: &pq.Driver{}})
 //	db := lb.Primary()                         // writes
 //	db, err = lb.UpToDateReplica(ctx, key)     // reads that must see key's writes
 //	lsn, err := lb.RecordLSN(ctx, key)         // after a write for key commits
@@ -36,7 +35,14 @@ type Opener func(dsn string) (*sql.DB, error)
 
 // Config says how pools are opened and sized. Zero limits keep database/sql's defaults.
 type Config struct {
-	// Open opens a pool (required).
+	// Driver, when set, is the driver dlbsql opens every pool with (sql.OpenDB over its
+	// connector for dlb's DSN), its connections wrapped (WrapConnector) so that none is handed
+	// out with state a borrower left: a session that may carry it (SET, BEGIN without
+	// Commit, LISTEN, a temporary table, a broken connection...) is closed, not reused. E.g.
+	// &pq.Driver{}, or pgx's stdlib.GetDefaultDriver(). Open is then not used.
+	Driver driver.Driver
+	// Open opens a pool (required unless Driver is set). Its pools are used as they are: wrap
+	// the connector yourself (sql.OpenDB(WrapConnector(c))) for the same reset.
 	Open Opener
 	// MaxOpenConns, MaxIdleConns, ConnMaxLifetime and ConnMaxIdleTime are applied to every
 	// pool opened (per host).
@@ -71,8 +77,8 @@ type LoadBalancer struct {
 //
 // Errors: ctx.Err(), dlb.ErrClosed, and what Config.Open returns.
 func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*LoadBalancer, error) {
-	if cfg.Open == nil {
-		return nil, errors.New("dlbsql: Config.Open is nil")
+	if cfg.Open == nil && cfg.Driver == nil {
+		return nil, errors.New("dlbsql: Config.Open and Config.Driver are nil")
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -96,9 +102,18 @@ func (lb *LoadBalancer) open(dsn string) (*sql.DB, error) {
 		// Drivers take an empty DSN for their defaults (another server): never open one.
 		return nil, errors.New("dlbsql: dlb handed out an empty DSN")
 	}
-	db, err := lb.cfg.Open(dsn)
-	if err != nil {
-		return nil, err
+	var db *sql.DB
+	if lb.cfg.Driver != nil {
+		c, err := driverConnector(lb.cfg.Driver, dsn)
+		if err != nil {
+			return nil, err
+		}
+		db = sql.OpenDB(WrapConnector(c))
+	} else {
+		var err error
+		if db, err = lb.cfg.Open(dsn); err != nil {
+			return nil, err
+		}
 	}
 	c := lb.cfg
 	if c.MaxOpenConns != 0 {
