@@ -17,6 +17,8 @@ import (
 
 	dlb "dlb/bindings/go"
 	"dlb/bindings/go/dlbsql"
+
+	"github.com/lib/pq"
 )
 
 func benchBalancer(b *testing.B) *dlb.Balancer {
@@ -107,21 +109,31 @@ func BenchmarkUpToDateReplica(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.Run("dlbsql", func(b *testing.B) {
-		lb, err := dlbsql.New(ctx, bal, dlbsql.Config{Open: openPQ, MaxIdleConns: 4})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer lb.Close()
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			db, err := lb.UpToDateReplica(ctx, key)
+	// dlbsql with the caller's pools (Open), and with its own (Driver: connections wrapped to
+	// track session state, see dlbsql.WrapConnector).
+	for _, c := range []struct {
+		name string
+		cfg  dlbsql.Config
+	}{
+		{"dlbsql", dlbsql.Config{Open: openPQ, MaxIdleConns: 4}},
+		{"dlbsql-driver", dlbsql.Config{Driver: pq.Driver{}, MaxIdleConns: 4}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			lb, err := dlbsql.New(ctx, bal, c.cfg)
 			if err != nil {
 				b.Fatal(err)
 			}
-			read(db)
-		}
-	})
+			defer lb.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				db, err := lb.UpToDateReplica(ctx, key)
+				if err != nil {
+					b.Fatal(err)
+				}
+				read(db)
+			}
+		})
+	}
 	b.Run("direct", func(b *testing.B) {
 		for i := 0; i < b.N; i++ {
 			r, err := bal.PickReplica(ctx, key)

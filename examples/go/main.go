@@ -26,7 +26,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -42,7 +41,7 @@ import (
 	dlb "dlb/bindings/go"
 	"dlb/bindings/go/dlbsql"
 
-	_ "github.com/lib/pq"
+	"github.com/lib/pq"
 )
 
 func main() {
@@ -136,10 +135,9 @@ func run(serve, repo, tag string) error {
 		return err
 	}
 	defer b.Close()
-	lb, err := dlbsql.New(ctx, b, dlbsql.Config{
-		Open:         func(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) },
-		MaxOpenConns: 10,
-	})
+	// dlbsql opens the pools with the driver: a connection a handler leaves with session
+	// state (SET, a transaction begun with a statement) is closed, never reused.
+	lb, err := dlbsql.New(ctx, b, dlbsql.Config{Driver: pq.Driver{}, MaxOpenConns: 10})
 	if err != nil {
 		return err
 	}
