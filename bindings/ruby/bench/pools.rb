@@ -14,6 +14,8 @@
 # a connection and runs SELECT 1 on it, and, to show the bookkeeping alone, checks out and
 # runs nothing. The four ways are interleaved call by call (each call timed), in ROUNDS
 # rounds; the ratio is the median of the per-round ratios dlb / both plain pools in turn.
+# DLB_BENCH_RESET=always measures the pools' reset: :always (the default, :auto, resets only a
+# connection that shows it may carry state: none does here).
 
 require_relative "helper"
 require "connection_pool"
@@ -21,6 +23,9 @@ require "pg"
 
 lock_cluster
 lb = open_balancer
+# DLB_BENCH_RESET=always: the pools reset every connection given back (one more round trip).
+reset = ENV.fetch("DLB_BENCH_RESET", "")
+lb.configure_pools(reset: reset.to_sym) unless reset.empty?
 begin
   key = replayed_key(lb)
 
@@ -43,7 +48,7 @@ begin
                         -> { lb.with_replica(key) { |c| c } }]
   }
   puts "dlb #{DLB::VERSION} (libdlb #{DLB.library_version}), #{RUBY_DESCRIPTION}, pg #{PG::VERSION}, " \
-       "connection_pool #{ConnectionPool::VERSION}"
+       "connection_pool #{ConnectionPool::VERSION}, pools reset: #{reset.empty? ? 'auto' : reset}"
   puts "#{SECONDS_PER_CASE} s per case in #{ROUNDS} rounds, calls interleaved, one thread; medians (ratio: of " \
        "per-round ratios to the two plain pools in turn)"
   puts
