@@ -35,7 +35,10 @@ type Config struct {
 	ProbeTimeout         time.Duration
 	MaxLagBytes          uint64
 	MaxLag               time.Duration
-	MaxReplayStall       time.Duration
+	// MaxTimeLag quarantines a replica this far behind in time whatever its byte lag (a
+	// delayed standby); zero: off.
+	MaxTimeLag     time.Duration
+	MaxReplayStall time.Duration
 	// StickyTTL is how long a recorded LSN is kept (whole seconds).
 	StickyTTL         time.Duration
 	StickyCheckBudget time.Duration
@@ -96,7 +99,7 @@ func (c Config) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{
 		"DrainTimeout": c.DrainTimeout, "ReplicaCheckInterval": c.ReplicaCheckInterval,
-		"ProbeTimeout": c.ProbeTimeout, "MaxLag": c.MaxLag, "MaxReplayStall": c.MaxReplayStall,
+		"ProbeTimeout": c.ProbeTimeout, "MaxLag": c.MaxLag, "MaxTimeLag": c.MaxTimeLag, "MaxReplayStall": c.MaxReplayStall,
 		"StickyTTL": c.StickyTTL, "StickyCheckBudget": c.StickyCheckBudget,
 		"Pool.ConnectTimeout": c.Pool.ConnectTimeout, "Pool.CheckoutTimeout": c.Pool.CheckoutTimeout,
 		"Pool.MaxLifetime": c.Pool.MaxLifetime,
@@ -183,6 +186,7 @@ func (c Config) jsonMap() map[string]any {
 	putNonZero(m, "probe_timeout_ms", ms(c.ProbeTimeout))
 	putNonZero(m, "max_lag_bytes", c.MaxLagBytes)
 	putNonZero(m, "max_lag_ms", ms(c.MaxLag))
+	putNonZero(m, "max_time_lag_ms", ms(c.MaxTimeLag))
 	putNonZero(m, "max_replay_stall_ms", ms(c.MaxReplayStall))
 	putNonZero(m, "sticky_ttl_s", secs(c.StickyTTL))
 	putNonZero(m, "sticky_check_budget_ms", ms(c.StickyCheckBudget))

@@ -75,6 +75,11 @@ impl ConfigBuilder {
         self.0.max_lag_ms = millis(d);
         self
     }
+    /// See [`Config::max_time_lag_ms`] (`Duration::ZERO`: off).
+    pub fn max_time_lag(mut self, d: Duration) -> Self {
+        self.0.max_time_lag_ms = millis(d);
+        self
+    }
     /// See [`Config::max_replay_stall_ms`].
     pub fn max_replay_stall(mut self, d: Duration) -> Self {
         self.0.max_replay_stall_ms = millis(d);

@@ -86,6 +86,8 @@ impl Config {
     pub const DEFAULT_REPLICA_CHECK_INTERVAL_MS: u64 = 1000;
     /// Default of [`Config::max_lag_bytes`]: 8 MiB.
     pub const DEFAULT_MAX_LAG_BYTES: u64 = 8 * 1024 * 1024;
+    /// Default of [`Config::max_time_lag_ms`]: off.
+    pub const DEFAULT_MAX_TIME_LAG_MS: u64 = 0;
     /// Default of [`Config::max_lag_ms`].
     pub const DEFAULT_MAX_LAG_MS: u64 = 30_000;
     /// Default of [`Config::max_replay_stall_ms`].
@@ -106,6 +108,7 @@ impl Config {
             replica_check_interval_ms: Self::DEFAULT_REPLICA_CHECK_INTERVAL_MS,
             max_lag_bytes: Self::DEFAULT_MAX_LAG_BYTES,
             max_lag_ms: Self::DEFAULT_MAX_LAG_MS,
+            max_time_lag_ms: Self::DEFAULT_MAX_TIME_LAG_MS,
             max_replay_stall_ms: Self::DEFAULT_MAX_REPLAY_STALL_MS,
             probe_timeout_ms: Self::DEFAULT_PROBE_TIMEOUT_MS,
             pool: PoolConfig::default(),
@@ -283,6 +286,12 @@ impl Config {
                 "1 hour",
             ),
             ("max_lag_ms", self.max_lag_ms, TEN_YEARS_MS, "10 years"),
+            (
+                "max_time_lag_ms",
+                self.max_time_lag_ms,
+                TEN_YEARS_MS,
+                "10 years",
+            ),
             (
                 "max_replay_stall_ms",
                 self.max_replay_stall_ms,

@@ -66,6 +66,14 @@ pub struct Config {
     /// Default [`Config::DEFAULT_MAX_LAG_MS`].
     #[serde(default = "serde_default::max_lag_ms")]
     pub max_lag_ms: u64,
+    /// Time lag, in milliseconds since the last replayed transaction while behind in bytes,
+    /// over which a replica is quarantined `lag` **whatever its byte lag**: for a delayed
+    /// standby (`recovery_min_apply_delay`), which receives WAL at once but replays it late,
+    /// so that its byte lag stays small under light traffic. Re-admitted under half of it.
+    /// 0 (the default, [`Config::DEFAULT_MAX_TIME_LAG_MS`]) turns the rule off: then only
+    /// both thresholds together quarantine. At most 10 years.
+    #[serde(default = "serde_default::max_time_lag_ms")]
+    pub max_time_lag_ms: u64,
     /// How long a replica that is behind the primary (in bytes, by any amount) may go without
     /// replaying anything before it is quarantined `stalled` (replay paused, or blocked by a
     /// recovery conflict): under light write traffic its lag may stay under `max_lag_bytes`
@@ -117,6 +125,7 @@ impl fmt::Debug for Config {
             replica_check_interval_ms,
             max_lag_bytes,
             max_lag_ms,
+            max_time_lag_ms,
             max_replay_stall_ms,
             probe_timeout_ms,
             pool,
@@ -133,6 +142,7 @@ impl fmt::Debug for Config {
             .field("replica_check_interval_ms", replica_check_interval_ms)
             .field("max_lag_bytes", max_lag_bytes)
             .field("max_lag_ms", max_lag_ms)
+            .field("max_time_lag_ms", max_time_lag_ms)
             .field("max_replay_stall_ms", max_replay_stall_ms)
             .field("probe_timeout_ms", probe_timeout_ms)
             .field("pool", pool)
@@ -590,6 +600,7 @@ mod serde_default {
         replica_check_interval_ms -> u64 { Config::DEFAULT_REPLICA_CHECK_INTERVAL_MS }
         max_lag_bytes -> u64 { Config::DEFAULT_MAX_LAG_BYTES }
         max_lag_ms -> u64 { Config::DEFAULT_MAX_LAG_MS }
+        max_time_lag_ms -> u64 { Config::DEFAULT_MAX_TIME_LAG_MS }
         max_replay_stall_ms -> u64 { Config::DEFAULT_MAX_REPLAY_STALL_MS }
         probe_timeout_ms -> u64 { Config::DEFAULT_PROBE_TIMEOUT_MS }
         sticky_ttl_s -> u64 { Config::DEFAULT_STICKY_TTL_S }

@@ -52,6 +52,7 @@ impl Policy {
             lag: Thresholds {
                 max_bytes: c.max_lag_bytes,
                 max_ms: c.max_lag_ms,
+                max_time_only_ms: c.max_time_lag_ms,
             },
             failure_threshold: conn.failure_threshold,
             backoff_initial: Duration::from_millis(conn.backoff_initial_ms),
@@ -142,6 +143,8 @@ pub(crate) fn disqualified(
 pub(crate) struct Thresholds {
     pub(crate) max_bytes: u64,
     pub(crate) max_ms: u64,
+    /// Time lag that quarantines alone (a delayed standby); 0: off.
+    pub(crate) max_time_only_ms: u64,
 }
 
 /// Lag as measured against the primary.
@@ -174,8 +177,9 @@ impl Lag {
     }
 }
 
-/// The next health of a replica. A replica is lag-quarantined only when over **both**
-/// thresholds, and re-admitted only when under **half** of either (hysteresis).
+/// The next health of a replica. A replica is lag-quarantined when over **both** thresholds
+/// (or over the time-only threshold, when set), and re-admitted only when under **half** of
+/// either of the pair (and of the time-only threshold) (hysteresis).
 pub(crate) fn next_health(prev: Health, obs: &Observation, lag: Lag, t: Thresholds) -> Health {
     match obs {
         Observation::Failed(reason, _) => Health::Quarantined(*reason),
@@ -184,8 +188,11 @@ pub(crate) fn next_health(prev: Health, obs: &Observation, lag: Lag, t: Threshol
         } => Health::Quarantined(QuarantineReason::NotInRecovery),
         Observation::Answered { .. } => {
             let secs = |ms: u64| ms as f64 / 1000.0;
-            let over = lag.bytes > t.max_bytes && lag.seconds > secs(t.max_ms);
-            let well_under = lag.bytes <= t.max_bytes / 2 || lag.seconds <= secs(t.max_ms) / 2.0;
+            let time_only = t.max_time_only_ms > 0;
+            let over = (lag.bytes > t.max_bytes && lag.seconds > secs(t.max_ms))
+                || (time_only && lag.seconds > secs(t.max_time_only_ms));
+            let well_under = (lag.bytes <= t.max_bytes / 2 || lag.seconds <= secs(t.max_ms) / 2.0)
+                && (!time_only || lag.seconds <= secs(t.max_time_only_ms) / 2.0);
             match prev {
                 Health::Quarantined(QuarantineReason::Lag) if !well_under => prev,
                 _ if over => Health::Quarantined(QuarantineReason::Lag),
@@ -421,6 +428,7 @@ mod tests {
     const T: Thresholds = Thresholds {
         max_bytes: 1000,
         max_ms: 10_000,
+        max_time_only_ms: 0,
     };
 
     fn ok(lag_bytes: u64, age: f64) -> (Observation, Lag) {
@@ -459,6 +467,35 @@ mod tests {
         assert_eq!(
             next_health(Health::Healthy, &o, l, T),
             Health::Quarantined(QuarantineReason::Lag)
+        );
+    }
+
+    /// A delayed standby (`recovery_min_apply_delay`): little byte lag, a long time behind.
+    /// Only the time-only threshold, when set, takes it out; it comes back under half of it.
+    #[test]
+    fn time_lag_alone_quarantines_when_configured() {
+        let delayed = Thresholds {
+            max_time_only_ms: 60_000,
+            ..T
+        };
+        let (o, l) = ok(10, 3600.0);
+        assert_eq!(next_health(Health::Healthy, &o, l, T), Health::Healthy);
+        let q = Health::Quarantined(QuarantineReason::Lag);
+        assert_eq!(next_health(Health::Healthy, &o, l, delayed), q);
+        // Under the threshold but not under half: stays out; under half: back.
+        let (o, l) = ok(10, 45.0);
+        assert_eq!(next_health(q, &o, l, delayed), q);
+        assert_eq!(
+            next_health(Health::Healthy, &o, l, delayed),
+            Health::Healthy
+        );
+        let (o, l) = ok(10, 20.0);
+        assert_eq!(next_health(q, &o, l, delayed), Health::Healthy);
+        // Caught up in bytes: no time lag counts.
+        let (o, l) = ok(0, 3600.0);
+        assert_eq!(
+            next_health(Health::Healthy, &o, l, delayed),
+            Health::Healthy
         );
     }
 
