@@ -16,6 +16,8 @@
 //! [`Router::take_refresh_request`] (whether a caller reported a failure) and what it learnt of
 //! the primary ([`Router::set_primary_system`], [`Router::set_primary_timeline`]).
 
+#[cfg(test)]
+mod decision_tests;
 mod options;
 mod route;
 mod snapshot;
