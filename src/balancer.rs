@@ -31,7 +31,7 @@ use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
 use crate::server::connection::{check_replay, primary_timeline_column};
 use crate::server::host::{Host, PooledClient, StripedHost};
-use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, check_key};
+use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, validate_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
 ///
@@ -158,7 +158,7 @@ impl Balancer {
                 events: events.clone(),
             },
         );
-        monitor.check(&router);
+        monitor.round(&router);
         let monitor = MonitorThread::spawn(monitor, Arc::downgrade(&router), wake_rx)
             .map_err(|e| Error::config("", format!("cannot start monitor thread: {e}")))?;
         Ok(Balancer {
@@ -387,7 +387,7 @@ impl Balancer {
     /// causal token (the write happened; only its recording failed).
     pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
         self.same_process()?;
-        check_key(key)?;
+        validate_key(key)?;
         let mut conn = self.write_conn()?;
         let row = conn
             .query_one(
@@ -458,7 +458,7 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`] (carrying `lsn`, see [`Error::lsn`]).
     pub fn record_lsn_value(&self, key: &str, lsn: Lsn) -> Result<()> {
         self.same_process()?;
-        check_key(key)?;
+        validate_key(key)?;
         self.store_lsn(&self.router.store_key(key), lsn)
     }
 
@@ -478,7 +478,7 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn force_primary(&self, key: &str, ttl: Duration) -> Result<()> {
         self.same_process()?;
-        check_key(key)?;
+        validate_key(key)?;
         sticking::force(
             &**self.store,
             &self.counters,
@@ -494,7 +494,7 @@ impl Balancer {
     /// [`Error::InvalidKey`], [`Error::Store`].
     pub fn recorded_lsn(&self, key: &str) -> Result<Option<Lsn>> {
         self.same_process()?;
-        check_key(key)?;
+        validate_key(key)?;
         let key = self.router.store_key(key);
         let got = self
             .counters

@@ -9,7 +9,7 @@ impl RedisStoreConfig {
     /// # Errors
     /// [`Error::Config`] naming the field: both or neither of `url` and `cluster`, a zero
     /// timeout or pool size, a value over its bound.
-    pub(crate) fn check(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         match (&self.url, self.cluster.is_empty()) {
             (Some(_), false) => Err(Error::config(
                 "lsn_store.redis",
@@ -226,7 +226,7 @@ impl Config {
             at_least("replicas.dns.timeout_ms", dns.timeout_ms, 1)?;
         }
         if let LsnStoreConfig::Redis(r) = &self.lsn_store {
-            r.check()?;
+            r.validate()?;
         }
         let c = &self.connectivity;
         at_least(
@@ -242,7 +242,7 @@ impl Config {
                 "must be at least connectivity.backoff_initial_ms",
             ));
         }
-        self.metrics.check()?;
+        self.metrics.validate()?;
         if self.pool.min_idle > self.pool.max_size {
             return Err(Error::config(
                 "pool.min_idle",

@@ -327,7 +327,7 @@ impl MetricsConfig {
             .collect()
     }
 
-    fn check(&self) -> Result<()> {
+    fn validate(&self) -> Result<()> {
         let name_char = |c: char, first: bool, colon: bool| {
             c.is_ascii_alphabetic()
                 || c == '_'
@@ -784,26 +784,26 @@ mod tests {
         // The Redis store checks its own settings when made directly.
         let mut r = RedisStoreConfig::standalone("redis://h:1");
         r.pool_size = u32::MAX;
-        let e = r.check().unwrap_err().to_string();
+        let e = r.validate().unwrap_err().to_string();
         assert!(
             e.contains("lsn_store.redis.pool_size: must be at most 1000"),
             "{e}"
         );
         r.pool_size = 1;
         r.op_timeout_ms = u64::MAX;
-        let e = r.check().unwrap_err().to_string();
+        let e = r.validate().unwrap_err().to_string();
         assert!(
             e.contains("lsn_store.redis.op_timeout_ms: must be at most 60000"),
             "{e}"
         );
         let mut c = RedisStoreConfig::cluster(vec!["redis://h:1"; 1001]);
-        let e = c.check().unwrap_err().to_string();
+        let e = c.validate().unwrap_err().to_string();
         assert!(
             e.contains("lsn_store.redis.cluster: must be at most 1000 (entries) (got 1001)"),
             "{e}"
         );
         c.cluster.truncate(1000);
-        c.check().unwrap();
+        c.validate().unwrap();
     }
 
     fn hosts(n: usize) -> Vec<String> {

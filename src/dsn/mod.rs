@@ -258,12 +258,12 @@ impl Dsn {
                 params: parse_key_value(t).map_err(|m| Error::config(field, m))?,
             },
         };
-        dsn.check().map_err(|m| Error::config(field, m))?;
+        dsn.validate_params().map_err(|m| Error::config(field, m))?;
         Ok(dsn)
     }
 
     /// Checks keywords and the values dlb reads itself.
-    fn check(&self) -> std::result::Result<(), String> {
+    fn validate_params(&self) -> std::result::Result<(), String> {
         for (k, v) in &self.params {
             if !KEYWORDS.contains(&k.as_str()) {
                 return Err(match self.syntax {

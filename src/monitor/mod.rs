@@ -1,4 +1,4 @@
-//! The background monitor: every `replica_check_interval_ms` a round ([`Monitor::check`])
+//! The background monitor: every `replica_check_interval_ms` a round ([`Monitor::round`])
 //! refreshes the replica list ([`crate::discovery`]), probes the replicas in parallel and then
 //! the primary ([`probe`]), takes in the answers (the hosts' cached positions and identities),
 //! applies the health rules ([`round`], pure over the members: the policy of
@@ -185,7 +185,7 @@ impl Monitor {
     /// the answers, apply the health rules ([`round::apply`], pure), report, publish. Blocks for
     /// at most `probe_timeout_ms` (plus a DNS exchange when a refresh is due, and the LSN
     /// store's housekeeping).
-    pub(crate) fn check(&mut self, router: &Router) {
+    pub(crate) fn round(&mut self, router: &Router) {
         #[cfg(test)]
         if router
             .panic_next_check
@@ -616,7 +616,7 @@ impl MonitorThread {
                     };
                     last = Instant::now();
                     let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        monitor.check(&router);
+                        monitor.round(&router);
                     }));
                     if let Err(panic) = checked {
                         let c = &monitor.counters;

@@ -42,7 +42,7 @@ pub use crate::labels::Reason;
 use crate::labels::StoreOp;
 use crate::lsn::Lsn;
 use crate::server::host::{Host, HostHandle, StripedHost};
-use crate::sticking::{LsnStore, check_key};
+use crate::sticking::{LsnStore, validate_key};
 use crate::sync::instant::AtomicInstant;
 use crate::sync::published::Published;
 use crate::sync::stripe::{StripedCursor, stripe};
@@ -226,7 +226,7 @@ impl Router {
         let Some(key) = key else {
             return Ok(Plan::Route(self.round_robin(Reason::RoundRobin)));
         };
-        check_key(key)?;
+        validate_key(key)?;
         if opts.cached_only && !self.store.never_blocks() {
             debug!(target: "dlb", "sticky pick goes to the primary: cached only, and the LSN store may block");
             return Ok(Plan::Route(self.primary_route(Reason::StoreError)));

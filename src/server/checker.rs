@@ -97,7 +97,7 @@ impl Checker {
             return None;
         }
         let mut conn = self.conn.try_lock()?.pop()?;
-        let lsn = check(host, &mut conn, Some(deadline));
+        let lsn = read_position(host, &mut conn, Some(deadline));
         if lsn.is_some() {
             put_back(&self.conn, conn);
         }
@@ -133,7 +133,7 @@ fn ask(host: &dyn Checked, slot: &Slot) -> Option<Position> {
             (c, tag)
         }
     };
-    let lsn = check(host, &mut conn, None);
+    let lsn = read_position(host, &mut conn, None);
     if lsn.is_some() {
         put_back(slot, conn);
     }
@@ -156,7 +156,7 @@ fn put_back(slot: &Slot, conn: (ProbeConn, u64)) {
 /// Counts only when the connection reached the server the host's cache describes. `None`: the
 /// connection is not to be used again (it failed, missed its deadline, or reached another
 /// server than the one the monitor probes: a restart or a re-pointed address).
-fn check(
+fn read_position(
     host: &dyn Checked,
     (c, tag): &mut (ProbeConn, u64),
     deadline: Option<Instant>,

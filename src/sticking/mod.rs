@@ -127,7 +127,7 @@ pub(crate) fn deadline(now: Instant, ttl: Duration) -> Instant {
 ///
 /// # Errors
 /// [`Error::InvalidKey`] saying which.
-pub(crate) fn check_key(key: &str) -> Result<()> {
+pub(crate) fn validate_key(key: &str) -> Result<()> {
     if key.is_empty() {
         return Err(Error::InvalidKey {
             reason: "key is empty".into(),

@@ -120,7 +120,7 @@ impl RedisStore {
     /// PEM certificate, both or neither of `url` and `cluster`, a zero timeout or pool size, or
     /// a value over its bound ([`RedisStoreConfig::LIMIT_POOL_SIZE`], ...).
     pub fn new(config: &RedisStoreConfig) -> Result<RedisStore> {
-        config.check()?;
+        config.validate()?;
         let op_timeout = Duration::from_millis(config.op_timeout_ms);
         let size = config.pool_size as usize;
         let (backend, target, secrets) = match (&config.url, config.cluster.as_slice()) {
