@@ -15,7 +15,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel;
-use log::{info, warn};
+use log::{debug, info, warn};
+use postgres::types::ToSql;
 use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
@@ -31,6 +32,7 @@ use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
 use crate::server::connection::{check_replay, primary_timeline_column};
 use crate::server::host::{Host, PooledClient, StripedHost};
+use crate::server::session::{is_host_failure, is_plain_read};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, validate_key};
 
 /// A client-side load balancer over one primary and its streaming replicas.
@@ -278,21 +280,24 @@ impl Balancer {
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
         self.same_process()?;
         match self.router.plan(key, &PickOptions::default(), None)? {
-            Plan::Route(route) => self.read_on(route),
+            Plan::Route(route) => self.read_on(route, true),
             Plan::Live { req, candidates } => self.read_live(req, &candidates),
         }
     }
 
     /// `read_conn` on a decided route; a replica that cannot hand out a connection is reported
-    /// and the read goes to the primary.
-    fn read_on(&self, route: Route) -> Result<Conn> {
+    /// and the read goes to the primary. `retry`: a check that fails on a statement error (not
+    /// the host's) is tried once more, on another connection.
+    fn read_on(&self, route: Route, retry: bool) -> Result<Conn> {
         if route.role() == Role::Primary {
             return self.checkout(route, self.checkout_timeout());
         }
         let addr = route.addr().to_string();
-        match self.checkout(route, self.replica_timeout()) {
-            Ok(conn) => self.verified(conn),
-            Err(e) => self.replica_unavailable(&addr, &e),
+        // A sticky read's check (`verified`) resets the connection if needed.
+        let check_follows = route.requirement.is_some();
+        match route.host.checkout(self.replica_timeout(), check_follows) {
+            Ok(client) => self.verified(self.conn(route, client), retry),
+            Err(u) => self.replica_unavailable(&addr, &u.error, u.host_failed),
         }
     }
 
@@ -302,54 +307,78 @@ impl Balancer {
     /// error, under the `"error"` policy).
     fn read_live(&self, req: Requirement, candidates: &[Arc<StripedHost>]) -> Result<Conn> {
         let deadline = Instant::now() + self.router.sticky_check_budget();
-        for host in candidates {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            let mut client = match host.checkout(self.replica_timeout().min(left)) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(target: "dlb", "{e}; trying another replica");
-                    self.report_failure(&host.addr);
-                    continue;
+        'candidates: for host in candidates {
+            // A check that fails on a statement error (not the host's) is tried once more.
+            let mut retry = true;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break 'candidates;
                 }
-            };
-            if !self.in_primary_cluster(host, &client) {
-                client.discard = true;
-                continue;
-            }
-            self.router.count_live_check();
-            let checked = counters::timed(&self.counters.live_check_latency, || {
-                check_replay(&mut client)
-            });
-            match checked {
-                Ok(Some(pos)) if freshness::proves(pos, req) => {
-                    host.observe_replay(client.identity_tag(), pos);
-                    let route = self
-                        .router
-                        .sticky_route(host.handle(), Reason::CaughtUpLive, req);
-                    return Ok(self.conn(route, client));
-                }
-                Ok(Some(pos)) => {
-                    host.observe_replay(client.identity_tag(), pos);
-                }
-                Ok(None) => {}
-                Err(e) => {
+                let mut client = match host.checkout(self.replica_timeout().min(left), true) {
+                    Ok(c) => c,
+                    Err(u) => {
+                        warn!(target: "dlb", "{}; trying another replica", u.error);
+                        if u.host_failed {
+                            self.report_failure(&host.addr);
+                        }
+                        continue 'candidates;
+                    }
+                };
+                if !self.in_primary_cluster(host, &client) {
                     client.discard = true;
-                    warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
-                    self.report_failure(&host.addr);
+                    continue 'candidates;
                 }
+                self.router.count_live_check();
+                let checked = counters::timed(&self.counters.live_check_latency, || {
+                    check_replay(&mut client)
+                });
+                match checked {
+                    Ok(Some(pos)) if freshness::proves(pos, req) => {
+                        host.observe_replay(client.identity_tag(), pos);
+                        let route =
+                            self.router
+                                .sticky_route(host.handle(), Reason::CaughtUpLive, req);
+                        return Ok(self.conn(route, client));
+                    }
+                    Ok(Some(pos)) => {
+                        host.observe_replay(client.identity_tag(), pos);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        client.discard = true;
+                        drop(client);
+                        if is_host_failure(&e) {
+                            warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
+                            self.report_failure(&host.addr);
+                        } else if retry {
+                            debug!(target: "dlb", "live check on replica {} failed: {e}; on another connection", host.addr);
+                            retry = false;
+                            continue;
+                        } else {
+                            warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
+                        }
+                    }
+                }
+                continue 'candidates;
             }
         }
         let route = self.router.not_caught_up(req.lsn)?;
         self.checkout(route, self.checkout_timeout())
     }
 
-    /// A replica could not serve a read: reported, and the read goes to the primary.
-    fn replica_unavailable(&self, addr: &str, e: &dyn std::fmt::Display) -> Result<Conn> {
+    /// A replica could not serve a read: reported when it failed (`host_failed`; not when a
+    /// statement of a check did), and the read goes to the primary.
+    fn replica_unavailable(
+        &self,
+        addr: &str,
+        e: &dyn std::fmt::Display,
+        host_failed: bool,
+    ) -> Result<Conn> {
         warn!(target: "dlb", "{e}; reading from the primary");
-        self.report_failure(addr);
+        if host_failed {
+            self.report_failure(addr);
+        }
         let route = self.router.primary_route(Reason::ReplicaUnavailable);
         self.checkout(route, self.checkout_timeout())
     }
@@ -581,14 +610,16 @@ impl Balancer {
 
     /// Hands out a replica connection only when it reached a server of the primary's cluster
     /// (the one the monitor probed, or another behind the same address); for a sticky read,
-    /// only when that very connection has replayed the LSN the read needs and is outside any
-    /// transaction an earlier borrower left open ([`check_replay`]: one round trip proves
-    /// both). Otherwise the read goes to the primary (or, for a sticky read under the
-    /// `"error"` policy, the error).
+    /// only when that very connection has replayed the LSN the read needs, reset first if a
+    /// borrower may have changed it ([`check_replay`]: one round trip for all of it).
+    /// Otherwise the read goes to the primary (or, for a sticky read under the `"error"`
+    /// policy, the error). A check that fails on a statement error is no host failure: with
+    /// `retry`, the read starts over on another connection; without, it goes to the primary,
+    /// and the replica is not reported.
     ///
     /// # Errors
     /// [`Error::PrimaryUnavailable`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
-    fn verified(&self, mut conn: Conn) -> Result<Conn> {
+    fn verified(&self, mut conn: Conn, retry: bool) -> Result<Conn> {
         if !self.in_primary_cluster(&conn.route.host, &conn.client) {
             warn!(target: "dlb", "a connection to replica {} reached a server outside the primary's cluster: discarded; reading from the primary", conn.route.addr());
             conn.client.discard = true;
@@ -613,9 +644,13 @@ impl Balancer {
             }
             Err(e) => {
                 conn.client.discard = true;
-                let addr = conn.route.addr().to_string();
+                let route = conn.route.clone();
                 drop(conn);
-                self.replica_unavailable(&addr, &e)
+                if !is_host_failure(&e) && retry {
+                    debug!(target: "dlb", "the check of a connection to replica {} failed: {e}; on another connection", route.addr());
+                    return self.read_on(route, false);
+                }
+                self.replica_unavailable(route.addr(), &e, is_host_failure(&e))
             }
         }
     }
@@ -642,7 +677,7 @@ impl Balancer {
     }
 
     fn checkout(&self, route: Route, timeout: Duration) -> Result<Conn> {
-        let client = route.host.checkout(timeout)?;
+        let client = route.host.checkout(timeout, false)?;
         Ok(self.conn(route, client))
     }
 
@@ -692,13 +727,29 @@ impl Drop for Balancer {
 /// A pooled connection together with the route that chose it. Dereferences to
 /// [`postgres::Client`]; returned to its pool on drop.
 ///
+/// **Handed out clean.** Whatever session state a borrower leaves (a transaction open or
+/// aborted, settings such as `search_path`, `SET ROLE` or `SET SESSION AUTHORIZATION`,
+/// temporary tables, advisory locks, `LISTEN`, cursors, `PREPARE`d statements, sequence
+/// state), the next borrower does not see it: dlb resets the connection before handing it out
+/// again, in the round trip of the check that runs then anyway (every checkout on the
+/// primary, a sticky read's), or in one of its own (a keyless read on a replica). It does so
+/// only when the borrower may have changed something: a plain read through `Conn`'s own
+/// [`Conn::query`], [`Conn::query_one`], [`Conn::query_opt`], [`Conn::execute`],
+/// [`Conn::prepare`] and [`Conn::prepare_cached`] (a statement starting with `SELECT`,
+/// `VALUES`, `TABLE`, `WITH` or `SHOW` that names none of the built-in functions that change
+/// a session, such as `set_config` or `pg_advisory_lock`) leaves the connection clean; any
+/// other statement, and any use of the [`postgres::Client`] itself (`transaction`,
+/// `batch_execute`, `simple_query`, ...), marks it for reset. A function of your own that
+/// changes the session, reached by a plain `SELECT`, is not seen: call
+/// [`Conn::mark_session_changed`]. Dlb's statement cache ([`Conn::prepare_cached`]) survives
+/// the reset. Nothing is sent when the connection is given back (no I/O in `drop`); a
+/// connection whose reset fails is discarded.
+///
 /// A connection that broke while the caller used it (a replica restarted, its backend
 /// terminated) is discarded on drop and, on a replica, reported as
 /// [`Balancer::report_failure`] does: the replica leaves the rotation until a probe succeeds.
-/// Dropped while its thread panics, it is discarded (a transaction may be left open).
-/// End a transaction opened with raw SQL (`BEGIN`) before dropping it: a connection back in
-/// the pool is checked for one (and rolled back) on its next checkout on the primary, on a
-/// sticky read, or once it has been idle or unchecked for `pool.check_idle_after_ms`.
+/// An error of the caller's own SQL never counts as a failure of the host. Dropped while its
+/// thread panics, it is discarded.
 pub struct Conn {
     route: Route,
     /// Dropped by `Conn`'s drop, except in a forked child (see there).
@@ -767,6 +818,142 @@ impl Conn {
     pub fn clear_statement_cache(&mut self) {
         self.client.statements.clear();
     }
+
+    /// Tells dlb that this borrower may have changed the session in a way it cannot see (a
+    /// function of your own, called from a `SELECT`, that runs `SET` or takes an advisory
+    /// lock): the connection is reset before it is handed out again. Using the
+    /// [`postgres::Client`] itself (through `Deref`) does the same. Never blocks.
+    pub fn mark_session_changed(&mut self) {
+        self.client.dirty = true;
+    }
+
+    /// [`postgres::Client::execute`]; marks the connection for reset unless `query` is a plain
+    /// read (see [`Conn`]).
+    ///
+    /// # Errors
+    /// The server's or the connection's, as `postgres::Client::execute`.
+    pub fn execute<T>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error>
+    where
+        T: ?Sized + SqlStatement,
+    {
+        self.track(query).execute(query, params)
+    }
+
+    /// [`postgres::Client::query`]; marks the connection for reset unless `query` is a plain
+    /// read (see [`Conn`]).
+    ///
+    /// # Errors
+    /// The server's or the connection's, as `postgres::Client::query`.
+    pub fn query<T>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Vec<postgres::Row>, postgres::Error>
+    where
+        T: ?Sized + SqlStatement,
+    {
+        self.track(query).query(query, params)
+    }
+
+    /// [`postgres::Client::query_one`]; marks the connection for reset unless `query` is a
+    /// plain read (see [`Conn`]).
+    ///
+    /// # Errors
+    /// The server's or the connection's, and not exactly one row, as
+    /// `postgres::Client::query_one`.
+    pub fn query_one<T>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<postgres::Row, postgres::Error>
+    where
+        T: ?Sized + SqlStatement,
+    {
+        self.track(query).query_one(query, params)
+    }
+
+    /// [`postgres::Client::query_opt`]; marks the connection for reset unless `query` is a
+    /// plain read (see [`Conn`]).
+    ///
+    /// # Errors
+    /// The server's or the connection's, and more than one row, as
+    /// `postgres::Client::query_opt`.
+    pub fn query_opt<T>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<postgres::Row>, postgres::Error>
+    where
+        T: ?Sized + SqlStatement,
+    {
+        self.track(query).query_opt(query, params)
+    }
+
+    /// [`postgres::Client::prepare`]; marks the connection for reset unless `query` is a plain
+    /// read (see [`Conn`]): the statement is prepared to be run.
+    ///
+    /// # Errors
+    /// The server's or the connection's, as `postgres::Client::prepare`.
+    pub fn prepare(
+        &mut self,
+        query: &str,
+    ) -> std::result::Result<postgres::Statement, postgres::Error> {
+        self.track(query).prepare(query)
+    }
+
+    /// The client, the connection marked for reset unless `query` is a plain read.
+    #[inline]
+    fn track<T: ?Sized + SqlStatement>(&mut self, query: &T) -> &mut postgres::Client {
+        if !query.is_plain_read() {
+            self.client.dirty = true;
+        }
+        &mut self.client.client
+    }
+}
+
+/// What [`Conn`]'s query methods take, as [`postgres::Client`]'s: SQL text (`str`, `String`)
+/// or a [`postgres::Statement`]. Sealed.
+///
+/// A statement counts as a plain read (it leaves the connection clean): it was prepared by
+/// `Conn::prepare` or `Conn::prepare_cached`, which looked at its text (and marked the
+/// connection for reset when it was not one), or on the [`postgres::Client`] itself, which
+/// marked it already.
+pub trait SqlStatement: postgres::ToStatement + sealed::Sealed {
+    /// Whether it is a plain read (see [`Conn`]).
+    #[doc(hidden)]
+    fn is_plain_read(&self) -> bool;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for str {}
+    impl Sealed for String {}
+    impl Sealed for postgres::Statement {}
+}
+
+impl SqlStatement for str {
+    #[inline]
+    fn is_plain_read(&self) -> bool {
+        is_plain_read(self)
+    }
+}
+
+impl SqlStatement for String {
+    #[inline]
+    fn is_plain_read(&self) -> bool {
+        is_plain_read(self)
+    }
+}
+
+impl SqlStatement for postgres::Statement {
+    #[inline]
+    fn is_plain_read(&self) -> bool {
+        true
+    }
 }
 
 impl std::fmt::Debug for Conn {
@@ -783,7 +970,9 @@ impl Deref for Conn {
 }
 
 impl DerefMut for Conn {
+    /// The client, the connection marked for reset before its next borrower (see [`Conn`]).
     fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.client.dirty = true;
         &mut self.client.client
     }
 }

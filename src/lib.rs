@@ -61,7 +61,7 @@ pub mod test_hooks;
 #[cfg(test)]
 mod fuzz_tests;
 
-pub use balancer::{Balancer, Conn};
+pub use balancer::{Balancer, Conn, SqlStatement};
 pub use config::{
     Config, ConfigBuilder, ConnectivityConfig, DnsConfig, DnsRecordType, LsnStoreConfig,
     MAX_KEY_LEN, MetricsConfig, NoCaughtUpPolicy, PoolConfig, RedisStoreConfig, ReplicasConfig,

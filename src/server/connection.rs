@@ -4,11 +4,13 @@
 //! of the server it reached ([`ServerIdentity`]) and records it in the host's
 //! [`IdentityLog`].
 //!
-//! The check ([`check`]: one simple-protocol round trip) tells whether the connection works
-//! and whether the previous borrower left a transaction open: such a connection is rolled back
-//! before it is handed out, so no caller reads through someone else's old snapshot. It does not
-//! run on every checkout (r2d2's `test_on_check_out` is off): [`crate::server::host::Host::checkout`]
-//! runs it on the primary's connections, on connections idle or unchecked for longer than
+//! The check ([`check`]: one simple-protocol round trip) tells whether the connection works;
+//! on a connection a borrower may have changed (`PgConn::dirty`, see [`super::session`]) it
+//! first takes the session back to its state at connection time (transaction, settings, role,
+//! temporary tables, advisory locks, listened channels, cursors, SQL-level prepared
+//! statements), in the same round trip. It does not run on every checkout (r2d2's
+//! `test_on_check_out` is off): [`crate::server::host::Host::checkout`] runs it on the
+//! primary's connections, on dirty ones, on connections idle or unchecked for longer than
 //! `pool.check_idle_after_ms`, and a sticky `read_conn` runs it together with the replay
 //! position it needs ([`check_replay`]), on the very connection that serves the read.
 
@@ -20,6 +22,7 @@ use postgres::SimpleQueryMessage;
 
 use crate::lsn::{Lsn, Position};
 use crate::server::identity::{IDENTITY_COLUMNS, IdentityLog, ServerIdentity};
+use crate::server::session::{is_plain_read, prepared_column, reset_sql};
 use crate::server::tls::{ConnectError, PgTls};
 
 /// A pooled PostgreSQL connection and the server it reached.
@@ -37,6 +40,11 @@ pub(crate) struct PgConn {
     pub(crate) checked_at: Instant,
     /// Statements prepared through `Conn::prepare_cached`, by SQL text.
     pub(crate) statements: HashMap<String, postgres::Statement>,
+    /// A borrower may have changed its session (see [`super::session`]): reset before it is
+    /// handed out again.
+    pub(crate) dirty: bool,
+    /// A connection to the primary (a standby has no channels to `UNLISTEN`: it refuses `LISTEN`).
+    primary: bool,
 }
 
 /// Statements a pooled connection keeps prepared for `Conn::prepare_cached` at most; one more
@@ -59,6 +67,10 @@ impl PgConn {
         &mut self,
         sql: &str,
     ) -> Result<postgres::Statement, postgres::Error> {
+        // Preparing changes nothing, but the borrower means to run it.
+        if !is_plain_read(sql) {
+            self.dirty = true;
+        }
         if let Some(st) = self.statements.get(sql) {
             return Ok(st.clone());
         }
@@ -81,12 +93,24 @@ pub(crate) struct PgManager {
     config: postgres::Config,
     tls: PgTls,
     log: Arc<IdentityLog>,
+    primary: bool,
 }
 
 impl PgManager {
-    /// A manager connecting with `config` through `tls` (which applies the DSN's `sslmode`).
-    pub(crate) fn new(config: postgres::Config, tls: PgTls, log: Arc<IdentityLog>) -> PgManager {
-        PgManager { config, tls, log }
+    /// A manager connecting with `config` through `tls` (which applies the DSN's `sslmode`),
+    /// to the primary or to a replica.
+    pub(crate) fn new(
+        config: postgres::Config,
+        tls: PgTls,
+        log: Arc<IdentityLog>,
+        primary: bool,
+    ) -> PgManager {
+        PgManager {
+            config,
+            tls,
+            log,
+            primary,
+        }
     }
 }
 
@@ -131,6 +155,8 @@ impl r2d2::ManageConnection for PgManager {
             last_used: now,
             checked_at: now,
             statements: HashMap::new(),
+            dirty: false,
+            primary: self.primary,
         }))
     }
 
@@ -145,14 +171,33 @@ impl r2d2::ManageConnection for PgManager {
 
 /// In the first statement of a transaction the two are equal: `f` means the previous borrower
 /// left a transaction open. An aborted transaction fails the query (and the connection is
-/// discarded).
+/// discarded). Only a connection no borrower could have changed is checked with it alone: on a
+/// dirty one the reset comes first.
 const OPEN_TXN_SQL: &str = "SELECT now() = statement_timestamp()";
 
-/// The check: one round trip, and a rollback of a transaction left open.
-pub(crate) fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
-    check_with(conn, OPEN_TXN_SQL).map(|_| ())
-}
+/// The check of a dirty connection: the reset, then [`OPEN_TXN_SQL`]'s column and the
+/// SQL-level prepared statements left (one round trip).
+const RESET_PRIMARY_SQL: &str = concat!(
+    reset_sql!(primary),
+    "SELECT now() = statement_timestamp(), ",
+    prepared_column!()
+);
+const RESET_REPLICA_SQL: &str = concat!(
+    reset_sql!(replica),
+    "SELECT now() = statement_timestamp(), ",
+    prepared_column!()
+);
 
+/// The check: one round trip, and a rollback of a transaction left open; on a dirty connection
+/// the reset first, in the same round trip.
+pub(crate) fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
+    let sql = match (conn.dirty, conn.primary) {
+        (false, _) => OPEN_TXN_SQL,
+        (true, true) => RESET_PRIMARY_SQL,
+        (true, false) => RESET_REPLICA_SQL,
+    };
+    check_with(conn, sql).map(|_| ())
+}
 /// The columns that read a standby's replay position ([`Position`]): its replay LSN and the
 /// timeline it receives (or, with no WAL receiver running, the timeline of its last restart
 /// point), both as text. Shared by the monitor's probes and both live checks.
@@ -192,18 +237,37 @@ pub(crate) fn position_from<'a>(
 /// The check, in the same round trip as reading the replay position of the server (`None`:
 /// not a standby, or unreadable).
 pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Position>, postgres::Error> {
-    let row = check_with(
-        conn,
-        concat!(
-            "SELECT now() = statement_timestamp(), ",
-            replay_position_columns!()
-        ),
-    )?;
+    const CHECK: &str = concat!(
+        "SELECT now() = statement_timestamp(), ",
+        replay_position_columns!()
+    );
+    const RESET_PRIMARY: &str = concat!(
+        reset_sql!(primary),
+        "SELECT now() = statement_timestamp(), ",
+        replay_position_columns!(),
+        ", ",
+        prepared_column!()
+    );
+    const RESET_REPLICA: &str = concat!(
+        reset_sql!(replica),
+        "SELECT now() = statement_timestamp(), ",
+        replay_position_columns!(),
+        ", ",
+        prepared_column!()
+    );
+    let sql = match (conn.dirty, conn.primary) {
+        (false, _) => CHECK,
+        (true, true) => RESET_PRIMARY,
+        (true, false) => RESET_REPLICA,
+    };
+    let row = check_with(conn, sql)?;
     Ok(row.and_then(|r| position_from(|i| r.get(i), 1)))
 }
 
-/// Runs `sql` (simple protocol, one row whose first column is [`OPEN_TXN_SQL`]'s), rolls back
-/// a transaction left open, and marks the connection checked. Returns the row.
+/// Runs `sql` (simple protocol; its last row's first column is [`OPEN_TXN_SQL`]'s and, after a
+/// reset, its last column [`prepared_column!`]'s), rolls back a transaction left open,
+/// deallocates the SQL-level prepared statements a reset found, and marks the connection
+/// checked and clean. Returns that row.
 fn check_with(
     conn: &mut PgConn,
     sql: &str,
@@ -212,6 +276,7 @@ fn check_with(
         .client
         .simple_query(sql)?
         .into_iter()
+        .rev()
         .find_map(|m| match m {
             SimpleQueryMessage::Row(r) => Some(r),
             _ => None,
@@ -219,6 +284,12 @@ fn check_with(
     if row.as_ref().is_some_and(|r| r.get(0) == Some("f")) {
         log::debug!(target: "dlb", "a pooled connection came back inside a transaction: rolled back");
         conn.client.batch_execute("ROLLBACK")?;
+    }
+    if conn.dirty {
+        if let Some(deallocate) = row.as_ref().and_then(|r| r.get(r.len() - 1)) {
+            conn.client.batch_execute(deallocate)?;
+        }
+        conn.dirty = false;
     }
     conn.checked_at = Instant::now();
     Ok(row)

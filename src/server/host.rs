@@ -19,6 +19,7 @@ use crate::server::checker::{Checked, Checker};
 use crate::server::connection::PgManager;
 use crate::server::identity::IdentityLog;
 use crate::server::probe_conn::ProbeConn;
+use crate::server::session::is_host_failure;
 use crate::server::tls::{PgTls, TlsSettings};
 pub(crate) use crate::sync::instant::nanos_since_epoch;
 use crate::sync::stripe::{STRIPES, stripe};
@@ -41,6 +42,22 @@ const KEEPALIVES_COUNT: u32 = 3;
 /// The monitoring connection is replaced after this many probes, so that an address re-pointed
 /// to another server is noticed within as many check intervals.
 const PROBE_CONN_USES: u32 = 5;
+
+/// A host's pool could not hand out a connection ([`Host::checkout`]).
+#[derive(Debug)]
+pub(crate) struct Unavailable {
+    /// [`Error::PrimaryUnavailable`] or [`Error::ReplicaUnavailable`].
+    pub(crate) error: Error,
+    /// Whether the host failed (no connection, a broken one, a server shutting down), rather
+    /// than a check's statement ([`is_host_failure`]): only then is a replica reported.
+    pub(crate) host_failed: bool,
+}
+
+impl From<Unavailable> for Error {
+    fn from(u: Unavailable) -> Error {
+        u.error
+    }
+}
 
 /// A host, shared by the pick path, the monitor and routes handed to callers.
 pub(crate) struct Host {
@@ -231,7 +248,14 @@ impl Host {
         ));
         probe_config.tcp_user_timeout(Duration::from_secs(5));
         let identity_log = Arc::new(IdentityLog::default());
-        let manager = PgManager::new(pg.into(), tls.clone(), identity_log.clone());
+        let mut pooled: postgres::Config = pg.into();
+        pooled.notice_callback(crate::server::session::log_notice);
+        let manager = PgManager::new(
+            pooled,
+            tls.clone(),
+            identity_log.clone(),
+            role == Role::Primary,
+        );
         let pool = r2d2::Pool::builder()
             .max_size(cfg.pool.max_size)
             .min_idle(Some(cfg.pool.min_idle))
@@ -435,20 +459,30 @@ impl Host {
         drop(old); // closing it is I/O: not under the lock
     }
 
-    /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection
-    /// idle or unchecked for longer than `pool.check_idle_after_ms` (every connection of the
-    /// primary) is checked first ([`crate::server::connection::check`], one round trip); one that
-    /// fails it is discarded and another taken, within the same `timeout`.
-    pub(crate) fn checkout(&self, timeout: Duration) -> Result<PooledClient> {
+    /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection a
+    /// borrower may have changed (`PgConn::dirty`), or idle or unchecked for longer than
+    /// `pool.check_idle_after_ms` (every connection of the primary), is checked first
+    /// ([`crate::server::connection::check`], one round trip, resetting a dirty one); one that
+    /// fails it is discarded and another taken, within the same `timeout`. With
+    /// `check_follows` (the caller checks it at once with
+    /// [`crate::server::connection::check_replay`], which resets too) none of that runs here.
+    ///
+    /// # Errors
+    /// [`Unavailable`]: no connection in time, or only connections that failed their check.
+    pub(crate) fn checkout(
+        &self,
+        timeout: Duration,
+        check_follows: bool,
+    ) -> std::result::Result<PooledClient, Unavailable> {
         let deadline = Instant::now() + timeout;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let mut conn = self
-                .pool
-                .get_timeout(wait)
-                .map_err(|e| self.unavailable(e))?;
+            let mut conn = self.pool.get_timeout(wait).map_err(|e| Unavailable {
+                error: self.unavailable(e),
+                host_failed: true,
+            })?;
             let now = Instant::now();
-            if !conn.needs_check(self.check_every, now) {
+            if check_follows || !(conn.dirty || conn.needs_check(self.check_every, now)) {
                 conn.last_used = now;
                 return Ok(conn);
             }
@@ -460,8 +494,12 @@ impl Host {
                 Err(e) => {
                     conn.discard = true;
                     drop(conn);
+                    let host_failed = is_host_failure(&e);
                     if Instant::now() >= deadline {
-                        return Err(self.unavailable(e));
+                        return Err(Unavailable {
+                            error: self.unavailable(&e),
+                            host_failed,
+                        });
                     }
                     log::debug!(target: "dlb", "a pooled connection to {} failed its check: {e}; discarded", self.addr);
                 }

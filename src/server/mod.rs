@@ -14,4 +14,5 @@ pub(crate) mod connection;
 pub(crate) mod host;
 pub(crate) mod identity;
 pub(crate) mod probe_conn;
+pub(crate) mod session;
 pub(crate) mod tls;
