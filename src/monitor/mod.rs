@@ -11,8 +11,11 @@
 //! ([`Router::set_primary_system`], [`Router::set_primary_timeline`]). Its thread holds a `Weak`
 //! reference to the router and exits when the balancer is dropped (or stops it).
 
+mod member;
 mod probe;
 mod round;
+
+use self::member::Member;
 
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
@@ -49,57 +52,6 @@ fn no_answer(timeout: Duration) -> String {
 
 /// Wake-ups closer together than this are merged into one check.
 const MIN_WAKE_GAP: Duration = Duration::from_millis(50);
-
-/// A replica the monitor tracks.
-struct Member {
-    addr: HostPort,
-    host: Arc<Host>,
-    /// The host's per-stripe handles, for the round-robin ring.
-    handles: Arc<StripedHost>,
-    state: ReplicaHealth,
-    /// Who answered the last probe, and its timeline.
-    server: Option<(ServerIdentity, Option<u32>)>,
-    /// When it was last probed successfully.
-    last_probe: Option<Instant>,
-}
-
-impl Member {
-    /// Takes in the identity a probe at `now` saw: a new monitoring connection is a sample of
-    /// who the address reaches; a change of server forgets what was known of the old one.
-    fn identity_seen(
-        &mut self,
-        id: ServerIdentity,
-        timeline: Option<u32>,
-        fresh_conn: bool,
-        now: Instant,
-    ) {
-        let tag = id.tag();
-        let since = self.last_probe.replace(now);
-        if fresh_conn {
-            self.host.identity_log.record(tag, now);
-        }
-        let before = self.host.identity_tag();
-        if self.host.set_identity(tag) {
-            self.state.forget_progress();
-            if before != 0 {
-                info!(target: "dlb", "replica {} now reaches {id}: its cached replay position is forgotten", self.addr);
-            }
-        }
-        // New pooled connections reached another server since the last probe: connect the
-        // probe anew, so that the next check sees where the address leads now.
-        if let Some(since) = since
-            && self
-                .host
-                .identity_log
-                .since(since)
-                .iter()
-                .any(|t| *t != tag)
-        {
-            self.host.reconnect_probe();
-        }
-        self.server = Some((id, timeline));
-    }
-}
 
 /// What a round's probes brought back.
 struct Probed {
