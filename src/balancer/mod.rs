@@ -30,7 +30,7 @@ use crate::lsn::Lsn;
 use crate::monitor::{Monitor, MonitorThread, Outputs};
 use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
-use crate::server::connection::{check_replay, primary_timeline_column};
+use crate::server::connection::{ping_replay, primary_timeline_column};
 use crate::server::host::{Host, PooledClient, StripedHost};
 use crate::server::session::{is_host_failure, is_plain_read};
 use crate::sticking::{self, LsnStore, MemoryStore, RedisStore, validate_key};

@@ -56,7 +56,7 @@ impl Balancer {
                 }
                 self.router.count_live_check();
                 let checked = counters::timed(&self.counters.live_check_latency, || {
-                    check_replay(&mut client)
+                    ping_replay(&mut client)
                 });
                 match checked {
                     Ok(Some(pos)) if freshness::proves(pos, req) => {
@@ -116,7 +116,7 @@ impl Balancer {
     /// Hands out a replica connection only when it reached a server of the primary's cluster
     /// (the one the monitor probed, or another behind the same address); for a sticky read,
     /// only when that very connection has replayed the LSN the read needs, reset first if a
-    /// borrower may have changed it ([`check_replay`]: one round trip for all of it).
+    /// borrower may have changed it ([`ping_replay`]: one round trip for all of it).
     /// Otherwise the read goes to the primary (or, for a sticky read under the `"error"`
     /// policy, the error). A check that fails on a statement error is no host failure: with
     /// `retry`, the read starts over on another connection; without, it goes to the primary,
@@ -135,7 +135,7 @@ impl Balancer {
         let Some(req) = conn.route.requirement else {
             return Ok(conn);
         };
-        match check_replay(&mut conn.client) {
+        match ping_replay(&mut conn.client) {
             Ok(Some(pos)) if freshness::proves(pos, req) => {
                 conn.route
                     .host

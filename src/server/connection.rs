@@ -4,7 +4,7 @@
 //! of the server it reached ([`ServerIdentity`]) and records it in the host's
 //! [`IdentityLog`].
 //!
-//! The check ([`check`]: one simple-protocol round trip) tells whether the connection works;
+//! The check ([`ping`]: one simple-protocol round trip) tells whether the connection works;
 //! on a connection a borrower may have changed (`PgConn::dirty`, see [`super::session`]) it
 //! first takes the session back to its state at connection time (transaction, settings, role,
 //! temporary tables, advisory locks, listened channels, cursors, SQL-level prepared
@@ -12,7 +12,7 @@
 //! `test_on_check_out` is off): [`crate::server::host::Host::checkout`] runs it on the
 //! primary's connections, on dirty ones, on connections idle or unchecked for longer than
 //! `pool.check_idle_after_ms`, and a sticky `read_conn` runs it together with the replay
-//! position it needs ([`check_replay`]), on the very connection that serves the read.
+//! position it needs ([`ping_replay`]), on the very connection that serves the read.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -161,7 +161,7 @@ impl r2d2::ManageConnection for PgManager {
     }
 
     fn is_valid(&self, conn: &mut Box<PgConn>) -> Result<(), ConnectError> {
-        check(conn).map_err(|e| ConnectError(e.to_string()))
+        ping(conn).map_err(|e| ConnectError(e.to_string()))
     }
 
     fn has_broken(&self, conn: &mut Box<PgConn>) -> bool {
@@ -190,13 +190,13 @@ const RESET_REPLICA_SQL: &str = concat!(
 
 /// The check: one round trip, and a rollback of a transaction left open; on a dirty connection
 /// the reset first, in the same round trip.
-pub(crate) fn check(conn: &mut PgConn) -> Result<(), postgres::Error> {
+pub(crate) fn ping(conn: &mut PgConn) -> Result<(), postgres::Error> {
     let sql = match (conn.dirty, conn.primary) {
         (false, _) => OPEN_TXN_SQL,
         (true, true) => RESET_PRIMARY_SQL,
         (true, false) => RESET_REPLICA_SQL,
     };
-    check_with(conn, sql).map(|_| ())
+    ping_with(conn, sql).map(|_| ())
 }
 /// The columns that read a standby's replay position ([`Position`]): its replay LSN and the
 /// timeline it receives (or, with no WAL receiver running, the timeline of its last restart
@@ -236,7 +236,7 @@ pub(crate) fn position_from<'a>(
 
 /// The check, in the same round trip as reading the replay position of the server (`None`:
 /// not a standby, or unreadable).
-pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Position>, postgres::Error> {
+pub(crate) fn ping_replay(conn: &mut PgConn) -> Result<Option<Position>, postgres::Error> {
     const CHECK: &str = concat!(
         "SELECT now() = statement_timestamp(), ",
         replay_position_columns!()
@@ -260,7 +260,7 @@ pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Position>, postgr
         (true, true) => RESET_PRIMARY,
         (true, false) => RESET_REPLICA,
     };
-    let row = check_with(conn, sql)?;
+    let row = ping_with(conn, sql)?;
     Ok(row.and_then(|r| position_from(|i| r.get(i), 1)))
 }
 
@@ -268,7 +268,7 @@ pub(crate) fn check_replay(conn: &mut PgConn) -> Result<Option<Position>, postgr
 /// reset, its last column [`prepared_column!`]'s), rolls back a transaction left open,
 /// deallocates the SQL-level prepared statements a reset found, and marks the connection
 /// checked and clean. Returns that row.
-fn check_with(
+fn ping_with(
     conn: &mut PgConn,
     sql: &str,
 ) -> Result<Option<postgres::SimpleQueryRow>, postgres::Error> {

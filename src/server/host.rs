@@ -462,10 +462,10 @@ impl Host {
     /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection a
     /// borrower may have changed (`PgConn::dirty`), or idle or unchecked for longer than
     /// `pool.check_idle_after_ms` (every connection of the primary), is checked first
-    /// ([`crate::server::connection::check`], one round trip, resetting a dirty one); one that
+    /// ([`crate::server::connection::ping`], one round trip, resetting a dirty one); one that
     /// fails it is discarded and another taken, within the same `timeout`. With
     /// `check_follows` (the caller checks it at once with
-    /// [`crate::server::connection::check_replay`], which resets too) none of that runs here.
+    /// [`crate::server::connection::ping_replay`], which resets too) none of that runs here.
     ///
     /// # Errors
     /// [`Unavailable`]: no connection in time, or only connections that failed their check.
@@ -486,7 +486,7 @@ impl Host {
                 conn.last_used = now;
                 return Ok(conn);
             }
-            match crate::server::connection::check(&mut conn) {
+            match crate::server::connection::ping(&mut conn) {
                 Ok(()) => {
                     conn.last_used = now;
                     return Ok(conn);
