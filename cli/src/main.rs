@@ -6,7 +6,8 @@
 //! ```
 //!
 //! CONFIG is the JSON configuration file the bindings read; `-` reads standard input; without
-//! it, `DLB_CONFIG` holds the JSON itself or the path of the file.
+//! it, `DLB_CONFIG` holds the JSON itself or the path of the file. A UTF-8 byte-order mark is
+//! skipped; `DLB_CONFIG`'s value and a file's text are never quoted in an error.
 #![warn(missing_docs)]
 
 mod check;
@@ -72,25 +73,82 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(args)
 }
 
-/// The configuration text: from the file named, standard input (`-`) or `DLB_CONFIG`.
+/// The configuration text: from the file named, standard input (`-`) or `DLB_CONFIG`, without
+/// a UTF-8 byte-order mark. Errors never quote `DLB_CONFIG` nor a file's text (a pasted DSN
+/// or JSON holds a password); a path on the command line is named unless it looks like a
+/// connection string.
 fn config_text(arg: Option<&str>) -> Result<String, String> {
-    let read =
-        |path: &str| std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"));
-    match arg {
+    let text = match arg {
         Some("-") => {
             let mut s = String::new();
             std::io::stdin()
                 .read_to_string(&mut s)
                 .map_err(|e| format!("cannot read standard input: {e}"))?;
-            Ok(s)
+            s
         }
-        Some(path) => read(path),
-        None => match std::env::var("DLB_CONFIG") {
-            Ok(v) if v.trim_start().starts_with('{') => Ok(v),
-            Ok(path) if !path.is_empty() => read(&path),
-            _ => Err("no configuration: give CONFIG, `-` (standard input) or DLB_CONFIG".into()),
+        Some(path) if looks_like_dsn(path) => {
+            return Err(
+                "CONFIG looks like a connection string; CONFIG is the path of a JSON file \
+                 (the value is not shown: it may hold a password)"
+                    .into(),
+            );
+        }
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+        }
+        None => match std::env::var_os("DLB_CONFIG") {
+            Some(v) if !v.is_empty() => match v.to_str().map(without_bom) {
+                Some(json) if json.trim_start().starts_with('{') => json.to_string(),
+                Some(dsn) if looks_like_dsn(dsn) => {
+                    return Err(
+                        "DLB_CONFIG looks like a connection string; DLB_CONFIG takes JSON or \
+                         a path (the value is not shown: it may hold a password)"
+                            .into(),
+                    );
+                }
+                _ => std::fs::read_to_string(&v)
+                    .map_err(|e| format!("cannot read the file DLB_CONFIG names: {e}"))?,
+            },
+            _ => {
+                return Err(
+                    "no configuration: give CONFIG, `-` (standard input) or DLB_CONFIG".into(),
+                );
+            }
         },
+    };
+    let json = without_bom(&text);
+    if !json.trim_start().starts_with('{') && looks_like_dsn(json) {
+        return Err(
+            "the configuration looks like a connection string; it must be JSON: \
+             {\"primary\": \"...\"} (the text is not shown: it may hold a password)"
+                .into(),
+        );
     }
+    Ok(json.to_string())
+}
+
+/// `s` without a leading UTF-8 byte-order mark (editors on Windows write one).
+fn without_bom(s: &str) -> &str {
+    s.strip_prefix('\u{feff}').unwrap_or(s)
+}
+
+/// Whether `s` looks like a connection string rather than JSON or a path: a URL
+/// (`postgres://`, `redis://`, ...) or libpq `keyword=value` pairs.
+fn looks_like_dsn(s: &str) -> bool {
+    let s = s.trim_start();
+    let scheme = s.find("://").map(|i| &s[..i]);
+    if scheme.is_some_and(|sc| {
+        !sc.is_empty()
+            && sc
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    }) {
+        return true;
+    }
+    let word_end = s
+        .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+        .unwrap_or(s.len());
+    word_end > 0 && s[word_end..].trim_start().starts_with('=')
 }
 
 fn main() -> ExitCode {

@@ -264,6 +264,107 @@ fn check_a_bad_configuration_exits_2_naming_the_field() {
     assert_eq!(dlb(&["frobnicate"]).status.code(), Some(2));
 }
 
+/// `dlb check` with `DLB_CONFIG` set to `value` (and `args`), standard input `stdin`.
+fn dlb_env(args: &[&str], value: &str, stdin: &str) -> Output {
+    let mut child = Command::new(DLB)
+        .args(args)
+        .env("DLB_CONFIG", value)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // dlb may exit before reading (a broken pipe then).
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
+/// A configuration value is never echoed: `DLB_CONFIG` holding a pasted DSN (either syntax)
+/// or naming a missing file, a file or a CONFIG argument holding a DSN. dlb used to take any
+/// `DLB_CONFIG` not starting with `{` as a path and print it whole ("cannot read
+/// postgres://app:PASSWORD@..."). No cluster needed: each fails before connecting.
+#[test]
+fn config_values_are_never_echoed() {
+    let url = format!("postgres://app:{SECRET}@db1/app");
+    let kv = format!("host=db1 password={SECRET}");
+    let dsn_file = TempFile::config(&url);
+    for (args, value, want) in [
+        (
+            vec!["check"],
+            url.clone(),
+            "DLB_CONFIG looks like a connection string",
+        ),
+        (
+            vec!["check"],
+            format!("  {kv}"),
+            "DLB_CONFIG looks like a connection string",
+        ),
+        (
+            vec!["check", "--json"],
+            kv.clone(),
+            "DLB_CONFIG looks like a connection string",
+        ),
+        (
+            vec!["watch"],
+            url.clone(),
+            "DLB_CONFIG looks like a connection string",
+        ),
+        (
+            vec!["check"],
+            format!("/nonexistent/{SECRET}.json"),
+            "cannot read the file DLB_CONFIG names",
+        ),
+        (
+            vec!["check", url.as_str()],
+            String::new(),
+            "CONFIG looks like a connection string",
+        ),
+        (
+            vec!["check", dsn_file.path()],
+            String::new(),
+            "the configuration looks like a connection string",
+        ),
+        (
+            vec!["check", "-"],
+            String::new(),
+            "the configuration looks like a connection string",
+        ),
+    ] {
+        let o = dlb_env(&args, &value, &kv);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert_no_secret(&o);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(err.starts_with(&format!("dlb: {want}")), "{args:?}: {err}");
+    }
+}
+
+/// A UTF-8 byte-order mark before the JSON (a file saved by a Windows editor, or pasted into
+/// `DLB_CONFIG`) is skipped: the configuration is read, and its error names the field. dlb
+/// used to take such a `DLB_CONFIG` as a path and print it, password included.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let json = format!(
+        "\u{feff}{{\"primary\": \"host=127.0.0.1 port=1 password={SECRET}\", \
+         \"pool\": {{\"max_size\": 0}}}}"
+    );
+    let file = TempFile::config(&json);
+    for (args, value, stdin) in [
+        (vec!["check"], json.as_str(), ""),
+        (vec!["check"], file.path(), ""),
+        (vec!["check", file.path()], "", ""),
+        (vec!["check", "--json", "-"], "", json.as_str()),
+    ] {
+        let o = dlb_env(&args, value, stdin);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert_no_secret(&o);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            err.starts_with("dlb: invalid configuration: pool.max_size"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
 /// Reads `child`'s stdout lines on a thread.
 fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
