@@ -314,7 +314,8 @@ typedef struct lb_route {
  Options of one pick (`lb_pick_replica_opts()`). Zero-initialise it, set `struct_size` to
  `sizeof(lb_pick_opts)`, then the fields wanted: all zero means the defaults of
  `lb_pick_replica()`. Fields may be appended in later versions (`struct_size` tells dlb
- which a caller knows).
+ which a caller knows): dlb reads only `struct_size` bytes, takes the fields an older header
+ lacks as zero, and refuses a newer header's fields it does not know unless they are zero.
  */
 typedef struct lb_pick_opts {
     /*

@@ -2,6 +2,7 @@
 //! says: its role and reason.
 
 use std::ffi::c_char;
+use std::ptr;
 use std::time::Duration;
 
 use super::balancer::{balancer, lb_balancer};
@@ -223,7 +224,8 @@ pub const LB_NO_CAUGHT_UP_ERROR: u32 = 2;
 /// Options of one pick (`lb_pick_replica_opts()`). Zero-initialise it, set `struct_size` to
 /// `sizeof(lb_pick_opts)`, then the fields wanted: all zero means the defaults of
 /// `lb_pick_replica()`. Fields may be appended in later versions (`struct_size` tells dlb
-/// which a caller knows).
+/// which a caller knows): dlb reads only `struct_size` bytes, takes the fields an older header
+/// lacks as zero, and refuses a newer header's fields it does not know unless they are zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct lb_pick_opts {
@@ -270,22 +272,63 @@ impl Default for lb_pick_info {
     }
 }
 
+/// `sizeof(lb_pick_opts)` in its first version (dlb 0.3): the smallest `struct_size` taken.
+/// Fields appended later are zero (their defaults) when a caller's struct is this old.
+const PICK_OPTS_FIRST_SIZE: usize = 24;
+const _: () = assert!(
+    PICK_OPTS_FIRST_SIZE <= std::mem::size_of::<lb_pick_opts>()
+        && std::mem::offset_of!(lb_pick_opts, struct_size) == 0
+);
+
+/// The largest `struct_size` taken: a struct from a newer header is read when the fields this
+/// version does not know are zero; beyond this size `struct_size` is taken for garbage.
+const PICK_OPTS_MAX_SIZE: usize = 1024;
+
 /// The options behind `opts` (NULL: the defaults).
+///
+/// Reads `struct_size` alone first, then exactly `min(struct_size, sizeof)` bytes (the
+/// rest zero): a struct from an older, smaller header is never read past its end. Bytes past
+/// `sizeof` (a newer header's fields) must be zero: an option this version does not know is
+/// refused, never ignored.
 ///
 /// # Safety
 /// `opts` is NULL or valid for reads of `struct_size` bytes (at least its first field).
 unsafe fn pick_options(opts: *const lb_pick_opts) -> Result<PickOptions, Failure> {
-    // SAFETY: per the contract above.
-    let Some(o) = (unsafe { opts.as_ref() }) else {
+    if opts.is_null() {
         return Ok(PickOptions::default());
-    };
+    }
     let bad = |m: String| Failure::new(LB_ERR_INVALID_ARGUMENT, m);
-    if (o.struct_size as usize) < std::mem::size_of::<lb_pick_opts>() {
+    // SAFETY: `opts` is valid for reads of its first field, `struct_size` (offset 0), per the
+    // contract above; nothing more is read before its value is checked.
+    let size = unsafe { opts.cast::<u32>().read_unaligned() } as usize;
+    let ours = std::mem::size_of::<lb_pick_opts>();
+    if !(PICK_OPTS_FIRST_SIZE..=PICK_OPTS_MAX_SIZE).contains(&size) {
         return Err(bad(format!(
-            "argument `opts`: struct_size is {}; expected sizeof(lb_pick_opts) ({})",
-            o.struct_size,
-            std::mem::size_of::<lb_pick_opts>()
+            "argument `opts`: struct_size is {size}; expected sizeof(lb_pick_opts) ({ours}, \
+             or from {PICK_OPTS_FIRST_SIZE} to {PICK_OPTS_MAX_SIZE} for other versions of \
+             dlb.h)"
         )));
+    }
+    let mut o = lb_pick_opts::default();
+    // SAFETY: `opts` is valid for reads of `size` bytes (the contract), `o` for writes of
+    // `ours`; the copy is at most both.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            opts.cast::<u8>(),
+            ptr::addr_of_mut!(o).cast::<u8>(),
+            size.min(ours),
+        );
+    }
+    if size > ours {
+        // SAFETY: as above, bytes `ours..size` of the caller's struct are readable.
+        let newer = unsafe { std::slice::from_raw_parts(opts.cast::<u8>().add(ours), size - ours) };
+        if let Some(i) = newer.iter().position(|&b| b != 0) {
+            return Err(bad(format!(
+                "argument `opts`: byte {} is set, past the fields this version of dlb knows \
+                 (sizeof(lb_pick_opts) is {ours}): an option it cannot honour",
+                ours + i
+            )));
+        }
     }
     if o.flags & !LB_PICK_CACHED_ONLY != 0 {
         return Err(bad(format!(

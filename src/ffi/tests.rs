@@ -425,3 +425,145 @@ fn report_failure_and_sticky_argument_errors() {
     // SAFETY: NULL is a no-op.
     unsafe { lb_balancer_free(ptr::null_mut()) };
 }
+
+/// Two pages: the first readable, the second not. [`Guarded::at_end`] puts bytes at the very
+/// end of the first, so reading one byte past them faults.
+struct Guarded {
+    base: *mut u8,
+    page: usize,
+}
+
+impl Guarded {
+    fn new() -> Guarded {
+        // SAFETY: plain libc calls; the mapping is checked and unmapped on drop.
+        unsafe {
+            let page = usize::try_from(libc::sysconf(libc::_SC_PAGESIZE)).unwrap();
+            let base = libc::mmap(
+                ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base.cast::<u8>();
+            assert_eq!(
+                libc::mprotect(base.add(page).cast(), page, libc::PROT_NONE),
+                0
+            );
+            Guarded { base, page }
+        }
+    }
+
+    /// `bytes` as the last bytes before the inaccessible page, as a `lb_pick_opts` pointer.
+    fn at_end(&self, bytes: &[u8]) -> *const lb_pick_opts {
+        assert!(bytes.len() <= self.page);
+        // SAFETY: the destination is within the first (writable) page.
+        unsafe {
+            let at = self.base.add(self.page - bytes.len());
+            ptr::copy_nonoverlapping(bytes.as_ptr(), at, bytes.len());
+            at.cast()
+        }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: mapped by `new`, unmapped once.
+        unsafe { libc::munmap(self.base.cast(), 2 * self.page) };
+    }
+}
+
+/// `lb_pick_opts` as a C caller lays it out, `size` bytes long (zeros past the fields), with
+/// `struct_size` = `size`.
+fn opts_bytes(size: usize, flags: u32, no_caught_up: u32) -> Vec<u8> {
+    let mut b = vec![0u8; size.max(24)];
+    b[0..4].copy_from_slice(&u32::try_from(size).unwrap().to_ne_bytes());
+    b[4..8].copy_from_slice(&flags.to_ne_bytes());
+    b[16..20].copy_from_slice(&no_caught_up.to_ne_bytes());
+    b.truncate(size);
+    b
+}
+
+/// `lb_pick_replica_opts` reads `struct_size` alone, refuses a size too small without reading
+/// further, and reads no more than `struct_size` bytes: a struct from a smaller header, at the
+/// end of its memory, is never read past (a read past it faults here), and a newer header's
+/// fields it does not know are refused unless zero. It made a reference to a whole struct
+/// before checking `struct_size` (undefined behaviour with a smaller one, though the builds
+/// tried only loaded the field), and ignored a newer header's fields: that part fails on it.
+#[test]
+fn pick_opts_are_read_within_struct_size() {
+    let lb = Lb::new(CONFIG);
+    let mem = Guarded::new();
+    let mut dsn = vec![0u8; 512];
+    let mut len = 0;
+    let pick = |opts: *const lb_pick_opts, dsn: &mut Vec<u8>, len: &mut usize| {
+        // SAFETY: live handle, a DSN buffer, `opts` readable for its `struct_size` bytes.
+        unsafe {
+            lb_pick_replica_opts(
+                lb.0,
+                ptr::null(),
+                ptr::null(),
+                opts,
+                dsn.as_mut_ptr().cast(),
+                dsn.len(),
+                len,
+                ptr::null_mut(),
+            )
+        }
+    };
+    // Too small: refused, reading only `struct_size` (4 bytes, then the unmapped page).
+    for size in [0u32, 4] {
+        let opts = mem.at_end(&size.to_ne_bytes());
+        assert_eq!(pick(opts, &mut dsn, &mut len), LB_ERR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains(&format!("struct_size is {size}")),
+            "{}",
+            last_error()
+        );
+    }
+    for size in [8, 16, 23] {
+        let opts = mem.at_end(&opts_bytes(size, 0, 0));
+        assert_eq!(pick(opts, &mut dsn, &mut len), LB_ERR_INVALID_ARGUMENT);
+        assert!(
+            last_error().contains(&format!("struct_size is {size}")),
+            "{}",
+            last_error()
+        );
+    }
+    // This header's size, at the end of the memory: read, fields honoured.
+    let opts = mem.at_end(&opts_bytes(
+        24,
+        LB_PICK_CACHED_ONLY,
+        LB_NO_CAUGHT_UP_PRIMARY,
+    ));
+    assert_eq!(pick(opts, &mut dsn, &mut len), LB_OK, "{}", last_error());
+    let opts = mem.at_end(&opts_bytes(24, 0, 7));
+    assert_eq!(pick(opts, &mut dsn, &mut len), LB_ERR_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("no_caught_up is 7"),
+        "{}",
+        last_error()
+    );
+    // A newer header's struct: its unknown fields zero, taken; set, refused (never ignored).
+    let opts = mem.at_end(&opts_bytes(40, LB_PICK_CACHED_ONLY, 0));
+    assert_eq!(pick(opts, &mut dsn, &mut len), LB_OK, "{}", last_error());
+    let mut newer = opts_bytes(40, 0, 0);
+    newer[33] = 1;
+    assert_eq!(
+        pick(mem.at_end(&newer), &mut dsn, &mut len),
+        LB_ERR_INVALID_ARGUMENT
+    );
+    assert!(last_error().contains("byte 33 is set"), "{}", last_error());
+    // A garbage size: refused without reading that far.
+    let opts = mem.at_end(&opts_bytes(24, 0, 0));
+    // SAFETY: the first 4 bytes are struct_size.
+    unsafe { opts.cast_mut().cast::<u32>().write_unaligned(u32::MAX) };
+    assert_eq!(pick(opts, &mut dsn, &mut len), LB_ERR_INVALID_ARGUMENT);
+    assert!(
+        last_error().contains("struct_size is 4294967295"),
+        "{}",
+        last_error()
+    );
+}
