@@ -554,6 +554,15 @@ fn url_host_with_brackets_round_trips() {
     }
 }
 
+/// A comma between brackets (a `]` lost: `[fe80::1:2:100,[::1]:10000`): libpq reads up to
+/// the next `]` and then splits the hosts at the comma, so two hosts shared one port; dlb's
+/// rendering gave each its own (`10000,10000`), another meaning. Refused.
+#[test]
+fn url_bracketed_host_with_comma_is_refused() {
+    let e = Dsn::parse("postgresql://[fe80::1:2:100,[::1]:10000/db", "primary").unwrap_err();
+    assert!(e.to_string().contains("','"), "{e}");
+}
+
 // ---- The DNS response parser (`src/discovery/dns.rs`): whatever a server sends, parsing
 // returns (never panics) with bounded output.
 

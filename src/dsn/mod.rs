@@ -6,7 +6,9 @@
 //!   keywords must be libpq's ([`KEYWORDS`]);
 //! * `postgres://` / `postgresql://` URLs: `[user[:password]@][host[:port][,...]][/dbname]
 //!   [?key=value&...]`, every component percent-decoded (query keys included), IPv6 hosts in
-//!   brackets.
+//!   brackets. As in libpq (not RFC 3986), the credentials run to the first `@` before any
+//!   `/`, so a raw `?` or `#` in a password belongs to it, and `#` starts no fragment; a raw
+//!   `@` left in a host is refused.
 //!
 //! A [`Dsn`] keeps the decoded parameters in order and the syntax, and renders back in that
 //! syntax. A replica's DSN is the primary's with exactly its `host`/`hostaddr`/`port` replaced
@@ -802,6 +804,83 @@ mod tests {
         ] {
             assert!(driver(extra).is_ok(), "{extra}: {:?}", driver(extra).err());
         }
+    }
+
+    /// libpq's URL grammar (`conninfo_uri_parse_options`): the credentials run to the first
+    /// `@` before any `/`, past a raw `?` or `#`; `#` starts no fragment. dlb used to cut the
+    /// query and the fragment off first: the rest of such a password became the host, the
+    /// port or a shown query parameter, and dlb monitored another server than libpq reaches.
+    #[test]
+    fn url_passwords_with_query_or_fragment_characters_read_as_libpq() {
+        for (url, password, host, db) in [
+            (
+                "postgres://app:5433?application_name=SECRET@db1:6000/app",
+                "5433?application_name=SECRET",
+                "db1:6000",
+                Some("app"),
+            ),
+            (
+                "postgres://app:5433#SECRET@db1/app",
+                "5433#SECRET",
+                "db1:5432",
+                Some("app"),
+            ),
+            ("postgres://app:#SECRET@db1", "#SECRET", "db1:5432", None),
+            (
+                "postgres://app:S?E#C:R@[::1]:7/d",
+                "S?E#C:R",
+                "[::1]:7",
+                Some("d"),
+            ),
+            (
+                "postgresql://app:SEC%40x@db1/app#x",
+                "SEC@x",
+                "db1:5432",
+                Some("app#x"),
+            ),
+        ] {
+            let d = Dsn::parse(url, "primary").unwrap();
+            assert_eq!(d.get("user"), Some("app"), "{url}");
+            assert_eq!(d.get("password"), Some(password), "{url}");
+            assert_eq!(d.host_port().to_string(), host, "{url}");
+            assert_eq!(d.get("dbname"), db, "{url}");
+            assert!(d.get("application_name").is_none(), "{url}");
+            let red = d.redacted();
+            assert!(
+                !red.contains("SEC") && !red.contains("5433"),
+                "{url}: {red}"
+            );
+            assert_eq!(redact_dsn(url), red);
+            // The driver dlb builds gets the same password and server, and the rendered
+            // text means the same again.
+            let driver = d.driver_config().unwrap();
+            assert_eq!(driver.get_password(), Some(password.as_bytes()), "{url}");
+            assert_eq!(Dsn::parse(&d.to_string(), "primary").unwrap(), d, "{url}");
+        }
+        // Without credentials a '?' ends the host, and the query is read as before.
+        let d = Dsn::parse("postgres://db1?sslmode=require", "primary").unwrap();
+        assert_eq!(d.host_port().to_string(), "db1:5432");
+        assert_eq!(d.get("sslmode"), Some("require"));
+    }
+
+    /// A raw `@` in a password: libpq ends the credentials at the first `@` and takes the
+    /// rest of the password as part of the host, which no lookup resolves. dlb refuses it
+    /// (the redacted DSN would show that part as the host), without quoting it.
+    #[test]
+    fn url_host_with_at_sign_is_refused_without_echo() {
+        for url in [
+            "postgres://app:SEC@RET@db1/app",
+            "postgres://app@SECRET@db1",
+            "postgres://app:x@h1,SEC@RET:5/db",
+            "postgres://app:x@[SEC@RET]:5/db",
+        ] {
+            let e = Dsn::parse(url, "primary").unwrap_err().to_string();
+            assert!(e.contains("%40") && !e.contains("SEC"), "{url}: {e}");
+            assert_eq!(redact_dsn(url), REDACTED);
+        }
+        // An '@' in the database name after credentials is the database's, as in libpq.
+        let d = Dsn::parse("postgres://u:p@h/d@b", "primary").unwrap();
+        assert_eq!(d.get("dbname"), Some("d@b"));
     }
 
     #[test]

@@ -105,63 +105,116 @@ pub(super) fn parse_key_value(s: &str) -> std::result::Result<Vec<(String, Strin
     Ok(pairs)
 }
 
-/// The part of a URL after `scheme://`, as parameters. Errors name the component.
+/// The part of a URL after `scheme://`, as parameters, read as libpq reads it
+/// (`conninfo_uri_parse_options`), not as RFC 3986 would: the credentials end at the first
+/// `@` before any `/`, whatever comes before it (`?`, `#` and `:` included: a raw `?` or `#` in
+/// a password is the password's); the user name ends at the first `:`; each host at `:`, `/`,
+/// `?` or `,`, its port at `/`, `?` or `,`; the database at `?`. `#` means nothing (there is no
+/// fragment). Errors name the component.
 pub(super) fn parse_url(rest: &str) -> std::result::Result<Vec<(String, String)>, String> {
-    let (rest, _fragment) = rest.split_once('#').unwrap_or((rest, ""));
-    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let (authority, path) = match before_query.find('/') {
-        Some(i) => (&before_query[..i], Some(&before_query[i + 1..])),
-        None => (before_query, None),
-    };
-    let (userinfo, hostspec) = match authority.rfind('@') {
-        Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-        None => (None, authority),
-    };
-    if userinfo.is_none() && path.is_some_and(|p| p.contains('@')) {
-        return Err(
-            "'@' after the host: a '/' in the user name or password must be written %2F".into(),
-        );
-    }
     let mut params = Vec::new();
-    if let Some(u) = userinfo {
-        let (user, password) = match u.split_once(':') {
-            Some((user, pw)) => (user, Some(pw)),
-            None => (u, None),
-        };
-        if !user.is_empty() {
-            params.push(("user".into(), decode(user, "the user name")?));
-        }
-        if let Some(pw) = password {
-            params.push(("password".into(), decode(pw, "the password")?));
-        }
-    }
-    if !hostspec.is_empty() {
-        let (mut hosts, mut ports) = (Vec::new(), Vec::new());
-        for (i, spec) in hostspec.split(',').enumerate() {
-            let (h, p) = if let Some(v6) = spec.strip_prefix('[') {
-                let (h, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| format!("host {}: missing ']' after an IPv6 address", i + 1))?;
-                let p = match after {
-                    "" => "",
-                    p if p.starts_with(':') => &p[1..],
-                    _ => return Err(format!("host {}: expected ':port' after ']'", i + 1)),
-                };
-                (h.to_string(), p)
-            } else {
-                let (h, p) = spec.rsplit_once(':').unwrap_or((spec, ""));
-                (decode(h, "a host")?, p)
+    // Every delimiter is ASCII: the byte positions below are character boundaries.
+    let at = rest
+        .find(['@', '/'])
+        .filter(|&i| rest.as_bytes()[i] == b'@');
+    let netloc = match at {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let (user, password) = match userinfo.split_once(':') {
+                Some((user, pw)) => (user, Some(pw)),
+                None => (userinfo, None),
             };
-            hosts.push(h);
-            ports.push(decode(p, "a port")?);
+            if !user.is_empty() {
+                params.push(("user".into(), decode(user, "the user name")?));
+            }
+            if let Some(pw) = password {
+                params.push(("password".into(), decode(pw, "the password")?));
+            }
+            &rest[at + 1..]
         }
-        params.push(("host".into(), hosts.join(",")));
-        if ports.iter().any(|p| !p.is_empty()) {
-            params.push(("port".into(), ports.join(",")));
+        None => rest,
+    };
+    let b = netloc.as_bytes();
+    let ends_host = |c: Option<&u8>| matches!(c, None | Some(b':' | b'/' | b'?' | b','));
+    let ends_port = |c: Option<&u8>| matches!(c, None | Some(b'/' | b'?' | b','));
+    let (mut hosts, mut ports) = (Vec::new(), Vec::new());
+    let mut i = 0;
+    loop {
+        let n = hosts.len() + 1;
+        let host = if b.get(i) == Some(&b'[') {
+            let start = i + 1;
+            let end = netloc[start..]
+                .find(']')
+                .map(|j| start + j)
+                .ok_or_else(|| format!("host {n}: missing ']' after an IPv6 address"))?;
+            if end == start {
+                return Err(format!("host {n}: empty IPv6 address"));
+            }
+            // libpq would take it as the end of this host and the start of another, with the
+            // port of the last one only.
+            if netloc[start..end].contains(',') {
+                return Err(format!("host {n}: ',' between '[' and ']'"));
+            }
+            i = end + 1;
+            if !ends_host(b.get(i)) {
+                return Err(format!("host {n}: expected ':port' after ']'"));
+            }
+            &netloc[start..end]
+        } else {
+            let start = i;
+            while !ends_host(b.get(i)) {
+                i += 1;
+            }
+            &netloc[start..i]
+        };
+        // libpq would look the name up and fail; what precedes the '@' is most likely the
+        // end of a password holding a raw '@', which a redacted DSN would show as the host.
+        if host.contains('@') {
+            return Err(format!(
+                "host {n}: '@' in a host name (an '@' in the user name or password must be \
+                 written %40)"
+            ));
         }
+        hosts.push(decode(host, "a host")?);
+        let mut port = "";
+        if b.get(i) == Some(&b':') {
+            let start = i + 1;
+            i = start;
+            while !ends_port(b.get(i)) {
+                i += 1;
+            }
+            port = &netloc[start..i];
+        }
+        ports.push(decode(port, "a port")?);
+        if b.get(i) != Some(&b',') {
+            break;
+        }
+        i += 1;
     }
-    if let Some(db) = path.filter(|p| !p.is_empty()) {
-        params.push(("dbname".into(), decode(db, "the database name")?));
+    if hosts.len() > 1 || !hosts[0].is_empty() {
+        params.push(("host".into(), hosts.join(",")));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        params.push(("port".into(), ports.join(",")));
+    }
+    let mut query = "";
+    match b.get(i) {
+        Some(b'/') => {
+            let path = &netloc[i + 1..];
+            let (db, q) = path.split_once('?').unwrap_or((path, ""));
+            if at.is_none() && db.contains('@') {
+                return Err(
+                    "'@' after the host: a '/' in the user name or password must be written %2F"
+                        .into(),
+                );
+            }
+            if !db.is_empty() {
+                params.push(("dbname".into(), decode(db, "the database name")?));
+            }
+            query = q;
+        }
+        Some(b'?') => query = &netloc[i + 1..],
+        _ => {}
     }
     for (i, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
         let (k, v) = pair
