@@ -101,8 +101,8 @@ pub trait LsnStore: Send + Sync + 'static {
     /// persistence, a flush, an eviction, a failover to a replica that missed writes), if
     /// ever. For `sticky_ttl_s` after it, a key with nothing recorded may have lost its entry,
     /// so its sticky reads go to the primary. Read on every sticky pick: must not block. The
-    /// default (`None`: the store never loses entries, or cannot tell) suits [`MemoryStore`],
-    /// which loses entries only with the process.
+    /// default is `None` (the store never loses entries, or cannot tell); [`MemoryStore`]
+    /// reports when it last dropped live entries to stay within its entry cap.
     fn last_loss(&self) -> Option<Instant> {
         None
     }
