@@ -50,10 +50,10 @@ func redactDSN(dsn string) string {
 // redisSafeQueryKeys are the Redis URL query parameters shown by redactURL.
 var redisSafeQueryKeys = map[string]bool{"db": true, "protocol": true}
 
-// redactURL returns u (a configured Redis URL) without its credentials. The rule of dlb's
+// redactURL returns u (a configured Redis URL) without its credentials, by the rule of dlb's
 // Rust side (src/redact.rs, redact_url): everything between "://" and the last "@" becomes
 // "***", so a password holding '/', ',', '@' or spaces is hidden too (text without "://"
-// loses everything up to its last "@"). Stricter here: the query, where redis+unix:// URLs
+// loses everything up to its last "@"); the query, where redis+unix:// URLs
 // carry the password ("?pass=..."), keeps only the values of db and protocol; a fragment
 // becomes "#***"; and when a '?' or '#' comes before that last "@" (a password in the query
 // holding an "@", or a raw '?' or '#' in the user info, which Redis's URL parser does not
