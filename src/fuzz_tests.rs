@@ -563,6 +563,25 @@ fn url_bracketed_host_with_comma_is_refused() {
     assert!(e.to_string().contains("','"), "{e}");
 }
 
+/// Port and host lists of different lengths from a URL (a `%2C` decoded in a port, or
+/// `?host=a,b&port=5`): rendering gave each host its own port (`10000,` became a second,
+/// empty host; `5` became `5,5`), another text for libpq. They render in the query now.
+#[test]
+fn url_host_and_port_lists_of_other_lengths_round_trip() {
+    for dsn in [
+        "postgresql://[::1]:10000%2c?sslkey=x",
+        "postgres:///?host=a,b&port=5",
+        "postgres://h1:5/db?host=a,b",
+        "postgres:///db?port=5,6",
+        "postgres://a%2Cb:5",
+    ] {
+        let d = Dsn::parse(dsn, "primary").unwrap();
+        let text = d.to_string();
+        let again = Dsn::parse(&text, "primary").unwrap();
+        assert_eq!(meaning(&again), meaning(&d), "{dsn} -> {text}");
+    }
+}
+
 // ---- The DNS response parser (`src/discovery/dns.rs`): whatever a server sends, parsing
 // returns (never panics) with bounded output.
 

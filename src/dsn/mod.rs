@@ -417,7 +417,15 @@ impl Dsn {
                     out.push('@');
                 }
                 let hosts: Vec<&str> = hosts.map_or_else(Vec::new, |h| h.split(',').collect());
-                let ports: Vec<&str> = ports.map_or_else(Vec::new, |p| p.split(',').collect());
+                let mut ports: Vec<&str> = ports.map_or_else(Vec::new, |p| p.split(',').collect());
+                // A port per host, or one for a single host, goes with its host; any other
+                // list (one port for several hosts, counts that differ: a `%2C` decoded in a
+                // host or port, `?host=a,b&port=5`) goes as it is into the query, where it
+                // means the same, before any later `port`.
+                if ports.len() != hosts.len() && (ports.len() > 1 || hosts.len() > 1) {
+                    query.insert(0, ("port", ports.join(",")));
+                    ports.clear();
+                }
                 let n = hosts.len().max(ports.len());
                 for i in 0..n {
                     if i > 0 {
