@@ -3,13 +3,15 @@
 //! `allkeys-lru`. Keys are recorded while both replicas have replay paused (so a replica read
 //! is stale), then the store loses them, and every read right after must still see its row:
 //! through the DSN `pick_replica(Some(key))` hands out and through `read_conn(Some(key))`.
+//! The same for the embedded store when it drops entries at its entry cap.
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use dlb::{Balancer, LsnStoreConfig, Reason, RedisStoreConfig, Role, Route};
+use dlb::{Balancer, LsnStore, LsnStoreConfig, MemoryStore, Reason, RedisStoreConfig, Role, Route};
 
 const KEYS: i64 = 20;
 
@@ -179,4 +181,50 @@ fn a_redis_eviction_sends_forgotten_keys_to_the_primary() {
             let _: () = redis::cmd("DEL").arg(chunk).query(&mut c).unwrap();
         }
     });
+}
+
+/// The embedded store at its entry cap (16 entries, one per shard, for the drill's 20 keys)
+/// drops entries to take new keys: every read right after still sees its row (a key whose
+/// entry was dropped is read from the primary, as after a Redis loss, never round-robin).
+#[test]
+fn a_full_memory_store_sends_dropped_keys_to_the_primary() {
+    let _l = lock_cluster();
+    let _restore = Restore;
+    let table = "dlb_loss_memory_cap";
+    let store = Arc::new(MemoryStore::with_max_entries(16));
+    let lb = Balancer::with_store(
+        config()
+            .max_lag_bytes(u64::MAX / 2)
+            .max_lag(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+        store.clone(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    setup_table(&lb, table);
+    pause_replay(1);
+    pause_replay(2);
+    for id in 0..KEYS {
+        insert_row(&lb, table, id, "k");
+        lb.record_lsn(&format!("cap/{id}")).unwrap();
+    }
+    assert!(store.len() <= 16, "{} entries", store.len());
+    assert!(
+        store.last_loss().is_some(),
+        "20 keys in 16 entries: some dropped"
+    );
+    let mut bad = Vec::new();
+    for id in 0..KEYS {
+        let key = format!("cap/{id}");
+        let route = lb.pick_replica(Some(&key)).unwrap();
+        if route.reason() != Reason::NotCaughtUp {
+            bad.push(format!("{key}: {route}"));
+        }
+        match sees(&route, table, id) {
+            Ok(true) => {}
+            other => bad.push(format!("dsn: row {id} on {route}: {other:?}")),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
