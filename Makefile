@@ -41,7 +41,7 @@ test:
 
 .PHONY: fuzz
 
-# Long runs of the property tests ("fuzzing": src/fuzz_tests.rs, tests/fuzz_*.rs), optimized:
+# Long runs of the property tests ("fuzzing": src/fuzz_tests/, tests/fuzz_*.rs), optimized:
 # CASES cases per property (`cargo test` runs 128 to 1024), repeated with new random inputs
 # until DURATION seconds have passed (0: once). A failure prints the minimal input.
 CASES ?= 20000
