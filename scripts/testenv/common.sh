@@ -41,14 +41,23 @@ check_user() {
 
 # as_owner CMD...: run CMD as the owner of the environment.  From root that is
 # the postgres user (PostgreSQL refuses to run as root); otherwise the caller.
-# fd 9 (the lock, see take_lock) is closed for children: a daemon inheriting
-# it would hold the lock forever.
+# Every file descriptor but 0-2 is closed for CMD (see inside).
 as_owner() {
-    if ((EUID == 0)); then
-        (cd / && runuser -u "$RUN_AS" -- "$@" 9<&-)
-    else
-        "$@" 9<&-
-    fi
+    (
+        # What starts here may be a server that outlives this script: it must not keep the
+        # caller's open files. A lock the caller holds (flock(1) hands its lock file to the
+        # command as fd 3; testenv.sh's own is fd 9) would stay held for as long as the
+        # server runs, and every later test waiting for it would hang.
+        for fd in /proc/"$BASHPID"/fd/*; do
+            fd=${fd##*/}
+            if ((fd > 2)); then eval "exec $fd>&-"; fi
+        done
+        if ((EUID == 0)); then
+            cd / && exec runuser -u "$RUN_AS" -- "$@"
+        else
+            exec "$@"
+        fi
+    )
 }
 
 # mark_changed: `up` had to start or create something (it says so at the end).
