@@ -330,3 +330,40 @@ fn only_a_borrower_that_may_have_changed_the_session_costs_a_reset() {
     }
     assert_not_reported(&lb);
 }
+
+/// A sticky read whose replica the cache proves, on a clean connection to the very server that
+/// reported the cached position, costs no round trip of its own (issue 22): the backend's last
+/// statement is still the previous borrower's, not dlb's replay check. A connection a borrower
+/// may have changed is checked (and reset) in that round trip as before.
+#[test]
+fn a_sticky_read_the_cache_proves_sends_nothing_before_the_callers_query() {
+    let _l = lock_cluster();
+    let lb = balancer();
+    setup(&lb, KEY);
+    wait_until("the monitor's cached position proves the key", WAIT, || {
+        lb.pick_replica(Some(KEY)).unwrap().reason() == dlb::Reason::CaughtUpCached
+    });
+    let last_statement = |pid: i32| -> String {
+        let mut admin =
+            postgres::Client::connect(&dsn_at(&env().primary, replica_addr(1)), postgres::NoTls)
+                .unwrap();
+        admin
+            .query_one("SELECT query FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .unwrap()
+            .get(0)
+    };
+    let mut c = lb.read_conn(Some(KEY)).unwrap();
+    let pid = backend(&mut c);
+    drop(c);
+    let c = lb.read_conn(Some(KEY)).unwrap();
+    assert_eq!(c.route().reason(), dlb::Reason::CaughtUpCached);
+    assert_eq!(last_statement(pid), "SELECT pg_backend_pid()");
+    drop(c);
+    // A borrower that may have changed the session: the next sticky read checks first.
+    let mut c = lb.read_conn(Some(KEY)).unwrap();
+    c.batch_execute("SELECT 1").unwrap();
+    drop(c);
+    let c = lb.read_conn(Some(KEY)).unwrap();
+    assert_ne!(last_statement(pid), "SELECT 1");
+    drop(c);
+}

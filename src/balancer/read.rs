@@ -135,6 +135,9 @@ impl Balancer {
         let Some(req) = conn.route.requirement else {
             return Ok(conn);
         };
+        if self.cache_proves(&conn, req) {
+            return Ok(conn);
+        }
         match ping_replay(&mut conn.client) {
             Ok(Some(pos)) if freshness::proves(pos, req) => {
                 conn.route
@@ -158,6 +161,26 @@ impl Balancer {
                 self.replica_unavailable(route.addr(), &e, is_host_failure(&e))
             }
         }
+    }
+
+    /// Whether the host's cached position proves `req` for this very connection, so that no
+    /// round trip is needed: the connection is clean and recently checked, it reached the
+    /// server the cache describes (a server's replay position only moves forward on its
+    /// timeline), and that position proves the read ([`freshness::proves`]). The position is
+    /// read before the identity: the monitor writes a new identity before the position that
+    /// goes with it, so a position read under the connection's identity is that server's. No
+    /// I/O.
+    fn cache_proves(&self, conn: &Conn, req: Requirement) -> bool {
+        let host = &conn.route.host;
+        let client = &conn.client;
+        if host.needs_check(client, Instant::now()) {
+            return false;
+        }
+        let position = host.replay_position();
+        let tag = client.identity_tag();
+        tag != 0
+            && host.identity_tag() == tag
+            && position.is_some_and(|p| freshness::proves(p, req))
     }
 
     /// Whether `client` (a connection to `host`) reached the server the monitor probed, or

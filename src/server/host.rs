@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::labels::Role;
 use crate::lsn::{Lsn, Position};
 use crate::server::checker::{Checked, Checker};
-use crate::server::connection::PgManager;
+use crate::server::connection::{PgConn, PgManager};
 use crate::server::identity::IdentityLog;
 use crate::server::probe_conn::ProbeConn;
 use crate::server::session::is_host_failure;
@@ -459,6 +459,13 @@ impl Host {
         drop(old); // closing it is I/O: not under the lock
     }
 
+    /// Whether `conn` (a connection of this host's pool) must be checked before it is handed
+    /// out: a borrower may have changed it, or it has been idle or unchecked for longer than
+    /// `pool.check_idle_after_ms` (always, on the primary). No I/O.
+    pub(crate) fn needs_check(&self, conn: &PgConn, now: Instant) -> bool {
+        conn.dirty || conn.needs_check(self.check_every, now)
+    }
+
     /// Checks a connection out of this host's pool, waiting at most `timeout`. A connection a
     /// borrower may have changed (`PgConn::dirty`), or idle or unchecked for longer than
     /// `pool.check_idle_after_ms` (every connection of the primary), is checked first
@@ -482,7 +489,7 @@ impl Host {
                 host_failed: true,
             })?;
             let now = Instant::now();
-            if check_follows || !(conn.dirty || conn.needs_check(self.check_every, now)) {
+            if check_follows || !self.needs_check(&conn, now) {
                 conn.last_used = now;
                 return Ok(conn);
             }
