@@ -56,7 +56,7 @@ fuzz:
 
 .PHONY: soak
 
-# Chaos soak (examples/soak.rs): DURATION seconds of random faults (default 600) while workers
+# Chaos soak (tests/soak/, package dlb-soak): DURATION seconds of random faults (default 600) while workers
 # check read-your-writes; fails on any stale read. SEED=N replays a run's fault choices.
 SEED ?=
 soak: DURATION ?= 600

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the chaos soak (examples/soak.rs) against the test environment (started if needed):
+# Runs the chaos soak (tests/soak/, package dlb-soak) against the test environment (started if needed):
 # writers and readers doing read-your-writes on three balancers (embedded store, Redis, Redis
 # Cluster + DNS discovery) while random faults hit the replicas, the primary, Redis and DNS.
 # Fails on any stale read, a hang, no recovery, or an environment it cannot restore.
@@ -31,5 +31,5 @@ eval "$(bash scripts/testenv.sh env)"
 # Built before the lock is taken: the lock is only held while the soak runs. `-o`: the soak
 # (and the servers it restarts through testenv.sh) must not inherit the lock's descriptor, or a
 # restarted primary would hold the lock for as long as it runs.
-cargo build --quiet --example soak
-flock -o "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet --example soak -- "${args[@]}"
+cargo build --quiet -p dlb-soak
+flock -o "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet -p dlb-soak -- "${args[@]}"

@@ -42,6 +42,8 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features ffi-test-hooks -- -D warnings
 # The `dlb` command (cli/, its own package so that its terminal UI stays out of the library).
 cargo clippy -p dlb-cli --all-targets -- -D warnings
+# The chaos soak (tests/soak/, its own package: a test tool with its own arguments and report).
+cargo clippy -p dlb-soak --all-targets -- -D warnings
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
@@ -61,7 +63,7 @@ bash scripts/check-alert-rules.sh
 step "Rust example (examples/registry.rs)"
 flock "${DLB_TESTS_LOCK:-/tmp/dlb-tests.lock}" cargo run --quiet --example registry
 
-step "chaos soak, 60 s (examples/soak.rs)"
+step "chaos soak, 60 s (tests/soak/)"
 # Read-your-writes under random faults; takes the cluster lock itself while it runs.
 bash scripts/soak.sh 60
 
