@@ -25,7 +25,7 @@ const RULES: &[(&str, &[&str])] = &[
     // One PostgreSQL server.
     (
         "server",
-        &["config", "dsn", "error", "labels", "lsn", "sync"],
+        &["config", "dsn", "error", "labels", "lsn", "redact", "sync"],
     ),
     // Pure policy and the parts that only do I/O of their own.
     ("health", &["config", "dsn", "labels", "lsn"]),

@@ -239,3 +239,38 @@ fn channel_binding_require_over_tls_with_scram() {
     let e = connect(&format!("{} channel_binding=require", env().primary), &[]).unwrap_err();
     assert!(e.contains("channel binding"), "{e}");
 }
+
+/// A hostile server's text (an error message of 1 MB with terminal escapes and forged log
+/// lines) reaches errors and the status bounded (512 bytes, marked as cut) with its control
+/// characters escaped (issue 24).
+#[test]
+fn a_hostile_servers_text_is_bounded_and_escaped() {
+    let evil = format!(
+        "bad\n2026-01-01 WARN forged line\x1b[2J\x1b[31m{}",
+        "x".repeat(1 << 20)
+    );
+    let (primary, replica) = (FakePg::failing_with(&evil), FakePg::failing_with(&evil));
+    let dsn = format!("host=127.0.0.1 port={} user=u dbname=d", primary.port());
+    let addr = format!("127.0.0.1:{}", replica.port());
+    let lb = Balancer::new(config_for(&dsn, &[&addr]).build().unwrap()).unwrap();
+    let clean = |what: &str, text: &str| {
+        assert!(text.len() < 1024, "{what}: {} bytes", text.len());
+        assert!(!text.chars().any(char::is_control), "{what}: {text:?}");
+        assert!(text.contains("bad"), "{what}: {text}");
+    };
+    let st = lb.status();
+    clean(
+        "primary_error",
+        st.primary_error.as_deref().expect("primary error"),
+    );
+    clean(
+        "last_error",
+        st.replicas[0].last_error.as_deref().expect("replica error"),
+    );
+    let json = st.to_json();
+    assert!(json.len() < 8192, "status JSON: {} bytes", json.len());
+    match lb.write_conn() {
+        Err(e) => clean("write_conn", &e.to_string()),
+        Ok(_) => panic!("the hostile server gave a connection"),
+    }
+}

@@ -36,6 +36,7 @@ use crate::health::policy::{self, FlapDetector, Transition};
 use crate::health::{Health, Policy, ReplicaHealth};
 use crate::labels::{PrimaryState, QuarantineReason, Role};
 use crate::lsn::Position;
+use crate::redact::bounded;
 use crate::routing::{ReplicaState, Router, Snapshot};
 use crate::server::host::{Host, StripedHost};
 use crate::server::identity::{self, ServerIdentity};
@@ -205,6 +206,7 @@ impl Monitor {
             failed => {
                 let why = failed
                     .and_then(Result::err)
+                    .map(|e| bounded(&e))
                     .unwrap_or_else(|| no_answer(self.config.probe_timeout()));
                 self.counters.count(&self.counters.primary_check_errors);
                 warn!(target: "dlb", "primary {} check failed: {why}", self.primary.addr);
@@ -296,6 +298,8 @@ impl Monitor {
                         Outcome::Answered { reading, servers }
                     }
                     Err((reason, message)) => {
+                        // A server's words go to the status, events and logs: bounded.
+                        let message = bounded(&message);
                         // Whoever answers next may be another server: trust no cached position.
                         m.host.forget();
                         m.server = None;

@@ -161,7 +161,7 @@ impl r2d2::ManageConnection for PgManager {
     }
 
     fn is_valid(&self, conn: &mut Box<PgConn>) -> Result<(), ConnectError> {
-        ping(conn).map_err(|e| ConnectError(e.to_string()))
+        ping(conn).map_err(|e| ConnectError(crate::redact::bounded(&e.to_string())))
     }
 
     fn has_broken(&self, conn: &mut Box<PgConn>) -> bool {

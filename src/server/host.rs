@@ -515,7 +515,8 @@ impl Host {
     }
 
     fn unavailable(&self, e: impl std::fmt::Display) -> Error {
-        let (host, message) = (self.addr.clone(), e.to_string());
+        // The server's own words (an error message) may be anything: bounded, controls escaped.
+        let (host, message) = (self.addr.clone(), crate::redact::bounded(&e.to_string()));
         match self.role {
             Role::Primary => Error::PrimaryUnavailable { host, message },
             Role::Replica => Error::ReplicaUnavailable { host, message },

@@ -22,6 +22,8 @@ const PROTOCOL_3: u32 = 196_608;
 struct Seen {
     startups: AtomicUsize,
     passwords: Mutex<Vec<String>>,
+    /// Set: answer every StartupMessage with this error message at once (no authentication).
+    error: Option<String>,
 }
 
 pub struct FakePg {
@@ -33,10 +35,23 @@ pub struct FakePg {
 
 impl FakePg {
     pub fn start() -> FakePg {
+        FakePg::serving(Seen::default())
+    }
+
+    /// A server that answers every StartupMessage with an ErrorResponse carrying `message`
+    /// (any size, any bytes: a hostile server's text).
+    pub fn failing_with(message: &str) -> FakePg {
+        FakePg::serving(Seen {
+            error: Some(message.to_string()),
+            ..Seen::default()
+        })
+    }
+
+    fn serving(seen: Seen) -> FakePg {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the fake server");
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Seen::default());
+        let seen = Arc::new(seen);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (seen, stop) = (seen.clone(), stop.clone());
@@ -114,6 +129,9 @@ fn serve(mut s: TcpStream, seen: &Seen) -> std::io::Result<()> {
         }
     }
     seen.startups.fetch_add(1, Ordering::SeqCst);
+    if let Some(message) = &seen.error {
+        return error_response(&mut s, message);
+    }
     // AuthenticationCleartextPassword.
     s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3])?;
     let mut kind = [0; 1];
@@ -126,12 +144,13 @@ fn serve(mut s: TcpStream, seen: &Seen) -> std::io::Result<()> {
             .lock()
             .push(String::from_utf8_lossy(password).into_owned());
     }
+    error_response(&mut s, "password authentication failed")
+}
+
+/// An ErrorResponse (FATAL, 28P01) with `message`.
+fn error_response(s: &mut TcpStream, message: &str) -> std::io::Result<()> {
     let mut fields = Vec::new();
-    for (t, v) in [
-        (b'S', "FATAL"),
-        (b'C', "28P01"),
-        (b'M', "password authentication failed"),
-    ] {
+    for (t, v) in [(b'S', "FATAL"), (b'C', "28P01"), (b'M', message)] {
         fields.push(t);
         fields.extend_from_slice(v.as_bytes());
         fields.push(0);

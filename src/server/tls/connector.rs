@@ -2,6 +2,7 @@
 //! `allow`/`prefer` fallbacks, and describes TLS failures.
 
 use super::*;
+use crate::redact::bounded;
 
 /// A connection failure, with a message that names the cause (no secrets: the driver's
 /// messages do not quote passwords, and certificate errors name hosts only).
@@ -72,7 +73,7 @@ impl PgTls {
             attempt(mode, tls.map(|c| MakeRustls { config: c.clone() })).map_err(|e| match e {
                 Attempt::Driver(e) => {
                     let retry = e.as_db_error().is_some() || tls_cause(&e).is_some();
-                    (ConnectError(self.describe(&e)), retry)
+                    (ConnectError(bounded(&self.describe(&e))), retry)
                 }
                 Attempt::Failed(m) => (ConnectError(m), false),
             })
@@ -86,15 +87,17 @@ impl PgTls {
             SslMode::Allow => match attempt(DriverMode::Disable, None) {
                 // The server answered with an error (e.g. pg_hba.conf wants hostssl): again
                 // over TLS, as libpq.
-                Err((plain, true)) => attempt(DriverMode::Require, Some(tls))
-                    .map_err(|(e, _)| ConnectError(format!("{e} (and without TLS: {plain})"))),
+                Err((plain, true)) => attempt(DriverMode::Require, Some(tls)).map_err(|(e, _)| {
+                    ConnectError(bounded(&format!("{e} (and without TLS: {plain})")))
+                }),
                 other => other.map_err(|e| e.0),
             },
             SslMode::Prefer => match attempt(DriverMode::Prefer, Some(tls)) {
                 // TLS failed, or the server refused the TLS connection: again without, as
                 // libpq (prefer promises no encryption).
-                Err((over_tls, true)) => attempt(DriverMode::Disable, None)
-                    .map_err(|(e, _)| ConnectError(format!("{e} (and over TLS: {over_tls})"))),
+                Err((over_tls, true)) => attempt(DriverMode::Disable, None).map_err(|(e, _)| {
+                    ConnectError(bounded(&format!("{e} (and over TLS: {over_tls})")))
+                }),
                 other => other.map_err(|e| e.0),
             },
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {

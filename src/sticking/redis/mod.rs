@@ -212,10 +212,10 @@ impl RedisStore {
     }
 
     fn store_error(&self, what: &str, e: &RedisError) -> Error {
-        let message = redact(
+        let message = crate::redact::bounded(&redact(
             &format!("redis {what} on {}: {e}", self.target),
             &self.secrets,
-        );
+        ));
         if self.healthy.swap(false, Ordering::Relaxed) {
             warn!(
                 target: "dlb",
