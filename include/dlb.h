@@ -144,6 +144,12 @@
 #define LB_LSN_MAX_LENGTH 17
 
 /*
+ Longest text `lb_record_token()` writes (without the terminating NUL): 48
+ (`CausalToken::MAX_TEXT_LEN`; a test holds the two equal).
+ */
+#define LB_TOKEN_MAX_LEN 48
+
+/*
  Target role of a route: the primary.
  */
 #define LB_ROLE_PRIMARY 0
@@ -492,6 +498,24 @@ lb_status lb_record_lsn(const struct lb_balancer *lb,
                         size_t *lsn_len);
 
 /*
+ As `lb_record_lsn()`, writing a causal token into `token_buf`: `"v2:X/Y:T:S"` (the LSN,
+ the primary's timeline in decimal, its `system_identifier` as 16 hex digits), at most
+ `LB_TOKEN_MAX_LEN` bytes. Carry it to the reads that must see the write and pass it to
+ `lb_pick_replica_min_lsn()`: unlike a bare LSN, it is never compared with a position of
+ another cluster or of another timeline (after a failover). On `LB_ERR_STORE` the token is
+ still written (the write happened; only its recording failed).
+
+ Blocking: as `lb_record_lsn()`.
+
+ Errors: as `lb_record_lsn()`.
+ */
+lb_status lb_record_token(const struct lb_balancer *lb,
+                          const char *key,
+                          char *token_buf,
+                          size_t token_cap,
+                          size_t *token_len);
+
+/*
  Records an LSN the caller already has for `key`: a causal token carried in a header or a
  job, or the result of its own `SELECT pg_current_wal_insert_lsn()`. `lsn` is `"X/Y"` (hex).
  Same rules as `lb_record_lsn()`.
@@ -618,9 +642,11 @@ lb_status lb_pick_replica(const struct lb_balancer *lb,
 
 /*
  As `lb_pick_replica()` with a key, for a causal token the caller carried: picks, in
- round-robin order, a replica that has replayed at least `min_lsn` (`"X/Y"`), else the
- primary with `LB_REASON_NOT_CAUGHT_UP` (or `LB_ERR_NO_CAUGHT_UP_REPLICA` under the `"error"`
- policy).
+ round-robin order, a replica that has replayed at least `min_lsn`, else the primary with
+ `LB_REASON_NOT_CAUGHT_UP` (or `LB_ERR_NO_CAUGHT_UP_REPLICA` under the `"error"` policy).
+ `min_lsn` is a token from `lb_record_token()` (`"v2:X/Y:T:S"`: a replica must also be on
+ the token's cluster and timeline; a token of another cluster or timeline gets the primary)
+ or a bare LSN `"X/Y"` (compared on the primary's current timeline).
 
  Blocking: only when the cached replay positions show no replica caught up, it asks the
  replicas live for at most `sticky_check_budget_ms` in total.

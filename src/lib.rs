@@ -71,7 +71,7 @@ pub use dsn::HostPort;
 pub use error::{Error, Result};
 pub use events::{EVENT_QUEUE_CAPACITY, EventCallback, HostEvent, HostEventKind};
 pub use labels::{Health, Overall, PrimaryState, QuarantineReason, Reason, Role};
-pub use lsn::Lsn;
+pub use lsn::{CausalToken, Lsn};
 pub use observability::{
     Histogram, HistogramBucket, HostStatus, METRICS_VERSION, Metrics, PickCount, PoolMetrics,
     ReasonCount, ReplicaMetrics, ReplicaStatus, STATUS_VERSION, Status,

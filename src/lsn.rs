@@ -82,6 +82,99 @@ impl FromStr for Lsn {
     }
 }
 
+/// A causal token: the WAL position a write reached, with the cluster (`system_identifier`) and
+/// the timeline it was written on, so that a read elsewhere (another process, another
+/// request) never compares it with a position of another cluster or of another branch of the
+/// cluster's history (after a failover). Made by [`crate::Balancer::record_token`], read by
+/// [`crate::Balancer::pick_replica_token`].
+///
+/// Text form (`Display` / `FromStr`): `v2:X/Y:T:S`, with the LSN as PostgreSQL prints it, the
+/// timeline in decimal and the system identifier as 16 lower-case hex digits, e.g.
+/// `v2:16/B374D848:3:6b0e5c2f9d1a4e77`: safe in a header, a cookie or a job argument. A bare
+/// LSN (`X/Y`, the token of 0.2 and of [`crate::Balancer::record_lsn`]) is read too, with no
+/// cluster and no timeline: it is then compared on the primary's current timeline, and sent
+/// to the primary while a timeline change is recent (see `docs/concepts.md`).
+///
+/// ```
+/// use dlb::{CausalToken, Lsn};
+/// let t: CausalToken = "v2:16/B374D848:3:6b0e5c2f9d1a4e77".parse().unwrap();
+/// assert_eq!((t.lsn, t.timeline, t.system_id), ("16/B374D848".parse::<Lsn>().unwrap(), 3, 0x6b0e5c2f9d1a4e77));
+/// assert_eq!(t.to_string(), "v2:16/B374D848:3:6b0e5c2f9d1a4e77");
+/// let old: CausalToken = "16/B374D848".parse().unwrap();
+/// assert_eq!((old.timeline, old.system_id), (0, 0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CausalToken {
+    /// The position the write reached.
+    pub lsn: Lsn,
+    /// The primary's timeline it was written on; 0: unknown (a bare LSN).
+    pub timeline: u32,
+    /// The cluster's `system_identifier`; 0: unknown (a bare LSN).
+    pub system_id: u64,
+}
+
+impl CausalToken {
+    /// Longest accepted text form.
+    pub const MAX_TEXT_LEN: usize = 3 + Lsn::MAX_TEXT_LEN + 1 + 10 + 1 + 16;
+}
+
+impl fmt::Display for CausalToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.timeline == 0 && self.system_id == 0 {
+            return write!(f, "{}", self.lsn);
+        }
+        write!(
+            f,
+            "v2:{}:{}:{:016x}",
+            self.lsn, self.timeline, self.system_id
+        )
+    }
+}
+
+impl FromStr for CausalToken {
+    type Err = Error;
+
+    /// Parses `v2:X/Y:T:S` or a bare LSN `X/Y`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidLsn`] naming the input and what is wrong with it.
+    fn from_str(s: &str) -> Result<CausalToken, Error> {
+        let Some(rest) = s.strip_prefix("v2:") else {
+            return Ok(CausalToken {
+                lsn: s.parse()?,
+                timeline: 0,
+                system_id: 0,
+            });
+        };
+        let bad = |why: &str| Error::InvalidLsn {
+            input: truncate_for_message(s),
+            reason: why.to_string(),
+        };
+        let mut parts = rest.split(':');
+        let (Some(lsn), Some(timeline), Some(system), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad("expected a causal token v2:X/Y:TIMELINE:SYSTEM_ID"));
+        };
+        let lsn: Lsn = lsn.parse().map_err(|_| bad("its LSN is not X/Y"))?;
+        let timeline = timeline
+            .parse::<u32>()
+            .ok()
+            .filter(|t| *t > 0 && timeline.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| bad("its timeline is not a positive decimal number"))?;
+        if system.len() != 16 || !system.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("its system identifier is not 16 hex digits"));
+        }
+        let system_id =
+            u64::from_str_radix(system, 16).map_err(|_| bad("its system identifier is not hex"))?;
+        Ok(CausalToken {
+            lsn,
+            timeline,
+            system_id,
+        })
+    }
+}
+
 /// What a standby was seen to have replayed: its replay LSN and the timeline it receives (or,
 /// with no WAL receiver running, the timeline of its last restart point). Positions of two
 /// timelines are not comparable: after a failover, a standby left on the old timeline may have
@@ -105,6 +198,52 @@ pub(crate) fn truncate_for_message(s: &str) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_bad_ones_are_named() {
+        let t = CausalToken {
+            lsn: Lsn::from_u64(0x16_B374_D848),
+            timeline: 3,
+            system_id: 0x6b0e_5c2f_9d1a_4e77,
+        };
+        let text = t.to_string();
+        assert!(text.len() <= CausalToken::MAX_TEXT_LEN);
+        assert_eq!(text.parse::<CausalToken>().unwrap(), t);
+        let max = CausalToken {
+            lsn: Lsn::from_u64(u64::MAX),
+            timeline: u32::MAX,
+            system_id: u64::MAX,
+        };
+        assert_eq!(max.to_string().len(), CausalToken::MAX_TEXT_LEN);
+        let bare: CausalToken = "0/1".parse().unwrap();
+        assert_eq!(
+            (bare.lsn, bare.timeline, bare.system_id),
+            (Lsn::from_u64(1), 0, 0)
+        );
+        assert_eq!(bare.to_string(), "0/1");
+        for bad in [
+            "v2:",
+            "v2:0/1",
+            "v2:0/1:3",
+            "v2:0/1:0:6b0e5c2f9d1a4e77",
+            "v2:0/1:-3:6b0e5c2f9d1a4e77",
+            "v2:0/1:+3:6b0e5c2f9d1a4e77",
+            "v2:0/1:3:6b0e5c2f9d1a4e7",
+            "v2:0/1:3:6b0e5c2f9d1a4e77:x",
+            "v2:zz:3:6b0e5c2f9d1a4e77",
+            "v3:0/1:3:6b0e5c2f9d1a4e77",
+        ] {
+            assert!(
+                matches!(bad.parse::<CausalToken>(), Err(Error::InvalidLsn { .. })),
+                "{bad}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -488,6 +488,23 @@ fn a_failover_under_a_running_balancer_reads_nothing_stale() {
         },
     );
 
+    // A second instance whose monitor looks only once an hour: it has seen B far ahead on
+    // the old timeline, and will not see the failover by itself (another process of the
+    // fleet, between two checks). Tokens carry the timeline; a bare LSN cannot.
+    let stale_view = Balancer::new(
+        config_for(&primary, &[a_addr, b_addr])
+            .replica_check_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    // Its start wakes its monitor once more (the first timeline it learns): let that round
+    // pass, so that it looks next in an hour.
+    wait_until("the other instance's second check", WAIT, || {
+        stale_view.status().checks >= 2
+    });
+    assert_eq!(replica_status(&stale_view, b_addr).state, "healthy");
+
     proxy.switch_to(a_addr);
     old.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -548,6 +565,15 @@ fn a_failover_under_a_running_balancer_reads_nothing_stale() {
             read_row(&mut c, table, id)
         });
         t.note("token", &route, id, seen);
+        // The token, carried to the instance that has not seen the failover.
+        let token = lb.record_token(&key).unwrap();
+        assert_eq!(token.lsn.max(lsn), token.lsn);
+        let route = stale_view.pick_replica_token(&token).unwrap();
+        let seen = connect(&route).and_then(|mut c| {
+            lost_rows(&mut c)?;
+            read_row(&mut c, table, id)
+        });
+        t.note("token, other instance", &route, id, seen);
         let mut conn = lb.read_conn(Some(&key)).unwrap();
         let route = conn.route().clone();
         let seen = lost_rows(&mut conn).and_then(|()| read_row(&mut conn, table, id));

@@ -26,7 +26,7 @@ use crate::error::{Error, Result};
 use crate::events::{EventCallback, Events, HostEvent};
 use crate::freshness::{self, Requirement};
 use crate::labels::{Reason, Role, StoreOp};
-use crate::lsn::Lsn;
+use crate::lsn::{CausalToken, Lsn};
 use crate::monitor::{Monitor, MonitorThread, Outputs};
 use crate::observability::{self, Metrics, Status};
 use crate::routing::{self, PickOptions, Plan, Route, Router};
@@ -269,6 +269,35 @@ impl Balancer {
         })
     }
 
+    /// A replica that has replayed the write `token` stands for, on the same cluster and the
+    /// same timeline (see [`CausalToken`]): cached positions first, then live checks, as
+    /// [`Balancer::pick_replica_min_lsn`]. A token of another cluster, or of a timeline other
+    /// than the primary's current one (written before a failover, or after one this process
+    /// has not seen yet), goes where an unprovable read goes: the primary
+    /// ([`Reason::NotCaughtUp`]) or [`Error::NoCaughtUpReplica`]. A bare LSN token (`X/Y`) is
+    /// compared on the current timeline. Blocks as `pick_replica_min_lsn` does.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy; [`Error::Forked`].
+    pub fn pick_replica_token(&self, token: &CausalToken) -> Result<Route> {
+        self.pick_replica_token_with(token, &PickOptions::default())
+    }
+
+    /// [`Balancer::pick_replica_token`] with per-call options (see [`PickOptions`]).
+    ///
+    /// # Errors
+    /// As [`Balancer::pick_replica_token`].
+    pub fn pick_replica_token_with(
+        &self,
+        token: &CausalToken,
+        opts: &PickOptions,
+    ) -> Result<Route> {
+        self.same_process()?;
+        counters::timed(&self.counters.sticky_pick_latency, || {
+            self.router.pick_token(token, opts)
+        })
+    }
+
     /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
     pub fn pick_primary(&self) -> Route {
         self.router.primary_route(Reason::ForcedPrimary)
@@ -317,6 +346,25 @@ impl Balancer {
     /// A store error comes after the LSN was read: [`Error::lsn`] gives it, to carry as a
     /// causal token (the write happened; only its recording failed).
     pub fn record_lsn(&self, key: &str) -> Result<Lsn> {
+        self.record(key).map(|t| t.lsn)
+    }
+
+    /// As [`Balancer::record_lsn`], returning the position as a [`CausalToken`]: with the
+    /// cluster and the timeline it was written on, so that a read elsewhere
+    /// ([`Balancer::pick_replica_token`], another process) never compares it with a position
+    /// of another cluster or of another branch of its history. Its text form
+    /// (`v2:X/Y:T:S`) travels in a header, a cookie or a job.
+    ///
+    /// Blocks as `record_lsn` does (the same one round trip, plus the store's write).
+    ///
+    /// # Errors
+    /// As [`Balancer::record_lsn`].
+    pub fn record_token(&self, key: &str) -> Result<CausalToken> {
+        self.record(key)
+    }
+
+    /// The work of [`Balancer::record_lsn`] and [`Balancer::record_token`].
+    fn record(&self, key: &str) -> Result<CausalToken> {
         self.same_process()?;
         validate_key(key)?;
         let mut conn = self.write_conn()?;
@@ -367,18 +415,22 @@ impl Balancer {
         }
         // And to its timeline: a timeline the monitor has not seen yet (a failover) stops
         // positions of the old one from proving anything at once, and wakes the monitor.
-        if let Some(timeline) = row
+        let timeline = row
             .try_get::<_, Option<i64>>(2)
             .ok()
             .flatten()
-            .and_then(|t| u32::try_from(t).ok())
-        {
+            .and_then(|t| u32::try_from(t).ok());
+        if let Some(timeline) = timeline {
             self.router.set_primary_timeline(timeline);
         }
         let stored =
             routing::store_key(system.unwrap_or_else(|| self.router.primary_system()), key);
         self.store_lsn(&stored, lsn)?;
-        Ok(lsn)
+        Ok(CausalToken {
+            lsn,
+            timeline: timeline.unwrap_or(0),
+            system_id: system.unwrap_or(0),
+        })
     }
 
     /// Stores an LSN the caller already has (from a causal token carried in a header or a job,

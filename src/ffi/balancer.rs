@@ -181,6 +181,45 @@ pub unsafe extern "C" fn lb_record_lsn(
     })
 }
 
+/// As `lb_record_lsn()`, writing a causal token into `token_buf`: `"v2:X/Y:T:S"` (the LSN,
+/// the primary's timeline in decimal, its `system_identifier` as 16 hex digits), at most
+/// `LB_TOKEN_MAX_LEN` bytes. Carry it to the reads that must see the write and pass it to
+/// `lb_pick_replica_min_lsn()`: unlike a bare LSN, it is never compared with a position of
+/// another cluster or of another timeline (after a failover). On `LB_ERR_STORE` the token is
+/// still written (the write happened; only its recording failed).
+///
+/// Blocking: as `lb_record_lsn()`.
+///
+/// Errors: as `lb_record_lsn()`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn lb_record_token(
+    lb: *const lb_balancer,
+    key: *const c_char,
+    token_buf: *mut c_char,
+    token_cap: usize,
+    token_len: *mut usize,
+) -> lb_status {
+    ffi_boundary!("lb_record_token", Result<(), Failure>, {
+        // SAFETY (all blocks): pointer arguments follow the module contract.
+        let lb = unsafe { balancer(lb) }?;
+        let key = unsafe { arg_str(key, "key") }?;
+        let out = unsafe { OutStr::new(token_buf, token_cap, token_len, "token_buf") }?;
+        match lb.record_token(key) {
+            Ok(token) => out.put(&token.to_string()),
+            Err(e) => {
+                if let Some(lsn) = e.lsn() {
+                    let _ = out.put(&lsn.to_string());
+                }
+                Err(e.into())
+            }
+        }
+    })
+}
+
+/// Longest text `lb_record_token()` writes (without the terminating NUL): 48
+/// (`CausalToken::MAX_TEXT_LEN`; a test holds the two equal).
+pub const LB_TOKEN_MAX_LEN: usize = 48;
+
 /// Records an LSN the caller already has for `key`: a causal token carried in a header or a
 /// job, or the result of its own `SELECT pg_current_wal_insert_lsn()`. `lsn` is `"X/Y"` (hex).
 /// Same rules as `lb_record_lsn()`.

@@ -9,7 +9,7 @@ use super::balancer::{balancer, lb_balancer};
 use super::boundary::{OutStr, arg_opt_str, arg_str};
 use super::error::Failure;
 use super::status::{LB_ERR_BUFFER_TOO_SMALL, LB_ERR_INVALID_ARGUMENT, lb_status};
-use crate::{Lsn, NoCaughtUpPolicy, PickOptions, Reason, Role, Route};
+use crate::{CausalToken, NoCaughtUpPolicy, PickOptions, Reason, Role, Route};
 
 /// Target role of a route: the primary.
 pub const LB_ROLE_PRIMARY: u32 = 0;
@@ -138,9 +138,11 @@ pub unsafe extern "C" fn lb_pick_replica(
 }
 
 /// As `lb_pick_replica()` with a key, for a causal token the caller carried: picks, in
-/// round-robin order, a replica that has replayed at least `min_lsn` (`"X/Y"`), else the
-/// primary with `LB_REASON_NOT_CAUGHT_UP` (or `LB_ERR_NO_CAUGHT_UP_REPLICA` under the `"error"`
-/// policy).
+/// round-robin order, a replica that has replayed at least `min_lsn`, else the primary with
+/// `LB_REASON_NOT_CAUGHT_UP` (or `LB_ERR_NO_CAUGHT_UP_REPLICA` under the `"error"` policy).
+/// `min_lsn` is a token from `lb_record_token()` (`"v2:X/Y:T:S"`: a replica must also be on
+/// the token's cluster and timeline; a token of another cluster or timeline gets the primary)
+/// or a bare LSN `"X/Y"` (compared on the primary's current timeline).
 ///
 /// Blocking: only when the cached replay positions show no replica caught up, it asks the
 /// replicas live for at most `sticky_check_budget_ms` in total.
@@ -159,9 +161,9 @@ pub unsafe extern "C" fn lb_pick_replica_min_lsn(
     ffi_boundary!("lb_pick_replica_min_lsn", Result<(), Failure>, {
         // SAFETY (all blocks): pointer arguments follow the module contract.
         let lb = unsafe { balancer(lb) }?;
-        let min_lsn: Lsn = unsafe { arg_str(min_lsn, "min_lsn") }?.parse()?;
+        let token: CausalToken = unsafe { arg_str(min_lsn, "min_lsn") }?.parse()?;
         let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
-        put_route(&lb.pick_replica_min_lsn(min_lsn)?, &dsn, route)
+        put_route(&lb.pick_replica_token(&token)?, &dsn, route)
     })
 }
 
@@ -420,7 +422,7 @@ pub unsafe extern "C" fn lb_pick_replica_opts(
                     "arguments `key` and `min_lsn` are both set; give one or neither",
                 ));
             }
-            (_, Some(lsn)) => lb.pick_replica_min_lsn_with(lsn.parse::<Lsn>()?, &opts)?,
+            (_, Some(token)) => lb.pick_replica_token_with(&token.parse::<CausalToken>()?, &opts)?,
             (key, None) => lb.pick_replica_with(key, &opts)?,
         };
         put_info(&route, &dsn, info)

@@ -567,3 +567,11 @@ fn pick_opts_are_read_within_struct_size() {
         last_error()
     );
 }
+
+#[test]
+fn the_token_length_in_the_header_is_the_token_types() {
+    assert_eq!(
+        crate::ffi::LB_TOKEN_MAX_LEN,
+        crate::CausalToken::MAX_TEXT_LEN
+    );
+}

@@ -16,8 +16,8 @@
 //! What this part deliberately does not do: any I/O. Reading positions is `server`'s, keeping
 //! recorded LSNs `sticking`'s, choosing among proven replicas `routing`'s.
 
-use crate::lsn::Lsn;
 pub(crate) use crate::lsn::Position;
+use crate::lsn::{CausalToken, Lsn};
 use crate::sticking::Recorded;
 
 /// What a sticky read needs: a replica on `timeline` that replayed `lsn`.
@@ -93,6 +93,27 @@ pub(crate) fn decide<E>(got: Result<Recorded, E>, ctx: Context, timeline: u32) -
     }
 }
 
+/// What a causal token requires, read against the primary's cluster `system` and current
+/// `timeline` (0: unknown): `None` when no replica can prove it (the read goes where unprovable
+/// reads go). A token of another cluster, or of another timeline than the current one (written
+/// before a failover, or after one this process has not seen yet), proves nothing. A bare LSN
+/// (no cluster, no timeline: a 0.2 token) is compared on the current timeline, as a key's
+/// recorded LSN is, and never while the timeline is unknown.
+pub(crate) fn token_requirement(
+    t: &CausalToken,
+    system: u64,
+    timeline: u32,
+) -> Option<Requirement> {
+    if t.system_id != 0 && t.system_id != system {
+        return None;
+    }
+    let on_timeline = t.timeline == 0 || t.timeline == timeline;
+    (on_timeline && timeline != 0).then_some(Requirement {
+        lsn: t.lsn,
+        timeline,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +164,25 @@ mod tests {
             !proves(pos(1 << 40, 2), req(10, 0)),
             "primary timeline unknown"
         );
+    }
+
+    #[test]
+    fn tokens_prove_only_in_their_cluster_and_on_their_timeline() {
+        let token = |timeline, system_id| CausalToken {
+            lsn: lsn(5),
+            timeline,
+            system_id,
+        };
+        assert_eq!(token_requirement(&token(2, 7), 7, 2), Some(req(5, 2)));
+        // Another cluster; a timeline before the failover, or one not seen yet here.
+        assert_eq!(token_requirement(&token(2, 8), 7, 2), None);
+        assert_eq!(token_requirement(&token(1, 7), 7, 2), None);
+        assert_eq!(token_requirement(&token(3, 7), 7, 2), None);
+        // The primary's timeline unknown (a failed probe): nothing.
+        assert_eq!(token_requirement(&token(2, 7), 7, 0), None);
+        assert_eq!(token_requirement(&token(0, 0), 7, 0), None);
+        // A bare LSN: the current timeline.
+        assert_eq!(token_requirement(&token(0, 0), 7, 2), Some(req(5, 2)));
     }
 
     #[test]

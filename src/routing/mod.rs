@@ -40,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::freshness::{self, Decision, Requirement};
 pub use crate::labels::Reason;
 use crate::labels::StoreOp;
-use crate::lsn::Lsn;
+use crate::lsn::{CausalToken, Lsn};
 use crate::server::host::{Host, HostHandle, StripedHost};
 use crate::sticking::{LsnStore, validate_key};
 use crate::sync::instant::AtomicInstant;
@@ -178,26 +178,12 @@ impl Router {
     /// # Errors
     /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
     pub(crate) fn pick_min_lsn(&self, min_lsn: Lsn, opts: &PickOptions) -> Result<Route> {
-        let deadline = opts.deadline();
-        let plan = self.plan_min_lsn(min_lsn, opts, Instant::now())?;
-        self.finish(plan, opts, deadline)
-    }
-
-    /// [`Router::plan`] for a causal token: `min_lsn` on the primary's current timeline.
-    ///
-    /// # Errors
-    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
-    pub(crate) fn plan_min_lsn(
-        &self,
-        min_lsn: Lsn,
-        opts: &PickOptions,
-        now: Instant,
-    ) -> Result<Plan> {
-        let req = Requirement {
+        let bare = CausalToken {
             lsn: min_lsn,
-            timeline: self.primary_timeline(),
+            timeline: 0,
+            system_id: 0,
         };
-        self.plan_for(req, opts, now)
+        self.pick_token(&bare, opts)
     }
 
     /// Where a read for `key` goes, without live checks: a route, or the replicas to check
@@ -260,6 +246,35 @@ impl Router {
             Decision::Prove(req) => return self.plan_for(req, opts, now),
         };
         Ok(Plan::Route(route))
+    }
+
+    /// [`Router::plan`] for a causal token: see [`freshness::token_requirement`].
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn plan_token(
+        &self,
+        token: &CausalToken,
+        opts: &PickOptions,
+        now: Instant,
+    ) -> Result<Plan> {
+        match freshness::token_requirement(token, self.primary_system(), self.primary_timeline()) {
+            Some(req) => self.plan_for(req, opts, now),
+            None if !self.lb_enabled => Ok(Plan::Route(
+                self.primary_route(Reason::NoReplicasConfigured),
+            )),
+            None => self.not_caught_up_by(token.lsn, opts).map(Plan::Route),
+        }
+    }
+
+    /// A replica that proves `token` (see [`Router::plan_token`]), live checks included.
+    ///
+    /// # Errors
+    /// [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn pick_token(&self, token: &CausalToken, opts: &PickOptions) -> Result<Route> {
+        let deadline = opts.deadline();
+        let plan = self.plan_token(token, opts, Instant::now())?;
+        self.finish(plan, opts, deadline)
     }
 
     /// [`Router::plan`] for a sticky read that needs `req`: a replica whose cached position
@@ -461,20 +476,23 @@ impl Router {
     /// the router had not seen wakes the monitor, so that the replicas are probed against it.
     pub(crate) fn set_primary_timeline(&self, timeline: u32) {
         let mut highest = self.timeline_writer.lock();
-        let old = self.primary_timeline.load(Ordering::Acquire);
-        if timeline != 0 && timeline < *highest {
+        let before = *highest;
+        if timeline != 0 && timeline < before {
             // A cluster's timeline only grows: an older one is an old server still answering
             // (a connection that outlived a failover); the newer answer stands.
-            debug!(target: "dlb", "ignoring timeline {timeline} of the primary: {} seen already", *highest);
+            debug!(target: "dlb", "ignoring timeline {timeline} of the primary: {before} seen already");
             return;
         }
-        *highest = (*highest).max(timeline);
-        self.primary_timeline.store(timeline, Ordering::Release);
+        let old = self.primary_timeline.swap(timeline, Ordering::AcqRel);
+        *highest = before.max(timeline);
         drop(highest);
+        // A new timeline after a known one (perhaps with an unknown one between: the primary's
+        // probe failing during the failover).
+        let changed = timeline != 0 && before != 0 && timeline != before;
+        if changed {
+            log::warn!(target: "dlb", "the primary is on timeline {timeline} (was {before}): a failover; positions are compared on the new timeline only");
+        }
         if timeline != 0 && old != timeline {
-            if old != 0 {
-                log::warn!(target: "dlb", "the primary is on timeline {timeline} (was {old}): a failover; positions are compared on the new timeline only");
-            }
             let _ = self.wake.try_send(());
         }
     }
