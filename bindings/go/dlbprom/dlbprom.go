@@ -2,7 +2,8 @@
 // prometheus.Collector with a configurable namespace and constant labels.
 //
 // It reads the balancer's own exposition text (dlb.Balancer.Metrics) at each scrape and
-// re-emits every series as a constant metric: renamed from dlb_<name> to
+// re-emits every series as a constant metric (counters, gauges, and the latency histograms
+// with their buckets, sum and count): renamed from dlb_<name> to
 // <namespace>_<name>, with the constant labels added. Whatever dlb exposes is exposed, with
 // dlb's help texts; nothing here lists metric names. It is an unchecked collector (its series
 // depend on the replicas present).
@@ -12,6 +13,7 @@
 package dlbprom
 
 import (
+	"math"
 	"strings"
 
 	dlb "dlb/bindings/go"
@@ -84,6 +86,8 @@ func (c *Collector) convert(name string, mf *dto.MetricFamily, m *dto.Metric) (p
 	desc := prometheus.NewDesc(c.name(name), mf.GetHelp(), keys, c.opts.ConstLabels)
 	var kind prometheus.ValueType
 	var v float64
+	var metric prometheus.Metric
+	var err error
 	switch mf.GetType() {
 	case dto.MetricType_COUNTER:
 		kind, v = prometheus.CounterValue, m.GetCounter().GetValue()
@@ -91,10 +95,31 @@ func (c *Collector) convert(name string, mf *dto.MetricFamily, m *dto.Metric) (p
 		kind, v = prometheus.GaugeValue, m.GetGauge().GetValue()
 	case dto.MetricType_UNTYPED:
 		kind, v = prometheus.UntypedValue, m.GetUntyped().GetValue()
+	case dto.MetricType_HISTOGRAM:
+		// dlb's latency histograms (probe, live check, store operation, sticky pick).
+		h := m.GetHistogram()
+		buckets := make(map[float64]uint64, len(h.GetBucket()))
+		for _, b := range h.GetBucket() {
+			if !math.IsInf(b.GetUpperBound(), +1) { // implicit: the sample count
+				buckets[b.GetUpperBound()] = b.GetCumulativeCount()
+			}
+		}
+		metric, err = prometheus.NewConstHistogram(desc, h.GetSampleCount(), h.GetSampleSum(),
+			buckets, values...)
+	case dto.MetricType_SUMMARY:
+		s := m.GetSummary()
+		quantiles := make(map[float64]float64, len(s.GetQuantile()))
+		for _, q := range s.GetQuantile() {
+			quantiles[q.GetQuantile()] = q.GetValue()
+		}
+		metric, err = prometheus.NewConstSummary(desc, s.GetSampleCount(), s.GetSampleSum(),
+			quantiles, values...)
 	default:
-		return nil, false // dlb exposes no histograms or summaries
+		return nil, false
 	}
-	metric, err := prometheus.NewConstMetric(desc, kind, v, values...)
+	if metric == nil && err == nil {
+		metric, err = prometheus.NewConstMetric(desc, kind, v, values...)
+	}
 	if err != nil {
 		return prometheus.NewInvalidMetric(desc, err), true
 	}

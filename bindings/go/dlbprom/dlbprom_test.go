@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // open opens a balancer on the test cluster (scripts/testenv.sh env), or skips.
@@ -95,5 +96,90 @@ func TestCollector(t *testing.T) {
 	b.Close()
 	if err := testutil.CollectAndCompare(c, strings.NewReader("")); err == nil {
 		t.Fatal("a closed balancer's collector reports no error")
+	}
+}
+
+// dlb's four latency histograms come through as histograms, renamed and labelled, with the
+// same buckets, sum and count as dlb's own text.
+func TestCollectorHistograms(t *testing.T) {
+	b, _ := open(t)
+	ctx := context.Background()
+	if _, err := b.RecordLSN(ctx, "histogram-key"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.PickReplica(ctx, "histogram-key"); err != nil { // a sticky pick
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(dlbprom.New(b, dlbprom.Options{Namespace: "registry_db",
+		ConstLabels: prometheus.Labels{"cluster": "main"}}))
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.MetricFamily{}
+	for _, f := range families {
+		got[f.GetName()] = f
+	}
+	text, err := b.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"probe_duration_seconds", "live_check_duration_seconds",
+		"store_operation_duration_seconds", "sticky_pick_duration_seconds"} {
+		f := got["registry_db_"+name]
+		if f == nil {
+			t.Errorf("no registry_db_%s family", name)
+			continue
+		}
+		if f.GetType() != dto.MetricType_HISTOGRAM || len(f.GetMetric()) == 0 {
+			t.Errorf("registry_db_%s: type %v, %d series", name, f.GetType(), len(f.GetMetric()))
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			h := m.GetHistogram()
+			if len(h.GetBucket()) < 2 {
+				t.Errorf("registry_db_%s: %d buckets", name, len(h.GetBucket()))
+			}
+			prev := uint64(0)
+			for _, bk := range h.GetBucket() {
+				if bk.GetCumulativeCount() < prev || bk.GetCumulativeCount() > h.GetSampleCount() {
+					t.Errorf("registry_db_%s: bucket le=%v count %d (previous %d, total %d)",
+						name, bk.GetUpperBound(), bk.GetCumulativeCount(), prev, h.GetSampleCount())
+				}
+				prev = bk.GetCumulativeCount()
+			}
+		}
+		if !strings.Contains(text, "dlb_"+name+"_bucket{") {
+			t.Errorf("dlb's own text has no dlb_%s_bucket series", name)
+		}
+	}
+	// Samples arrived: the probes at Open and since, and the sticky pick above.
+	for name, labels := range map[string]map[string]string{
+		"probe_duration_seconds":       {"role": "replica"},
+		"sticky_pick_duration_seconds": {},
+	} {
+		f := got["registry_db_"+name]
+		if f == nil {
+			continue
+		}
+		n := uint64(0)
+		for _, m := range f.GetMetric() {
+			match := true
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					match = false
+				}
+			}
+			if match {
+				n += m.GetHistogram().GetSampleCount()
+			}
+		}
+		if n == 0 {
+			t.Errorf("registry_db_%s%v counts no sample", name, labels)
+		}
+	}
+	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
 	}
 }
