@@ -69,7 +69,7 @@ func TestDlbsqlMiddlewareReadYourWrites(t *testing.T) {
 	})
 	key := func(r *http.Request) string { return "repo:" + r.URL.Query().Get("repo") }
 	repo := fmt.Sprintf("r%d", time.Now().UnixNano())
-	write := writer.Middleware(dlbsql.MiddlewareConfig{Key: key})(http.HandlerFunc(
+	write := writer.Middleware(dlbsql.MiddlewareConfig{Key: key, Secret: tokenSecret})(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
 			_, err := writer.Primary().ExecContext(r.Context(),
 				"INSERT INTO "+table+" VALUES ($1, $2)", r.URL.Query().Get("repo"), "v1")
@@ -80,7 +80,7 @@ func TestDlbsqlMiddlewareReadYourWrites(t *testing.T) {
 			w.WriteHeader(http.StatusCreated)
 		}))
 	var usedAddr string
-	read := reader.Middleware(dlbsql.MiddlewareConfig{Key: key})(http.HandlerFunc(
+	read := reader.Middleware(dlbsql.MiddlewareConfig{Key: key, Secret: tokenSecret})(http.HandlerFunc(
 		func(w http.ResponseWriter, r *http.Request) {
 			db, err := reader.UpToDateReplica(r.Context(), "")
 			if err != nil {
@@ -133,6 +133,66 @@ func TestDlbsqlMiddlewareReadYourWrites(t *testing.T) {
 	}
 	if !sawPaused {
 		t.Fatalf("without a token no read reached the paused replica %s", c.replicas[1])
+	}
+}
+
+var tokenSecret = []byte("the test cluster's token secret")
+
+// A causal token the middleware did not sign is ignored, never an error: an unsigned
+// FFFFFFFF/FFFFFFFF (which would send every read to the primary), garbage, a forged MAC, a
+// token signed with another cluster's secret. The reads go on as reads without a token
+// (round-robin over the replicas), and the rejections are counted and reported.
+func TestDlbsqlMiddlewareIgnoresBadTokens(t *testing.T) {
+	c := needCluster(t)
+	lb := newLB(t, c.open(t, "", nil))
+	waitHealthy(t, lb.Balancer(), 2)
+	primary := lb.Addr(lb.Primary())
+	var reported []error
+	var usedAddr string
+	read := lb.Middleware(dlbsql.MiddlewareConfig{Key: func(*http.Request) string { return "" },
+		Secret:        tokenSecret,
+		RejectedToken: func(_ *http.Request, err error) { reported = append(reported, err) },
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		db, err := lb.UpToDateReplica(r.Context(), "")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		usedAddr = lb.Addr(db)
+		if err := db.QueryRowContext(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
+	}))
+	tokens := []string{
+		"FFFFFFFF/FFFFFFFF",
+		"not a token",
+		"FFFFFFFF/FFFFFFFF--" + strings.Repeat("0", 64),
+		dlbsql.SignToken([]byte("another cluster's secret"), "FFFFFFFF/FFFFFFFF"),
+	}
+	for _, token := range tokens {
+		replicaReads := 0
+		for i := 0; i < 10; i++ {
+			req := httptest.NewRequest("GET", "/tags", nil)
+			req.Header.Set(dlbsql.DefaultTokenHeader, token)
+			rec := httptest.NewRecorder()
+			read.ServeHTTP(rec, req)
+			if rec.Code != http.StatusOK {
+				t.Fatalf("token %q: status %d, %s", token, rec.Code, rec.Body)
+			}
+			if usedAddr != primary {
+				replicaReads++
+			}
+		}
+		if replicaReads == 0 {
+			t.Errorf("token %q: every read went to the primary", token)
+		}
+	}
+	if got := lb.RejectedTokens(); got.Malformed != 20 || got.Forged != 20 {
+		t.Errorf("RejectedTokens = %+v, want 20 malformed and 20 forged", got)
+	}
+	if len(reported) != 40 || !errors.Is(reported[0], dlbsql.ErrMalformedToken) ||
+		!errors.Is(reported[39], dlbsql.ErrForgedToken) {
+		t.Errorf("%d rejections reported (%v ... )", len(reported), reported[:1])
 	}
 }
 

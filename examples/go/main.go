@@ -5,9 +5,9 @@
 //
 // It uses the binding's parts: a typed dlb.Config, dlbsql's LoadBalancer (one *sql.DB per
 // host, opened and closed with dlb's host events), its middleware (which records the
-// write's LSN for "repo:R" and hands the client a causal token in the Dlb-Lsn header, carried
-// to the next request), its error classifier and health handler, and contexts whose deadline
-// bounds dlb's work.
+// write's LSN for "repo:R" and hands the client a causal token in the Dlb-Lsn header, signed
+// with DLB_TOKEN_SECRET, carried to the next request), its error classifier and health
+// handler, and contexts whose deadline bounds dlb's work.
 //
 // With -serve ADDR it serves until interrupted; without, it starts on a free port, acts as
 // its own client (one write, then a read carrying the token) and exits, failing on a stale
@@ -26,6 +26,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -149,7 +150,17 @@ func run(serve, repo, tag string) error {
 	}
 	s := &service{lb: lb}
 	mux := http.NewServeMux()
-	mux.Handle("/tags", lb.Middleware(dlbsql.MiddlewareConfig{Key: repoKey})(http.HandlerFunc(s.tags)))
+	// The secret signing the causal tokens: the same in every instance (here from the
+	// environment; a random one only holds within this process).
+	secret := []byte(os.Getenv("DLB_TOKEN_SECRET"))
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return err
+		}
+	}
+	mux.Handle("/tags", lb.Middleware(dlbsql.MiddlewareConfig{Key: repoKey, Secret: secret})(
+		http.HandlerFunc(s.tags)))
 	mux.Handle("/health", dlbsql.HealthHandler(b))
 	if serve == "" {
 		serve = "127.0.0.1:0"

@@ -69,6 +69,8 @@ type LoadBalancer struct {
 	opened, closed int
 
 	unwatch func()
+
+	tokenCounters
 }
 
 // New opens the primary's pool and starts following b's host events (WatchEvents): a replica's pool is

@@ -2,7 +2,11 @@ package dlbsql
 
 import (
 	"context"
+	"errors"
+	"log"
 	"net/http"
+	"sync/atomic"
+	"time"
 )
 
 // DefaultTokenHeader is the header Middleware carries the causal token in by default.
@@ -10,8 +14,9 @@ const DefaultTokenHeader = "Dlb-Lsn"
 
 type tokenKey struct{}
 
-// WithToken returns ctx carrying a causal token (an "X/Y" LSN from RecordLSN):
-// UpToDateReplica then only returns a replica that has replayed it.
+// WithToken returns ctx carrying a causal token (an "X/Y" LSN from RecordLSN, not signed:
+// Middleware puts the LSN of a verified token here): UpToDateReplica then only returns a
+// replica that has replayed it.
 func WithToken(ctx context.Context, token string) context.Context {
 	return context.WithValue(ctx, tokenKey{}, token)
 }
@@ -34,15 +39,76 @@ type MiddlewareConfig struct {
 	Header string
 	// Cookie, when set, carries the token in this cookie instead of a header.
 	Cookie string
+	// Secret signs the tokens sent and verifies the tokens received (HMAC-SHA256, see
+	// SignToken): at least MinSecretLength bytes, the same in every instance that must accept
+	// another's tokens (and in a Ruby service using DLB::RackMiddleware with the same
+	// secret). Give each database cluster its own secret: a token of another cluster is
+	// then rejected as forged. Required.
+	Secret []byte
+	// RejectedToken, when set, is called for a token that is ignored (err is
+	// ErrMalformedToken or ErrForgedToken), instead of the default: a line in the standard
+	// logger, at most one a second. The request goes on without a token either way, and
+	// LoadBalancer.RejectedTokens counts it.
+	RejectedToken func(r *http.Request, err error)
+}
+
+// TokenCounts counts the causal tokens Middleware ignored.
+type TokenCounts struct {
+	// Malformed: not "LSN--MAC" (ErrMalformedToken).
+	Malformed uint64
+	// Forged: a MAC that is not the secret's (ErrForgedToken): forged, altered, or signed by
+	// another cluster's middleware.
+	Forged uint64
+}
+
+// RejectedTokens returns how many causal tokens the middleware ignored so far.
+func (lb *LoadBalancer) RejectedTokens() TokenCounts {
+	return TokenCounts{Malformed: lb.malformedTokens.Load(), Forged: lb.forgedTokens.Load()}
+}
+
+// logRejected is the default RejectedToken: at most one line a second (a client sending bad
+// tokens cannot flood the log), with the count so far.
+func (lb *LoadBalancer) logRejected(r *http.Request, err error) {
+	now := time.Now().UnixNano()
+	last := lb.lastTokenLog.Load()
+	if now-last < int64(time.Second) || !lb.lastTokenLog.CompareAndSwap(last, now) {
+		return
+	}
+	c := lb.RejectedTokens()
+	log.Printf("%v from %s, ignored (ignored so far: %d malformed, %d forged)", err,
+		r.RemoteAddr, c.Malformed, c.Forged)
+}
+
+// tokenCounters are the LoadBalancer's counts of rejected tokens.
+type tokenCounters struct {
+	malformedTokens, forgedTokens atomic.Uint64
+	lastTokenLog                  atomic.Int64 // UnixNano of the default log's last line
 }
 
 // Middleware carries read-your-writes across requests. A request's causal token (from the
-// header or cookie) is put in its context (see TokenFrom), so UpToDateReplica waits for it.
+// header or cookie) is verified with cfg.Secret and its LSN put in the request's context (see
+// TokenFrom), so UpToDateReplica waits for it. A malformed or forged token (or one signed with
+// another secret) is ignored: counted (RejectedTokens), reported (cfg.RejectedToken), and the
+// request goes on as one without a token; it never fails the request.
 // After a write request succeeds (its handler sends a status below 400), the LSN of the
 // request's key is recorded (RecordLSN) before the response starts, and sent back as the
 // token for the client to carry to its next request. A failed recording is not an error for
-// the response (a store failure still yields the write's LSN as the token).
+// the response (a store failure still yields the write's LSN as the token). The token sent is
+// signed (SignToken).
+//
+// Middleware panics when cfg.Key is nil or cfg.Secret is shorter than MinSecretLength: a
+// configuration error, found when the handler is built.
 func (lb *LoadBalancer) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handler {
+	if cfg.Key == nil {
+		panic("dlbsql: MiddlewareConfig.Key is nil")
+	}
+	if len(cfg.Secret) < MinSecretLength {
+		panic("dlbsql: MiddlewareConfig.Secret is shorter than 16 bytes")
+	}
+	cfg.Secret = append([]byte(nil), cfg.Secret...)
+	if cfg.RejectedToken == nil {
+		cfg.RejectedToken = lb.logRejected
+	}
 	if cfg.IsWrite == nil {
 		cfg.IsWrite = func(r *http.Request) bool {
 			switch r.Method {
@@ -59,8 +125,18 @@ func (lb *LoadBalancer) Middleware(cfg MiddlewareConfig) func(http.Handler) http
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			ctx := r.Context()
 			if token := cfg.token(r); token != "" {
-				ctx = WithToken(ctx, token)
-				r = r.WithContext(ctx)
+				lsn, err := VerifyToken(cfg.Secret, token)
+				if err == nil {
+					ctx = WithToken(ctx, lsn)
+					r = r.WithContext(ctx)
+				} else {
+					if errors.Is(err, ErrForgedToken) {
+						lb.forgedTokens.Add(1)
+					} else {
+						lb.malformedTokens.Add(1)
+					}
+					cfg.RejectedToken(r, err)
+				}
 			}
 			key := cfg.Key(r)
 			if key == "" || !cfg.IsWrite(r) {
@@ -89,11 +165,11 @@ func (cfg *MiddlewareConfig) token(r *http.Request) string {
 
 func (cfg *MiddlewareConfig) send(w http.ResponseWriter, lsn string) {
 	if cfg.Cookie != "" {
-		http.SetCookie(w, &http.Cookie{Name: cfg.Cookie, Value: lsn, Path: "/", HttpOnly: true,
-			SameSite: http.SameSiteLaxMode})
+		http.SetCookie(w, &http.Cookie{Name: cfg.Cookie, Value: SignToken(cfg.Secret, lsn),
+			Path: "/", HttpOnly: true, SameSite: http.SameSiteLaxMode})
 		return
 	}
-	w.Header().Set(cfg.Header, lsn)
+	w.Header().Set(cfg.Header, SignToken(cfg.Secret, lsn))
 }
 
 // recording runs record once, just before a successful response's header is sent.
