@@ -130,7 +130,7 @@ func BenchmarkUpToDateReplica(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				read(db)
+				read(db.DB)
 			}
 		})
 	}

@@ -16,7 +16,7 @@ import (
 // connection the previous one gave back.
 func cleanConfig() dlbsql.Config { return dlbsql.Config{Driver: pq.Driver{}, MaxOpenConns: 1} }
 
-func newCleanLB(t *testing.T) (*dlbsql.LoadBalancer, *dlb.Balancer) {
+func newCleanLB(t *testing.T) (*dlbsql.DBLoadBalancer, *dlb.Balancer) {
 	t.Helper()
 	b := needCluster(t).open(t, "", nil)
 	lb, err := dlbsql.New(context.Background(), b, cleanConfig())
@@ -81,7 +81,7 @@ func TestDlbsqlSessionStateDoesNotLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := scanString(t, r, "SHOW search_path"); got != def {
-			t.Errorf("replica %s: the next borrower's search_path is %q", lb.Addr(r), got)
+			t.Errorf("replica %s: the next borrower's search_path is %q", lb.Addr(r.DB), got)
 		}
 	}
 }

@@ -22,7 +22,7 @@ import (
 
 func openPQ(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) }
 
-func newLB(t *testing.T, b *dlb.Balancer) *dlbsql.LoadBalancer {
+func newLB(t *testing.T, b *dlb.Balancer) *dlbsql.DBLoadBalancer {
 	t.Helper()
 	lb, err := dlbsql.New(context.Background(), b, dlbsql.Config{Open: openPQ, MaxOpenConns: 4})
 	if err != nil {
@@ -87,7 +87,7 @@ func TestDlbsqlMiddlewareReadYourWrites(t *testing.T) {
 				http.Error(w, err.Error(), 500)
 				return
 			}
-			usedAddr = reader.Addr(db)
+			usedAddr = reader.Addr(db.DB)
 			var n int
 			err = db.QueryRowContext(r.Context(), "SELECT count(*) FROM "+table+" WHERE repo = $1",
 				r.URL.Query().Get("repo")).Scan(&n)
@@ -129,7 +129,7 @@ func TestDlbsqlMiddlewareReadYourWrites(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sawPaused = reader.Addr(db) == c.replicas[1]
+		sawPaused = reader.Addr(db.DB) == c.replicas[1]
 	}
 	if !sawPaused {
 		t.Fatalf("without a token no read reached the paused replica %s", c.replicas[1])
@@ -158,7 +158,7 @@ func TestDlbsqlMiddlewareIgnoresBadTokens(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		usedAddr = lb.Addr(db)
+		usedAddr = lb.Addr(db.DB)
 		if err := db.QueryRowContext(r.Context(), "SELECT 1").Scan(new(int)); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 		}
@@ -223,7 +223,7 @@ func TestDlbsqlPoolsFollowHostEvents(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if addr := lb.Addr(db); addr != c.replicas[1] {
+		if addr := lb.Addr(db.DB); addr != c.replicas[1] {
 			t.Fatalf("a read went to %s after replica 1 left", addr)
 		}
 	}

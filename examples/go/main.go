@@ -3,11 +3,11 @@
 // primary, GET /tags?repo=R lists a repository's tags from a replica that has replayed the
 // client's writes (read-your-writes), GET /health serves dlb's status.
 //
-// It uses the binding's parts: a typed dlb.Config, dlbsql's LoadBalancer (one *sql.DB per
-// host, opened and closed with dlb's host events), its middleware (which records the
+// It uses the binding's parts: a typed dlb.Config, dlbsql's load balancer (one *sql.DB per
+// host, opened and closed with dlb's host events; connectivity errors reported to dlb by the
+// wrapped driver; a 100 ms pick budget by default), its middleware (which records the
 // write's LSN for "repo:R" and hands the client a causal token in the Dlb-Lsn header, signed
-// with DLB_TOKEN_SECRET, carried to the next request), its error classifier and health
-// handler, and contexts whose deadline bounds dlb's work.
+// with DLB_TOKEN_SECRET, carried to the next request) and health handler.
 //
 // With -serve ADDR it serves until interrupted; without, it starts on a free port, acts as
 // its own client (one write, then a read carrying the token) and exits, failing on a stale
@@ -75,21 +75,20 @@ func config() (dlb.Config, error) {
 	return cfg, nil
 }
 
-type service struct{ lb *dlbsql.LoadBalancer }
+type service struct{ lb *dlbsql.DBLoadBalancer }
 
 func repoKey(r *http.Request) string { return "repo:" + r.URL.Query().Get("repo") }
 
 func (s *service) tags(w http.ResponseWriter, r *http.Request) {
-	// The registry's budget for the database's part of a request.
-	ctx, cancel := context.WithTimeout(r.Context(), 500*time.Millisecond)
-	defer cancel()
+	// No dlb-specific glue: the pick's budget is dlbsql's default (100 ms, the registry's),
+	// and the pools opened with Config.Driver report connectivity errors to dlb themselves.
+	ctx := r.Context()
 	repo := r.URL.Query().Get("repo")
 	switch r.Method {
 	case http.MethodPut:
 		_, err := s.lb.Primary().ExecContext(ctx, `INSERT INTO dlb_example_tags (repo, name)
 			VALUES ($1, $2) ON CONFLICT DO NOTHING`, repo, r.URL.Query().Get("tag"))
 		if err != nil {
-			s.lb.ReportError(s.lb.Primary(), err)
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -103,8 +102,7 @@ func (s *service) tags(w http.ResponseWriter, r *http.Request) {
 		rows, err := db.QueryContext(ctx, `SELECT name FROM dlb_example_tags WHERE repo = $1
 			ORDER BY created_at, name`, repo)
 		if err != nil {
-			// A connectivity error takes the host out of rotation at once.
-			s.lb.ReportError(db, err)
+			// A connectivity error has taken the host out of rotation already.
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -118,7 +116,8 @@ func (s *service) tags(w http.ResponseWriter, r *http.Request) {
 			}
 			names = append(names, n)
 		}
-		w.Header().Set("Dlb-Host", s.lb.Addr(db))
+		w.Header().Set("Dlb-Host", db.Route.Addr)
+		w.Header().Set("Dlb-Route", db.Route.String()) // e.g. "replica (caught_up_cached)"
 		fmt.Fprintln(w, strings.Join(names, "\n"))
 	default:
 		http.Error(w, "PUT or GET", http.StatusMethodNotAllowed)

@@ -25,6 +25,10 @@ import (
 // SET clause on the function or SET LOCAL) called from a SELECT.
 //
 // The driver's own ResetSession and IsValid, when it has them, are honoured too.
+//
+// The pools Config.Driver opens also report every connectivity error (IsConnectivityError)
+// to dlb, whether from connecting, a statement, reading rows or ending a transaction, so
+// the host leaves the rotation at once with no ReportError call in the application.
 func WrapConnector(c driver.Connector) driver.Connector { return &connector{inner: c} }
 
 // driverConnector returns d's connector for dsn (DriverContext), or one calling d.Open.
@@ -49,14 +53,22 @@ func (c dsnConnector) Connect(ctx context.Context) (driver.Conn, error) {
 
 func (c dsnConnector) Driver() driver.Driver { return c.d }
 
-type connector struct{ inner driver.Connector }
+type connector struct {
+	inner driver.Connector
+	// report, when set, is called with every connectivity error (dlb.Balancer.ReportFailure
+	// for the pool's host).
+	report func(error)
+}
 
 func (c *connector) Connect(ctx context.Context) (driver.Conn, error) {
 	cn, err := c.inner.Connect(ctx)
 	if err != nil {
+		if c.report != nil && IsConnectivityError(err) {
+			c.report(err)
+		}
 		return nil, err
 	}
-	return &conn{inner: cn}, nil
+	return &conn{inner: cn, report: c.report}, nil
 }
 
 func (c *connector) Driver() driver.Driver { return c.inner.Driver() }
@@ -77,6 +89,8 @@ type conn struct {
 	dirty bool
 	// inTx: a transaction begun with Begin/BeginTx is not known to have ended.
 	inTx bool
+	// report is the connector's.
+	report func(error)
 }
 
 var (
@@ -131,7 +145,10 @@ func (c *conn) PrepareContext(ctx context.Context, query string) (driver.Stmt, e
 		s, err = c.inner.Prepare(query)
 	}
 	c.noteErr(err)
-	return s, err
+	if err != nil || c.report == nil {
+		return s, err
+	}
+	return wrapStmt(s, c), nil
 }
 
 func (c *conn) Close() error { return c.inner.Close() }
@@ -177,6 +194,7 @@ func (t *txn) end(err error) error {
 		t.c.inTx = false
 	} else {
 		t.c.dirty = true
+		t.c.reportErr(err)
 	}
 	return err
 }
@@ -200,7 +218,7 @@ func (c *conn) QueryContext(ctx context.Context, query string, args []driver.Nam
 	c.note(query)
 	rows, err := q.QueryContext(ctx, query, args)
 	c.noteErr(err)
-	return rows, err
+	return c.wrapRows(rows, err)
 }
 
 func (c *conn) Ping(ctx context.Context) error {
@@ -230,16 +248,24 @@ func (c *conn) note(query string) {
 
 // noteErr marks the connection dirty after an error that is not the server's answer to a
 // statement (those leave the session as it was: a failed statement changes nothing, and a
-// transaction it aborted ends with Rollback).
+// transaction it aborted ends with Rollback), and reports a connectivity error.
 func (c *conn) noteErr(err error) {
 	if err == nil || errors.Is(err, driver.ErrSkip) {
 		return
 	}
+	c.reportErr(err)
 	var state interface{ SQLState() string }
 	if errors.As(err, &state) && len(state.SQLState()) == 5 && !connectivityState(state.SQLState()) {
 		return
 	}
 	c.dirty = true
+}
+
+// reportErr reports err to dlb when it is a connectivity error (and a reporter is set).
+func (c *conn) reportErr(err error) {
+	if c.report != nil && IsConnectivityError(err) {
+		c.report(err)
+	}
 }
 
 // sessionNeutral says whether a statement (or a statement string) cannot change the

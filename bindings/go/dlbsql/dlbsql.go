@@ -1,16 +1,18 @@
 // Package dlbsql puts database/sql pools behind a dlb.Balancer: one *sql.DB per host, opened
 // with a driver (any: pgx's stdlib, lib/pq...) whose connections are never handed out with
-// state a borrower left (see WrapConnector), or by a caller-supplied Opener, and closed once
-// dlb has drained the host, the way GitLab's container registry uses its LoadBalancer:
+// state a borrower left and whose connectivity errors are reported to dlb (see Config.Driver,
+// WrapConnector), or by a caller-supplied Opener, and closed once dlb has drained the host,
+// the way GitLab's container registry uses its LoadBalancer:
 //
 //	lb, err := dlbsql.New(ctx, balancer, dlbsql.Config{Driver: &pq.Driver{}})
 //	db := lb.Primary()                         // writes
-//	db, err = lb.UpToDateReplica(ctx, key)     // reads that must see key's writes
+//	rdb, err := lb.UpToDateReplica(ctx, key)   // reads that must see key's writes (rdb.Route: why)
 //	lsn, err := lb.RecordLSN(ctx, key)         // after a write for key commits
 //
-// It also gives an error classifier that reports connectivity errors to dlb (ReportError),
-// an http middleware that carries the causal token between requests (Middleware) and a
-// health handler (HealthHandler). Standard library only.
+// Code that takes a LoadBalancer (the interface) can be tested with a mock. It also gives an
+// error classifier (IsConnectivityError, ReportError for pools it did not open), an http
+// middleware that carries a signed causal token between requests (Middleware) and a health
+// handler (HealthHandler). Standard library only.
 package dlbsql
 
 import (
@@ -42,8 +44,15 @@ type Config struct {
 	// &pq.Driver{}, or pgx's stdlib.GetDefaultDriver(). Open is then not used.
 	Driver driver.Driver
 	// Open opens a pool (required unless Driver is set). Its pools are used as they are: wrap
-	// the connector yourself (sql.OpenDB(WrapConnector(c))) for the same reset.
+	// the connector yourself (sql.OpenDB(WrapConnector(c))) for the same reset, and report
+	// connectivity errors with ReportError (only Driver's pools report them by themselves).
 	Open Opener
+	// PickBudget bounds a pick of UpToDateReplica whose ctx has no deadline: dlb's LSN store
+	// read and live replay checks end by then, and a read no replica was shown to serve in
+	// time goes to the primary. 0 means DefaultPickBudget; a negative value, no budget (the
+	// configuration's sticky_check_budget_ms and the store's op_timeout_ms still apply). A
+	// ctx with a deadline keeps its own.
+	PickBudget time.Duration
 	// MaxOpenConns, MaxIdleConns, ConnMaxLifetime and ConnMaxIdleTime are applied to every
 	// pool opened (per host).
 	MaxOpenConns    int
@@ -52,14 +61,53 @@ type Config struct {
 	ConnMaxIdleTime time.Duration
 }
 
-// LoadBalancer hands out one *sql.DB per host. Safe for concurrent use.
-type LoadBalancer struct {
+// DefaultPickBudget is Config.PickBudget's default: the GitLab container registry's budget
+// for finding an up-to-date replica.
+const DefaultPickBudget = 100 * time.Millisecond
+
+// The host types TypeOf returns.
+const (
+	HostTypePrimary = "primary"
+	HostTypeReplica = "replica"
+	HostTypeUnknown = "unknown"
+)
+
+// LoadBalancer is what an application needs of DBLoadBalancer, as an interface to mock in
+// its tests (the registry's LoadBalancer).
+type LoadBalancer interface {
+	// Primary returns the primary's pool, for writes.
+	Primary() *sql.DB
+	// Replica returns a pool for a read that needs no freshness.
+	Replica(ctx context.Context) (DB, error)
+	// UpToDateReplica returns a pool for a read that must see key's writes (and ctx's token).
+	UpToDateReplica(ctx context.Context, key string) (DB, error)
+	// Replicas returns the replicas' pools open now.
+	Replicas() []*sql.DB
+	// TypeOf returns HostTypePrimary, HostTypeReplica or HostTypeUnknown for a pool.
+	TypeOf(db *sql.DB) string
+	// RecordLSN records key's LSN after a write and returns it (a causal token).
+	RecordLSN(ctx context.Context, key string) (string, error)
+}
+
+var _ LoadBalancer = (*DBLoadBalancer)(nil)
+
+// DB is a pool handed out for a read, with the route dlb chose it by: Route.Role,
+// Route.Reason (why: caught up, not caught up, no healthy replica...), Route.HostID and
+// Route.Addr. Route.DSN holds the password; printing a Route leaves it out.
+type DB struct {
+	*sql.DB
+	Route dlb.Route
+}
+
+// DBLoadBalancer hands out one *sql.DB per host. Safe for concurrent use.
+type DBLoadBalancer struct {
 	b       *dlb.Balancer
 	cfg     Config
 	primary *sql.DB
 	// primaryID and primaryAddr name the primary's host.
 	primaryID   uint64
 	primaryAddr string
+	primaryDSN  string
 
 	mu    sync.Mutex
 	pools map[uint64]*sql.DB // replicas by host id
@@ -78,7 +126,7 @@ type LoadBalancer struct {
 // closed once dlb says it is drained. b stays the caller's (Close does not close it).
 //
 // Errors: ctx.Err(), dlb.ErrClosed, and what Config.Open returns.
-func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*LoadBalancer, error) {
+func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*DBLoadBalancer, error) {
 	if cfg.Open == nil && cfg.Driver == nil {
 		return nil, errors.New("dlbsql: Config.Open and Config.Driver are nil")
 	}
@@ -89,9 +137,10 @@ func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*LoadBalancer, error
 	if err != nil {
 		return nil, err
 	}
-	lb := &LoadBalancer{b: b, cfg: cfg, primaryID: r.HostID, primaryAddr: r.Addr,
-		pools: map[uint64]*sql.DB{}, addrs: map[*sql.DB]string{}, gone: map[uint64]bool{}}
-	if lb.primary, err = lb.open(r.DSN); err != nil {
+	lb := &DBLoadBalancer{b: b, cfg: cfg, primaryID: r.HostID, primaryAddr: r.Addr,
+		primaryDSN: r.DSN,
+		pools:      map[uint64]*sql.DB{}, addrs: map[*sql.DB]string{}, gone: map[uint64]bool{}}
+	if lb.primary, err = lb.open(r.DSN, r.Addr); err != nil {
 		return nil, err
 	}
 	lb.addrs[lb.primary] = r.Addr
@@ -99,7 +148,8 @@ func New(ctx context.Context, b *dlb.Balancer, cfg Config) (*LoadBalancer, error
 	return lb, nil
 }
 
-func (lb *LoadBalancer) open(dsn string) (*sql.DB, error) {
+// open opens the pool of the host at addr.
+func (lb *DBLoadBalancer) open(dsn, addr string) (*sql.DB, error) {
 	if dsn == "" {
 		// Drivers take an empty DSN for their defaults (another server): never open one.
 		return nil, errors.New("dlbsql: dlb handed out an empty DSN")
@@ -110,7 +160,7 @@ func (lb *LoadBalancer) open(dsn string) (*sql.DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db = sql.OpenDB(WrapConnector(c))
+		db = sql.OpenDB(&connector{inner: c, report: func(error) { _ = lb.b.ReportFailure(addr) }})
 	} else {
 		var err error
 		if db, err = lb.cfg.Open(dsn); err != nil {
@@ -135,7 +185,7 @@ func (lb *LoadBalancer) open(dsn string) (*sql.DB, error) {
 }
 
 // event closes the pool of a drained host.
-func (lb *LoadBalancer) event(e dlb.HostEvent) {
+func (lb *DBLoadBalancer) event(e dlb.HostEvent) {
 	if e.Event != dlb.EventDrained {
 		return
 	}
@@ -154,65 +204,121 @@ func (lb *LoadBalancer) event(e dlb.HostEvent) {
 }
 
 // Primary returns the primary's pool, for writes.
-func (lb *LoadBalancer) Primary() *sql.DB { return lb.primary }
+func (lb *DBLoadBalancer) Primary() *sql.DB { return lb.primary }
 
 // Replica returns a pool for a read that needs no freshness: a healthy replica in
 // round-robin order, or the primary when none is healthy. Never blocks on I/O.
 //
 // Errors: ctx.Err(), dlb.ErrClosed, what Config.Open returns.
-func (lb *LoadBalancer) Replica(ctx context.Context) (*sql.DB, error) {
+func (lb *DBLoadBalancer) Replica(ctx context.Context) (DB, error) {
 	r, err := lb.b.PickReplica(ctx, dlb.NoKey)
 	if err != nil {
-		return nil, err
+		return DB{}, err
 	}
 	return lb.pool(r)
 }
 
 // UpToDateReplica returns a pool for a read that must see the writes recorded for key
 // (RecordLSN) and, when ctx carries a causal token (Middleware, WithToken), the writes up to
-// it: a replica that has replayed them, else the primary. ctx's deadline bounds dlb's store
-// read and live checks; ctx.Err() is returned as is.
+// it: a replica that has replayed them, else the primary; the DB's Route says which and why.
 //
-// Errors: ctx.Err(), dlb.ErrInvalidKey, dlb.ErrNoCaughtUpReplica (under the "error" policy),
-// dlb.ErrClosed, what Config.Open returns.
-func (lb *LoadBalancer) UpToDateReplica(ctx context.Context, key string) (*sql.DB, error) {
+// ctx's deadline bounds dlb's store read and live checks, and ctx.Err() is returned as is
+// when ctx is done. Without a deadline, Config.PickBudget (default 100 ms) bounds them: when
+// it runs out first the read goes to the primary (Route.Reason says why: dlb.ReasonStoreError
+// when dlb gave up the store's read, dlb.ReasonNotCaughtUp otherwise), not an error.
+//
+// Errors: ctx.Err(), dlb.ErrInvalidKey, dlb.ErrInvalidLSN (a token given with WithToken that
+// is no LSN), dlb.ErrNoCaughtUpReplica (under the "error" policy), dlb.ErrClosed, what
+// Config.Open returns.
+func (lb *DBLoadBalancer) UpToDateReplica(ctx context.Context, key string) (DB, error) {
+	token := TokenFrom(ctx)
+	if key == "" && token == "" {
+		return lb.Replica(ctx) // round-robin: never blocks, no budget needed
+	}
+	pickCtx := ctx
+	if _, ok := ctx.Deadline(); !ok && lb.cfg.PickBudget >= 0 {
+		budget := lb.cfg.PickBudget
+		if budget == 0 {
+			budget = DefaultPickBudget
+		}
+		var cancel context.CancelFunc
+		pickCtx, cancel = context.WithTimeout(ctx, budget)
+		defer cancel()
+	}
 	var r dlb.Route
 	var err error
-	if token := TokenFrom(ctx); token != "" {
-		r, err = lb.b.PickReplicaMinLSN(ctx, token)
+	if token != "" {
+		r, err = lb.b.PickReplicaMinLSN(pickCtx, token)
 		if err == nil && r.Role == dlb.RoleReplica && key != "" {
 			// The token is satisfied; the key's own record must be too.
-			r, err = lb.b.PickReplica(ctx, key)
+			r, err = lb.b.PickReplica(pickCtx, key)
 		}
 	} else {
-		r, err = lb.b.PickReplica(ctx, key)
+		r, err = lb.b.PickReplica(pickCtx, key)
 	}
 	if err != nil {
-		return nil, err
+		if pickCtx != ctx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			// The budget ran out, not the caller's time: no replica was shown caught up.
+			return DB{DB: lb.primary, Route: lb.primaryRoute(dlb.ReasonNotCaughtUp)}, nil
+		}
+		return DB{}, err
 	}
 	return lb.pool(r)
 }
 
+// primaryRoute is the primary's route with reason.
+func (lb *DBLoadBalancer) primaryRoute(reason dlb.Reason) dlb.Route {
+	return dlb.Route{DSN: lb.primaryDSN, Role: dlb.RolePrimary, Reason: reason,
+		HostID: lb.primaryID, Addr: lb.primaryAddr}
+}
+
 // pool returns the pool of a route's host, opening it on first use.
-func (lb *LoadBalancer) pool(r dlb.Route) (*sql.DB, error) {
+func (lb *DBLoadBalancer) pool(r dlb.Route) (DB, error) {
 	if r.Role == dlb.RolePrimary {
-		return lb.primary, nil
+		return DB{DB: lb.primary, Route: r}, nil
 	}
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	if db := lb.pools[r.HostID]; db != nil {
-		return db, nil
+		return DB{DB: db, Route: r}, nil
 	}
 	if lb.gone[r.HostID] {
-		return lb.primary, nil // drained since the pick
+		// Drained since the pick.
+		return DB{DB: lb.primary, Route: lb.primaryRoute(dlb.ReasonNoHealthyReplica)}, nil
 	}
-	db, err := lb.open(r.DSN)
+	db, err := lb.open(r.DSN, r.Addr)
 	if err != nil {
-		return nil, err
+		return DB{}, err
 	}
 	lb.pools[r.HostID] = db
 	lb.addrs[db] = r.Addr
-	return db, nil
+	return DB{DB: db, Route: r}, nil
+}
+
+// Replicas returns the pools of the replicas dlb has routed reads to and not drained, in no
+// particular order (a replica's pool is opened the first time a read goes to it).
+func (lb *DBLoadBalancer) Replicas() []*sql.DB {
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	dbs := make([]*sql.DB, 0, len(lb.pools))
+	for _, db := range lb.pools {
+		dbs = append(dbs, db)
+	}
+	return dbs
+}
+
+// TypeOf returns HostTypePrimary for the primary's pool, HostTypeReplica for a replica's
+// (open now) and HostTypeUnknown for any other *sql.DB.
+func (lb *DBLoadBalancer) TypeOf(db *sql.DB) string {
+	if db != nil && db == lb.primary {
+		return HostTypePrimary
+	}
+	lb.mu.Lock()
+	defer lb.mu.Unlock()
+	if _, ok := lb.addrs[db]; ok && db != nil {
+		return HostTypeReplica
+	}
+	return HostTypeUnknown
 }
 
 // RecordLSN records the primary's current WAL position for key (call it after a write for
@@ -220,7 +326,7 @@ func (lb *LoadBalancer) pool(r dlb.Route) (*sql.DB, error) {
 // returned with the error (carry it as a token).
 //
 // Errors: those of dlb.Balancer.RecordLSN.
-func (lb *LoadBalancer) RecordLSN(ctx context.Context, key string) (string, error) {
+func (lb *DBLoadBalancer) RecordLSN(ctx context.Context, key string) (string, error) {
 	lsn, err := lb.b.RecordLSN(ctx, key)
 	var se *dlb.StoreError
 	if errors.As(err, &se) {
@@ -231,7 +337,7 @@ func (lb *LoadBalancer) RecordLSN(ctx context.Context, key string) (string, erro
 
 // Pools returns how many replica pools are open now, and how many pools (the primary's
 // included) were opened and closed so far.
-func (lb *LoadBalancer) Pools() (open, opened, closed int) {
+func (lb *DBLoadBalancer) Pools() (open, opened, closed int) {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	return len(lb.pools), lb.opened, lb.closed
@@ -239,7 +345,7 @@ func (lb *LoadBalancer) Pools() (open, opened, closed int) {
 
 // Close stops following host events and closes every pool (waiting for queries in
 // flight). The balancer stays open.
-func (lb *LoadBalancer) Close() error {
+func (lb *DBLoadBalancer) Close() error {
 	lb.unwatch()
 	lb.mu.Lock()
 	pools := lb.pools
@@ -259,8 +365,10 @@ func (lb *LoadBalancer) Close() error {
 
 // ReportError tells dlb about err, an error a query on db returned, when it is a
 // connectivity error (IsConnectivityError): the host leaves the rotation until a probe
-// succeeds, and dlb re-checks at once. Returns whether it was reported.
-func (lb *LoadBalancer) ReportError(db *sql.DB, err error) bool {
+// succeeds, and dlb re-checks at once. Returns whether it was reported. Pools opened with
+// Config.Driver report their connectivity errors by themselves (connecting, a statement, a
+// row, a commit): ReportError is for pools from Config.Open.
+func (lb *DBLoadBalancer) ReportError(db *sql.DB, err error) bool {
 	if !IsConnectivityError(err) {
 		return false
 	}
@@ -319,11 +427,11 @@ func HealthHandler(b *dlb.Balancer) http.Handler {
 }
 
 // Balancer returns the balancer the pools follow.
-func (lb *LoadBalancer) Balancer() *dlb.Balancer { return lb.b }
+func (lb *DBLoadBalancer) Balancer() *dlb.Balancer { return lb.b }
 
 // Addr returns the "host:port" of the host db is a pool of ("" for a pool this
-// LoadBalancer does not hold).
-func (lb *LoadBalancer) Addr(db *sql.DB) string {
+// DBLoadBalancer does not hold).
+func (lb *DBLoadBalancer) Addr(db *sql.DB) string {
 	lb.mu.Lock()
 	defer lb.mu.Unlock()
 	return lb.addrs[db]

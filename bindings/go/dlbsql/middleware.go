@@ -48,7 +48,7 @@ type MiddlewareConfig struct {
 	// RejectedToken, when set, is called for a token that is ignored (err is
 	// ErrMalformedToken or ErrForgedToken), instead of the default: a line in the standard
 	// logger, at most one a second. The request goes on without a token either way, and
-	// LoadBalancer.RejectedTokens counts it.
+	// DBLoadBalancer.RejectedTokens counts it.
 	RejectedToken func(r *http.Request, err error)
 }
 
@@ -62,13 +62,13 @@ type TokenCounts struct {
 }
 
 // RejectedTokens returns how many causal tokens the middleware ignored so far.
-func (lb *LoadBalancer) RejectedTokens() TokenCounts {
+func (lb *DBLoadBalancer) RejectedTokens() TokenCounts {
 	return TokenCounts{Malformed: lb.malformedTokens.Load(), Forged: lb.forgedTokens.Load()}
 }
 
 // logRejected is the default RejectedToken: at most one line a second (a client sending bad
 // tokens cannot flood the log), with the count so far.
-func (lb *LoadBalancer) logRejected(r *http.Request, err error) {
+func (lb *DBLoadBalancer) logRejected(r *http.Request, err error) {
 	now := time.Now().UnixNano()
 	last := lb.lastTokenLog.Load()
 	if now-last < int64(time.Second) || !lb.lastTokenLog.CompareAndSwap(last, now) {
@@ -79,7 +79,7 @@ func (lb *LoadBalancer) logRejected(r *http.Request, err error) {
 		r.RemoteAddr, c.Malformed, c.Forged)
 }
 
-// tokenCounters are the LoadBalancer's counts of rejected tokens.
+// tokenCounters are the DBLoadBalancer's counts of rejected tokens.
 type tokenCounters struct {
 	malformedTokens, forgedTokens atomic.Uint64
 	lastTokenLog                  atomic.Int64 // UnixNano of the default log's last line
@@ -98,7 +98,7 @@ type tokenCounters struct {
 //
 // Middleware panics when cfg.Key is nil or cfg.Secret is shorter than MinSecretLength: a
 // configuration error, found when the handler is built.
-func (lb *LoadBalancer) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handler {
+func (lb *DBLoadBalancer) Middleware(cfg MiddlewareConfig) func(http.Handler) http.Handler {
 	if cfg.Key == nil {
 		panic("dlbsql: MiddlewareConfig.Key is nil")
 	}
