@@ -213,11 +213,19 @@ func TestDlbsqlPoolsFollowHostEvents(t *testing.T) {
 		open, _, _ := lb.Pools()
 		return open == 2
 	})
+	if n := len(lb.PoolStats()); n != 3 {
+		t.Fatalf("PoolStats has %d pools, want the primary's and two replicas'", n)
+	}
 	dns.set(c.port(2))
 	until(t, "replica 1's pool is closed", func() bool {
 		open, _, closed := lb.Pools()
 		return open == 1 && closed == 1
 	})
+	for _, p := range lb.PoolStats() {
+		if p.Addr == c.replicas[0] {
+			t.Fatalf("PoolStats still lists the drained replica %s", p.Addr)
+		}
+	}
 	for i := 0; i < 10; i++ {
 		db, err := lb.Replica(context.Background())
 		if err != nil {

@@ -11,6 +11,9 @@ import (
 
 	dlb "dlb/bindings/go"
 	"dlb/bindings/go/dlbprom"
+	"dlb/bindings/go/dlbsql"
+
+	"github.com/lib/pq"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -27,7 +30,7 @@ func open(t *testing.T) (*dlb.Balancer, []string) {
 		t.Skip("no test cluster")
 	}
 	hosts := strings.Split(replicas, ",")
-	text, _ := json.Marshal(map[string]any{"primary": primary + " password=secretpw",
+	text, _ := json.Marshal(map[string]any{"primary": primary + " password=secretpw sslmode=disable",
 		"replicas": map[string]any{"hosts": hosts}, "replica_check_interval_ms": 100})
 	b, err := dlb.Open(context.Background(), string(text))
 	if err != nil {
@@ -181,5 +184,65 @@ func TestCollectorHistograms(t *testing.T) {
 	}
 	if problems, err := testutil.GatherAndLint(reg); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
+	}
+}
+
+// The pool collector exports one series per pool dlbsql holds (host, host_id, role), with
+// the namespace and the constant labels; a replica's series come with its pool, and none is
+// left once the load balancer is closed.
+func TestPoolCollector(t *testing.T) {
+	b, hosts := open(t)
+	ctx := context.Background()
+	lb, err := dlbsql.New(ctx, b, dlbsql.Config{Driver: &pq.Driver{}, MaxOpenConns: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+	c := dlbprom.NewPoolCollector(lb, dlbprom.Options{Namespace: "registry_db",
+		ConstLabels: prometheus.Labels{"cluster": "main"}})
+	if n := testutil.CollectAndCount(c, "registry_db_sql_open_connections"); n != 1 {
+		t.Fatalf("%d open_connections series before any read; want the primary's", n)
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 20 && len(seen) < len(hosts); i++ {
+		db, err := lb.Replica(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.QueryRowContext(ctx, "SELECT 1").Scan(new(int)); err != nil {
+			t.Fatal(err)
+		}
+		seen[db.Route.Addr] = true
+	}
+	primary := lb.Addr(lb.Primary())
+	var want strings.Builder
+	want.WriteString("# HELP registry_db_sql_open_connections The number of established connections both in use and idle.\n" +
+		"# TYPE registry_db_sql_open_connections gauge\n")
+	var ids = map[string]string{}
+	for _, p := range lb.PoolStats() {
+		ids[p.Addr] = fmt.Sprint(p.HostID)
+	}
+	fmt.Fprintf(&want, "registry_db_sql_open_connections{cluster=\"main\",host=%q,host_id=%q,role=\"primary\"} 0\n",
+		primary, ids[primary])
+	for _, h := range hosts {
+		fmt.Fprintf(&want, "registry_db_sql_open_connections{cluster=\"main\",host=%q,host_id=%q,role=\"replica\"} 1\n",
+			h, ids[h])
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want.String()),
+		"registry_db_sql_open_connections"); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(c, dlbprom.New(b, dlbprom.Options{Namespace: "registry_db",
+		ConstLabels: prometheus.Labels{"cluster": "main"}}))
+	if _, err := reg.Gather(); err != nil {
+		t.Fatal(err)
+	}
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", problems, err)
+	}
+	lb.Close()
+	if n := testutil.CollectAndCount(c); n != 0 {
+		t.Fatalf("%d series after Close", n)
 	}
 }

@@ -7,6 +7,7 @@ go 1.19
 // modules requires github.com/prometheus/client_golang normally.
 require (
 	dlb/bindings/go v0.0.0
+	github.com/lib/pq v1.10.7 // the tests' driver
 	github.com/prometheus/client_golang v1.14.0
 	github.com/prometheus/client_model v0.3.0
 	github.com/prometheus/common v0.39.0

@@ -113,6 +113,7 @@ type DBLoadBalancer struct {
 	pools map[uint64]*sql.DB // replicas by host id
 	addrs map[*sql.DB]string // every pool's host:port, for ReportError
 	gone  map[uint64]bool    // drained hosts: never reopened
+	shut  bool               // Close was called
 	// opened and closed count pools, for tests and metrics.
 	opened, closed int
 
@@ -343,11 +344,47 @@ func (lb *DBLoadBalancer) Pools() (open, opened, closed int) {
 	return len(lb.pools), lb.opened, lb.closed
 }
 
+// PoolStats is one pool's database/sql statistics and its host.
+type PoolStats struct {
+	// Role is HostTypePrimary or HostTypeReplica.
+	Role string
+	// HostID and Addr are the host's, as in dlb.Route.
+	HostID uint64
+	Addr   string
+	Stats  sql.DBStats
+}
+
+// PoolStats returns the statistics of every pool open now: the primary's, then the
+// replicas' (a replica's pool opens when a read first goes to it and closes once dlb drains
+// the host, so its entry comes and goes with the host's events). dlbprom.NewPoolCollector
+// exports them. Nil after Close.
+func (lb *DBLoadBalancer) PoolStats() []PoolStats {
+	lb.mu.Lock()
+	if lb.shut {
+		lb.mu.Unlock()
+		return nil
+	}
+	stats := make([]PoolStats, 0, 1+len(lb.pools))
+	stats = append(stats, PoolStats{Role: HostTypePrimary, HostID: lb.primaryID,
+		Addr: lb.primaryAddr})
+	dbs := []*sql.DB{lb.primary}
+	for id, db := range lb.pools {
+		stats = append(stats, PoolStats{Role: HostTypeReplica, HostID: id, Addr: lb.addrs[db]})
+		dbs = append(dbs, db)
+	}
+	lb.mu.Unlock()
+	for i, db := range dbs {
+		stats[i].Stats = db.Stats() // outside the lock: it takes the pool's own
+	}
+	return stats
+}
+
 // Close stops following host events and closes every pool (waiting for queries in
 // flight). The balancer stays open.
 func (lb *DBLoadBalancer) Close() error {
 	lb.unwatch()
 	lb.mu.Lock()
+	lb.shut = true
 	pools := lb.pools
 	lb.pools = map[uint64]*sql.DB{}
 	lb.mu.Unlock()
