@@ -10,6 +10,9 @@
 # PREFIX defaults to /usr/local; DESTDIR (staging root, for packagers) to empty. LIBDIR and
 # INCLUDEDIR in the environment override $PREFIX/lib and $PREFIX/include.
 #
+# The library is taken from cargo's target directory: $CARGO_TARGET_DIR when set (relative to
+# the repository's root, as cargo reads it from there), else target/.
+#
 # The native libraries of Libs.private come from rustc (--print native-static-libs), so they
 # match the toolchain and target that built libdlb.a.
 set -euo pipefail
@@ -20,6 +23,8 @@ PREFIX=${1:-${PREFIX:-/usr/local}}
 DESTDIR=${2:-${DESTDIR:-}}
 LIBDIR=${LIBDIR:-$PREFIX/lib}
 INCLUDEDIR=${INCLUDEDIR:-$PREFIX/include}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+[[ $TARGET_DIR == /* ]] || TARGET_DIR="$ROOT/$TARGET_DIR"
 [[ $PREFIX == /* ]] || {
     echo "install: PREFIX must be an absolute path (got '$PREFIX')" >&2
     exit 1
@@ -51,8 +56,8 @@ pc_libdir=${LIBDIR/#"$PREFIX"/\$\{prefix\}}
 pc_includedir=${INCLUDEDIR/#"$PREFIX"/\$\{prefix\}}
 install -d "$DESTDIR$INCLUDEDIR" "$lib/pkgconfig"
 install -m 644 include/dlb.h "$DESTDIR$INCLUDEDIR/dlb.h"
-install -m 644 target/release/libdlb.a "$lib/libdlb.a"
-install -m 755 target/release/libdlb.so "$lib/libdlb.so.$VERSION"
+install -m 644 "$TARGET_DIR/release/libdlb.a" "$lib/libdlb.a"
+install -m 755 "$TARGET_DIR/release/libdlb.so" "$lib/libdlb.so.$VERSION"
 ln -sfn "libdlb.so.$VERSION" "$lib/libdlb.so.$MAJOR"
 ln -sfn "libdlb.so.$MAJOR" "$lib/libdlb.so"
 cat >"$lib/pkgconfig/dlb.pc" <<PC

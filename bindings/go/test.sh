@@ -81,8 +81,9 @@ if ! make --no-print-directory install PREFIX="$PREFIX" >"$TMP/install.log" 2>&1
     cat "$TMP/install.log" >&2
     die "make install failed"
 fi
-[[ -f target/release/libdlb.a && -f target/release/libdlb.so ]] ||
-    die "no libdlb.a/libdlb.so in target/release"
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ -f $target_dir/release/libdlb.a && -f $target_dir/release/libdlb.so ]] ||
+    die "no libdlb.a/libdlb.so in $target_dir/release"
 # What a user of the installed copy sets: pkg-config's search path, and the loader's for a
 # prefix it does not search.
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib"
