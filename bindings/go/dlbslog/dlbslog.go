@@ -1,10 +1,5 @@
-// Package dlbslog bridges dlb to structured logging (slog): host events become records with
-// fields (host, host_id, event, health, reason, lag_bytes, lag_seconds, error), and dlb's own
-// log records are forwarded with their level.
-//
-// Go 1.19 (this repository's toolchain) has no log/slog: the bridge uses
-// golang.org/x/exp/slog, the same design (Debian's golang-golang-x-exp-dev). It lives in its
-// own module (dlb/bindings/go/dlbslog) so that the core package keeps no dependency.
+//go:build !go1.21
+
 package dlbslog
 
 import (
@@ -42,30 +37,22 @@ func Forward(logger slog.Logger, level dlb.LogLevel) error {
 // host's address, id, health, reason, lag and last error as attributes.
 func Events(b *dlb.Balancer, logger slog.Logger) (stop func()) {
 	return b.WatchEvents(func(e dlb.HostEvent) {
+		warn, msg, fields := eventRecord(e)
 		level := slog.InfoLevel
-		if e.Event == dlb.EventQuarantined {
+		if warn {
 			level = slog.WarnLevel
 		}
-		attrs := []slog.Attr{
-			slog.String("component", "dlb"),
-			slog.String("event", e.Event),
-			slog.String("host", e.Addr),
-			slog.Uint64("host_id", e.HostID),
-			slog.String("health", e.Health),
-			slog.Uint64("lag_bytes", e.LagBytes),
+		attrs := make([]slog.Attr, len(fields))
+		for i, f := range fields {
+			switch f.kind {
+			case 'u':
+				attrs[i] = slog.Uint64(f.key, f.u)
+			case 'f':
+				attrs[i] = slog.Float64(f.key, f.f)
+			default:
+				attrs[i] = slog.String(f.key, f.s)
+			}
 		}
-		if e.LagSeconds != nil {
-			attrs = append(attrs, slog.Float64("lag_seconds", *e.LagSeconds))
-		}
-		if e.Reason != "" {
-			attrs = append(attrs, slog.String("reason", e.Reason))
-		}
-		if e.Error != "" {
-			attrs = append(attrs, slog.String("error", e.Error))
-		}
-		if e.Dropped > 0 {
-			attrs = append(attrs, slog.Uint64("dropped", e.Dropped))
-		}
-		logger.LogAttrs(level, "dlb host "+e.Event, attrs...)
+		logger.LogAttrs(level, msg, attrs...)
 	})
 }

@@ -1,3 +1,7 @@
+//go:build !go1.21
+
+// The tests of the x/exp/slog variant (Go before 1.21).
+
 package dlbslog_test
 
 import (
