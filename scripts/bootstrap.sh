@@ -88,6 +88,8 @@ check_all() {
     need_ruby rack/test                                 ruby-rack-test
     need_ruby sidekiq                                   ruby-sidekiq
     need_ruby active_support                            ruby-activesupport
+    # ActiveRecord integration (DLB::ActiveRecord, its tests and example app).
+    need_ruby active_record                             ruby-activerecord
     need      rake                                      rake
     need      rubocop                                   rubocop
     # -------------------------------------------------------------------------

@@ -27,6 +27,7 @@ Gem::Specification.new do |spec|
   spec.add_dependency "connection_pool", ">= 2.2", "< 3"
   spec.add_dependency "ffi", ">= 1.15", "< 2"
   spec.add_dependency "pg", "~> 1.4"
+  spec.add_development_dependency "activerecord", ">= 6.1"
   spec.add_development_dependency "minitest", "~> 5.15"
   spec.add_development_dependency "rack", ">= 2.2"
   spec.add_development_dependency "rack-test", ">= 2.0"

@@ -45,7 +45,7 @@ command -v ruby >/dev/null 2>&1 || die "ruby is not installed (run scripts/boots
 command -v flock >/dev/null 2>&1 || die "flock is not installed (util-linux)"
 command -v rubocop >/dev/null 2>&1 || die "rubocop is not installed (run scripts/bootstrap.sh)"
 command -v rake >/dev/null 2>&1 || die "rake is not installed (run scripts/bootstrap.sh)"
-for lib in ffi pg minitest json connection_pool rack rack/test sidekiq active_support; do
+for lib in ffi pg minitest json connection_pool rack rack/test sidekiq active_support active_record; do
     ruby -e "require '$lib'" >/dev/null 2>&1 || die "ruby library '$lib' missing (run scripts/bootstrap.sh)"
 done
 
