@@ -135,6 +135,7 @@ module DLB
       @in_flight = 0
       @closed = false
       @text_cap = 4096
+      @host_listeners = []
       DLB.register(self)
     end
 
@@ -566,6 +567,23 @@ module DLB
       on_host(primary_route, &block)
     end
 
+    # Calls the block with each of dlb's host events (a Hash: +"event"+ is +"added"+,
+    # +"removed"+, +"drained"+, +"identity_changed"+..., +"host_id"+, +"addr"+), on the
+    # balancer's event thread (started now if it was not), after the balancer's own pools
+    # handled it. For pools of connections kept outside the balancer's (the ActiveRecord
+    # integration): close a host's on +"drained"+ and +"identity_changed"+
+    # ({EventPump::CLOSING}). The block must not block for long; an error it raises is
+    # printed and ignored. Kept across {DLB.after_fork}.
+    # @api private
+    # @return [self]
+    def on_host_event(&block)
+      raise ArgumentError, "on_host_event needs a block" unless block
+
+      @host_listeners << block
+      pools
+      self
+    end
+
     # @return [Boolean] whether {#close} was called
     def closed?
       @closed
@@ -660,7 +678,7 @@ module DLB
     # Under @lock: the pools, and the thread that closes a host's pool on its events.
     def start_pools(pools)
       @pools = pools
-      @pump = EventPump.new(@handle, pools)
+      @pump = EventPump.new(@handle, pools, @host_listeners)
       ObjectSpace.define_finalizer(self, EventPump.finalizer(@pump))
       pools
     end

@@ -24,9 +24,12 @@ module DLB
 
     # @param handle [FFI::AutoPointer] the balancer's C handle
     # @param pools [Pools]
-    def initialize(handle, pools)
+    # @param listeners [Array<#call>] also called with each event (the balancer's list, shared:
+    #   listeners added later are called too), e.g. the ActiveRecord integration's pools
+    def initialize(handle, pools, listeners = [])
       @handle = handle
       @pools = pools
+      @listeners = listeners
       @stop = false
       @pid = Process.pid
       @recent = []
@@ -86,6 +89,11 @@ module DLB
       @recent << event
       @recent.shift while @recent.size > 64
       @pools.close_host(event["host_id"]) if CLOSING.include?(event["event"])
+      @listeners.each do |listener|
+        listener.call(event)
+      rescue StandardError => e
+        warn "dlb: a host event listener failed: #{e.class}: #{e.message}"
+      end
     end
   end
 end
