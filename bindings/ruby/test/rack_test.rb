@@ -153,4 +153,21 @@ class RackTest < Minitest::Test
   ensure
     lb&.close
   end
+
+  # A GET that wrote (with_primary, an ActiveRecord write) sends the token too. Old code: only
+  # non-GET requests did.
+  def test_a_get_that_wrote_sends_the_token
+    lb = DLB::Balancer.new(config)
+    app = lambda do |env|
+      DLB::Context.current.wrote! if env["PATH_INFO"] == "/write"
+      [200, {}, ["ok"]]
+    end
+    session = Rack::Test::Session.new(Rack::MockSession.new(DLB::RackMiddleware.new(app, balancer: lb, secret: SECRET)))
+    session.get("/read")
+    assert_nil session.last_response.headers["X-DLB-LSN"]
+    session.get("/write")
+    assert_match(%r{\A\h+/\h+--\h{64}\z}, session.last_response.headers["X-DLB-LSN"].to_s)
+  ensure
+    lb&.close
+  end
 end

@@ -15,6 +15,8 @@ module DLB
   # back as the new token (cookie and header), so the next request, the GET after a
   # redirect-after-POST, reads its own write even when another worker process or instance
   # serves it with its own embedded LSN store.
+  # A GET (HEAD, OPTIONS) that wrote ({Context#wrote!}: {Balancer#with_primary}, an
+  # ActiveRecord write with {DLB::ActiveRecord}) gets the token too.
   #
   # @example config.ru
   #   LB = DLB::Balancer.new(JSON.parse(File.read("dlb.json")))
@@ -71,7 +73,7 @@ module DLB
       env[ENV_KEY] = ctx
       Context.with(ctx) do
         status, headers, body = @app.call(env)
-        if status.to_i < 400 && !SAFE_METHODS.include?(request.request_method)
+        if status.to_i < 400 && (ctx.wrote? || !SAFE_METHODS.include?(request.request_method))
           ctx.wrote!
           attach_token(headers, ctx.record(@lb))
         end
