@@ -28,6 +28,8 @@ module DLB
   autoload :ConnectionLost, File.expand_path("dlb/pools", __dir__)
   autoload :RackMiddleware, File.expand_path("dlb/rack", __dir__)
   autoload :Sidekiq, File.expand_path("dlb/sidekiq", __dir__)
+  # Needs ActiveRecord (6.1 or later): loaded when the app first names it.
+  autoload :ActiveRecord, File.expand_path("dlb/active_record", __dir__)
 
   @balancers = ObjectSpace::WeakMap.new
   @balancers_lock = Mutex.new
