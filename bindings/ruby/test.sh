@@ -11,7 +11,8 @@
 # do not invalidate each other's dependencies), and again against an installed libdlb
 # (`make install` into a temporary prefix, found with pkg-config: nothing built), then the minitest suite (bindings/ruby/test/*_test.rb)
 # against that installed gem, the same handle lifecycle under GC.stress (test/gc_stress/),
-# a short run of bench/pick.rb and examples/ruby/registry.rb. Everything that uses the
+# a short run of bench/pick.rb, examples/ruby/registry.rb and rack_app.rb, and the
+# ActiveRecord example app (bindings/ruby/examples/rails_app.rb). Everything that uses the
 # cluster holds the cluster lock (DLB_TESTS_LOCK, default /tmp/dlb-tests.lock, shared with
 # the Rust, C and Go suites); tests pause and stop replicas and restore them, also on
 # failure.
@@ -136,8 +137,10 @@ locked env -u DLB_LIB_PATH ruby -w -I"$RB/test" "$RB/test/gc_stress/lifecycle_te
 say "benchmark smoke run: bench/pick.rb"
 DLB_BENCH_SECONDS=0.2 DLB_BENCH_ROUNDS=1 locked ruby -w "$RB/bench/pick.rb" || die "bench/pick.rb failed"
 
-say "examples: examples/ruby/registry.rb, examples/ruby/rack_app.rb"
+say "examples: examples/ruby/registry.rb, examples/ruby/rack_app.rb, $RB/examples/rails_app.rb"
 locked ruby -w -I"$RB/lib" examples/ruby/registry.rb || die "examples/ruby/registry.rb failed"
 locked ruby -w -I"$RB/lib" examples/ruby/rack_app.rb || die "examples/ruby/rack_app.rb failed"
+# (The suite's active_record_test.rb runs it without dlb too.)
+locked ruby -w -I"$RB/lib" "$RB/examples/rails_app.rb" || die "$RB/examples/rails_app.rb failed"
 
 say "all passed"

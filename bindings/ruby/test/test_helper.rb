@@ -55,9 +55,11 @@ module DLBTest
     @lock.flock(File::LOCK_EX)
   end
 
-  # scripts/testenv.sh ARGS..., quiet unless it fails.
+  # scripts/testenv.sh ARGS..., quiet unless it fails. With every file descriptor but 0-2
+  # closed: under test.sh, flock(1) hands the cluster lock to us as fd 3, and a replica that
+  # start-replica starts would otherwise keep it (and the lock) for as long as it runs.
   def testenv(*args)
-    out = IO.popen(["bash", SCRIPT, *args], err: %i[child out], &:read)
+    out = IO.popen(["bash", SCRIPT, *args], err: %i[child out], close_others: true, &:read)
     raise "testenv.sh #{args.join(' ')} failed:\n#{out}" unless $?.success?
 
     out
