@@ -29,7 +29,10 @@ const RULES: &[(&str, &[&str])] = &[
     ),
     // Pure policy and the parts that only do I/O of their own.
     ("health", &["config", "dsn", "labels", "lsn"]),
-    ("discovery", &["config", "counters", "dsn", "sync"]),
+    (
+        "discovery",
+        &["config", "counters", "dsn", "redact", "sync"],
+    ),
     (
         "sticking",
         &[

@@ -17,6 +17,7 @@ use self::dns::Resolver;
 use crate::config::{DnsConfig, DnsRecordType, ReplicasConfig};
 use crate::counters::Counters;
 use crate::dsn::HostPort;
+use crate::redact::bounded;
 
 /// Error-driven DNS refreshes are at least this far apart.
 pub(crate) const MIN_DNS_REFRESH_GAP: Duration = Duration::from_secs(1);
@@ -80,7 +81,7 @@ impl ReplicaSource {
         let answer = match d.cfg.record_type {
             DnsRecordType::Srv => d.resolver.srv(&d.cfg.record).map(|r| {
                 for t in &r.unresolved {
-                    warn!(target: "dlb", "DNS: SRV target {t} of {} did not resolve; keeping the others", d.cfg.record);
+                    warn!(target: "dlb", "DNS: SRV target {} of {} did not resolve; keeping the others", bounded(t), d.cfg.record);
                 }
                 (r.addrs, r.ttl)
             }),
@@ -115,7 +116,7 @@ impl ReplicaSource {
             }
             DnsOutcome::Failed(e) => {
                 counters.count(&counters.dns_errors);
-                warn!(target: "dlb", "DNS: cannot resolve {}: {e}; keeping the last good list ({kept} hosts)", d.cfg.record);
+                warn!(target: "dlb", "DNS: cannot resolve {}: {}; keeping the last good list ({kept} hosts)", d.cfg.record, bounded(&e.to_string()));
             }
         }
     }
