@@ -35,8 +35,9 @@ var secretDSNs = []dsnCase{
 	{"key=value spaces around =", "host = db1.example password = 'SECRETxyz PARTtwo'",
 		"db1.example"},
 	{"url", "postgres://app:SECRETxyz@db1.example:5433/app?sslmode=disable", "db1.example"},
-	{"url, raw @ in the password", "postgresql://app:SECRETxyz@PARTtwo@db1.example/app",
-		"db1.example"},
+	// libpq ends the user info at the first @: the host would hold the rest, @ and all,
+	// which dlb refuses to parse, so nothing of it is shown.
+	{"url, raw @ in the password", "postgresql://app:SECRETxyz@PARTtwo@db1.example/app", ""},
 	{"url, percent-encoded @ ? # in the password",
 		"postgres://app:SECRETxyz%40%3F%23PARTtwo@db1.example/app", "db1.example"},
 	{"url, password in the query", "postgres://db1.example/app?user=app&password=SECRETxyz",
