@@ -163,6 +163,11 @@ fn code(text: &str) -> String {
     out
 }
 
+/// Whether `c` before a `crate::` makes it part of another path (`$crate::`, `mycrate::`).
+fn continues_a_path(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '$'
+}
+
 fn ident_at(s: &str) -> &str {
     let end = s
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -178,7 +183,7 @@ fn imported_parts(code: &str) -> BTreeSet<String> {
     while let Some(i) = rest.find("crate::") {
         let before = rest[..i].chars().last();
         rest = &rest[i + "crate::".len()..];
-        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
+        if before.is_some_and(continues_a_path) {
             continue; // `$crate::`, `mycrate::`
         }
         if let Some(group) = rest.strip_prefix('{') {
@@ -319,11 +324,7 @@ fn no_import_circle_but_error_and_lsn() {
 fn imported_modules(src: &Path, code: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (i, _) in code.match_indices("crate::") {
-        if code[..i]
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-        {
+        if code[..i].chars().last().is_some_and(continues_a_path) {
             continue;
         }
         let path = &code[i + "crate::".len()..];

@@ -74,14 +74,14 @@ impl Balancer {
                         client.discard = true;
                         drop(client);
                         if is_host_failure(&e) {
-                            warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
+                            warn!(target: "dlb", "live check on replica {} failed: {}", host.addr, crate::redact::bounded(&e.to_string()));
                             self.report_failure(&host.addr);
                         } else if retry {
-                            debug!(target: "dlb", "live check on replica {} failed: {e}; on another connection", host.addr);
+                            debug!(target: "dlb", "live check on replica {} failed: {}; on another connection", host.addr, crate::redact::bounded(&e.to_string()));
                             retry = false;
                             continue;
                         } else {
-                            warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
+                            warn!(target: "dlb", "live check on replica {} failed: {}", host.addr, crate::redact::bounded(&e.to_string()));
                         }
                     }
                 }
@@ -100,7 +100,7 @@ impl Balancer {
         e: &dyn std::fmt::Display,
         host_failed: bool,
     ) -> Result<Conn> {
-        warn!(target: "dlb", "{e}; reading from the primary");
+        warn!(target: "dlb", "{}; reading from the primary", crate::redact::bounded(&e.to_string()));
         if host_failed {
             self.report_failure(addr);
         }
@@ -155,7 +155,7 @@ impl Balancer {
                 let route = conn.route.clone();
                 drop(conn);
                 if !is_host_failure(&e) && retry {
-                    debug!(target: "dlb", "the check of a connection to replica {} failed: {e}; on another connection", route.addr());
+                    debug!(target: "dlb", "the check of a connection to replica {} failed: {}; on another connection", route.addr(), crate::redact::bounded(&e.to_string()));
                     return self.read_on(route, false);
                 }
                 self.replica_unavailable(route.addr(), &e, is_host_failure(&e))

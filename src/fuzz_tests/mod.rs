@@ -1,5 +1,5 @@
 //! Property tests ("fuzzing" on stable Rust, with proptest) of the crate-private DSN layer
-//! (`src/dsn.rs`): parsing, replica DSN derivation, rendering and redaction; and of the DNS
+//! (`src/dsn/`): parsing, replica DSN derivation, rendering and redaction; and of the DNS
 //! response parser (`src/discovery/dns.rs`), at the end. The public
 //! routes to the same code (`Config::from_json`, `lb_dsn_redact`) are fuzzed in
 //! `tests/fuzz_*.rs`.

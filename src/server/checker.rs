@@ -166,7 +166,7 @@ fn read_position(
             .first()
             .and_then(|r| position_from(|i| r.try_get(i).ok().flatten(), 0)),
         Err(e) => {
-            log::debug!(target: "dlb", "live check of {} failed: {e}", host.addr());
+            log::debug!(target: "dlb", "live check of {} failed: {}", host.addr(), crate::redact::bounded(&e.to_string()));
             return None;
         }
     };

@@ -142,7 +142,7 @@ impl r2d2::ManageConnection for PgManager {
                 Some(Arc::new(id))
             }
             Err(e) => {
-                log::debug!(target: "dlb", "cannot read the identity of a new connection: {e}");
+                log::debug!(target: "dlb", "cannot read the identity of a new connection: {}", crate::redact::bounded(&e.to_string()));
                 None
             }
         };

@@ -508,7 +508,7 @@ impl Host {
                             host_failed,
                         });
                     }
-                    log::debug!(target: "dlb", "a pooled connection to {} failed its check: {e}; discarded", self.addr);
+                    log::debug!(target: "dlb", "a pooled connection to {} failed its check: {}; discarded", self.addr, crate::redact::bounded(&e.to_string()));
                 }
             }
         }
