@@ -464,7 +464,10 @@ lb_status lb_balancer_new(const char *config_json, struct lb_balancer **out);
  Fork: create balancers after `fork()`. In a child, a balancer inherited from the parent
  must not be used; freeing it there releases nothing (the parent's connections stay open).
 
- Blocking: waits for the monitor thread to exit (at most about one `probe_timeout_ms`).
+ Blocking: returns once the monitor thread has exited and the pools are closed, without
+ waiting for a probe, live check or connect in progress (they end on their own threads,
+ within their own timeouts, even on a host that vanished). Longer only when a DNS exchange or
+ the LSN store's housekeeping is running (each bounded by its timeout).
  */
 void lb_balancer_free(struct lb_balancer *lb);
 

@@ -243,3 +243,52 @@ fn a_black_holed_replica_frees_dlb_connections_and_threads() {
     wait_healthy(&lb, 2);
     drop_and_wait_for_threads(lb);
 }
+
+/// The balancer is dropped while its monitor is connecting to a black-holed replica (every
+/// packet to it dropped from the start, so each probe is a connect that can only time out,
+/// here after 10 s): the drop returns within the promised bound, one `probe_timeout_ms`, and
+/// leaves the connect to end on its own thread. Before, the drop waited for the probe thread
+/// to let go of the host: the whole 2 s the monitor gives old snapshots, or the connect's end.
+#[test]
+fn dropping_the_balancer_does_not_wait_for_a_connect_to_a_black_holed_replica() {
+    let _l = lock_cluster();
+    let proxy = Proxy::start(replica_addr(1));
+    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let hole = match BlackHole::install(&port) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
+            return;
+        }
+    };
+    let probe_timeout = Duration::from_secs(1);
+    let lb = Balancer::new(
+        config_for(&env().primary, &[&proxy.addr, replica_addr(2)])
+            .probe_timeout(probe_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_until("the black-holed replica is quarantined", WAIT, || {
+        replica_status(&lb, &proxy.addr).state == "quarantined"
+    });
+    assert_eq!(
+        replica_status(&lb, replica_addr(2)).state,
+        "healthy",
+        "the other replica is not delayed by the dead one's probes"
+    );
+    // Its probe is connecting (a SYN that is never answered) for about 9 s more.
+    assert!(threads_named("dlb-probe") >= 1);
+    let start = std::time::Instant::now();
+    drop(lb);
+    let took = start.elapsed();
+    assert!(
+        took < probe_timeout,
+        "dropping the balancer took {took:?}, more than one probe_timeout_ms ({probe_timeout:?})"
+    );
+    drop(hole);
+    wait_until("the abandoned probe thread ends", WAIT, || {
+        threads_named("dlb-probe") + threads_named("dlb-monitor") + threads_named("dlb-reaper") == 0
+    });
+}

@@ -121,7 +121,8 @@ func budgetOf(ctx context.Context) (uint64, error) {
 // Close return ErrClosed. Closing again is a no-op. Close always returns nil (the error
 // result is there to satisfy io.Closer).
 //
-// Blocking: waits for the monitor thread to exit (at most about one probe_timeout_ms).
+// Blocking: waits for the monitor thread to exit, not for a probe or connect in progress
+// (a vanished host costs nothing here): see lb_balancer_free in dlb.h.
 func (b *Balancer) Close() error {
 	if b == nil {
 		return nil

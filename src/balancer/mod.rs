@@ -574,8 +574,10 @@ impl Drop for Balancer {
     /// `postgres::Client` runs a runtime of its own, which must not happen on an async worker):
     /// the routing state goes on a short-lived `dlb-teardown` thread, then the monitor thread
     /// is stopped and closes the hosts once no old snapshot refers to them (see the monitor).
-    /// Blocks until done: at most about one `probe_timeout_ms`, plus up to 2 s while old
-    /// snapshots are reclaimed.
+    /// Blocks until done, without waiting for a probe, live check or connect in progress
+    /// (they end on their own threads: a vanished host costs nothing here): longer only while
+    /// a DNS exchange or the LSN store's housekeeping runs (each bounded by its timeout), and
+    /// up to 2 s while routes and connections callers still hold are released.
     fn drop(&mut self) {
         if std::process::id() != self.pid {
             // A forked child: the monitor thread does not exist here, and the pools' sockets

@@ -89,6 +89,9 @@ pub(crate) struct Monitor {
     store: Weak<dyn LsnStore>,
     /// Where the host events each publication makes go.
     events: Arc<Events>,
+    /// Disconnected when the monitor is to stop ([`MonitorThread::stop`]): the probes' waits
+    /// end at once and the round is abandoned.
+    stop: Receiver<()>,
 }
 
 /// Where a monitor's findings go, besides the router: counters, the LSN store's housekeeping
@@ -131,6 +134,7 @@ impl Monitor {
             counters,
             store,
             events,
+            stop: channel::never(),
         }
     }
 
@@ -149,12 +153,24 @@ impl Monitor {
         let now = Instant::now();
         self.refresh(router, now);
         let probed = self.probe(now);
+        if self.stopping() {
+            return;
+        }
         self.counters.count(&self.counters.checks);
         self.take_in_primary(probed.primary, router);
         let outcomes = self.take_in(probed.replicas, &probed.due, now);
         let applied = self.apply(&outcomes, now);
         self.report(&applied);
         self.publish(router, probed.start, now);
+    }
+
+    /// Whether the monitor is to stop ([`MonitorThread::stop`] was called, or the balancer
+    /// dropped the thread's handle).
+    fn stopping(&self) -> bool {
+        matches!(
+            self.stop.try_recv(),
+            Err(channel::TryRecvError::Disconnected)
+        )
     }
 
     /// The list: a DNS refresh when due (or asked for by a caller's failure report), then the
@@ -176,10 +192,11 @@ impl Monitor {
             .collect();
         // Replicas first, then the primary: a replica that replayed past a primary position
         // read after it has diverged.
-        let replicas = probe::probe_replicas(&due, start + timeout, &self.counters);
+        let replicas = probe::probe_replicas(&due, start + timeout, &self.stop, &self.counters);
         let primary = probe::probe_primary(
             &self.primary,
             policy::later(Instant::now(), timeout),
+            &self.stop,
             &self.counters,
         );
         Probed {
@@ -547,6 +564,7 @@ impl MonitorThread {
         wake: Receiver<()>,
     ) -> std::io::Result<MonitorThread> {
         let (stop_tx, stop) = channel::bounded::<()>(0);
+        monitor.stop = stop.clone();
         let interval = monitor.config.check_interval();
         let thread = std::thread::Builder::new()
             .name("dlb-monitor".into())
@@ -592,7 +610,10 @@ impl MonitorThread {
         })
     }
 
-    /// Stops the thread and waits for it (at most one check, `probe_timeout_ms`).
+    /// Stops the thread and waits for it: a round in progress is abandoned at its next wait for
+    /// probes (probes and live checks still running finish on their own threads), so this
+    /// waits for a DNS exchange or the LSN store's housekeeping at most, if one is running,
+    /// then for the hosts' release (see [`Monitor`]'s `Drop`).
     pub(crate) fn stop(&mut self) {
         drop(self.stop.take());
         if let Some(h) = self.thread.take() {

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam::channel;
+use crossbeam::channel::{self, Receiver};
 use log::warn;
 
 use postgres::SimpleQueryRow;
@@ -17,6 +17,7 @@ use crate::lsn::Lsn;
 use crate::server::connection::{REPLAY_POSITION_COLUMNS, primary_timeline_column};
 use crate::server::host::Host;
 use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
+use crate::server::io_ref::IoRef;
 use crate::server::probe_conn::ProbeConn;
 use crate::sync::stripe::StripedHistogram;
 
@@ -45,10 +46,11 @@ pub(super) struct ReplicaAnswer {
 /// Probes every replica given (`None` entries are skipped) in parallel, one thread each, and
 /// waits until `deadline` at most. A probe still running at the deadline is left to finish on
 /// its own (its host refuses a second probe until then). `None` for a replica skipped or that
-/// did not answer in time.
+/// did not answer in time (or when the monitor is stopping: see `until`).
 pub(super) fn probe_replicas(
     replicas: &[Option<Arc<Host>>],
     deadline: Instant,
+    stop: &Receiver<()>,
     counters: &Arc<Counters>,
 ) -> Vec<Option<ReplicaAnswer>> {
     let (tx, rx) = channel::unbounded::<(usize, ReplicaAnswer)>();
@@ -64,10 +66,20 @@ pub(super) fn probe_replicas(
     }
     drop(tx);
     let mut answers = vec![None; replicas.len()];
-    while let Ok((i, answer)) = rx.recv_deadline(deadline) {
+    while let Some((i, answer)) = until(&rx, deadline, stop) {
         answers[i] = Some(answer);
     }
     answers
+}
+
+/// The next message on `rx`: `None` once every sender is gone, at `deadline`, or as soon as
+/// the monitor is stopping (`stop` disconnected): a stopping monitor does not wait for probes.
+fn until<T>(rx: &Receiver<T>, deadline: Instant, stop: &Receiver<()>) -> Option<T> {
+    channel::select! {
+        recv(rx) -> m => m.ok(),
+        recv(stop) -> _ => None,
+        recv(channel::at(deadline)) -> _ => None,
+    }
 }
 
 /// Probes the primary on its own thread, waiting until `deadline` at most (`None`: no answer
@@ -75,6 +87,7 @@ pub(super) fn probe_replicas(
 pub(super) fn probe_primary(
     primary: &Arc<Host>,
     deadline: Instant,
+    stop: &Receiver<()>,
     counters: &Arc<Counters>,
 ) -> Option<Result<PrimaryAnswer, String>> {
     let (tx, rx) = channel::bounded(1);
@@ -86,11 +99,13 @@ pub(super) fn probe_primary(
         .unwrap_or_else(|| Err(STILL_RUNNING.into()));
         let _ = tx.send(answer);
     });
-    rx.recv_deadline(deadline).ok()
+    until(&rx, deadline, stop)
 }
 
+/// Runs `job` on a new `dlb-probe-<addr>` thread, which holds the host as an [`IoRef`]: a
+/// stopping monitor does not wait for a probe (a connect to a vanished host) to end.
 fn spawn(host: &Arc<Host>, job: impl FnOnce(&Host) + Send + 'static) {
-    let host = host.clone();
+    let host = IoRef::new(host.clone());
     let name = format!("dlb-probe-{}", host.addr);
     if let Err(e) = std::thread::Builder::new()
         .name(name)

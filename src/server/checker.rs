@@ -13,7 +13,7 @@
 //! only to take the connection out and put it back, never across the round trip); the thread
 //! serves the other candidates (asked in parallel), and connects when there is no connection.
 //! The thread holds a `Weak` reference to its host and exits when the host is dropped (its
-//! channel closes).
+//! channel closes); while it answers, it holds a counted strong one ([`IoRef`]).
 
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -24,6 +24,7 @@ use parking_lot::Mutex;
 use crate::lsn::Position;
 use crate::server::connection::{position_from, replay_position_columns};
 use crate::server::identity::{IDENTITY_COLUMNS, ServerIdentity};
+use crate::server::io_ref::{IoRef, Lendable};
 use crate::server::probe_conn::ProbeConn;
 
 /// A question: where to send the answer, and under which index.
@@ -41,7 +42,7 @@ const QUEUE: usize = 64;
 
 /// What a checker needs of the replica it checks (a [`crate::server::host::Host`]): the
 /// checker knows nothing else of it, so a host can own its checker without a circle.
-pub(crate) trait Checked: Send + Sync + 'static {
+pub(crate) trait Checked: Lendable + Send + Sync + 'static {
     /// `host:port`, for messages.
     fn addr(&self) -> &str;
     /// A new connection as the monitor makes them: every query bounded by the probe deadline.
@@ -110,6 +111,8 @@ fn run(host: &Weak<dyn Checked>, rx: &Receiver<Question>, slot: &Slot) {
         let Some(host) = host.upgrade() else {
             return;
         };
+        // Counted: a stopping monitor does not wait for a check (a connect) to end.
+        let host = IoRef::new(host);
         let lsn = ask(&*host, slot);
         drop(host);
         let _ = reply.send((index, lsn));

@@ -3,7 +3,7 @@
 use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
@@ -18,6 +18,7 @@ use crate::lsn::{Lsn, Position};
 use crate::server::checker::{Checked, Checker};
 use crate::server::connection::{PgConn, PgManager};
 use crate::server::identity::IdentityLog;
+use crate::server::io_ref::{Lendable, only_io_refs};
 use crate::server::probe_conn::ProbeConn;
 use crate::server::session::is_host_failure;
 use crate::server::tls::{PgTls, TlsSettings};
@@ -105,6 +106,14 @@ pub(crate) struct Host {
     check_every: Duration,
     /// The live checker of sticky picks (replicas), started on first use.
     checker: OnceLock<Option<Checker>>,
+    /// References a probe or live-check thread holds ([`crate::server::io_ref::IoRef`]).
+    io_refs: AtomicUsize,
+}
+
+impl Lendable for Host {
+    fn io_refs(&self) -> &AtomicUsize {
+        &self.io_refs
+    }
 }
 
 /// One stripe's handle on a host. Routes hold these rather than the host itself: an `Arc`
@@ -155,12 +164,15 @@ impl StripedHost {
         &self.host
     }
 
-    /// Whether `this` is the only reference left to the host: no snapshot, route or monitor
-    /// entry holds it or one of its handles. Dropping `this` then closes the host.
+    /// Whether `this` is the only reference left to the host but those of dlb threads in the
+    /// middle of a probe or a live check ([`crate::server::io_ref`]): no snapshot, route or
+    /// monitor entry holds it or one of its handles. Dropping `this` then closes the host, here
+    /// or, when a probe or check is still running (a connect to a vanished host), on that dlb
+    /// thread once it ends.
     pub(crate) fn only_reference(this: &Arc<StripedHost>) -> bool {
         Arc::strong_count(this) == 1
-            && Arc::strong_count(&this.host) == 1 + this.handles.len()
             && this.handles.iter().all(|h| Arc::strong_count(h) == 1)
+            && only_io_refs(&this.host, 1 + this.handles.len())
     }
 }
 
@@ -294,6 +306,7 @@ impl Host {
                 Role::Replica => Duration::from_millis(cfg.pool.check_idle_after_ms),
             },
             checker: OnceLock::new(),
+            io_refs: AtomicUsize::new(0),
         })
     }
 
