@@ -127,6 +127,22 @@ impl Error {
     }
 }
 
+/// `e`'s message followed by each of its causes (`message: cause: cause`), leaving out a cause
+/// whose text the message already holds (drivers that print their cause themselves).
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -173,3 +189,39 @@ impl std::error::Error for Error {}
 
 /// Shorthand for `Result<T, dlb::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Outer(std::io::Error, bool);
+
+    impl fmt::Display for Outer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("error communicating with the server")?;
+            if self.1 {
+                write!(f, ": {}", self.0)?;
+            }
+            Ok(())
+        }
+    }
+
+    impl std::error::Error for Outer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn causes_are_kept_once() {
+        let io = || std::io::Error::from(std::io::ErrorKind::TimedOut);
+        let expected = format!("error communicating with the server: {}", io());
+        assert_eq!(with_causes(&Outer(io(), false)), expected);
+        assert_eq!(
+            with_causes(&Outer(io(), true)),
+            expected,
+            "a cause its error prints already is not repeated"
+        );
+    }
+}

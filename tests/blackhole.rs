@@ -292,3 +292,78 @@ fn dropping_the_balancer_does_not_wait_for_a_connect_to_a_black_holed_replica() 
         threads_named("dlb-probe") + threads_named("dlb-monitor") + threads_named("dlb-reaper") == 0
     });
 }
+
+/// The primary black-holed under a running balancer (its pooled connections and monitoring
+/// connection established, every packet to it dropped from then on), with default timeouts:
+/// `record_lsn` and writes fail with a clear primary error within the documented bound
+/// (`pool.checkout_timeout_ms`) instead of waiting for TCP to give up; keyless reads keep
+/// going to the replicas; keyed reads, which cannot be proven fresh while the primary's
+/// timeline is unknown, fail the same bounded way rather than reading a replica; once the
+/// packets flow again, records and keyed replica reads come back.
+#[test]
+fn a_black_holed_primary_fails_records_within_the_checkout_timeout() {
+    let _l = lock_cluster();
+    let proxy = Proxy::start(&primary_addr());
+    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let lb = Balancer::new(
+        config_for(
+            &dsn_at(&env().primary, &proxy.addr),
+            &[replica_addr(1), replica_addr(2)],
+        )
+        .build()
+        .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    let key = "blackhole/primary";
+    lb.record_lsn(key).unwrap();
+    drop(lb.write_conn().unwrap()); // an idle pooled connection to the primary
+    let hole = match BlackHole::install(&port) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
+            return;
+        }
+    };
+    let bound = Duration::from_millis(dlb::PoolConfig::DEFAULT_CHECKOUT_TIMEOUT_MS);
+    for i in 0..3 {
+        let start = std::time::Instant::now();
+        let r = lb.record_lsn(key);
+        let took = start.elapsed();
+        match &r {
+            Err(dlb::Error::PrimaryUnavailable { message, .. }) => assert!(
+                message.to_lowercase().contains("timed out"),
+                "the cause is named: {message}"
+            ),
+            other => panic!("record {i}: expected the primary unavailable, got {other:?}"),
+        }
+        // Before, the first record waited for the kernel to give up on the pooled
+        // connection (10 s of tcp_user_timeout here; about 15 minutes without one).
+        assert!(took < 2 * bound, "record_lsn took {took:?}");
+    }
+    for _ in 0..5 {
+        let route = lb.pick_replica(None).unwrap();
+        assert_eq!(route.role(), Role::Replica, "{route:?}");
+        let mut c = lb.read_conn(None).unwrap();
+        c.simple_query("SELECT 1").unwrap();
+    }
+    drop(hole);
+    wait_until("records work again", WAIT, || lb.record_lsn(key).is_ok());
+    wait_until("keyed reads go to a replica again", WAIT, || {
+        lb.pick_replica(Some(key)).unwrap().role() == Role::Replica
+    });
+    drop_and_wait_for_threads(lb);
+}
+
+/// `host:port` of the test primary, from its DSN.
+fn primary_addr() -> String {
+    let value = |k: &str| {
+        env()
+            .primary
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(k))
+            .unwrap_or_else(|| panic!("no {k} in the primary's DSN"))
+            .to_string()
+    };
+    format!("{}:{}", value("host="), value("port="))
+}

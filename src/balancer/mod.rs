@@ -379,7 +379,7 @@ impl Balancer {
             )
             .map_err(|e| Error::Query {
                 host: conn.route().addr().to_string(),
-                message: crate::redact::bounded(&e.to_string()),
+                message: crate::redact::bounded(&crate::error::with_causes(&e)),
             })?;
         let host = conn.route().addr().to_string();
         drop(conn);

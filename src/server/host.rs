@@ -31,8 +31,21 @@ pub(crate) type PgPool = r2d2::Pool<PgManager>;
 /// A connection checked out of a host's pool; returned to the pool on drop.
 pub(crate) type PooledClient = r2d2::PooledConnection<PgManager>;
 
-/// `tcp_user_timeout` of pooled connections when the DSN sets none.
-const POOL_TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `tcp_user_timeout` of pooled connections when the DSN sets none: the checkout timeout
+/// (`pool.checkout_timeout_ms`), within these bounds. A call on a connection whose host
+/// vanished (its packets dropped: no RST, no answer) then fails about when a checkout would
+/// have given up, not after 10 s or the kernel's ~15 minutes. A long query is not affected
+/// (nothing is unacknowledged while the server computes); the floor keeps a lost packet or
+/// two from closing a connection.
+const POOL_TCP_USER_TIMEOUT_MIN: Duration = Duration::from_secs(1);
+const POOL_TCP_USER_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+
+/// The `tcp_user_timeout` of pooled connections when the DSN sets none (see
+/// [`POOL_TCP_USER_TIMEOUT_MIN`]).
+pub(crate) fn pool_tcp_user_timeout(cfg: &Config) -> Duration {
+    Duration::from_millis(cfg.pool.checkout_timeout_ms)
+        .clamp(POOL_TCP_USER_TIMEOUT_MIN, POOL_TCP_USER_TIMEOUT_MAX)
+}
 
 /// Keepalives of every connection when the DSN sets no `keepalives*`: a silent peer is given
 /// up after about 30 + 3 × 10 s (the kernel's defaults wait 2 h, then 9 × 75 s).
@@ -234,13 +247,12 @@ impl Host {
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_millis(cfg.pool.connect_timeout_ms));
         }
-        // A black-holed host must not hold a thread (a live check, a caller's query) for the
-        // kernel's retransmission timeout (~15 min): unacknowledged data gives up after
-        // POOL_TCP_USER_TIMEOUT (a long query is not affected: nothing is unacknowledged while
-        // the server computes), and keepalives notice a silent peer. The DSN's own
-        // `tcp_user_timeout` / `keepalives*` win.
+        // A black-holed host must not hold a thread (a live check, a caller's query, a
+        // checkout's check) for the kernel's retransmission timeout (~15 min): unacknowledged
+        // data gives up after `pool_tcp_user_timeout`, and keepalives notice a silent peer.
+        // The DSN's own `tcp_user_timeout` / `keepalives*` win.
         if !dsn.params().iter().any(|(k, _)| k == "tcp_user_timeout") {
-            pg.tcp_user_timeout(POOL_TCP_USER_TIMEOUT);
+            pg.tcp_user_timeout(pool_tcp_user_timeout(cfg));
         }
         if !dsn
             .params()
@@ -498,7 +510,7 @@ impl Host {
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
             let mut conn = self.pool.get_timeout(wait).map_err(|e| Unavailable {
-                error: self.unavailable(e),
+                error: self.unavailable(&e),
                 host_failed: true,
             })?;
             let now = Instant::now();
@@ -527,9 +539,14 @@ impl Host {
         }
     }
 
-    fn unavailable(&self, e: impl std::fmt::Display) -> Error {
+    fn unavailable(&self, e: &dyn std::error::Error) -> Error {
         // The server's own words (an error message) may be anything: bounded, controls escaped.
-        let (host, message) = (self.addr.clone(), crate::redact::bounded(&e.to_string()));
+        // The causes too: the driver's "error communicating with the server" says nothing of
+        // the OS error ("Connection timed out") that it carries.
+        let (host, message) = (
+            self.addr.clone(),
+            crate::redact::bounded(&crate::error::with_causes(e)),
+        );
         match self.role {
             Role::Primary => Error::PrimaryUnavailable { host, message },
             Role::Replica => Error::ReplicaUnavailable { host, message },
