@@ -367,3 +367,80 @@ fn primary_addr() -> String {
     };
     format!("{}:{}", value("host="), value("port="))
 }
+
+/// The Redis LSN store black-holed under a running balancer, default timeouts (pick budget
+/// `sticky_check_budget_ms` 100 ms, `op_timeout_ms` 500 ms): each keyed pick gives up on the
+/// store by its budget and goes to the primary (`store_error`, never a replica it cannot
+/// prove fresh); keyless reads are untouched; `record_lsn` fails by the op timeout with the
+/// LSN it read; the monitor keeps checking and both replicas stay in; once the packets flow
+/// again, sticking works as before.
+#[test]
+fn a_black_holed_redis_costs_keyed_picks_their_budget_only() {
+    let _l = lock_cluster();
+    let redis = env().redis.trim_start_matches("redis://").to_string();
+    let proxy = Proxy::start(&redis);
+    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let mut store = dlb::RedisStoreConfig::standalone(format!("redis://{}", proxy.addr));
+    store.key_prefix = format!("dlb:test:blackhole:{}:", std::process::id());
+    let op_timeout = Duration::from_millis(store.op_timeout_ms);
+    let lb = Balancer::new(
+        config()
+            .lsn_store(dlb::LsnStoreConfig::Redis(store))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 2);
+    let key = "blackhole/redis";
+    lb.record_lsn(key).unwrap();
+    wait_until("the key's reads go to a replica", WAIT, || {
+        lb.pick_replica(Some(key)).unwrap().role() == Role::Replica
+    });
+    let hole = match BlackHole::install(&port) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
+            return;
+        }
+    };
+    let checks = lb.status().checks;
+    for _ in 0..10 {
+        let start = std::time::Instant::now();
+        let route = lb.pick_replica(Some(key)).unwrap();
+        let took = start.elapsed();
+        assert_eq!(
+            (route.role(), route.reason()),
+            (Role::Primary, dlb::Reason::StoreError)
+        );
+        assert!(
+            took < op_timeout,
+            "a keyed pick took {took:?}: more than its budget allows"
+        );
+        assert_eq!(lb.pick_replica(None).unwrap().role(), Role::Replica);
+    }
+    let mut c = lb.read_conn(Some(key)).unwrap();
+    assert_eq!(c.route().role(), Role::Primary);
+    c.simple_query("SELECT 1").unwrap();
+    drop(c);
+    let start = std::time::Instant::now();
+    let e = lb.record_lsn(key).unwrap_err();
+    let took = start.elapsed();
+    assert!(matches!(e, dlb::Error::Store { .. }), "{e:?}");
+    assert!(
+        e.lsn().is_some(),
+        "the failed record carries its LSN: {e:?}"
+    );
+    assert!(took < 2 * op_timeout, "record_lsn took {took:?}");
+    wait_until("the monitor keeps checking", WAIT, || {
+        lb.status().checks >= checks + 3
+    });
+    for r in [replica_addr(1), replica_addr(2)] {
+        assert_eq!(replica_status(&lb, r).state, "healthy", "{r}");
+    }
+    drop(hole);
+    wait_until("records work again", WAIT, || lb.record_lsn(key).is_ok());
+    wait_until("the key's reads go to a replica again", WAIT, || {
+        lb.pick_replica(Some(key)).unwrap().role() == Role::Replica
+    });
+    drop_and_wait_for_threads(lb);
+}

@@ -313,7 +313,9 @@ impl Balancer {
     /// the primary and it cannot be reached.
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
         self.same_process()?;
-        match self.router.plan(key, &PickOptions::default(), None)? {
+        let opts = PickOptions::default();
+        let deadline = self.router.pick_deadline(&opts, Instant::now());
+        match self.router.plan(key, &opts, deadline)? {
             Plan::Route(route) => self.read_on(route, true),
             Plan::Live { req, candidates } => self.read_live(req, &candidates),
         }

@@ -94,9 +94,10 @@ pub struct Config {
     /// [`Config::DEFAULT_STICKY_TTL_S`]; at most 10 years ([`crate::MAX_TTL`]).
     #[serde(default = "serde_default::sticky_ttl_s")]
     pub sticky_ttl_s: u64,
-    /// Total time a sticky pick may spend checking live replicas when the cached replay
-    /// positions do not show one caught up, in milliseconds. Default
-    /// [`Config::DEFAULT_STICKY_CHECK_BUDGET_MS`]; 0 disables live checks; at most a minute.
+    /// Total time a keyed pick may block, in milliseconds, from its start: the LSN store's read,
+    /// then live checks of the replicas when the cached replay positions do not show one
+    /// caught up. Default [`Config::DEFAULT_STICKY_CHECK_BUDGET_MS`]; 0 disables live checks
+    /// (the store's read then has the store's own limit only); at most a minute.
     #[serde(default = "serde_default::sticky_check_budget_ms")]
     pub sticky_check_budget_ms: u64,
     /// What a sticky pick does when no replica has replayed the key's LSN: `"primary"`

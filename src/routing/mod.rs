@@ -164,7 +164,7 @@ impl Router {
             return Ok(self.round_robin(Reason::RoundRobin));
         }
         let start = Instant::now();
-        let deadline = opts.deadline_from(start);
+        let deadline = self.pick_deadline(opts, start);
         let route = self
             .plan_from(key, opts, deadline, start)
             .and_then(|plan| self.finish(plan, opts, deadline));
@@ -362,6 +362,22 @@ impl Router {
     /// The total time a sticky pick may spend on live checks (`sticky_check_budget_ms`).
     pub(crate) fn sticky_check_budget(&self) -> Duration {
         self.sticky_check_budget
+    }
+
+    /// When a keyed pick that starts at `start` must be done with its blocking work (the LSN
+    /// store's read, then live checks): `sticky_check_budget_ms` after `start`, or the call's
+    /// own budget when that ends first. `None` (no budget of the call, and a zero
+    /// `sticky_check_budget_ms`: no live checks): the store read has its own limit only
+    /// (`op_timeout_ms`). A store that stopped answering (a black-holed Redis) then costs a
+    /// keyed pick its budget, not the store's op timeout.
+    pub(crate) fn pick_deadline(&self, opts: &PickOptions, start: Instant) -> Option<Instant> {
+        let own = (!self.sticky_check_budget.is_zero())
+            .then(|| start.checked_add(self.sticky_check_budget))
+            .flatten();
+        match (opts.deadline_from(start), own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Counts a live check made by a caller (`read_conn`, on its own connection).
