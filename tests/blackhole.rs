@@ -168,31 +168,50 @@ impl Drop for BlackHole {
     }
 }
 
-/// Adds (`-I`) or deletes (`-D`) the DROP rule for loopback `port`.
+/// Adds (`-I`) or deletes (`-D`) the DROP rules for loopback `port`, TCP and UDP (a DNS
+/// server's port too).
 fn rule(op: &str, port: &str) -> Result<(), String> {
-    let args = [
-        "-w",
-        op,
-        "INPUT",
-        "-i",
-        "lo",
-        "-p",
-        "tcp",
-        "-d",
-        "127.0.0.1",
-        "--dport",
-        port,
-        "-j",
-        "DROP",
-    ];
-    let out = Command::new("iptables")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run iptables: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    for proto in ["tcp", "udp"] {
+        let args = [
+            "-w",
+            op,
+            "INPUT",
+            "-i",
+            "lo",
+            "-p",
+            proto,
+            "-d",
+            "127.0.0.1",
+            "--dport",
+            port,
+            "-j",
+            "DROP",
+        ];
+        let out = Command::new("iptables")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run iptables: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
     }
     Ok(())
+}
+
+/// [`BlackHole::install`], or `None` after saying why the test is skipped.
+fn black_hole(port: &str) -> Option<BlackHole> {
+    match BlackHole::install(port) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
+            None
+        }
+    }
+}
+
+/// The port of a `host:port`.
+fn port_of(addr: &str) -> String {
+    addr.rsplit_once(':').unwrap().1.to_string()
 }
 
 /// A replica whose packets are dropped: a pooled connection in use gives up after the DSN's
@@ -203,7 +222,7 @@ fn rule(op: &str, port: &str) -> Result<(), String> {
 fn a_black_holed_replica_frees_dlb_connections_and_threads() {
     let _l = lock_cluster();
     let proxy = Proxy::start(replica_addr(1));
-    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let port = port_of(&proxy.addr);
     let primary = format!(
         "{} tcp_user_timeout=1000 keepalives_idle=1 keepalives_interval=1 keepalives_count=2",
         env().primary
@@ -217,12 +236,8 @@ fn a_black_holed_replica_frees_dlb_connections_and_threads() {
         }
     };
     conn.simple_query("SELECT 1").unwrap();
-    let hole = match BlackHole::install(&port) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
-            return;
-        }
+    let Some(hole) = black_hole(&port) else {
+        return;
     };
     let (tx, rx) = mpsc::channel();
     let query = std::thread::spawn(move || {
@@ -253,13 +268,9 @@ fn a_black_holed_replica_frees_dlb_connections_and_threads() {
 fn dropping_the_balancer_does_not_wait_for_a_connect_to_a_black_holed_replica() {
     let _l = lock_cluster();
     let proxy = Proxy::start(replica_addr(1));
-    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
-    let hole = match BlackHole::install(&port) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
-            return;
-        }
+    let port = port_of(&proxy.addr);
+    let Some(hole) = black_hole(&port) else {
+        return;
     };
     let probe_timeout = Duration::from_secs(1);
     let lb = Balancer::new(
@@ -304,7 +315,7 @@ fn dropping_the_balancer_does_not_wait_for_a_connect_to_a_black_holed_replica() 
 fn a_black_holed_primary_fails_records_within_the_checkout_timeout() {
     let _l = lock_cluster();
     let proxy = Proxy::start(&primary_addr());
-    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let port = port_of(&proxy.addr);
     let lb = Balancer::new(
         config_for(
             &dsn_at(&env().primary, &proxy.addr),
@@ -318,12 +329,8 @@ fn a_black_holed_primary_fails_records_within_the_checkout_timeout() {
     let key = "blackhole/primary";
     lb.record_lsn(key).unwrap();
     drop(lb.write_conn().unwrap()); // an idle pooled connection to the primary
-    let hole = match BlackHole::install(&port) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
-            return;
-        }
+    let Some(hole) = black_hole(&port) else {
+        return;
     };
     let bound = Duration::from_millis(dlb::PoolConfig::DEFAULT_CHECKOUT_TIMEOUT_MS);
     for i in 0..3 {
@@ -379,7 +386,7 @@ fn a_black_holed_redis_costs_keyed_picks_their_budget_only() {
     let _l = lock_cluster();
     let redis = env().redis.trim_start_matches("redis://").to_string();
     let proxy = Proxy::start(&redis);
-    let port = proxy.addr.rsplit_once(':').unwrap().1.to_string();
+    let port = port_of(&proxy.addr);
     let mut store = dlb::RedisStoreConfig::standalone(format!("redis://{}", proxy.addr));
     store.key_prefix = format!("dlb:test:blackhole:{}:", std::process::id());
     let op_timeout = Duration::from_millis(store.op_timeout_ms);
@@ -396,12 +403,8 @@ fn a_black_holed_redis_costs_keyed_picks_their_budget_only() {
     wait_until("the key's reads go to a replica", WAIT, || {
         lb.pick_replica(Some(key)).unwrap().role() == Role::Replica
     });
-    let hole = match BlackHole::install(&port) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("skipped: iptables cannot be used here ({e}); run the tests as root");
-            return;
-        }
+    let Some(hole) = black_hole(&port) else {
+        return;
     };
     let checks = lb.status().checks;
     for _ in 0..10 {
@@ -442,5 +445,91 @@ fn a_black_holed_redis_costs_keyed_picks_their_budget_only() {
     wait_until("the key's reads go to a replica again", WAIT, || {
         lb.pick_replica(Some(key)).unwrap().role() == Role::Replica
     });
+    drop_and_wait_for_threads(lb);
+}
+
+/// `dlb_dns_errors_total`: DNS refreshes that failed or came back empty.
+fn dns_errors(lb: &Balancer) -> u64 {
+    lb.metrics_text()
+        .lines()
+        .find_map(|l| l.strip_prefix("dlb_dns_errors_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("dlb_dns_errors_total is exported")
+}
+
+/// A balancer discovering both replicas by SRV through `dns` (lookups time out after 300 ms,
+/// refreshed every 200 ms, checks every 100 ms), made on a thread: panics if `Balancer::new`
+/// has not returned within [`WAIT`].
+fn dns_balancer(dns: &common::dnsmasq::Dnsmasq) -> Balancer {
+    let mut d = dlb::DnsConfig::new("replica.pg.test", "127.0.0.1", dns.port);
+    d.timeout_ms = 300;
+    d.refresh_interval_ms = 200;
+    let config = dlb::Config::builder(env().primary.clone())
+        .replica_dns(d)
+        .replica_check_interval(Duration::from_millis(100))
+        .probe_timeout(Duration::from_millis(1000))
+        .build()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Balancer::new(config));
+    });
+    rx.recv_timeout(WAIT)
+        .expect("Balancer::new returns while the DNS server is silent")
+        .unwrap()
+}
+
+/// The DNS server of discovery black-holed (UDP and TCP to its port dropped: every lookup
+/// times out rather than being refused). Started that way, a balancer still starts (its first
+/// lookup bounded by `timeout_ms`), routes to the primary, and finds the replicas once the
+/// server answers. Black-holed under a running balancer, the last good list is kept: both
+/// replicas keep serving, every refresh fails within its deadline and is counted, and the
+/// monitor keeps checking the hosts meanwhile.
+#[test]
+fn a_black_holed_dns_server_keeps_the_last_list_and_holds_no_round() {
+    let _l = lock_cluster();
+    let records: Vec<String> = std::iter::once("host-record=pg.test,127.0.0.1".to_string())
+        .chain((1..=2).map(|n| {
+            format!(
+                "srv-host=replica.pg.test,pg.test,{}",
+                port_of(replica_addr(n))
+            )
+        }))
+        .collect();
+    let dns = common::dnsmasq::Dnsmasq::start(&records);
+    let port = dns.port.to_string();
+
+    // Dark from the start.
+    let Some(hole) = black_hole(&port) else {
+        return;
+    };
+    let lb = dns_balancer(&dns);
+    assert!(lb.status().replicas.is_empty());
+    assert_eq!(lb.pick_replica(None).unwrap().role(), Role::Primary);
+    wait_until("failed lookups are counted", WAIT, || dns_errors(&lb) >= 2);
+    drop(hole);
+    wait_healthy(&lb, 2);
+
+    // Dark under a running balancer.
+    let Some(hole) = black_hole(&port) else {
+        return;
+    };
+    let (errors, checks) = (dns_errors(&lb), lb.status().checks);
+    wait_until("several lookups time out", WAIT, || {
+        dns_errors(&lb) >= errors + 3
+    });
+    assert!(
+        lb.status().checks >= checks + 3,
+        "the monitor kept checking while lookups timed out"
+    );
+    assert_eq!(lb.status().healthy_replicas, 2);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..20 {
+        let route = lb.pick_replica(None).unwrap();
+        assert_eq!(route.role(), Role::Replica, "{route:?}");
+        seen.insert(route.addr().to_string());
+    }
+    assert_eq!(seen.len(), 2, "both replicas keep serving: {seen:?}");
+    drop(hole);
     drop_and_wait_for_threads(lb);
 }
