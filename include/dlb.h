@@ -627,8 +627,9 @@ lb_status lb_recorded_lsn(const struct lb_balancer *lb,
  `key` NULL: plain round-robin over the healthy replicas; no lock, no I/O, never blocks.
  `key` non-NULL (a sticking key, 1 to `LB_MAX_KEY_LENGTH` bytes): only replicas that have
  replayed the key's recorded LSN. Blocking with a key: reads the LSN store and, when the
- cached replay positions show no replica caught up, asks the replicas live, in parallel,
- for at most `sticky_check_budget_ms` (default 100 ms) in total.
+ cached replay positions show no replica caught up, asks the replicas live, in parallel;
+ both together for at most `sticky_check_budget_ms` (default 100 ms) from the call's start
+ (a store that stopped answering included).
 
  Every call is a new pick: after `LB_ERR_BUFFER_TOO_SMALL`, a retry with a larger buffer may
  pick another host (whose DSN may have another length).

@@ -533,3 +533,147 @@ fn a_black_holed_dns_server_keeps_the_last_list_and_holds_no_round() {
     drop(hole);
     drop_and_wait_for_threads(lb);
 }
+
+/// The C ABI, called as a C program would (`dlb::ffi`), with a replica black-holed under
+/// traffic (keyless and keyed picks, records, from two threads): once the replica is
+/// quarantined no pick returns it, keyed picks return within their budget, and
+/// `lb_balancer_free` called while the monitor connects to the dead host returns within one
+/// `probe_timeout_ms` (old code: 2 s).
+#[test]
+fn c_abi_picks_leave_a_black_holed_replica_and_free_returns_promptly() {
+    use dlb::ffi::*;
+    use std::ffi::{CStr, CString, c_char};
+
+    /// `lb_pick_replica`'s DSN, turned into its `host:port` with `lb_dsn_address`.
+    fn pick(lb: *const lb_balancer, key: Option<&CStr>) -> (u32, String) {
+        let mut dsn = [0 as c_char; 1024];
+        let mut addr = [0 as c_char; 300];
+        let (mut n, mut route) = (0usize, lb_route { role: 0, reason: 0 });
+        // SAFETY: a live balancer, NUL-terminated key, buffers of the given sizes.
+        unsafe {
+            let k = key.map_or(std::ptr::null(), CStr::as_ptr);
+            assert_eq!(
+                lb_pick_replica(lb, k, dsn.as_mut_ptr(), dsn.len(), &mut n, &mut route),
+                LB_OK
+            );
+            assert_eq!(
+                lb_dsn_address(dsn.as_ptr(), addr.as_mut_ptr(), addr.len(), &mut n),
+                LB_OK
+            );
+            (
+                route.role,
+                CStr::from_ptr(addr.as_ptr()).to_string_lossy().into_owned(),
+            )
+        }
+    }
+
+    let _l = lock_cluster();
+    let proxy = Proxy::start(replica_addr(1));
+    let port = port_of(&proxy.addr);
+    let config = serde_json::json!({
+        "primary": env().primary,
+        "replicas": {"hosts": [proxy.addr, replica_addr(2)]},
+        "probe_timeout_ms": 1000,
+        "pool": {"connect_timeout_ms": 10000},
+        "connectivity": {"backoff_initial_ms": 100, "backoff_max_ms": 200},
+    });
+    let config = CString::new(config.to_string()).unwrap();
+    let mut lb: *mut lb_balancer = std::ptr::null_mut();
+    // SAFETY: a NUL-terminated configuration and a place for the handle.
+    assert_eq!(unsafe { lb_balancer_new(config.as_ptr(), &mut lb) }, LB_OK);
+    struct Handle(*mut lb_balancer);
+    // SAFETY: the C ABI's balancer may be used from any thread.
+    unsafe impl Send for Handle {}
+    unsafe impl Sync for Handle {}
+    let handle = std::sync::Arc::new(Handle(lb));
+    let lb = lb as *const lb_balancer;
+    wait_until("both replicas serve", WAIT, || {
+        (0..20)
+            .map(|_| pick(lb, None).1)
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            == 2
+    });
+    let Some(hole) = black_hole(&port) else {
+        // SAFETY: the handle from lb_balancer_new, freed once.
+        unsafe { lb_balancer_free(handle.0) };
+        return;
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let key = CString::new("blackhole/c").unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            let (handle, stop, key) = (handle.clone(), stop.clone(), key.clone());
+            std::thread::spawn(move || {
+                let mut slowest = Duration::ZERO;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let lb = handle.0 as *const lb_balancer;
+                    if i == 1 {
+                        let mut buf = [0 as c_char; 64];
+                        let mut n = 0usize;
+                        // SAFETY: as above.
+                        let st = unsafe {
+                            lb_record_lsn(lb, key.as_ptr(), buf.as_mut_ptr(), buf.len(), &mut n)
+                        };
+                        assert_eq!(st, LB_OK);
+                        let start = std::time::Instant::now();
+                        pick(lb, Some(&key));
+                        slowest = slowest.max(start.elapsed());
+                    } else {
+                        pick(lb, None);
+                    }
+                }
+                slowest
+            })
+        })
+        .collect();
+    wait_until("the black-holed replica is quarantined", WAIT, || {
+        replica_status_c(lb, &proxy.addr) == "quarantined"
+    });
+    for _ in 0..200 {
+        let (role, addr) = pick(lb, None);
+        assert_eq!((role, addr.as_str()), (LB_ROLE_REPLICA, replica_addr(2)));
+        assert_ne!(pick(lb, Some(&key)).1, proxy.addr);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let slowest = w.join().unwrap();
+        // The default budget (sticky_check_budget_ms, 100 ms) plus scheduling, far below the
+        // dead replica's 10 s connect timeout or its 1 s probe timeout.
+        assert!(
+            slowest < Duration::from_millis(1000),
+            "a keyed pick took {slowest:?}"
+        );
+    }
+    let start = std::time::Instant::now();
+    // SAFETY: the handle from lb_balancer_new, freed once, no call running on it.
+    unsafe { lb_balancer_free(std::sync::Arc::into_inner(handle).unwrap().0) };
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "lb_balancer_free took {took:?}"
+    );
+    drop(hole);
+    wait_until("the abandoned probe thread ends", WAIT, || {
+        threads_named("dlb-probe") + threads_named("dlb-monitor") == 0
+    });
+}
+
+/// The state of the replica at `addr` in `lb_status_json`.
+fn replica_status_c(lb: *const dlb::ffi::lb_balancer, addr: &str) -> String {
+    let mut buf = vec![0 as std::ffi::c_char; 1 << 16];
+    let mut n = 0usize;
+    // SAFETY: a live balancer and a buffer of the given size.
+    let st = unsafe { dlb::ffi::lb_status_json(lb, buf.as_mut_ptr(), buf.len(), &mut n) };
+    assert_eq!(st, dlb::ffi::LB_OK);
+    // SAFETY: lb_status_json wrote a NUL-terminated text.
+    let text = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy();
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    status["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"]["addr"] == addr || r["addr"] == addr)
+        .map(|r| r["state"].as_str().unwrap_or_default().to_string())
+        .unwrap_or_default()
+}
