@@ -367,3 +367,46 @@ fn a_sticky_read_the_cache_proves_sends_nothing_before_the_callers_query() {
     assert_ne!(last_statement(pid), "SELECT 1");
     drop(c);
 }
+
+/// `pool.read_statement_timeout_ms`: a read on a replica's pooled connection that runs longer
+/// is cancelled by the replica (SQLSTATE 57014), the replica is not reported, the connection
+/// serves the next read, and a borrower's own `SET statement_timeout` is gone for the next
+/// borrower (the start-up value comes back with the reset); writes are not affected.
+#[test]
+fn a_read_statement_timeout_cancels_long_reads_and_survives_resets() {
+    let _l = lock_cluster();
+    let lb = Balancer::new(
+        config_for(&env().primary, &[replica_addr(1)])
+            .pool_max_size(1)
+            .read_statement_timeout(std::time::Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_healthy(&lb, 1);
+    let setting =
+        |c: &mut Conn| -> String { c.query_one("SHOW statement_timeout", &[]).unwrap().get(0) };
+    let mut c = borrow(&lb, Way::Keyless);
+    let pid = backend(&mut c);
+    assert_eq!(setting(&mut c), "300ms");
+    let e = c.query("SELECT pg_sleep(30)", &[]).unwrap_err();
+    assert_eq!(
+        e.code(),
+        Some(&postgres::error::SqlState::QUERY_CANCELED),
+        "{e}"
+    );
+    c.execute("SET statement_timeout = 0", &[]).unwrap();
+    drop(c);
+    let mut c = borrow(&lb, Way::Keyless);
+    assert_eq!(
+        backend(&mut c),
+        pid,
+        "the same connection serves the next read"
+    );
+    assert_eq!(setting(&mut c), "300ms", "the borrower's SET is gone");
+    drop(c);
+    let mut w = borrow(&lb, Way::Write);
+    assert_eq!(setting(&mut w), "0", "writes keep the server's own");
+    drop(w);
+    assert_not_reported(&lb);
+}

@@ -115,6 +115,11 @@ impl ConfigBuilder {
         self.0.pool.check_idle_after_ms = millis(d);
         self
     }
+    /// See [`PoolConfig::read_statement_timeout_ms`].
+    pub fn read_statement_timeout(mut self, d: Duration) -> Self {
+        self.0.pool.read_statement_timeout_ms = millis(d);
+        self
+    }
     /// See [`PoolConfig::max_lifetime_s`].
     pub fn max_lifetime(mut self, d: Duration) -> Self {
         self.0.pool.max_lifetime_s = d.as_secs();

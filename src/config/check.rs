@@ -347,6 +347,12 @@ impl Config {
                 "1 day",
             ),
             (
+                "pool.read_statement_timeout_ms",
+                p.read_statement_timeout_ms,
+                DAY,
+                "1 day",
+            ),
+            (
                 "connectivity.failure_threshold",
                 c.failure_threshold.into(),
                 THRESHOLD,

@@ -541,6 +541,16 @@ pub struct PoolConfig {
     /// every checkout; at most 1 day. A broken connection that slips through fails the caller's
     /// query once: `read_conn`'s [`crate::Conn`] then reports the failure and discards it.
     pub check_idle_after_ms: u64,
+    /// The server-side `statement_timeout` of every statement on a replica's pooled
+    /// connections (`read_conn`), in milliseconds: a read that runs longer (a runaway query,
+    /// a replica stuck in a recovery conflict) is cancelled by the replica with SQLSTATE
+    /// `57014` instead of holding the caller. Set at connection start-up, so it survives
+    /// the reset between borrowers; a borrower may still `SET` its own for one use. Reads that
+    /// go to the primary and the DSNs of `pick_replica` are not affected. Default
+    /// [`PoolConfig::DEFAULT_READ_STATEMENT_TIMEOUT_MS`] (0: none, the server's own); at most
+    /// 1 day. A frozen server (stopped process) cannot cancel anything: a read there waits
+    /// until it resumes or the connection's TCP timeouts end it.
+    pub read_statement_timeout_ms: u64,
 }
 
 impl PoolConfig {
@@ -557,6 +567,8 @@ impl PoolConfig {
     /// Default of [`PoolConfig::check_idle_after_ms`]: 30 s, as PgBouncer's
     /// `server_check_delay`.
     pub const DEFAULT_CHECK_IDLE_AFTER_MS: u64 = 30_000;
+    /// Default of [`PoolConfig::read_statement_timeout_ms`]: none.
+    pub const DEFAULT_READ_STATEMENT_TIMEOUT_MS: u64 = 0;
     /// Most [`PoolConfig::max_size`] may be (the pool reserves a slot per connection when
     /// it is made).
     pub const LIMIT_MAX_SIZE: u32 = 1000;
@@ -571,6 +583,7 @@ impl Default for PoolConfig {
             checkout_timeout_ms: Self::DEFAULT_CHECKOUT_TIMEOUT_MS,
             max_lifetime_s: Self::DEFAULT_MAX_LIFETIME_S,
             check_idle_after_ms: Self::DEFAULT_CHECK_IDLE_AFTER_MS,
+            read_statement_timeout_ms: Self::DEFAULT_READ_STATEMENT_TIMEOUT_MS,
         }
     }
 }

@@ -265,6 +265,20 @@ impl Host {
             pg.keepalives_retries(KEEPALIVES_COUNT);
         }
         let mut probe_config = pg.clone();
+        if role == Role::Replica && cfg.pool.read_statement_timeout_ms > 0 {
+            // Start-up options are the session's defaults: `RESET ALL` between borrowers keeps
+            // them. The monitor's and checker's connections (cloned above) have deadlines of
+            // their own.
+            let option = format!(
+                "-c statement_timeout={}",
+                cfg.pool.read_statement_timeout_ms
+            );
+            let options = match pg.get_options() {
+                Some(o) if !o.trim().is_empty() => format!("{o} {option}"),
+                _ => option,
+            };
+            pg.options(&options);
+        }
         probe_config.connect_timeout(Duration::from_millis(
             cfg.pool
                 .connect_timeout_ms
