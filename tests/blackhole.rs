@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -150,7 +149,7 @@ struct BlackHole {
 impl BlackHole {
     /// Installs the rule for `port`; `Err` with the reason when iptables cannot be used.
     fn install(port: &str) -> Result<BlackHole, String> {
-        rule("-I", port)?;
+        common::black_hole::rule("-I", port)?;
         Ok(BlackHole {
             port: port.to_string(),
         })
@@ -159,43 +158,13 @@ impl BlackHole {
 
 impl Drop for BlackHole {
     fn drop(&mut self) {
-        if let Err(e) = rule("-D", &self.port) {
+        if let Err(e) = common::black_hole::rule("-D", &self.port) {
             eprintln!(
                 "warning: cannot remove the iptables rule for port {}: {e}",
                 self.port
             );
         }
     }
-}
-
-/// Adds (`-I`) or deletes (`-D`) the DROP rules for loopback `port`, TCP and UDP (a DNS
-/// server's port too).
-fn rule(op: &str, port: &str) -> Result<(), String> {
-    for proto in ["tcp", "udp"] {
-        let args = [
-            "-w",
-            op,
-            "INPUT",
-            "-i",
-            "lo",
-            "-p",
-            proto,
-            "-d",
-            "127.0.0.1",
-            "--dport",
-            port,
-            "-j",
-            "DROP",
-        ];
-        let out = Command::new("iptables")
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run iptables: {e}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-    }
-    Ok(())
 }
 
 /// [`BlackHole::install`], or `None` after saying why the test is skipped.

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::time::Duration;
 
+pub mod black_hole;
 pub mod dnsmasq;
 pub mod fake_pg;
 pub mod hostile_dns;

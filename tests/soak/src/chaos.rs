@@ -18,9 +18,12 @@ pub(crate) enum Kind {
     RedisOutage,
     DnsChurn,
     RestartPrimary,
+    BlackHoleReplica,
+    BlackHoleRedis,
+    BlackHoleDns,
 }
 
-pub(crate) const KINDS: [Kind; 11] = [
+pub(crate) const KINDS: [Kind; 14] = [
     Kind::PauseReplay,
     Kind::KillReplica,
     Kind::FastStopReplica,
@@ -32,16 +35,20 @@ pub(crate) const KINDS: [Kind; 11] = [
     Kind::RedisOutage,
     Kind::DnsChurn,
     Kind::RestartPrimary,
+    Kind::BlackHoleReplica,
+    Kind::BlackHoleRedis,
+    Kind::BlackHoleDns,
 ];
 
 /// The faults that take a replica out of the rotation.
-pub(crate) const REPLICA_KINDS: [Kind; 6] = [
+pub(crate) const REPLICA_KINDS: [Kind; 7] = [
     Kind::PauseReplay,
     Kind::KillReplica,
     Kind::FastStopReplica,
     Kind::FreezeReplica,
     Kind::SlowProxy,
     Kind::StalledProxy,
+    Kind::BlackHoleReplica,
 ];
 
 pub(crate) fn kind_name(k: Kind) -> &'static str {
@@ -57,6 +64,9 @@ pub(crate) fn kind_name(k: Kind) -> &'static str {
         Kind::RedisOutage => "Redis stop/start",
         Kind::DnsChurn => "DNS record churn",
         Kind::RestartPrimary => "primary restart (-m fast)",
+        Kind::BlackHoleReplica => "packets to the proxy of replica 2 dropped (iptables)",
+        Kind::BlackHoleRedis => "packets to Redis dropped (iptables)",
+        Kind::BlackHoleDns => "packets to the DNS server dropped (iptables)",
     }
 }
 
@@ -293,6 +303,17 @@ impl Chaos {
             Kind::RestartPrimary => {
                 self.announce(kind, "restart the primary (-m fast)".into());
                 run_testenv(&["restart-primary", "fast"])
+            }
+            Kind::BlackHoleReplica | Kind::BlackHoleRedis | Kind::BlackHoleDns => {
+                let (what, port) = match kind {
+                    Kind::BlackHoleReplica => ("the proxy of replica 2", port_of(&self.proxy.addr)),
+                    Kind::BlackHoleRedis => ("Redis", port_of(&env().redis)),
+                    _ => ("the DNS server", self.dns.port.to_string()),
+                };
+                self.announce(kind, format!("packets to {what} dropped for {hold:?}"));
+                let ok = common::black_hole::rule("-I", &port).is_ok();
+                self.hold(hold);
+                common::black_hole::rule("-D", &port).is_ok() && ok
             }
         };
         self.done(kind, ok);

@@ -32,6 +32,7 @@ pub(crate) fn restore_env() -> Result<(), String> {
     for n in 1..=2 {
         signal_all(&replica_pids(n), libc::SIGCONT);
     }
+    common::black_hole::clear();
     if !run_testenv(&["up"]) {
         return Err("testenv.sh up failed".into());
     }
@@ -50,6 +51,7 @@ impl Drop for RestoreGuard {
         for n in 1..=2 {
             signal_all(&replica_pids(n), libc::SIGCONT);
         }
+        common::black_hole::clear();
     }
 }
 
