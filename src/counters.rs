@@ -21,7 +21,8 @@ macro_rules! plain_counters {
             pub(crate) readmissions: [AtomicU64; QuarantineReason::COUNT],
             /// Monitor probe latency, by [`Role`].
             pub(crate) probe_latency: [StripedHistogram; Role::COUNT],
-            /// Live replay-LSN checks of sticky picks (the whole check, all replicas).
+            /// Live proofs of sticky reads ([`crate::freshness::prove`]): one observation per
+            /// proof, all its checks together.
             pub(crate) live_check_latency: StripedHistogram,
             /// LSN store operations, by [`StoreOp`].
             pub(crate) store_latency: [StripedHistogram; StoreOp::COUNT],
@@ -71,7 +72,7 @@ plain_counters! {
     checks => "checks_total", "Monitor checks run.";
     primary_check_errors => "primary_check_errors_total", "Monitor checks whose primary probe failed.";
     replica_check_errors => "replica_check_errors_total", "Replica probes that failed.";
-    live_lsn_checks => "live_lsn_checks_total", "Live replay-LSN queries made by sticky picks.";
+    live_lsn_checks => "live_lsn_checks_total", "Live replay-LSN checks made or asked for by sticky reads.";
     lsn_recorded => "lsn_recorded_total", "LSNs recorded for sticking keys.";
     store_errors => "store_errors_total", "LSN store operations that failed.";
     reported_failures => "reported_failures_total", "Network failures reported by callers.";

@@ -39,7 +39,7 @@ const RULES: &[(&str, &[&str])] = &[
             "config", "counters", "error", "labels", "lsn", "redact", "sync",
         ],
     ),
-    ("freshness", &["lsn", "sticking"]),
+    ("freshness", &["counters", "lsn", "sticking"]),
     // Where a read goes.
     (
         "routing",

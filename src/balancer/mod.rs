@@ -316,7 +316,7 @@ impl Balancer {
         let opts = PickOptions::default();
         let deadline = self.router.pick_deadline(&opts, Instant::now());
         match self.router.plan(key, &opts, deadline)? {
-            Plan::Route(route) => self.read_on(route, true),
+            Plan::Route(route) => self.read_on(route),
             Plan::Live { req, candidates } => self.read_live(req, &candidates),
         }
     }

@@ -8,14 +8,21 @@
 //! history never had), so a bigger number there proves nothing.
 //!
 //! [`decide`] is the part of a sticky pick that comes before any replica is looked at: what the
-//! key's store entry, the cluster, the timeline and the store's own health say. Both are pure
-//! (no I/O, no clock, no lock) and unit-tested here with hand-built inputs. The callers
-//! (`routing` for picks and handed-out DSNs, `balancer` for pooled reads) only gather the
-//! inputs and act on the answer; they never compare positions themselves.
+//! key's store entry, the cluster, the timeline and the store's own health say. When no cached
+//! position proves a read, [`prove`] is the one loop of live checks (order, deadline, what a
+//! failed check means, the cache raised by every answer, the live checks' metrics), over a
+//! [`Prover`]: a handed-out DSN's live checker, or the pooled connection that serves the read.
+//! All of it is pure (no I/O, no clock, no lock: the prover does the I/O and reads the clock)
+//! and unit-tested here with hand-built inputs and a fake prover. The callers (`routing` for
+//! picks and handed-out DSNs, `balancer` for pooled reads) only gather the inputs and act on
+//! the answer; they never compare positions themselves.
 //!
 //! What this part deliberately does not do: any I/O. Reading positions is `server`'s, keeping
 //! recorded LSNs `sticking`'s, choosing among proven replicas `routing`'s.
 
+mod prove;
+
+pub(crate) use self::prove::{Answer, Prover, prove};
 pub(crate) use crate::lsn::Position;
 use crate::lsn::{CausalToken, Lsn};
 use crate::sticking::Recorded;

@@ -44,9 +44,9 @@ pub struct Metrics {
     /// Monitor probe latency by role (`primary`, `replica`), timed on the probe's thread
     /// (a probe that outlives the check's deadline is observed when it ends).
     pub probe_seconds: BTreeMap<&'static str, Histogram>,
-    /// Latency of the live replay-LSN checks of sticky reads: one observation per
-    /// `pick_replica` (its checks together, up to `sticky_check_budget_ms`), one per check
-    /// `read_conn` runs on the connection it hands out.
+    /// Latency of the live proofs of sticky reads: one observation per `pick_replica` or
+    /// `read_conn` that checks live (its checks together, up to `sticky_check_budget_ms`),
+    /// and per `read_conn` check of the connection of a replica the cache chose.
     pub live_check_seconds: Histogram,
     /// LSN store operation latency by operation (`get`, `record`, `force`), failures included.
     pub store_operation_seconds: BTreeMap<&'static str, Histogram>,

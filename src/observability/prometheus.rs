@@ -197,7 +197,7 @@ pub(crate) fn render(m: &Metrics, prefix: &str, constant: &[(String, String)]) -
     e.family(
         "live_check_duration_seconds",
         "histogram",
-        "Live replay-LSN checks of sticky reads: a pick_replica's checks together, or one check read_conn runs on its connection.",
+        "Live proofs of sticky reads (pick_replica, read_conn): one observation per proof, its checks together.",
     );
     e.histogram("live_check_duration_seconds", &[], &m.live_check_seconds);
     e.family(

@@ -35,7 +35,7 @@ pub use self::options::PickOptions;
 pub use self::route::Route;
 pub(crate) use self::snapshot::{ReplicaState, Server, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
-use crate::counters::{self, Counters};
+use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::freshness::{self, Decision, Requirement};
 pub use crate::labels::Reason;
@@ -332,11 +332,7 @@ impl Router {
             Plan::Live { req, candidates } => {
                 let own = Instant::now() + self.sticky_check_budget;
                 let deadline = deadline.map_or(own, |d| d.min(own));
-                // Timed here, at the call's boundary, whatever runs the checks.
-                let live = counters::timed(&self.counters.live_check_latency, || {
-                    sticky::live(&candidates, req, deadline, &self.counters)
-                });
-                match live {
+                match sticky::live(&candidates, req, deadline, &self.counters) {
                     Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, req)),
                     None => self.not_caught_up_by(req.lsn, opts),
                 }
@@ -378,11 +374,6 @@ impl Router {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Counts a live check made by a caller (`read_conn`, on its own connection).
-    pub(crate) fn count_live_check(&self) {
-        self.counters.count(&self.counters.live_lsn_checks);
     }
 
     /// How old the last check may be before sticky picks stop trusting cached replay

@@ -1,14 +1,15 @@
 //! Sticky picks: a replica that has replayed a given LSN, from the cached replay positions or,
-//! when none qualifies, from live checks.
+//! when none qualifies, from live checks ([`freshness::prove`] over the replicas' live
+//! checkers).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam::channel;
+use crossbeam::channel::{self, Receiver, Sender};
 
 use super::Snapshot;
 use crate::counters::Counters;
-use crate::freshness::{self, Requirement};
+use crate::freshness::{self, Answer, Position, Prover, Requirement};
 use crate::server::host::{HostHandle, StripedHost};
 use crate::sync::stripe::StripedCursor;
 
@@ -33,53 +34,66 @@ pub(super) fn cached(
         .map(|h| h.handle())
 }
 
-/// Asks the candidates' live checkers ([`crate::server::checker`]) for their replay positions: the
-/// first (the round-robin candidate) alone, on the caller's thread when its checker's
-/// connection is idle, then, when it does not prove `req`, the others in parallel on their
-/// checkers' threads. Returns the first whose answer proves `req` ([`freshness::proves`])
-/// before `deadline`; every answer raises the cached position of its host. Spawns no thread;
-/// blocks until `deadline` at most.
+/// Proves `req` on the candidates' live checkers ([`crate::server::checker`]) with
+/// [`freshness::prove`]: the first (the round-robin candidate) alone, on the caller's thread
+/// when its checker's connection is idle, then, when it does not prove `req`, the others in
+/// parallel on their checkers' threads. Returns the first proven before `deadline`. Spawns no
+/// thread; blocks until `deadline` at most.
 pub(super) fn live(
     candidates: &[Arc<StripedHost>],
     req: Requirement,
     deadline: Instant,
     counters: &Counters,
 ) -> Option<Arc<HostHandle>> {
-    let (first, rest) = candidates.split_first()?;
-    if Instant::now() >= deadline {
-        return None;
-    }
     let (tx, rx) = channel::bounded(candidates.len());
-    let ask = |i: usize, h: &Arc<StripedHost>| {
-        counters.count(&counters.live_lsn_checks);
-        h.host().ask_checker(i, &tx)
-    };
-    counters.count(&counters.live_lsn_checks);
-    let mut waiting = match first.host().check_here(deadline) {
-        Some(Some(pos)) if freshness::proves(pos, req) => return Some(first.handle()),
-        Some(_) => 0,
-        None => usize::from(first.host().ask_checker(0, &tx)),
-    };
-    let mut rest_asked = false;
-    loop {
-        if waiting == 0 {
-            if rest_asked {
-                return None;
-            }
-            rest_asked = true;
-            waiting = rest
-                .iter()
-                .enumerate()
-                .filter(|(i, h)| ask(i + 1, h))
-                .count();
-            continue;
-        }
-        let (i, pos) = rx.recv_deadline(deadline).ok()?;
-        waiting -= 1;
-        if pos.is_some_and(|p| freshness::proves(p, req)) {
-            return Some(candidates[i].handle());
-        }
+    let prover = Checkers { tx, rx };
+    freshness::prove(&prover, candidates, req, deadline, counters)
+        .map(|(i, ())| candidates[i].handle())
+}
+
+/// The live checkers of a handed-out DSN's candidates, as a [`Prover`]: a check on the
+/// caller's thread when a checker connection is idle, else a question to the checker's thread,
+/// answered on `rx` with the candidate's index.
+struct Checkers {
+    tx: Sender<(usize, Option<Position>)>,
+    rx: Receiver<(usize, Option<Position>)>,
+}
+
+/// A checker's answer: its position, or nothing. The checker does not say why it has none (a
+/// failed query, an unreadable position, a connection that reached another server than the one
+/// the cache describes): never a host failure here; the monitor's probes judge the host.
+fn answer(pos: Option<Position>) -> Answer<()> {
+    pos.map_or(Answer::Nothing, |p| Answer::Read(p, ()))
+}
+
+impl Prover for Checkers {
+    type Candidate = Arc<StripedHost>;
+    type Served = ();
+    const PARALLEL: bool = true;
+
+    fn now(&self) -> Instant {
+        Instant::now()
     }
+
+    fn check_here(&self, c: &Arc<StripedHost>, deadline: Instant) -> Option<Answer<()>> {
+        c.host().check_here(deadline).map(answer)
+    }
+
+    fn ask(&self, index: usize, c: &Arc<StripedHost>) -> bool {
+        c.host().ask_checker(index, &self.tx)
+    }
+
+    fn collect(&self, deadline: Instant) -> Option<(usize, Answer<()>)> {
+        let (i, pos) = self.rx.recv_deadline(deadline).ok()?;
+        Some((i, answer(pos)))
+    }
+
+    /// Done already: the checker raises the cache with every position it reads, for the server
+    /// its connection reached, and answers only the positions the cache took.
+    fn raise(&self, _: &Arc<StripedHost>, (): &(), _: Position) {}
+
+    /// Never asked: a checker's answer is never a host failure (see [`answer`]).
+    fn report(&self, _: &Arc<StripedHost>) {}
 }
 
 /// The candidates of a live check: the healthy replicas, starting at the round-robin position.
