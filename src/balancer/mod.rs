@@ -633,12 +633,17 @@ mod tests {
         }
     }
 
+    /// A configuration whose primary and replica nothing listens on: every probe and connect
+    /// fails at once, no server needed.
+    fn nowhere() -> crate::config::ConfigBuilder {
+        Config::builder("host=127.0.0.1 port=1 user=u dbname=d").replica_hosts(["127.0.0.1:2"])
+    }
+
     #[test]
     fn a_panicking_check_is_counted_and_the_monitor_goes_on() {
         // Nothing listens on port 1: every probe fails at once, no server needed.
         let lb = Balancer::new(
-            Config::builder("host=127.0.0.1 port=1 user=u dbname=d")
-                .replica_hosts(["127.0.0.1:2"])
+            nowhere()
                 .replica_check_interval(Duration::from_millis(20))
                 .build()
                 .unwrap(),
@@ -655,6 +660,40 @@ mod tests {
         wait_until("the monitor checks again", || {
             lb.status().checks > checks + 2
         });
+    }
+
+    /// `read_conn`'s live checks run in the proof loop: a replica whose pool cannot hand out a
+    /// connection (nothing listens on its port) failed by the host, so it is reported, its
+    /// check counted, the proof observed once; then the not-caught-up policy.
+    #[test]
+    fn a_pooled_live_check_failed_by_the_host_reports_it() {
+        let lb = Balancer::new(
+            nowhere()
+                .replica_check_interval(Duration::from_secs(3600))
+                .checkout_timeout(Duration::from_millis(50))
+                .sticky_check_budget(Duration::from_millis(200))
+                .no_caught_up_replica(crate::config::NoCaughtUpPolicy::Error)
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        let candidates: Vec<_> = lb
+            .router
+            .with_snapshot(|s| s.replicas.iter().map(|r| r.host.clone()).collect());
+        let candidates: Vec<_> = candidates.into_iter().map(StripedHost::new).collect();
+        let reported = lb.counters.values().reported_failures;
+        let req = Requirement {
+            lsn: Lsn::from_u64(500),
+            timeline: 2,
+        };
+        assert!(matches!(
+            lb.read_live(req, &candidates),
+            Err(Error::NoCaughtUpReplica { .. })
+        ));
+        let values = lb.counters.values();
+        assert_eq!(values.live_lsn_checks, 1);
+        assert_eq!(values.reported_failures, reported + 1);
+        assert_eq!(lb.counters.live_check_latency.read().1, 1);
     }
 
     /// issue #14: a child forked while another thread of the parent was inside a pick (with

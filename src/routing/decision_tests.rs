@@ -263,3 +263,24 @@ fn the_error_policy_and_no_replicas() {
         (Role::Primary, Reason::NoReplicasConfigured, None)
     );
 }
+
+#[test]
+fn live_checks_of_a_pick_run_in_the_proof_loop_counted_and_timed_once() {
+    // Nothing listens on the replicas' ports: each live checker answers nothing (its connect is
+    // refused at once), no replica proves the key, the policy decides.
+    let f = fixture(2, 5_000);
+    f.record("k", 500);
+    let route = f.router.pick(Some("k"), &PickOptions::default()).unwrap();
+    assert_eq!(
+        (route.role(), route.reason()),
+        (Role::Primary, Reason::NotCaughtUp)
+    );
+    let counters = &f.router.counters;
+    assert_eq!(
+        counters.values().live_lsn_checks,
+        2,
+        "the round-robin candidate, then the other"
+    );
+    let (_, proofs, _) = counters.live_check_latency.read();
+    assert_eq!(proofs, 1, "one observation for the whole proof");
+}
