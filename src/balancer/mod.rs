@@ -317,7 +317,7 @@ impl Balancer {
         let deadline = self.router.pick_deadline(&opts, Instant::now());
         match self.router.plan(key, &opts, deadline)? {
             Plan::Route(route) => self.read_on(route),
-            Plan::Live { req, candidates } => self.read_live(req, &candidates),
+            Plan::Live { req, candidates } => self.read_live(req, &candidates, deadline),
         }
     }
 
@@ -687,7 +687,7 @@ mod tests {
             timeline: 2,
         };
         assert!(matches!(
-            lb.read_live(req, &candidates),
+            lb.read_live(req, &candidates, None),
             Err(Error::NoCaughtUpReplica { .. })
         ));
         let values = lb.counters.values();

@@ -29,14 +29,16 @@ impl Balancer {
 
     /// `read_conn` for a sticky read no cached position can serve: the live check runs on the
     /// very connection that will serve the read (one round trip), on the round-robin candidate
-    /// first, then on the others in turn, within `sticky_check_budget_ms`
-    /// ([`freshness::prove`]); then the primary (or the error, under the `"error"` policy).
+    /// first, then on the others in turn, by the pick's `deadline` and within
+    /// `sticky_check_budget_ms` ([`Router::live_deadline`], [`freshness::prove`]); then the
+    /// primary (or the error, under the `"error"` policy).
     pub(super) fn read_live(
         &self,
         req: Requirement,
         candidates: &[Arc<StripedHost>],
+        deadline: Option<Instant>,
     ) -> Result<Conn> {
-        let deadline = Instant::now() + self.router.sticky_check_budget();
+        let deadline = self.router.live_deadline(deadline);
         let prover = Pooled::new(self, None);
         if let Some((i, client)) =
             freshness::prove(&prover, candidates, req, deadline, &self.counters)

@@ -330,8 +330,7 @@ impl Router {
         match plan {
             Plan::Route(route) => Ok(route),
             Plan::Live { req, candidates } => {
-                let own = Instant::now() + self.sticky_check_budget;
-                let deadline = deadline.map_or(own, |d| d.min(own));
+                let deadline = self.live_deadline(deadline);
                 match sticky::live(&candidates, req, deadline, &self.counters) {
                     Some(host) => Ok(self.sticky_route(host, Reason::CaughtUpLive, req)),
                     None => self.not_caught_up_by(req.lsn, opts),
@@ -355,9 +354,12 @@ impl Router {
         }
     }
 
-    /// The total time a sticky pick may spend on live checks (`sticky_check_budget_ms`).
-    pub(crate) fn sticky_check_budget(&self) -> Duration {
-        self.sticky_check_budget
+    /// When the live checks of a sticky read that must be done by `deadline` (the pick's,
+    /// [`Router::pick_deadline`]) end: `sticky_check_budget_ms` from now at most, and
+    /// `deadline` at the latest. One rule for `pick_replica` and `read_conn`.
+    pub(crate) fn live_deadline(&self, deadline: Option<Instant>) -> Instant {
+        let own = Instant::now() + self.sticky_check_budget;
+        deadline.map_or(own, |d| d.min(own))
     }
 
     /// When a keyed pick that starts at `start` must be done with its blocking work (the LSN
