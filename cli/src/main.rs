@@ -3,6 +3,8 @@
 //! ```text
 //! dlb check [--json] [CONFIG]    one check of every host; exit 0 ok, 1 degraded, 2 unusable
 //! dlb watch [--metrics URL] [CONFIG]   a live view, refreshed every check interval
+//! dlb --help | -h | help          the usage, on standard output (exit 0)
+//! dlb --version | -V              the version, on standard output (exit 0)
 //! ```
 //!
 //! CONFIG is the JSON configuration file the bindings read; `-` reads standard input; without
@@ -27,6 +29,7 @@ const EXIT_UNUSABLE: u8 = 2;
 
 const USAGE: &str = "usage: dlb check [--json] [CONFIG]
        dlb watch [--metrics URL] [CONFIG]
+       dlb --help | --version
 
 CONFIG: the JSON configuration file (as the bindings read it); `-`: standard input;
 absent: $DLB_CONFIG (the JSON itself, or a file's path).
@@ -40,6 +43,16 @@ watch   a live view refreshed every check interval (q or Ctrl-C quits); plain li
         (http://host:port/path); without it they are this process's own.";
 
 /// What the command line asked for.
+enum Command {
+    /// `--help`, `-h` or `help`: the usage on standard output, exit 0.
+    Help,
+    /// `--version` or `-V`: the version on standard output, exit 0.
+    Version,
+    /// `check` or `watch`.
+    Run(Args),
+}
+
+/// The arguments of `check` and `watch`.
 struct Args {
     command: String,
     json: bool,
@@ -47,8 +60,24 @@ struct Args {
     config: Option<String>,
 }
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
+/// Reads the command line. `Err` is a usage error (stderr, exit 2); asking for help or the
+/// version anywhere on the line is not one.
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let args: Vec<String> = args.collect();
+    // `--` and what follows are not options (CONFIG may be a file named `-V`).
+    let options = args.iter().take_while(|a| *a != "--");
+    for a in options {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            _ => {}
+        }
+    }
+    let mut it = args.into_iter();
     let command = it.next().ok_or("no command")?;
+    if command == "help" {
+        return Ok(Command::Help);
+    }
     if command != "check" && command != "watch" {
         return Err(format!("unknown command {command:?}"));
     }
@@ -58,19 +87,22 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         metrics_url: None,
         config: None,
     };
+    let mut only_config = false;
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--json" if args.command == "check" => args.json = true,
-            "--metrics" if args.command == "watch" => {
+            "--" if !only_config => only_config = true,
+            "--json" if !only_config && args.command == "check" => args.json = true,
+            "--metrics" if !only_config && args.command == "watch" => {
                 args.metrics_url = Some(it.next().ok_or("--metrics needs a URL")?);
             }
-            "-h" | "--help" => return Err(String::new()),
-            s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+            s if !only_config && s.starts_with('-') && s != "-" => {
+                return Err(format!("unknown option {s}"));
+            }
             _ if args.config.is_some() => return Err("more than one CONFIG".into()),
             _ => args.config = Some(a),
         }
     }
-    Ok(args)
+    Ok(Command::Run(args))
 }
 
 /// The configuration text: from the file named, standard input (`-`) or `DLB_CONFIG`, without
@@ -153,13 +185,19 @@ fn looks_like_dsn(s: &str) -> bool {
 
 fn main() -> ExitCode {
     let args = match parse_args(std::env::args().skip(1)) {
-        Ok(a) => a,
+        Ok(Command::Run(a)) => a,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::from(EXIT_OK);
+        }
+        Ok(Command::Version) => {
+            println!("dlb {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::from(EXIT_OK);
+        }
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("dlb: {e}");
-            }
+            eprintln!("dlb: {e}");
             eprintln!("{USAGE}");
-            return ExitCode::from(if e.is_empty() { EXIT_OK } else { EXIT_UNUSABLE });
+            return ExitCode::from(EXIT_UNUSABLE);
         }
     };
     let config = match config_text(args.config.as_deref())

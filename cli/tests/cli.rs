@@ -264,6 +264,57 @@ fn check_a_bad_configuration_exits_2_naming_the_field() {
     assert_eq!(dlb(&["frobnicate"]).status.code(), Some(2));
 }
 
+/// `--help`, `-h` and `help` print the usage, `--version` and `-V` the version, on standard
+/// output with exit status 0 (they printed the usage to standard error with 2, as a usage
+/// error, so `dlb --help | less` showed nothing). Usage errors keep standard error and 2. No
+/// cluster needed.
+#[test]
+fn help_and_version_go_to_stdout_with_exit_0() {
+    for args in [
+        vec!["--help"],
+        vec!["-h"],
+        vec!["help"],
+        vec!["check", "--help"],
+        vec!["watch", "--metrics", "http://127.0.0.1:1/", "-h"],
+    ] {
+        let o = dlb(&args);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert!(out.starts_with("usage: dlb check"), "{args:?}: {out}");
+        assert!(out.contains("dlb watch [--metrics URL"), "{args:?}: {out}");
+        assert!(o.stderr.is_empty(), "{args:?}: {}", text(&o));
+    }
+    for args in [vec!["--version"], vec!["-V"], vec!["check", "-V"]] {
+        let o = dlb(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("dlb {}\n", env!("CARGO_PKG_VERSION")),
+            "{args:?}"
+        );
+        assert!(o.stderr.is_empty(), "{args:?}: {}", text(&o));
+    }
+    for (args, want) in [
+        (vec![], "dlb: no command"),
+        (vec!["frobnicate"], "dlb: unknown command \"frobnicate\""),
+        (vec!["check", "--bogus"], "dlb: unknown option --bogus"),
+        (vec!["check", "-x"], "dlb: unknown option -x"),
+        (vec!["watch", "--metrics"], "dlb: --metrics needs a URL"),
+        (vec!["check", "a", "b"], "dlb: more than one CONFIG"),
+    ] {
+        let o = dlb(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert!(err.contains("usage: dlb check"), "{args:?}: {err}");
+    }
+    // After `--`, `-V` is CONFIG (a file of that name), not the version.
+    let o = dlb(&["check", "--", "-V"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot read -V"), "{}", text(&o));
+}
+
 /// `dlb check` with `DLB_CONFIG` set to `value` (and `args`), standard input `stdin`.
 fn dlb_env(args: &[&str], value: &str, stdin: &str) -> Output {
     let mut child = Command::new(DLB)
