@@ -6,16 +6,9 @@ use std::time::{Duration, Instant};
 use dlb::{Balancer, Config};
 use serde_json::json;
 
+use crate::EXIT_UNUSABLE;
+use crate::verdict::{Verdict, store_reachable, verdict};
 use crate::view::{self, HostRow};
-use crate::{EXIT_DEGRADED, EXIT_OK, EXIT_UNUSABLE};
-
-/// Whether the LSN store answers: `Err` with its error (no secrets) when it does not.
-pub(crate) fn store_reachable(lb: &Balancer) -> Result<(), String> {
-    // A read of a key nobody records: one round trip to Redis (nothing for the memory store).
-    lb.recorded_lsn("dlb-check:reachability")
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
 
 /// How long a check waits for a host that is not yet `ok` to settle: a probe that timed out
 /// on a new connection is retried after the connectivity backoff. At most 15 s.
@@ -52,7 +45,11 @@ pub(crate) fn run(config: Config, json: bool) -> u8 {
     }
     let rows = view::rows(&st);
     let store = store_reachable(&lb);
-    let (verdict, code, why) = verdict(st.status, &rows, &store);
+    let Verdict {
+        word: verdict,
+        code,
+        why,
+    } = verdict(&st, &rows, &store);
     if json {
         let out = json!({
             "verdict": verdict,
@@ -72,36 +69,6 @@ pub(crate) fn run(config: Config, json: bool) -> u8 {
         print!("{}", render(&rows, st.lsn_store, &store, verdict, &why));
     }
     code
-}
-
-/// The overall verdict, its exit status and the reasons: the library's `status` (`ok`,
-/// `degraded`, `down`), made `degraded` by an unreachable store.
-fn verdict(
-    status: &str,
-    rows: &[HostRow],
-    store: &Result<(), String>,
-) -> (&'static str, u8, Vec<String>) {
-    let mut why: Vec<String> = rows
-        .iter()
-        .filter(|r| r.verdict != "ok")
-        .map(|r| match (&r.reason, &r.error) {
-            (_, Some(e)) if r.role == "primary" => format!("primary {} is down: {e}", r.addr),
-            (Some(reason), _) => format!("replica {} is out: {reason}", r.addr),
-            _ => format!("{} {} is {}", r.role, r.addr, r.state),
-        })
-        .collect();
-    if let Err(e) = store {
-        why.push(format!("the LSN store is unreachable: {e}"));
-    }
-    let (v, code) = match status {
-        "down" => ("unusable", EXIT_UNUSABLE),
-        "ok" if store.is_ok() => ("ok", EXIT_OK),
-        _ => ("degraded", EXIT_DEGRADED),
-    };
-    if v == "degraded" && why.is_empty() {
-        why.push("the monitor's last check is late".into());
-    }
-    (v, code, why)
 }
 
 fn render(

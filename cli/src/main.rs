@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod check;
+mod verdict;
 mod view;
 mod watch;
 

@@ -14,6 +14,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
 use ratatui::widgets::{Block, Paragraph, Row, Table};
 
+use crate::verdict::{Verdict, store_reachable, verdict};
 use crate::view::{self, HostRow};
 use crate::{EXIT_OK, EXIT_UNUSABLE};
 
@@ -138,6 +139,10 @@ fn scrape(url: &str) -> Result<String, String> {
 struct Frame {
     status: Status,
     rows: Vec<HostRow>,
+    /// Whether the LSN store answered this refresh.
+    store: Result<(), String>,
+    /// The header's verdict: `dlb check`'s rule.
+    verdict: Verdict,
     /// Per second since the previous refresh.
     pick_rates: Vec<(String, f64)>,
     live_checks_per_s: f64,
@@ -201,6 +206,8 @@ impl Watcher {
         let store_errors = activity.store_errors;
         self.last = Some((now, activity));
         let rows = view::rows(&status);
+        let store = store_reachable(&self.lb);
+        let verdict = verdict(&status, &rows, &store);
         for r in rows.iter().filter(|r| r.role == "replica") {
             let h = self.lags.entry(r.addr.clone()).or_default();
             h.push_back(r.lag_bytes.unwrap_or(0));
@@ -211,6 +218,8 @@ impl Watcher {
         Frame {
             status,
             rows,
+            store,
+            verdict,
             pick_rates,
             live_checks_per_s: live,
             store_errors,
@@ -299,12 +308,14 @@ fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
         let st = &f.status;
         let picks = pick_rates_text(&f.pick_rates, "=");
         let line = format!(
-            "{} status={} primary={} healthy={}/{} picks/s: {} live_checks/s={:.1} store_errors={} ({:.1}/s)",
+            "{} verdict={} primary={} healthy={}/{} store={}{} picks/s: {} live_checks/s={:.1} store_errors={} ({:.1}/s)",
             st.last_check_at.as_deref().unwrap_or("-"),
-            st.status,
+            f.verdict.word,
             st.primary_state,
             st.healthy_replicas,
             st.replicas.len(),
+            st.lsn_store,
+            if f.store.is_ok() { "" } else { ":unreachable" },
             picks,
             f.live_checks_per_s,
             f.store_errors,
@@ -312,6 +323,9 @@ fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
         );
         if writeln!(out, "{line}").is_err() {
             return EXIT_OK; // the reader went away
+        }
+        if !f.verdict.why.is_empty() {
+            let _ = writeln!(out, "  why: {}", f.verdict.why.join("; "));
         }
         for r in &f.rows {
             let trend = if r.role == "replica" {
@@ -386,12 +400,12 @@ fn run_terminal(w: &mut Watcher, refresh: Duration) -> u8 {
 fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
     let st = &fr.status;
     let [head, hosts, activity] = Layout::vertical([
-        Constraint::Length(3),
+        Constraint::Length(4),
         Constraint::Min(4),
         Constraint::Length(4),
     ])
     .areas(f.area());
-    let colour = match st.status {
+    let colour = match fr.verdict.word {
         "ok" => Color::Green,
         "degraded" => Color::Yellow,
         _ => Color::Red,
@@ -401,22 +415,24 @@ fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
         .map_or("-".into(), |ms| format!("{:.1} s ago", ms as f64 / 1000.0));
     let header = Line::from(vec![
         ratatui::text::Span::styled(
-            format!(" {} ", st.status.to_uppercase()),
+            format!(" {} ", fr.verdict.word.to_uppercase()),
             Style::default().fg(Color::Black).bg(colour),
         ),
         ratatui::text::Span::raw(format!(
-            "  primary {} {}  healthy replicas {}/{}  checks {}  last check {}  store {}",
+            "  primary {} {}  healthy replicas {}/{}  checks {}  last check {}  store {}{}",
             st.primary.addr,
             st.primary_state,
             st.healthy_replicas,
             st.replicas.len(),
             st.checks,
             age,
-            st.lsn_store
+            st.lsn_store,
+            if fr.store.is_ok() { "" } else { " UNREACHABLE" },
         )),
     ]);
+    let why = Line::styled(fr.verdict.why.join("; "), Style::default().fg(colour));
     f.render_widget(
-        Paragraph::new(header).block(Block::bordered().title(" dlb watch (q quits) ")),
+        Paragraph::new(vec![header, why]).block(Block::bordered().title(" dlb watch (q quits) ")),
         head,
     );
     let rows = fr.rows.iter().map(|r| {

@@ -48,7 +48,7 @@ impl Drop for TempFile {
 
 /// The test cluster's configuration (the primary's DSN with a password, which the
 /// trust-authenticated cluster ignores; low lag thresholds; Redis when there is one), with
-/// `extra` JSON fields.
+/// `extra` JSON fields (an `lsn_store` there replaces the test Redis).
 fn config_json(extra: &str) -> String {
     let e = env();
     let primary = format!("{} password={SECRET}", e.primary);
@@ -63,7 +63,7 @@ fn config_json(extra: &str) -> String {
         "\"max_lag_bytes\": 65536".into(),
         "\"max_lag_ms\": 200".into(),
     ];
-    if !e.redis.is_empty() {
+    if !e.redis.is_empty() && !extra.contains("\"lsn_store\"") {
         fields.push(format!(
             "\"lsn_store\": {{\"redis\": {{\"url\": {}}}}}",
             serde_json::to_string(&e.redis).unwrap()
@@ -430,6 +430,19 @@ fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// `dlb watch ARGS` with its standard output piped, and its lines.
+fn watch_piped(args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(DLB)
+        .arg("watch")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut child);
+    (child, rx)
+}
+
 /// Waits (bounded) for `child` to exit.
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let end = Instant::now() + within;
@@ -449,20 +462,14 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
 fn watch_piped_prints_plain_lines_and_stops_on_sigterm() {
     let _l = lock_cluster();
     let cfg = TempFile::config(&config_json(""));
-    let mut child = Command::new(DLB)
-        .args(["watch", cfg.path()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rx = lines_of(&mut child);
+    let (mut child, rx) = watch_piped(&[cfg.path()]);
     let mut seen = Vec::new();
     let end = Instant::now() + WAIT;
     let both = |seen: &[String]| {
         env().replicas.iter().all(|r| {
             seen.iter()
                 .any(|l| l.contains(r.as_str()) && l.contains("healthy"))
-        }) && seen.iter().filter(|l| l.contains(" status=ok ")).count() >= 2
+        }) && seen.iter().filter(|l| l.contains(" verdict=ok ")).count() >= 2
     };
     while !both(&seen) {
         let left = end.saturating_duration_since(Instant::now());
@@ -486,6 +493,85 @@ fn watch_piped_prints_plain_lines_and_stops_on_sigterm() {
     );
     assert!(!all.contains(SECRET));
     assert!(all.contains("picks/s"), "{all}");
+}
+
+/// Reads lines from `rx` into `seen` until one satisfies `cond` (bounded by [`WAIT`]);
+/// kills `child` and panics with the lines seen when none does.
+fn wait_line(
+    rx: &mpsc::Receiver<String>,
+    child: &mut Child,
+    seen: &mut Vec<String>,
+    what: &str,
+    cond: impl Fn(&str) -> bool,
+) -> String {
+    let end = Instant::now() + WAIT;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if cond(&l) => {
+                seen.push(l.clone());
+                return l;
+            }
+            Ok(l) => seen.push(l),
+            Err(_) => {
+                let _ = child.kill();
+                let tail = &seen[seen.len().saturating_sub(12)..];
+                panic!(
+                    "timed out waiting until {what}; last lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+        }
+    }
+}
+
+/// An LSN-store outage makes `dlb watch`'s header `degraded`, as `dlb check`'s verdict (exit
+/// 1), and it is `ok` again once the store answers. The header showed the library's status,
+/// which ignores the store: `status=ok` through the outage while `dlb check` said degraded.
+#[test]
+fn watch_follows_an_lsn_store_outage_as_check_does() {
+    let _l = lock_cluster();
+    assert!(!env().redis.is_empty(), "the test environment has a Redis");
+    let cfg = TempFile::config(&config_json(""));
+    let (mut child, rx) = watch_piped(&[cfg.path()]);
+    let mut seen = Vec::new();
+    wait_line(&rx, &mut child, &mut seen, "the header says ok", |l| {
+        l.contains(" verdict=ok ") && l.contains(" store=redis ")
+    });
+    stop_redis();
+    wait_line(
+        &rx,
+        &mut child,
+        &mut seen,
+        "the header says degraded",
+        |l| l.contains(" verdict=degraded ") && l.contains(" store=redis:unreachable "),
+    );
+    let why = wait_line(&rx, &mut child, &mut seen, "the reason follows", |l| {
+        l.starts_with("  why: ")
+    });
+    assert!(why.contains("the LSN store is unreachable: "), "{why}");
+    let o = dlb(&["check", cfg.path()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("verdict: degraded (the LSN store is unreachable: "),
+        "{}",
+        text(&o)
+    );
+    start_redis();
+    wait_line(
+        &rx,
+        &mut child,
+        &mut seen,
+        "the header says ok again",
+        |l| l.contains(" verdict=ok ") && l.contains(" store=redis "),
+    );
+    // SAFETY: a plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(10)).code(),
+        Some(0)
+    );
+    assert!(!seen.join("\n").contains(SECRET));
 }
 
 /// A tmux server of this test only (its own socket), killed on drop.
@@ -610,6 +696,40 @@ fn watch_in_a_terminal_shows_the_replicas_a_lagging_one_and_quits_on_q() {
         std::fs::read_to_string(&after.0).unwrap(),
     );
     assert_eq!(a, b, "terminal settings restored");
+}
+
+/// In a terminal the header shows `dlb check`'s verdict: `DEGRADED` with the store named
+/// unreachable and why, for an LSN store that does not answer (here a Redis URL nothing
+/// listens on) while every host is healthy. It showed ` OK `.
+#[test]
+fn watch_in_a_terminal_says_degraded_when_the_store_is_unreachable() {
+    let _l = lock_cluster();
+    let cfg = TempFile::config(&config_json(&format!(
+        "\"lsn_store\": {{\"redis\": {{\"url\": \"redis://:{SECRET}@127.0.0.1:1\"}}}}"
+    )));
+    let o = dlb(&["check", cfg.path()]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_no_secret(&o);
+    let tmux = Tmux::start(200, 40);
+    tmux.send(&[&format!("{DLB} watch {}", cfg.path()), "Enter"]);
+    let screen = tmux.wait_screen("the header says degraded", |s| {
+        s.contains(" DEGRADED ")
+            && env().replicas.iter().all(|r| {
+                s.lines()
+                    .any(|l| l.contains(r.as_str()) && l.contains("healthy"))
+            })
+    });
+    assert!(screen.contains("store redis UNREACHABLE"), "{screen}");
+    assert!(
+        screen.contains("the LSN store is unreachable: "),
+        "{screen}"
+    );
+    assert!(!screen.contains(" OK "), "{screen}");
+    assert!(!screen.contains(SECRET), "{screen}");
+    tmux.send(&["q"]);
+    tmux.wait_screen("the view is gone after q", |s| {
+        !s.contains("dlb watch (q quits)")
+    });
 }
 
 #[test]
