@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dlb check [--json] [CONFIG]    one check of every host; exit 0 ok, 1 degraded, 2 unusable
-//! dlb watch [--metrics URL] [CONFIG]   a live view, refreshed every check interval
+//! dlb watch [--metrics URL [--metrics-prefix NAME]] [CONFIG]   a live view
 //! dlb --help | -h | help          the usage, on standard output (exit 0)
 //! dlb --version | -V              the version, on standard output (exit 0)
 //! ```
@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 mod check;
+mod metrics;
 mod verdict;
 mod view;
 mod watch;
@@ -29,7 +30,7 @@ const EXIT_DEGRADED: u8 = 1;
 const EXIT_UNUSABLE: u8 = 2;
 
 const USAGE: &str = "usage: dlb check [--json] [CONFIG]
-       dlb watch [--metrics URL] [CONFIG]
+       dlb watch [--metrics URL [--metrics-prefix NAME]] [CONFIG]
        dlb --help | --version
 
 CONFIG: the JSON configuration file (as the bindings read it); `-`: standard input;
@@ -41,7 +42,9 @@ check   connects to every host (TLS included) once: identity, recovery state, la
 watch   a live view refreshed every check interval (q or Ctrl-C quits); plain lines when
         standard output is not a terminal (stops on SIGTERM or SIGINT). --metrics URL reads
         picks, live checks and store errors from an application's Prometheus endpoint
-        (http://host:port/path); without it they are this process's own.";
+        (http://host:port/path); without it they are this process's own. dlb's
+        metrics there are found by their names' endings (picks_total, store_errors_total,
+        ...) under any namespace; --metrics-prefix NAME names it (e.g. registry_db_).";
 
 /// What the command line asked for.
 enum Command {
@@ -58,6 +61,7 @@ struct Args {
     command: String,
     json: bool,
     metrics_url: Option<String>,
+    metrics_prefix: Option<String>,
     config: Option<String>,
 }
 
@@ -86,6 +90,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
         command,
         json: false,
         metrics_url: None,
+        metrics_prefix: None,
         config: None,
     };
     let mut only_config = false;
@@ -96,12 +101,18 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
             "--metrics" if !only_config && args.command == "watch" => {
                 args.metrics_url = Some(it.next().ok_or("--metrics needs a URL")?);
             }
+            "--metrics-prefix" if !only_config && args.command == "watch" => {
+                args.metrics_prefix = Some(it.next().ok_or("--metrics-prefix needs a NAME")?);
+            }
             s if !only_config && s.starts_with('-') && s != "-" => {
                 return Err(format!("unknown option {s}"));
             }
             _ if args.config.is_some() => return Err("more than one CONFIG".into()),
             _ => args.config = Some(a),
         }
+    }
+    if args.metrics_prefix.is_some() && args.metrics_url.is_none() {
+        return Err("--metrics-prefix names the namespace at --metrics URL: give both".into());
     }
     Ok(Command::Run(args))
 }
@@ -219,6 +230,10 @@ fn main() -> ExitCode {
     };
     ExitCode::from(match args.command.as_str() {
         "check" => check::run(config, args.json),
-        _ => watch::run(config, args.metrics_url.as_deref()),
+        _ => watch::run(
+            config,
+            args.metrics_url.as_deref(),
+            args.metrics_prefix.as_deref(),
+        ),
     })
 }

@@ -1,19 +1,19 @@
 //! `dlb watch`: a live view of every host, refreshed every check interval: a terminal UI
 //! (ratatui over crossterm) on a terminal, plain text lines otherwise.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{IsTerminal as _, Read as _, Write as _};
-use std::net::TcpStream;
+use std::collections::{HashMap, VecDeque};
+use std::io::{IsTerminal as _, Write as _};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dlb::{Balancer, Config, Metrics, Status};
+use dlb::{Balancer, Config, Status};
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Paragraph, Row, Table};
+use ratatui::widgets::{Block, Paragraph, Row, Table, Wrap};
 
+use crate::metrics::{Activity, namespace, scrape};
 use crate::verdict::{Verdict, store_reachable, verdict};
 use crate::view::{self, HostRow};
 use crate::{EXIT_OK, EXIT_UNUSABLE};
@@ -22,8 +22,6 @@ use crate::{EXIT_OK, EXIT_UNUSABLE};
 const TREND_SAMPLES: usize = 24;
 /// Shortest refresh period, whatever the check interval.
 const MIN_REFRESH: Duration = Duration::from_millis(100);
-/// How long a scrape of `--metrics` may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 
 static STOP: AtomicBool = AtomicBool::new(false);
 
@@ -41,100 +39,6 @@ fn install_signal_handlers() {
     }
 }
 
-/// The activity counters the view shows as rates.
-#[derive(Clone, Default)]
-struct Activity {
-    picks: BTreeMap<String, f64>,
-    live_checks: f64,
-    store_errors: f64,
-}
-
-impl Activity {
-    fn from_metrics(m: &Metrics) -> Activity {
-        Activity {
-            picks: m
-                .picks
-                .iter()
-                .map(|p| (p.reason.to_string(), p.count as f64))
-                .collect(),
-            live_checks: m.counters.live_lsn_checks as f64,
-            store_errors: m.counters.store_errors as f64,
-        }
-    }
-
-    /// The same counters from an application's Prometheus text (its series summed over their
-    /// other labels), with the configured prefix.
-    fn from_text(text: &str, prefix: &str) -> Activity {
-        let mut a = Activity::default();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let Some(rest) = line.strip_prefix(prefix) else {
-                continue;
-            };
-            let (series, value) = match rest.rsplit_once(' ') {
-                Some((s, v)) => (s, v.parse::<f64>().unwrap_or(0.0)),
-                None => continue,
-            };
-            let name = series.split('{').next().unwrap_or_default();
-            match name {
-                "picks_total" => {
-                    if let Some(reason) = label(series, "reason") {
-                        *a.picks.entry(reason).or_default() += value;
-                    }
-                }
-                "live_lsn_checks_total" => a.live_checks += value,
-                "store_errors_total" => a.store_errors += value,
-                _ => {}
-            }
-        }
-        a
-    }
-}
-
-/// The value of label `name` in a series `name{a="x",b="y"}` (escapes left as they are).
-fn label(series: &str, name: &str) -> Option<String> {
-    let needle = format!("{name}=\"");
-    let start = series
-        .match_indices(&needle)
-        .find(|(i, _)| matches!(series.as_bytes().get(i.wrapping_sub(1)), Some(b'{' | b',')))?
-        .0
-        + needle.len();
-    let rest = &series[start..];
-    let mut end = 0;
-    let bytes = rest.as_bytes();
-    while end < bytes.len() && bytes[end] != b'"' {
-        end += if bytes[end] == b'\\' { 2 } else { 1 };
-    }
-    Some(rest[..end.min(rest.len())].to_string())
-}
-
-/// GET `url` (`http://host:port/path`), the body as text.
-fn scrape(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("--metrics: only http:// URLs")?;
-    let (authority, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .map_err(|e| format!("{authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
-    let (head, body) = body.split_once("\r\n\r\n").ok_or("no HTTP response")?;
-    if !head.starts_with("HTTP/1.") || head.split(' ').nth(1).is_none_or(|c| c != "200") {
-        return Err(format!("HTTP: {}", head.lines().next().unwrap_or_default()));
-    }
-    Ok(body.to_string())
-}
-
 /// What one refresh shows.
 struct Frame {
     status: Status,
@@ -150,13 +54,19 @@ struct Frame {
     store_errors_per_s: f64,
     /// Where picks come from, or why they are unknown.
     source: String,
+    /// What the view cannot show as it should (no dlb metrics at `--metrics URL`), shown
+    /// in both views.
+    warning: Option<String>,
 }
 
 /// The state kept between refreshes: the last counters and the lag history.
 struct Watcher {
     lb: Balancer,
     metrics_url: Option<String>,
-    prefix: String,
+    /// `--metrics-prefix`: the namespace of dlb's metrics at `metrics_url`.
+    given_prefix: Option<String>,
+    /// The configuration's `metrics.prefix`, tried before a detected one.
+    configured_prefix: String,
     last: Option<(Instant, Activity)>,
     lags: HashMap<String, VecDeque<u64>>,
 }
@@ -165,16 +75,29 @@ impl Watcher {
     fn refresh(&mut self) -> Frame {
         let status = self.lb.status();
         let now = Instant::now();
-        let (activity, source) = match &self.metrics_url {
+        let (activity, source, warning) = match &self.metrics_url {
             None => (
                 Activity::from_metrics(&self.lb.metrics()),
                 "this process (give --metrics URL for an application's)".to_string(),
+                None,
             ),
             Some(url) => match scrape(url) {
-                Ok(text) => (Activity::from_text(&text, &self.prefix), url.clone()),
+                Ok(text) => {
+                    let given = self.given_prefix.as_deref();
+                    let (prefix, warning) = namespace(&text, url, given, &self.configured_prefix);
+                    match prefix {
+                        Some(p) => (
+                            Activity::from_text(&text, &p),
+                            format!("{url} (prefix {p})"),
+                            warning,
+                        ),
+                        None => (Activity::default(), url.clone(), warning),
+                    }
+                }
                 Err(e) => (
                     self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default(),
                     format!("{url}: {e}"),
+                    None,
                 ),
             },
         };
@@ -225,6 +148,7 @@ impl Watcher {
             store_errors,
             store_errors_per_s: errs,
             source,
+            warning,
         }
     }
 
@@ -260,9 +184,9 @@ impl Watcher {
 }
 
 /// Runs the watch until `q`/Ctrl-C (terminal) or SIGTERM/SIGINT; returns the exit status.
-pub(crate) fn run(config: Config, metrics_url: Option<&str>) -> u8 {
+pub(crate) fn run(config: Config, metrics_url: Option<&str>, metrics_prefix: Option<&str>) -> u8 {
     let refresh = Duration::from_millis(config.replica_check_interval_ms).max(MIN_REFRESH);
-    let prefix = config.metrics.prefix.clone();
+    let configured_prefix = config.metrics.prefix.clone();
     let lb = match Balancer::new(config) {
         Ok(lb) => lb,
         Err(e) => {
@@ -274,7 +198,8 @@ pub(crate) fn run(config: Config, metrics_url: Option<&str>) -> u8 {
     let mut w = Watcher {
         lb,
         metrics_url: metrics_url.map(str::to_string),
-        prefix,
+        given_prefix: metrics_prefix.map(str::to_string),
+        configured_prefix,
         last: None,
         lags: HashMap::new(),
     };
@@ -326,6 +251,9 @@ fn run_plain(w: &mut Watcher, refresh: Duration) -> u8 {
         }
         if !f.verdict.why.is_empty() {
             let _ = writeln!(out, "  why: {}", f.verdict.why.join("; "));
+        }
+        if let Some(w) = &f.warning {
+            let _ = writeln!(out, "  warning: {w}");
         }
         for r in &f.rows {
             let trend = if r.role == "replica" {
@@ -399,12 +327,6 @@ fn run_terminal(w: &mut Watcher, refresh: Duration) -> u8 {
 
 fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
     let st = &fr.status;
-    let [head, hosts, activity] = Layout::vertical([
-        Constraint::Length(4),
-        Constraint::Min(4),
-        Constraint::Length(4),
-    ])
-    .areas(f.area());
     let colour = match fr.verdict.word {
         "ok" => Color::Green,
         "degraded" => Color::Yellow,
@@ -431,10 +353,21 @@ fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
         )),
     ]);
     let why = Line::styled(fr.verdict.why.join("; "), Style::default().fg(colour));
-    f.render_widget(
-        Paragraph::new(vec![header, why]).block(Block::bordered().title(" dlb watch (q quits) ")),
-        head,
-    );
+    let header = Paragraph::new(vec![header, why])
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(" dlb watch (q quits) "));
+    let activity = activity_panel(fr);
+    // The header and the activity as tall as their wrapped lines; the hosts the rest.
+    // (`line_count` counts the block's borders in the height, not in the width.)
+    let inner = f.area().width.saturating_sub(2);
+    let height = |p: &Paragraph<'_>| p.line_count(inner).min(u16::MAX.into()) as u16;
+    let [head, hosts, activity_area] = Layout::vertical([
+        Constraint::Length(height(&header)),
+        Constraint::Min(4),
+        Constraint::Length(height(&activity)),
+    ])
+    .areas(f.area());
+    f.render_widget(header, head);
     let rows = fr.rows.iter().map(|r| {
         let style = match r.verdict {
             "ok" => Style::default(),
@@ -484,40 +417,29 @@ fn draw(f: &mut ratatui::Frame<'_>, w: &Watcher, fr: &Frame) {
     )
     .block(Block::bordered().title(" hosts "));
     f.render_widget(table, hosts);
+    f.render_widget(activity, activity_area);
+}
+
+/// The activity panel: picks per second, live checks, store errors, where they come from,
+/// and the warning.
+fn activity_panel(fr: &Frame) -> Paragraph<'static> {
     let picks = pick_rates_text(&fr.pick_rates, " ");
-    let text = vec![
+    let mut text = vec![
         Line::raw(format!("picks/s  {picks}")),
         Line::raw(format!(
             "live checks/s {:.1}   store errors {} ({:.1}/s)   from {}",
             fr.live_checks_per_s, fr.store_errors, fr.store_errors_per_s, fr.source
         )),
     ];
-    f.render_widget(
-        Paragraph::new(text).block(Block::bordered().title(" activity ")),
-        activity,
-    );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn activity_from_an_applications_text() {
-        let text = "# HELP app_picks_total x\n\
-            app_picks_total{svc=\"a\",role=\"replica\",reason=\"round_robin\"} 7\n\
-            app_picks_total{svc=\"b\",role=\"replica\",reason=\"round_robin\"} 3\n\
-            app_picks_total{svc=\"a\",role=\"primary\",reason=\"not_caught_up\"} 2\n\
-            app_live_lsn_checks_total{svc=\"a\"} 5\n\
-            other_store_errors_total 9\n\
-            app_store_errors_total 1\n";
-        let a = Activity::from_text(text, "app_");
-        assert_eq!(a.picks["round_robin"], 10.0);
-        assert_eq!(a.picks["not_caught_up"], 2.0);
-        assert_eq!((a.live_checks, a.store_errors), (5.0, 1.0));
-        assert_eq!(
-            label("x{areason=\"n\",reason=\"y\"}", "reason").as_deref(),
-            Some("y")
-        );
+    if let Some(w) = &fr.warning {
+        text.push(Line::styled(
+            format!("warning: {w}"),
+            Style::default()
+                .fg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        ));
     }
+    Paragraph::new(text)
+        .wrap(Wrap { trim: false })
+        .block(Block::bordered().title(" activity "))
 }

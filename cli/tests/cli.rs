@@ -574,6 +574,133 @@ fn watch_follows_an_lsn_store_outage_as_check_does() {
     assert!(!seen.join("\n").contains(SECRET));
 }
 
+/// An application's `/metrics` endpoint: serves `body(n)` to the `n`th request (from 1), for
+/// as long as the test process lives. Returns its URL.
+fn serve_metrics(body: fn(usize) -> String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (i, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8];
+            while !head.ends_with(b"\r\n\r\n") {
+                match std::io::Read::read(&mut conn, &mut byte) {
+                    Ok(1) => head.push(byte[0]),
+                    _ => break,
+                }
+            }
+            let body = body(i + 1);
+            let _ = write!(
+                conn,
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\n{body}"
+            );
+        }
+    });
+    url
+}
+
+/// A configuration needing no server: the primary at a port nothing listens on.
+fn serverless_config() -> TempFile {
+    TempFile::config(&format!(
+        "{{\"primary\": \"host=127.0.0.1 port=1 password={SECRET}\", \
+         \"replica_check_interval_ms\": 100}}"
+    ))
+}
+
+/// A Go service's `dlbprom` with `Namespace: "registry_db"`: 10 more picks at every scrape,
+/// beside the service's own metrics (one of which also ends in `picks_total`).
+fn renamed_metrics(n: usize) -> String {
+    format!(
+        "# HELP registry_db_picks_total Routing decisions.\n\
+         # TYPE registry_db_picks_total counter\n\
+         registry_db_picks_total{{reason=\"round_robin\",role=\"replica\"}} {}\n\
+         registry_db_store_errors_total 0\n\
+         registry_db_live_lsn_checks_total 0\n\
+         registry_db_healthy_replicas 2\n\
+         cache_picks_total 3\n\
+         http_requests_total{{code=\"200\"}} {n}\n",
+        10 * n
+    )
+}
+
+/// `dlb watch --metrics` finds dlb's metrics under the namespace the application gave them
+/// (`registry_db_` here, the configuration saying `dlb_`), or under `--metrics-prefix`. It
+/// showed `picks/s: none` with no word about it.
+#[test]
+fn watch_finds_dlb_metrics_under_a_renamed_namespace() {
+    let url = serve_metrics(renamed_metrics);
+    let cfg = serverless_config();
+    for extra in [vec![], vec!["--metrics-prefix", "registry_db_"]] {
+        let mut args = vec!["--metrics", url.as_str()];
+        args.extend(&extra);
+        args.push(cfg.path());
+        let (mut child, rx) = watch_piped(&args);
+        let mut seen = Vec::new();
+        wait_line(&rx, &mut child, &mut seen, "picks are counted", |l| {
+            l.contains(" picks/s: round_robin=")
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let all = seen.join("\n");
+        assert!(!all.contains("warning:"), "{extra:?}: {all}");
+        assert!(!all.contains(SECRET), "{all}");
+    }
+}
+
+/// An endpoint with no dlb metrics (or none under `--metrics-prefix`) gets a warning line in
+/// the view, not a silent `picks/s: none`.
+#[test]
+fn watch_warns_when_the_endpoint_has_no_dlb_metrics() {
+    let plain = serve_metrics(|n| format!("http_requests_total {n}\ncache_picks_total 1\n"));
+    let renamed = serve_metrics(renamed_metrics);
+    let cfg = serverless_config();
+    for (args, want) in [
+        (
+            vec!["--metrics", plain.as_str()],
+            format!(
+                "  warning: no dlb metrics at {plain}: no name ends in picks_total, \
+                 live_lsn_checks_total, store_errors_total, ... (is it the application's \
+                 endpoint? --metrics-prefix NAME names dlb's namespace)"
+            ),
+        ),
+        (
+            vec!["--metrics", renamed.as_str(), "--metrics-prefix", "app_"],
+            format!(
+                "  warning: no dlb metrics named app_picks_total, app_store_errors_total, ... \
+                 at {renamed} (dlb metrics found under registry_db_)"
+            ),
+        ),
+    ] {
+        let mut all = args.clone();
+        all.push(cfg.path());
+        let (mut child, rx) = watch_piped(&all);
+        let mut seen = Vec::new();
+        let line = wait_line(&rx, &mut child, &mut seen, "a warning", |l| {
+            l.contains("warning:")
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(line, want, "{args:?}");
+        assert!(
+            seen.iter().any(|l| l.contains(" picks/s: none ")),
+            "{seen:#?}"
+        );
+    }
+    // In a terminal too, wrapped whole into a narrow one.
+    let tmux = Tmux::start(80, 30);
+    tmux.send(&[
+        &format!("{DLB} watch --metrics {plain} {}", cfg.path()),
+        "Enter",
+    ]);
+    tmux.wait_screen("the warning is shown whole", |s| {
+        s.contains("warning: no dlb metrics at") && s.contains("names dlb's namespace)")
+    });
+    tmux.send(&["q"]);
+    let o = dlb(&["watch", "--metrics-prefix", "x_", cfg.path()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
 /// A tmux server of this test only (its own socket), killed on drop.
 struct Tmux {
     socket: String,
@@ -581,8 +708,11 @@ struct Tmux {
 
 impl Tmux {
     fn start(cols: u16, rows: u16) -> Tmux {
+        // One server per Tmux: tests in this process run side by side.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let t = Tmux {
-            socket: format!("dlb-cli-test-{}", std::process::id()),
+            socket: format!("dlb-cli-test-{}-{n}", std::process::id()),
         };
         let (cols, rows) = (cols.to_string(), rows.to_string());
         let o = t.cmd(&[
