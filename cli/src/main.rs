@@ -99,7 +99,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Command, String> {
             "--" if !only_config => only_config = true,
             "--json" if !only_config && args.command == "check" => args.json = true,
             "--metrics" if !only_config && args.command == "watch" => {
-                args.metrics_url = Some(it.next().ok_or("--metrics needs a URL")?);
+                let url = it.next().ok_or("--metrics needs a URL")?;
+                metrics::http_target(&url)?;
+                args.metrics_url = Some(url);
             }
             "--metrics-prefix" if !only_config && args.command == "watch" => {
                 args.metrics_prefix = Some(it.next().ok_or("--metrics-prefix needs a NAME")?);

@@ -179,30 +179,63 @@ fn label(series: &str, name: &str) -> Option<String> {
     Some(rest[..end.min(rest.len())].to_string())
 }
 
-/// GET `url` (`http://host:port/path`), the body as text.
-pub(crate) fn scrape(url: &str) -> Result<String, String> {
+/// The `host:port` and path of an `http://host:port/path` URL. A URL with credentials is
+/// refused without being quoted (the view and its warnings show the URL).
+pub(crate) fn http_target(url: &str) -> Result<(&str, String), String> {
     let rest = url
         .strip_prefix("http://")
-        .ok_or("--metrics: only http:// URLs")?;
+        .ok_or("--metrics: only http://host:port/path URLs")?;
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(authority)
-        .map_err(|e| format!("{authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT).map_err(|e| e.to_string())?;
+    if authority.contains('@') {
+        return Err("--metrics: no credentials in the URL (the URL is not shown)".into());
+    }
+    Ok((authority, path))
+}
+
+/// GET `url` (`http://host:port/path`), the body as text. Every address of the host is
+/// tried; an error keeps each address's cause (`127.0.0.1:9100: Connection refused (os error
+/// 111)`).
+pub(crate) fn scrape(url: &str) -> Result<String, String> {
+    let (authority, path) = http_target(url)?;
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .map_err(|e| format!("{authority}: {e}"))?;
+    let mut failures = Vec::new();
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, SCRAPE_TIMEOUT) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    let mut s = match stream {
+        Some(s) => s,
+        None if failures.is_empty() => return Err(format!("{authority}: no address")),
+        None => return Err(format!("cannot connect: {}", failures.join("; "))),
+    };
     s.set_read_timeout(Some(SCRAPE_TIMEOUT)).ok();
     write!(
         s,
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: text/plain\r\n\r\n"
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| format!("cannot send the request: {e}"))?;
     let mut body = String::new();
-    s.read_to_string(&mut body).map_err(|e| e.to_string())?;
+    s.read_to_string(&mut body)
+        .map_err(|e| format!("cannot read the answer: {e}"))?;
     let (head, body) = body.split_once("\r\n\r\n").ok_or("no HTTP response")?;
     if !head.starts_with("HTTP/1.") || head.split(' ').nth(1).is_none_or(|c| c != "200") {
-        return Err(format!("HTTP: {}", head.lines().next().unwrap_or_default()));
+        let status: String = head
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(80)
+            .collect();
+        return Err(format!("HTTP: {}", status.escape_debug()));
     }
     Ok(body.to_string())
 }

@@ -96,8 +96,8 @@ impl Watcher {
                 }
                 Err(e) => (
                     self.last.as_ref().map(|l| l.1.clone()).unwrap_or_default(),
-                    format!("{url}: {e}"),
-                    None,
+                    url.clone(),
+                    Some(format!("cannot read {url}: {e}")),
                 ),
             },
         };

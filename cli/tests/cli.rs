@@ -701,6 +701,83 @@ fn watch_warns_when_the_endpoint_has_no_dlb_metrics() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// `dlb watch --metrics` names why the endpoint cannot be read, with the OS cause, in the
+/// plain view too (it showed the error in the terminal view only: piped, a refused endpoint
+/// was a silent `picks/s: none`); a URL with credentials is refused without being shown.
+#[test]
+fn watch_names_why_the_metrics_endpoint_cannot_be_read() {
+    let cfg = serverless_config();
+    let url = "http://127.0.0.1:1/metrics";
+    let (mut child, rx) = watch_piped(&["--metrics", url, cfg.path()]);
+    let mut seen = Vec::new();
+    let line = wait_line(&rx, &mut child, &mut seen, "a warning", |l| {
+        l.contains("warning:")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        line,
+        format!(
+            "  warning: cannot read {url}: cannot connect: 127.0.0.1:1: Connection refused \
+             (os error 111)"
+        )
+    );
+    let secret_url = format!("http://app:{SECRET}@127.0.0.1:1/metrics");
+    let o = dlb(&["watch", "--metrics", &secret_url, cfg.path()]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert_no_secret(&o);
+    assert!(
+        text(&o).starts_with("dlb: --metrics: no credentials in the URL"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A host dlb cannot connect to is shown with the OS's cause (`Connection refused`, `No
+/// such file or directory` for a Unix socket), in the text, the reasons and the JSON, never
+/// with the password. The driver's errors used to be shown by their kind alone ("error
+/// connecting to server").
+#[test]
+fn check_names_the_os_cause_of_a_connect_error() {
+    let cfg = TempFile::config(&format!(
+        "{{\"primary\": \"host=/nonexistent/dlb-sock port=5432 password={SECRET}\", \
+         \"replicas\": {{\"hosts\": [\"127.0.0.1:1\"]}}, \"replica_check_interval_ms\": 100}}"
+    ));
+    let o = dlb(&["check", cfg.path()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert_no_secret(&o);
+    let missing = "No such file or directory (os error 2)";
+    assert!(
+        out.contains(&format!(
+            "  primary /nonexistent/dlb-sock:5432: connect: error connecting to server: {missing}"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("(primary /nonexistent/dlb-sock:5432 is down: connect: error connecting to server: {missing}")),
+        "{out}"
+    );
+    assert!(
+        out.contains("  replica 127.0.0.1:1: connect: error connecting to server: Connection refused (os error 111)"),
+        "{out}"
+    );
+    let o = dlb(&["check", "--json", cfg.path()]);
+    assert_no_secret(&o);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["hosts"][0]["error"].as_str().unwrap().ends_with(missing),
+        "{v}"
+    );
+    assert!(
+        v["hosts"][1]["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("Connection refused (os error 111)"),
+        "{v}"
+    );
+}
+
 /// A tmux server of this test only (its own socket), killed on drop.
 struct Tmux {
     socket: String,
