@@ -22,8 +22,9 @@ testenv-status:
 
 .PHONY: install
 
-# Installs include/dlb.h, libdlb.a, libdlb.so (SONAME libdlb.so.0) and pkgconfig/dlb.pc under
-# $(DESTDIR)$(PREFIX) (scripts/install.sh; builds the release library first).
+# Installs bin/dlb, include/dlb.h, libdlb.a, libdlb.so (SONAME libdlb.so.0) and
+# pkgconfig/dlb.pc under $(DESTDIR)$(PREFIX) (scripts/install.sh; builds the release library
+# and command first, in $CARGO_TARGET_DIR when set).
 PREFIX ?= /usr/local
 DESTDIR ?=
 install:

@@ -7,7 +7,8 @@
 # Steps: prerequisites (Go >= 1.19, pkg-config, lib/pq from Debian's
 # golang-github-lib-pq-dev for the tests and the example, client_golang and x/exp for dlbprom
 # and dlbslog), the test environment
-# (scripts/testenv.sh up), `make install` into a temporary prefix (scripts/install.sh), the C
+# (scripts/testenv.sh up), `make install` into a temporary prefix (scripts/install.sh; its
+# `dlb` command run with --version), the C
 # example built with pkg-config against that installed copy and run, gofmt, go vet (every
 # link mode), `go test -race` linked through pkg-config against the installed copy (dlbprom
 # and dlbslog in GOPATH mode over Debian's Go sources), the
@@ -84,6 +85,10 @@ fi
 target_dir=${CARGO_TARGET_DIR:-target}
 [[ -f $target_dir/release/libdlb.a && -f $target_dir/release/libdlb.so ]] ||
     die "no libdlb.a/libdlb.so in $target_dir/release"
+# The operators' command comes with it (issue 27: make install left it out).
+dlb_version=$("$PREFIX/bin/dlb" --version) || die "no working dlb command in $PREFIX/bin"
+[[ $dlb_version == "dlb $(sed -n 's/^version = "\(.*\)"$/\1/p' cli/Cargo.toml)" ]] ||
+    die "installed dlb --version says '$dlb_version', not cli/Cargo.toml's version"
 # What a user of the installed copy sets: pkg-config's search path, and the loader's for a
 # prefix it does not search.
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib"
