@@ -67,8 +67,9 @@ pub(crate) fn dlb_prefixes(text: &str) -> Vec<String> {
 }
 
 /// Which prefix to read dlb's metrics of `url` with, and a warning when it is a guess or
-/// there are none: `given` (`--metrics-prefix`) when it names a dlb family, else the
-/// configuration's `metrics.prefix` when it does, else the one found in the text.
+/// there are none: `given` (`--metrics-prefix`, with or without its final `_`) when it names
+/// a dlb family, else the configuration's `metrics.prefix` when it does, else the one found
+/// in the text.
 pub(crate) fn namespace(
     text: &str,
     url: &str,
@@ -82,7 +83,12 @@ pub(crate) fn namespace(
         [] => String::new(),
         f => format!(" (dlb metrics found under {})", f.join(", ")),
     };
-    match given {
+    // Go's `dlbprom` joins its `Namespace` with `_`: `registry_db` names `registry_db_`.
+    let given = given.map(|p| match format!("{p}_") {
+        joined if !has(p) && has(&joined) => joined,
+        _ => p.to_string(),
+    });
+    match given.as_deref() {
         Some(p) if has(p) => (Some(p.to_string()), None),
         Some(p) => (
             None,
@@ -282,10 +288,12 @@ mod tests {
             namespace(RENAMED, url, None, "dlb_"),
             (Some("registry_db_".into()), None)
         );
-        assert_eq!(
-            namespace(RENAMED, url, Some("registry_db_"), "dlb_"),
-            (Some("registry_db_".into()), None)
-        );
+        for given in ["registry_db_", "registry_db"] {
+            assert_eq!(
+                namespace(RENAMED, url, Some(given), "dlb_"),
+                (Some("registry_db_".into()), None)
+            );
+        }
         let (p, w) = namespace(RENAMED, url, Some("app_"), "dlb_");
         assert_eq!(p, None);
         let w = w.unwrap();
