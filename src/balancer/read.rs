@@ -212,7 +212,7 @@ impl<'a, C> Pooled<'a, C> {
             Err(e) => {
                 client.discard = true;
                 let host_failed = is_host_failure(&e);
-                let e = crate::redact::bounded(&e.to_string());
+                let e = crate::redact::bounded(&crate::error::with_causes(&e));
                 if host_failed {
                     warn!(target: "dlb", "live check on replica {} failed: {e}", host.addr);
                 } else {

@@ -124,7 +124,7 @@ impl std::fmt::Debug for PgManager {
 pub(crate) fn read_identity(client: &mut postgres::Client) -> Result<ServerIdentity, String> {
     let row = client
         .query_one(&format!("SELECT {IDENTITY_COLUMNS}"), &[])
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::error::with_causes(&e))?;
     ServerIdentity::from_row(&row, 0)
 }
 
@@ -161,7 +161,7 @@ impl r2d2::ManageConnection for PgManager {
     }
 
     fn is_valid(&self, conn: &mut Box<PgConn>) -> Result<(), ConnectError> {
-        ping(conn).map_err(|e| ConnectError(crate::redact::bounded(&e.to_string())))
+        ping(conn).map_err(|e| ConnectError(crate::redact::bounded(&crate::error::with_causes(&e))))
     }
 
     fn has_broken(&self, conn: &mut Box<PgConn>) -> bool {

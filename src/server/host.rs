@@ -547,7 +547,7 @@ impl Host {
                             host_failed,
                         });
                     }
-                    log::debug!(target: "dlb", "a pooled connection to {} failed its check: {}; discarded", self.addr, crate::redact::bounded(&e.to_string()));
+                    log::debug!(target: "dlb", "a pooled connection to {} failed its check: {}; discarded", self.addr, crate::redact::bounded(&crate::error::with_causes(&e)));
                 }
             }
         }

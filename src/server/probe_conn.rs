@@ -124,7 +124,7 @@ impl ProbeConn {
             .map_err(|_| no_answer(wait))?
             .map_err(|e| match e.as_db_error() {
                 Some(db) => format!("{}: {}", db.severity(), db.message()),
-                None => e.to_string(),
+                None => crate::error::with_causes(&e),
             })?;
         Ok(messages
             .into_iter()
