@@ -646,3 +646,49 @@ fn replica_status_c(lb: *const dlb::ffi::lb_balancer, addr: &str) -> String {
         .map(|r| r["state"].as_str().unwrap_or_default().to_string())
         .unwrap_or_default()
 }
+
+/// A replica black-holed from the start (its pool's background connects each wait for the
+/// 10 s connect timeout) beside a healthy one, each pool keeping two idle connections: the
+/// healthy replica's pool still opens connections and serves `read_conn`, and is never
+/// reported. Before, every replica pool shared one two-thread scheduler: the dead pool's two
+/// connects held both threads, the healthy pool could connect to nothing within the 3 s
+/// checkout, and the healthy replica was reported and its reads sent to the primary.
+#[test]
+fn a_black_holed_replica_does_not_keep_another_replica_from_connecting() {
+    let _l = lock_cluster();
+    let proxy = Proxy::start(replica_addr(1));
+    let port = port_of(&proxy.addr);
+    let Some(hole) = black_hole(&port) else {
+        return;
+    };
+    let lb = Balancer::new(
+        config_for(&env().primary, &[&proxy.addr, replica_addr(2)])
+            .pool_min_idle(2)
+            .connect_timeout(Duration::from_secs(10))
+            .checkout_timeout(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    wait_until("the healthy replica serves", WAIT, || {
+        replica_status(&lb, replica_addr(2)).state == "healthy"
+    });
+    for _ in 0..3 {
+        let mut c = lb.read_conn(None).unwrap();
+        assert_eq!(
+            (c.route().role(), c.route().addr()),
+            (Role::Replica, replica_addr(2)),
+            "{:?}",
+            c.route()
+        );
+        c.simple_query("SELECT 1").unwrap();
+    }
+    assert!(
+        lb.metrics_text()
+            .lines()
+            .any(|l| l == "dlb_reported_failures_total 0"),
+        "the healthy replica was never reported"
+    );
+    drop(hole);
+    drop(lb);
+}

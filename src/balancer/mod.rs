@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use crossbeam::channel;
 use log::{debug, info, warn};
 use postgres::types::ToSql;
-use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::{Config, LsnStoreConfig};
 use crate::counters::{self, Counters};
@@ -122,19 +121,7 @@ impl Balancer {
         let forks = crate::sync::fork::generation();
         crate::sync::fork::make_room_in_parking_table();
         let resolved = config.resolve()?;
-        // One scheduler for every replica pool's background connection work, not 3 threads
-        // per host, and one of its own for the primary's pool: a connect that hangs (a replica
-        // behind a stalled proxy never answers the startup message, and nothing bounds that
-        // exchange but TCP, which a proxy keeps alive) holds a scheduler thread, and must never
-        // keep the primary's pool from opening connections. The threads exit as soon as the
-        // balancer is dropped, not after the pools' next scheduled reaper run (up to 30 s).
-        let scheduler = pool_scheduler(2, "dlb-pool-{}");
-        let primary = Arc::new(Host::new(
-            Role::Primary,
-            &resolved.primary,
-            &config,
-            &pool_scheduler(1, "dlb-pool-primary"),
-        )?);
+        let primary = Arc::new(Host::new(Role::Primary, &resolved.primary, &config)?);
         let source = ReplicaSource::new(
             resolved.replicas,
             config.replicas.as_ref().and_then(|r| r.dns.clone()),
@@ -158,7 +145,6 @@ impl Balancer {
             resolved.primary,
             primary,
             source,
-            scheduler,
             Outputs {
                 counters: counters.clone(),
                 store: Arc::downgrade(&store),
@@ -604,18 +590,6 @@ impl Drop for Balancer {
         }
         self.monitor.stop();
     }
-}
-
-/// A scheduler for pools' background work (connects, reaping): `threads` threads named after
-/// `pattern`, which exit when the last pool using it is dropped.
-fn pool_scheduler(threads: usize, pattern: &str) -> Arc<ScheduledThreadPool> {
-    Arc::new(
-        ScheduledThreadPool::builder()
-            .num_threads(threads)
-            .thread_name_pattern(pattern)
-            .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
-            .build(),
-    )
 }
 
 #[cfg(test)]

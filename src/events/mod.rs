@@ -237,8 +237,7 @@ mod tests {
     fn host(port: u16) -> Arc<Host> {
         let cfg = Config::from_json(r#"{"primary": "host=127.0.0.1 port=1"}"#).unwrap();
         let dsn = Dsn::parse(&format!("host=127.0.0.1 port={port}"), "replicas").unwrap();
-        let scheduler = Arc::new(scheduled_thread_pool::ScheduledThreadPool::new(1));
-        Arc::new(Host::new(Role::Replica, &dsn, &cfg, &scheduler).unwrap())
+        Arc::new(Host::new(Role::Replica, &dsn, &cfg).unwrap())
     }
 
     fn state(h: &Arc<Host>, health: Health, server: u64) -> ReplicaState {

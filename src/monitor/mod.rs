@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, RecvTimeoutError, Sender};
 use log::{debug, info, warn};
-use scheduled_thread_pool::ScheduledThreadPool;
 
 use self::round::Outcome;
 use crate::config::Config;
@@ -70,7 +69,6 @@ pub(crate) struct Monitor {
     policy: Policy,
     primary_dsn: Dsn,
     primary: Arc<Host>,
-    scheduler: Arc<ScheduledThreadPool>,
     source: ReplicaSource,
     members: Vec<Member>,
     draining: Vec<(Arc<StripedHost>, Instant)>,
@@ -108,7 +106,6 @@ impl Monitor {
         primary_dsn: Dsn,
         primary: Arc<Host>,
         source: ReplicaSource,
-        scheduler: Arc<ScheduledThreadPool>,
         Outputs {
             counters,
             store,
@@ -120,7 +117,6 @@ impl Monitor {
             policy: Policy::from_config(config),
             primary_dsn,
             primary,
-            scheduler,
             source,
             members: Vec::new(),
             draining: Vec::new(),
@@ -424,7 +420,7 @@ impl Monitor {
         }
         for addr in added {
             let dsn = self.primary_dsn.with_host(&addr);
-            let host = match Host::new(Role::Replica, &dsn, &self.config, &self.scheduler) {
+            let host = match Host::new(Role::Replica, &dsn, &self.config) {
                 Ok(h) => Arc::new(h),
                 Err(e) => {
                     warn!(target: "dlb", "replica {addr} cannot be added: {e}");

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel;
-use scheduled_thread_pool::ScheduledThreadPool;
 
 use super::{Plan, Router, Snapshot};
 use crate::config::{Config, NoCaughtUpPolicy};
@@ -66,10 +65,10 @@ struct Fixture {
     replicas: Vec<Arc<StripedHost>>,
 }
 
-fn host(cfg: &Config, role: Role, port: u16, pool: &Arc<ScheduledThreadPool>) -> Arc<Host> {
+fn host(cfg: &Config, role: Role, port: u16) -> Arc<Host> {
     // Port 1 on loopback: nothing listens; the pools never connect (min_idle 0, no checkout).
     let dsn = Dsn::parse(&format!("host=127.0.0.1 port={port} user=u"), "primary").unwrap();
-    Arc::new(Host::new(role, &dsn, cfg, pool).unwrap())
+    Arc::new(Host::new(role, &dsn, cfg).unwrap())
 }
 
 /// A router with `n` replicas, all healthy, the primary known on [`SYSTEM`]/[`TIMELINE`].
@@ -77,8 +76,7 @@ fn fixture(n: usize, budget_ms: u64) -> Fixture {
     let mut cfg = Config::new("host=127.0.0.1 port=1 user=u");
     cfg.pool.min_idle = 0;
     cfg.sticky_check_budget_ms = budget_ms;
-    let pool = Arc::new(ScheduledThreadPool::new(1));
-    let primary = host(&cfg, Role::Primary, 1, &pool);
+    let primary = host(&cfg, Role::Primary, 1);
     let store = Arc::new(TestStore::default());
     let (wake, _rx) = channel::bounded(1);
     let router = Router::new(
@@ -92,7 +90,7 @@ fn fixture(n: usize, budget_ms: u64) -> Fixture {
     router.set_primary_system(SYSTEM);
     router.set_primary_timeline(TIMELINE);
     let replicas: Vec<Arc<StripedHost>> = (0..n)
-        .map(|i| StripedHost::new(host(&cfg, Role::Replica, 2 + i as u16, &pool)))
+        .map(|i| StripedHost::new(host(&cfg, Role::Replica, 2 + i as u16)))
         .collect();
     let snap = Snapshot {
         eligible: replicas.clone(),

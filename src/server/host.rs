@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam::utils::CachePadded;
 use parking_lot::Mutex;
-use scheduled_thread_pool::ScheduledThreadPool;
+use scheduled_thread_pool::{OnPoolDropBehavior, ScheduledThreadPool};
 
 use crate::config::Config;
 use crate::dsn::Dsn;
@@ -24,6 +24,22 @@ use crate::server::session::is_host_failure;
 use crate::server::tls::{PgTls, TlsSettings};
 pub(crate) use crate::sync::instant::nanos_since_epoch;
 use crate::sync::stripe::{STRIPES, stripe};
+
+/// The scheduler of one pool's background work (connects, reaping): one thread of its own,
+/// named `name` (not r2d2's 3 shared threads), which exits when the pool is dropped (pending
+/// jobs discarded, not after the next reaper run, up to 30 s away). A connect that hangs (a
+/// black-holed host waits for the connect timeout; one behind a stalled proxy never answers
+/// the startup message, and nothing bounds that exchange but TCP, which a proxy keeps alive)
+/// holds its own host's thread only, never another replica's or the primary's.
+fn pool_scheduler(name: &str) -> Arc<ScheduledThreadPool> {
+    Arc::new(
+        ScheduledThreadPool::builder()
+            .num_threads(1)
+            .thread_name_pattern(name)
+            .on_drop_behavior(OnPoolDropBehavior::DiscardPendingScheduled)
+            .build(),
+    )
+}
 
 /// The r2d2 pool type dlb uses for every host.
 pub(crate) type PgPool = r2d2::Pool<PgManager>;
@@ -231,12 +247,11 @@ impl std::fmt::Debug for Host {
 }
 
 impl Host {
-    pub(crate) fn new(
-        role: Role,
-        dsn: &Dsn,
-        cfg: &Config,
-        scheduler: &Arc<ScheduledThreadPool>,
-    ) -> Result<Host> {
+    /// A host and its pool, connecting lazily (nothing is awaited here).
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the DSN's driver or TLS settings are unusable.
+    pub(crate) fn new(role: Role, dsn: &Dsn, cfg: &Config) -> Result<Host> {
         let text = dsn.to_string();
         let field = match role {
             Role::Primary => "primary",
@@ -302,7 +317,10 @@ impl Host {
                 0 => None,
                 s => Some(Duration::from_secs(s)),
             })
-            .thread_pool(scheduler.clone())
+            .thread_pool(pool_scheduler(match role {
+                Role::Primary => "dlb-pool-primary",
+                Role::Replica => "dlb-pool-replica",
+            }))
             // `checkout` decides when to check (see `check_every`).
             .test_on_check_out(false)
             .build_unchecked(manager);
