@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // A balancer whose hosts all refuse connections: every call that needs no database works.

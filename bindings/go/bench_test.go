@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbsql"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 
 	"github.com/lib/pq"
 )

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 func TestRoundRobin(t *testing.T) {

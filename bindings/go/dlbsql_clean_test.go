@@ -5,8 +5,8 @@ import (
 	"database/sql"
 	"testing"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbsql"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 
 	"github.com/lib/pq"
 )

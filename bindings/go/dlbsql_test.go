@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbsql"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 )
 
 func openPQ(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) }

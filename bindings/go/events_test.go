@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // The start-up check queues an "added" event per replica, with the host ids routes carry;

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // Read-your-writes: record the write's position for the key it affects, then read from a

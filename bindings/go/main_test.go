@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 
 	_ "github.com/lib/pq"
 )

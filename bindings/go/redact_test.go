@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // Every password below is made of these pieces; none may show, in clear or in hex.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // log/slog's handlers log a Config, a RedisConfig and a Route redacted (LogValue).

@@ -6,15 +6,20 @@
 #
 # Steps: prerequisites (Go >= 1.19, pkg-config, lib/pq from Debian's
 # golang-github-lib-pq-dev for the tests and the example, client_golang and x/exp for dlbprom
-# and dlbslog), the test environment
+# and dlbslog), the go.mod files (no replace in the published modules, none but the binding's
+# in the example: no machine's path), the test environment
 # (scripts/testenv.sh up), `make install` into a temporary prefix (scripts/install.sh; its
 # `dlb` command run with --version), the C
 # example built with pkg-config against that installed copy and run, gofmt, go vet (every
 # link mode), `go test -race` linked through pkg-config against the installed copy (dlbprom
 # and dlbslog in GOPATH mode over Debian's Go sources), the
 # in-repository modes (-tags dlb_dev, -tags dlb_shared) with a quick run, a Go program outside
-# this repository's module tree built with only PKG_CONFIG_PATH set, then the example built and
-# run against the cluster.
+# this repository built with PKG_CONFIG_PATH set and one replace line (the module's
+# published path standing for this checkout), then the example built and run against the
+# cluster.
+#
+# Offline: lib/pq comes from Debian's source through a go.work generated in a temporary
+# directory (gowork.sh, GOWORK), never through the committed go.mod files.
 #
 # The tests take the cluster lock /tmp/dlb-tests.lock themselves (TestMain: only while
 # tests run, not while go compiles) and leave both replicas running and replaying. The
@@ -54,8 +59,9 @@ command -v pkg-config >/dev/null 2>&1 || die "pkg-config not found; run scripts/
 go_minor=$(go env GOVERSION | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
 [[ -n $go_minor && $go_minor -ge 19 ]] || die "Go >= 1.19 required (found $(go env GOVERSION))"
 
-# Modules: nothing is downloaded (lib/pq and the binding come from local directories).
-export GOFLAGS=-mod=mod GOPROXY=off GOSUMDB=off CGO_ENABLED=1
+# Modules: nothing is downloaded (lib/pq and the binding come from local directories, named
+# in a generated go.work below). Workspace mode takes no -mod=mod.
+export GOFLAGS='' GOPROXY=off GOSUMDB=off CGO_ENABLED=1
 if [[ -z ${GOCACHE-} ]]; then
     cache=$(go env GOCACHE 2>/dev/null || true)
     if [[ -z $cache || $cache == off ]]; then
@@ -66,6 +72,28 @@ fi
 
 TMP=$(mktemp -d -p "${TMPDIR:-/tmp}")
 trap 'rm -rf -- "$TMP"' EXIT
+# In a directory of its own: no build below $TMP may find it by walking up (the outside program).
+mkdir "$TMP/gowork"
+bash bindings/go/gowork.sh "$TMP/gowork/go.work"
+export GOWORK="$TMP/gowork/go.work"
+# The module's path (github.com/<org>/dlb/bindings/go: the org is a placeholder until the
+# repository is published; bindings/go/README.md).
+MODULE=$(sed -n 's/^module //p' bindings/go/go.mod)
+[[ $MODULE == */bindings/go ]] || die "bindings/go/go.mod: module '$MODULE' does not end in /bindings/go"
+
+# --- go.mod files: what `go get` reads names no directory of this machine -------------------
+say "go.mod files: no replace in the published modules, one for the binding in the example"
+for mod in bindings/go/go.mod bindings/go/dlbprom/go.mod bindings/go/dlbslog/go.mod; do
+    if grep -n '^[[:space:]]*replace\b\|=>' "$mod"; then
+        die "$mod has a replace directive: published modules carry none (tests use $GOWORK)"
+    fi
+    sub=${mod#bindings/go}
+    sub=${sub%/go.mod}
+    [[ $(sed -n 's/^module //p' "$mod") == "$MODULE$sub" ]] || die "$mod: module is not $MODULE$sub"
+done
+replaces=$(grep '=>' examples/go/go.mod || true)
+[[ $replaces == "replace $MODULE => ../../bindings/go" ]] ||
+    die "examples/go/go.mod: expected only 'replace $MODULE => ../../bindings/go', got: $replaces"
 
 # --- test environment and the installed library ---------------------------------------------
 say "test environment: scripts/testenv.sh up"
@@ -136,11 +164,11 @@ loads_installed "$TMP/dlb.test"
 say "dlbprom, dlbslog: go test -race in GOPATH mode (client_golang, x/exp/slog from Debian)"
 # Their third-party modules are Debian's golang-*-dev sources under /usr/share/gocode, which
 # GOPATH mode reads as they are (no module proxy here); the binding is linked in beside them.
-mkdir -p "$TMP/gopath/src/dlb/bindings"
-ln -s "$ROOT/bindings/go" "$TMP/gopath/src/dlb/bindings/go"
-(cd "$TMP/gopath/src/dlb/bindings/go" && GO111MODULE=off GOPATH="$TMP/gopath:/usr/share/gocode" \
-    GOFLAGS='' go vet ./dlbprom ./dlbslog &&
-    GO111MODULE=off GOPATH="$TMP/gopath:/usr/share/gocode" GOFLAGS='' \
+mkdir -p "$TMP/gopath/src/${MODULE%/go}"
+ln -s "$ROOT/bindings/go" "$TMP/gopath/src/$MODULE"
+(cd "$TMP/gopath/src/$MODULE" && GO111MODULE=off GOWORK=off \
+    GOPATH="$TMP/gopath:/usr/share/gocode" go vet ./dlbprom ./dlbslog &&
+    GO111MODULE=off GOWORK=off GOPATH="$TMP/gopath:/usr/share/gocode" \
         flock "$LOCK" go test -race -count=1 -v ./dlbprom ./dlbslog)
 
 quick='^(TestVersion|TestNames|TestOpenInvalidConfig|TestArgumentErrors|TestClose|TestRoundRobin|TestBufferGrowth)$'
@@ -157,35 +185,42 @@ grep -q "libdlb.so.0 => .*/target/release/libdlb.so" <<<"$linked" ||
     die "the dlb_shared test binary does not load target/release/libdlb.so: $linked"
 (cd bindings/go && LD_LIBRARY_PATH='' "$TMP/dlb_shared.test" -test.count=1 -test.run "$quick")
 
-say "a Go program outside this module tree, built with only PKG_CONFIG_PATH set"
+say "a Go program outside this repository: PKG_CONFIG_PATH and the one replace of publishing"
+# What bindings/go/README.md tells a user: require the module at the release's version and,
+# until the repository is published, one replace line for it (the line `go get` makes
+# unnecessary). No go.work, no other replace: lib/pq, which only the binding's tests import,
+# is not needed to build it.
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 mkdir -p "$TMP/outside"
 cat >"$TMP/outside/go.mod" <<MOD
 module example.com/outside
 
 go 1.19
 
-require dlb/bindings/go v0.0.0
+require $MODULE v$version
 
-replace dlb/bindings/go => $ROOT/bindings/go
+replace $MODULE => $ROOT/bindings/go
 MOD
-cat >"$TMP/outside/main.go" <<'GO'
+cat >"$TMP/outside/main.go" <<GO
 package main
 
 import (
 	"fmt"
 
-	dlb "dlb/bindings/go"
+	dlb "$MODULE"
 )
 
 func main() { fmt.Println("dlb", dlb.Version()) }
 GO
+[[ $(grep -c '=>' "$TMP/outside/go.mod") == 1 ]] || die "the outside program has more than one replace"
 # A cache of its own: only PKG_CONFIG_PATH distinguishes this build from the same one in an
-# earlier run (see CGO_CFLAGS above).
+# earlier run (see CGO_CFLAGS above). env -i: no GOFLAGS or GOPATH of this script, and no
+# workspace (GOWORK=off, the go.work above is not the program's).
 (cd "$TMP/outside" && env -i PATH="$PATH" HOME="${HOME:-$TMP}" GOCACHE="$TMP/outside-cache" \
-    GOFLAGS=-mod=mod GOPROXY=off PKG_CONFIG_PATH="$PKG_CONFIG_PATH" go build -o outside .)
+    GOWORK=off GOFLAGS=-mod=mod GOPROXY=off PKG_CONFIG_PATH="$PKG_CONFIG_PATH" go build -o outside .)
 loads_installed "$TMP/outside/outside"
 got=$("$TMP/outside/outside")
-[[ $got == "dlb $(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)" ]] ||
+[[ $got == "dlb $version" ]] ||
     die "the outside program printed '$got'"
 
 # --- example --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 func TestTLSHandedOutDSNs(t *testing.T) {

@@ -1,15 +1,13 @@
-module dlb/examples/go
+module github.com/dlb-project/dlb/examples/go
 
 go 1.19
 
 require (
-	dlb/bindings/go v0.0.0
+	github.com/dlb-project/dlb/bindings/go v0.3.0
 	github.com/lib/pq v1.10.7
 )
 
-// The binding lives in this repository; lib/pq is Debian's golang-github-lib-pq-dev, so
-// nothing is downloaded (GOPROXY=off works).
-replace (
-	dlb/bindings/go => ../../bindings/go
-	github.com/lib/pq => /usr/share/gocode/src/github.com/lib/pq
-)
+// The one replace of a program outside the module's repository, until it is published
+// (bindings/go/README.md): here, the binding beside this example. bindings/go/test.sh builds
+// the example offline with Debian's lib/pq in a generated go.work (bindings/go/gowork.sh).
+replace github.com/dlb-project/dlb/bindings/go => ../../bindings/go

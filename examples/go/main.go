@@ -39,8 +39,8 @@ import (
 	"strings"
 	"time"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbsql"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 
 	"github.com/lib/pq"
 )

@@ -8,7 +8,7 @@
 // dlb's help texts; nothing here lists metric names. It is an unchecked collector (its series
 // depend on the replicas present).
 //
-// It lives in its own module (dlb/bindings/go/dlbprom) so that the core package keeps no
+// It lives in its own module (github.com/dlb-project/dlb/bindings/go/dlbprom) so that the core package keeps no
 // third-party dependency.
 package dlbprom
 
@@ -16,7 +16,7 @@ import (
 	"math"
 	"strings"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbprom"
-	"dlb/bindings/go/dlbsql"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbprom"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 
 	"github.com/lib/pq"
 

@@ -3,7 +3,7 @@ package dlbprom
 import (
 	"strconv"
 
-	"dlb/bindings/go/dlbsql"
+	"github.com/dlb-project/dlb/bindings/go/dlbsql"
 
 	"github.com/prometheus/client_golang/prometheus"
 )

@@ -3,7 +3,7 @@
 package dlbslog
 
 import (
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 
 	"golang.org/x/exp/slog"
 )

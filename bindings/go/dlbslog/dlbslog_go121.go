@@ -6,7 +6,7 @@ import (
 	"context"
 	"log/slog"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // Level maps a dlb log level to slog's.

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	dlb "dlb/bindings/go"
-	"dlb/bindings/go/dlbslog"
+	dlb "github.com/dlb-project/dlb/bindings/go"
+	"github.com/dlb-project/dlb/bindings/go/dlbslog"
 
 	"golang.org/x/exp/slog"
 )

@@ -4,6 +4,6 @@
 //
 // With Go 1.21 and later it takes log/slog's *slog.Logger (dlbslog_go121.go). Before 1.21,
 // which has no log/slog, it takes golang.org/x/exp/slog's Logger, the same design (Debian's
-// golang-golang-x-exp-dev; dlbslog.go). It lives in its own module (dlb/bindings/go/dlbslog)
+// golang-golang-x-exp-dev; dlbslog.go). It lives in its own module (github.com/dlb-project/dlb/bindings/go/dlbslog)
 // so that the core package keeps no dependency.
 package dlbslog

@@ -1,6 +1,6 @@
 package dlbslog
 
-import dlb "dlb/bindings/go"
+import dlb "github.com/dlb-project/dlb/bindings/go"
 
 // field is one attribute of an event's record, whichever slog package writes it.
 type field struct {

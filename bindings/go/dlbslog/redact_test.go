@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 
 	"golang.org/x/exp/slog"
 )

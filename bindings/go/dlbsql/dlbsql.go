@@ -28,7 +28,7 @@ import (
 	"syscall"
 	"time"
 
-	dlb "dlb/bindings/go"
+	dlb "github.com/dlb-project/dlb/bindings/go"
 )
 
 // Opener opens a pool for a DSN handed out by dlb (password included: never log it).
