@@ -11,8 +11,9 @@
 # (scripts/testenv.sh up), `make install` into a temporary prefix (scripts/install.sh; its
 # `dlb` command run with --version), the C
 # example built with pkg-config against that installed copy and run, gofmt, go vet (every
-# link mode), `go test -race` linked through pkg-config against the installed copy (dlbprom
-# and dlbslog in GOPATH mode over Debian's Go sources), the
+# link mode), the go1.21 files (log/slog) type-checked against a stand-in of Go 1.21's
+# log/slog (testdata/go121), `go test -race` linked through pkg-config against the installed
+# copy (dlbprom and dlbslog in GOPATH mode over Debian's Go sources), the
 # in-repository modes (-tags dlb_dev, -tags dlb_shared) with a quick run, a Go program outside
 # this repository built with PKG_CONFIG_PATH set and one replace line (the module's
 # published path standing for this checkout), then the example built and run against the
@@ -155,6 +156,20 @@ say "go vet"
 (cd examples/go && go vet ./...)
 
 # --- tests ----------------------------------------------------------------------------------
+say "go1.21 files: type-checked against a stand-in of Go 1.21's log/slog"
+# Go 1.19 never compiles the files under the go1.21 build constraint (log/slog). -tags go1.21
+# selects them (and drops their !go1.21 twins); GOPATH mode finds log/slog in testdata/go121
+# (declarations of Go 1.21's API, no code) as GOROOT has none; vet type-checks the package and
+# its tests. A wrong name or signature (x/exp/slog's ErrorLevel, LogAttrs without a context)
+# fails here.
+mkdir -p "$TMP/gopath/src/${MODULE%/go}"
+ln -s "$ROOT/bindings/go" "$TMP/gopath/src/$MODULE"
+go121=$(grep -rl --include='*.go' '^//go:build go1\.21$' bindings/go)
+[[ -n $go121 ]] || die "no go1.21 file found: the check would prove nothing"
+(cd "$TMP/gopath/src/$MODULE" && GO111MODULE=off GOWORK=off \
+    GOPATH="$ROOT/bindings/go/testdata/go121:$TMP/gopath:/usr/share/gocode" \
+    go vet -tags go1.21 . ./dlbslog ./dlbsql ./dlbprom)
+
 say "go test -race (the installed libdlb.so, through pkg-config)"
 (cd bindings/go && go test -c -race -o "$TMP/dlb.test" .)
 loads_installed "$TMP/dlb.test"
@@ -163,9 +178,8 @@ loads_installed "$TMP/dlb.test"
 
 say "dlbprom, dlbslog: go test -race in GOPATH mode (client_golang, x/exp/slog from Debian)"
 # Their third-party modules are Debian's golang-*-dev sources under /usr/share/gocode, which
-# GOPATH mode reads as they are (no module proxy here); the binding is linked in beside them.
-mkdir -p "$TMP/gopath/src/${MODULE%/go}"
-ln -s "$ROOT/bindings/go" "$TMP/gopath/src/$MODULE"
+# GOPATH mode reads as they are (no module proxy here); the binding is linked in beside them
+# ($TMP/gopath, above).
 (cd "$TMP/gopath/src/$MODULE" && GO111MODULE=off GOWORK=off \
     GOPATH="$TMP/gopath:/usr/share/gocode" go vet ./dlbprom ./dlbslog &&
     GO111MODULE=off GOWORK=off GOPATH="$TMP/gopath:/usr/share/gocode" \
