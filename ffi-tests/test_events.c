@@ -42,9 +42,11 @@ static void test_arguments(const lb_balancer *lb) {
     CHECK_STATUS(lb_primary_route(NULL, buf, sizeof buf, &len, &info), LB_ERR_INVALID_ARGUMENT);
     CHECK_STATUS(lb_pick_replica_opts(NULL, NULL, NULL, NULL, buf, sizeof buf, &len, &info),
                  LB_ERR_INVALID_ARGUMENT);
-    CHECK_STATUS(lb_pick_replica_opts(lb, "k", "0/1", NULL, buf, sizeof buf, &len, &info),
-                 LB_ERR_INVALID_ARGUMENT);
-    CHECK(t_last_error_contains("both"));
+    /* Both a key and a token: one pick for both (0.3), the token checked as alone. */
+    CHECK_STATUS(lb_pick_replica_opts(lb, "k", "nope", NULL, buf, sizeof buf, &len, &info),
+                 LB_ERR_INVALID_LSN);
+    CHECK_STATUS(lb_pick_replica_opts(lb, "", "0/1", NULL, buf, sizeof buf, &len, &info),
+                 LB_ERR_INVALID_KEY);
     CHECK_STATUS(lb_pick_replica_opts(lb, NULL, "nope", NULL, buf, sizeof buf, &len, &info),
                  LB_ERR_INVALID_LSN);
 
@@ -136,6 +138,13 @@ static void test_picks(const lb_balancer *lb, const unsigned long long ids[2]) {
     opts.no_caught_up = LB_NO_CAUGHT_UP_PRIMARY;
     CHECK_OK(lb_pick_replica_opts(lb, NULL, "FFFFFFFF/0", &opts, dsn, sizeof dsn, &len, &info));
     CHECK(info.role == LB_ROLE_PRIMARY && info.reason == LB_REASON_NOT_CAUGHT_UP);
+    /* A key with nothing recorded and a token no replica has: the token decides. */
+    CHECK_OK(lb_pick_replica_opts(lb, "ev:none", "FFFFFFFF/0", &opts, dsn, sizeof dsn, &len,
+                                  &info));
+    CHECK(info.role == LB_ROLE_PRIMARY && info.reason == LB_REASON_NOT_CAUGHT_UP);
+    /* ... and a token every replica has: a replica. */
+    CHECK_OK(lb_pick_replica_opts(lb, "ev:none", "0/1", &opts, dsn, sizeof dsn, &len, &info));
+    CHECK(info.role == LB_ROLE_REPLICA);
 
     /* lb_recorded_lsn: nothing, then what lb_record_lsn recorded. */
     CHECK_OK(lb_recorded_lsn(lb, "ev:never", lsn, sizeof lsn, &len));

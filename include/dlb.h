@@ -686,15 +686,18 @@ const char *lb_reason_str(uint32_t reason);
 const char *lb_role_str(uint32_t role);
 
 /*
- `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`min_lsn` an `"X/Y"`
- causal token; `key` must then be NULL) with per-call options `opts` (NULL: the defaults;
- see `lb_pick_opts`), writing the DSN into `dsn_buf` and, when `info` is not NULL, the role,
- reason, host id and address into `*info`.
+ `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`key` NULL, `min_lsn`
+ a causal token) with per-call options `opts` (NULL: the defaults; see `lb_pick_opts`),
+ writing the DSN into `dsn_buf` and, when `info` is not NULL, the role, reason, host id and
+ address into `*info`. With both `key` and `min_lsn` (since 0.3): one pick for a read that
+ must see both the key's recorded writes and the token's, a replica that has replayed the
+ newer of the two (a forced key or a store failure: the primary, as for the key alone; a
+ token of another cluster or timeline: as for the token alone).
 
  Blocking: as `lb_pick_replica()`, within `opts->budget_us` when set; never with
  `LB_PICK_CACHED_ONLY`.
 
- Errors: `LB_ERR_INVALID_ARGUMENT` (also: both `key` and `min_lsn`, a bad `opts`),
+ Errors: `LB_ERR_INVALID_ARGUMENT` (also: a bad `opts`),
  `LB_ERR_INVALID_KEY`, `LB_ERR_INVALID_LSN`, `LB_ERR_NO_CAUGHT_UP_REPLICA`,
  `LB_ERR_BUFFER_TOO_SMALL`, `LB_ERR_FORKED`.
  */

@@ -74,6 +74,24 @@ func createTable(t *testing.T, d *dbs, primary string) {
 	}
 }
 
+// pausedCluster opens a balancer on the cluster with both replicas healthy, creates the
+// tests' table and pauses replica 2's replay (pauseReplica2): the cluster, the balancer, a
+// pool cache, the primary's DSN and the position replica 2 replayed.
+func pausedCluster(t *testing.T) (c *testCluster, b *dlb.Balancer, d *dbs, primary, pausedLSN string) {
+	t.Helper()
+	c = needCluster(t)
+	b = c.open(t, "", nil)
+	waitHealthy(t, b, 2)
+	d = newDBs(t)
+	primary, err := b.PrimaryDSN()
+	if err != nil {
+		t.Fatal(err)
+	}
+	createTable(t, d, primary)
+	_, pausedLSN = c.pauseReplica2(t, d, primary)
+	return c, b, d, primary, pausedLSN
+}
+
 // visible reports whether the row tagged tag can be read on dsn.
 func visible(t *testing.T, d *dbs, dsn, tag string) bool {
 	t.Helper()
@@ -130,44 +148,8 @@ func TestReadYourWrites(t *testing.T) {
 // With replica 2's WAL replay paused after a write, sticky picks for the write's key never
 // return replica 2 (which stays healthy and in the round-robin rotation).
 func TestStickyPausedReplica(t *testing.T) {
-	c := needCluster(t)
-	b := c.open(t, "", nil)
-	waitHealthy(t, b, 2)
-	d := newDBs(t)
-	primary, err := b.PrimaryDSN()
-	if err != nil {
-		t.Fatal(err)
-	}
-	createTable(t, d, primary)
+	c, b, d, primary, pausedLSN := pausedCluster(t)
 	pausedPort, caughtUpPort := c.port(2), c.port(1)
-	paused := strings.Replace(primary, "port="+dsnPort(primary), "port="+pausedPort, 1)
-
-	t.Cleanup(func() {
-		if out, err := testenv("resume-replica", "2"); err != nil {
-			t.Errorf("resume-replica 2: %v\n%s", err, out)
-		}
-	})
-	if out, err := testenv("pause-replica", "2"); err != nil {
-		t.Fatalf("pause-replica 2: %v\n%s", err, out)
-	}
-	deadline := time.Now().Add(waitDeadline)
-	for {
-		var state string
-		if err := d.get(paused).QueryRow(`SELECT pg_get_wal_replay_pause_state()`).Scan(&state); err != nil {
-			t.Fatal(err)
-		}
-		if state == "paused" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica 2 replay state %q, want paused", state)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	var pausedLSN string
-	if err := d.get(paused).QueryRow(`SELECT pg_last_wal_replay_lsn()::text`).Scan(&pausedLSN); err != nil {
-		t.Fatal(err)
-	}
 
 	// A write past what replica 2 has replayed.
 	tag := fmt.Sprintf("paused-%d", time.Now().UnixNano())

@@ -309,7 +309,7 @@ func (b *Balancer) PickReplicaWith(ctx context.Context, key string, opts PickOpt
 	if key != NoKey {
 		in = []string{key}
 	}
-	return b.pickCtx(ctx, op, in, false, opts)
+	return b.pickCtx(ctx, op, in, pickKey, opts)
 }
 
 // PickReplicaMinLSN picks, in round-robin order, a replica that has replayed at least
@@ -330,8 +330,46 @@ func (b *Balancer) PickReplicaMinLSNWith(ctx context.Context, minLSN string, opt
 	if err := checkString(op, "minLSN", minLSN); err != nil {
 		return Route{}, err
 	}
-	return b.pickCtx(ctx, op, []string{minLSN}, true, opts)
+	return b.pickCtx(ctx, op, []string{minLSN}, pickLSN, opts)
 }
+
+// PickReplicaKeyMinLSN is one pick for a read that must see both the writes recorded for key
+// (RecordLSN) and the causal token minLSN: a replica that has replayed the newer of the two,
+// else the primary with ReasonNotCaughtUp (or ErrNoCaughtUpReplica under the "error"
+// policy). A key forced to the primary, or an LSN store that fails, sends the read to the
+// primary as PickReplica does; a token of another cluster or timeline, as PickReplicaMinLSN
+// does. key == NoKey is PickReplicaMinLSNWith, minLSN == "" PickReplicaWith.
+//
+// Two picks, one per requirement, would not do: each may be met by another replica, and the
+// second one chosen need not have replayed what the first required.
+//
+// Blocking and errors: as PickReplica and PickReplicaMinLSN.
+func (b *Balancer) PickReplicaKeyMinLSN(ctx context.Context, key, minLSN string,
+	opts PickOptions) (Route, error) {
+	switch {
+	case minLSN == "":
+		return b.PickReplicaWith(ctx, key, opts)
+	case key == NoKey:
+		return b.PickReplicaMinLSNWith(ctx, minLSN, opts)
+	}
+	const op = "PickReplicaKeyMinLSN"
+	if err := checkString(op, "key", key); err != nil {
+		return Route{}, err
+	}
+	if err := checkString(op, "minLSN", minLSN); err != nil {
+		return Route{}, err
+	}
+	return b.pickCtx(ctx, op, []string{key, minLSN}, pickKeyLSN, opts)
+}
+
+// pickMode says what a pick's inputs are.
+type pickMode uint8
+
+const (
+	pickKey    pickMode = iota // nothing (round-robin) or {key}
+	pickLSN                    // {minLSN}
+	pickKeyLSN                 // {key, minLSN}
+)
 
 // PickOptions are per-call options of a pick. The zero value is PickReplica's behaviour.
 type PickOptions struct {
@@ -357,13 +395,13 @@ const (
 )
 
 // pickCtx runs a pick within ctx: its deadline is the pick's budget.
-func (b *Balancer) pickCtx(ctx context.Context, op string, in []string, minLSN bool,
+func (b *Balancer) pickCtx(ctx context.Context, op string, in []string, mode pickMode,
 	opts PickOptions) (Route, error) {
 	budget, err := budgetOf(ctx)
 	if err != nil {
 		return Route{}, err
 	}
-	r, err := b.pick(op, in, minLSN, budget, opts)
+	r, err := b.pick(op, in, mode, budget, opts)
 	if cerr := ctx.Err(); cerr != nil {
 		return Route{}, cerr
 	}
@@ -373,7 +411,7 @@ func (b *Balancer) pickCtx(ctx context.Context, op string, in []string, minLSN b
 var infoPool = sync.Pool{New: func() any { return new(C.lb_pick_info) }}
 
 // pick runs a pick; every try (after the DSN buffer grows) is a new pick.
-func (b *Balancer) pick(op string, inputs []string, minLSN bool, budget uint64,
+func (b *Balancer) pick(op string, inputs []string, mode pickMode, budget uint64,
 	opts PickOptions) (Route, error) {
 	info := infoPool.Get().(*C.lb_pick_info)
 	defer infoPool.Put(info)
@@ -383,8 +421,8 @@ func (b *Balancer) pick(op string, inputs []string, minLSN bool, budget uint64,
 	}
 	return withOutput(b, op, kindDSN, inputs,
 		func(lb C.dlbgo_handle, in cIn, buf *C.char, n C.size_t) C.dlbgo_result {
-			key, lsn := in[0], (*C.char)(nil)
-			if minLSN {
+			key, lsn := in[0], in[1] // in[1] is nil unless mode is pickKeyLSN
+			if mode == pickLSN {
 				key, lsn = nil, in[0]
 			}
 			return C.dlbgo_pick_opts(lb, key, lsn, flags, C.uint64_t(budget),

@@ -3,9 +3,11 @@ package dlb_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
 	"net/url"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -264,5 +266,92 @@ func TestDlbsqlRouteWithHandle(t *testing.T) {
 	case dlb.ReasonCaughtUpCached, dlb.ReasonCaughtUpLive, dlb.ReasonNotCaughtUp:
 	default:
 		t.Fatalf("after a write: %v", db.Route)
+	}
+}
+
+// A read with both a key and a causal token takes one pick that satisfies both. The key's
+// record is as old as the paused replica 2's replay position (replica 2 proves it); the token
+// is a later write recorded by another instance (replica 2 does not have it). Every read must
+// go to replica 1 (once it replayed the token) or to the primary: never to replica 2. Two picks,
+// the token's then the key's, sent some reads to replica 2: the key's pick ignored the token.
+// The calls run on one OS thread with a round-robin pick between every other read, so dlb's
+// round-robin cursor (one per thread) starts both ways and two picks would meet replica 2.
+func TestDlbsqlKeyAndTokenOnePick(t *testing.T) {
+	c, b, d, primary, pausedLSN := pausedCluster(t)
+	lb := newLB(t, b)
+	pausedPort, caughtUpPort := c.port(2), c.port(1)
+	ctx := context.Background()
+	const key = "repo:key-and-token"
+	if err := b.RecordLSNValue(ctx, key, pausedLSN); err != nil {
+		t.Fatal(err)
+	}
+	// The token: a write past replica 2's position, recorded by another instance.
+	tag := fmt.Sprintf("key-and-token-%d", time.Now().UnixNano())
+	if _, err := d.get(primary).Exec(`INSERT INTO dlb_go_tests (tag) VALUES ($1)`, tag); err != nil {
+		t.Fatal(err)
+	}
+	token, err := c.open(t, "", nil).RecordLSN(ctx, "repo:elsewhere")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parseLSN(t, token) <= parseLSN(t, pausedLSN) {
+		t.Fatalf("token %s not past replica 2's position %s", token, pausedLSN)
+	}
+	// Replica 1 has replayed the token (the token alone picks it), and replica 2 is in the
+	// rotation with the key's position (the key alone may pick it): else this proves nothing.
+	for deadline := time.Now().Add(waitDeadline); ; time.Sleep(10 * time.Millisecond) {
+		r, err := b.PickReplicaMinLSN(ctx, token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Role == dlb.RoleReplica {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica 1 never replayed the token: %v", r)
+		}
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	keyAlone := map[string]bool{}
+	for i := 0; i < 8; i++ {
+		r, err := b.PickReplica(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyAlone[dsnPort(r.DSN)] = true
+	}
+	if !keyAlone[pausedPort] {
+		t.Fatalf("the key alone never picked replica 2 (%v): the test proves nothing", keyAlone)
+	}
+
+	tokenCtx := dlbsql.WithToken(ctx, token)
+	onReplica := 0
+	const reads = 40
+	for i := 0; i < reads; i++ {
+		if i%2 == 1 {
+			if _, err := lb.Replica(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		db, err := lb.UpToDateReplica(tokenCtx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r := db.Route; {
+		case r.Role == dlb.RoleReplica && dsnPort(r.DSN) == caughtUpPort:
+			onReplica++
+		case r.Role == dlb.RolePrimary && r.Reason == dlb.ReasonNotCaughtUp:
+		default:
+			t.Fatalf("read %d: %v on port %s; replica 2 has not replayed the token", i, r,
+				dsnPort(r.DSN))
+		}
+		if !visible(t, d, db.Route.DSN, tag) {
+			t.Fatalf("read %d: the token's row is not visible on %v", i, db.Route)
+		}
+	}
+	t.Logf("%d/%d reads on replica 1, the rest on the primary", onReplica, reads)
+	if onReplica == 0 {
+		t.Fatal("no read on replica 1, which replayed the token")
 	}
 }

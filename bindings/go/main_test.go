@@ -182,6 +182,33 @@ func dsnPort(dsn string) string {
 	return ""
 }
 
+// pauseReplica2 pauses WAL replay on replica 2 until the test ends and waits until it is
+// paused. It returns replica 2's DSN (primary with replica 2's port) and the position it
+// replayed.
+func (c *testCluster) pauseReplica2(t *testing.T, d *dbs, primary string) (dsn, replayed string) {
+	t.Helper()
+	t.Cleanup(func() {
+		if out, err := testenv("resume-replica", "2"); err != nil {
+			t.Errorf("resume-replica 2: %v\n%s", err, out)
+		}
+	})
+	if out, err := testenv("pause-replica", "2"); err != nil {
+		t.Fatalf("pause-replica 2: %v\n%s", err, out)
+	}
+	dsn = strings.Replace(primary, "port="+dsnPort(primary), "port="+c.port(2), 1)
+	until(t, "replica 2's replay is paused", func() bool {
+		var state string
+		if err := d.get(dsn).QueryRow(`SELECT pg_get_wal_replay_pause_state()`).Scan(&state); err != nil {
+			t.Fatal(err)
+		}
+		return state == "paused"
+	})
+	if err := d.get(dsn).QueryRow(`SELECT pg_last_wal_replay_lsn()::text`).Scan(&replayed); err != nil {
+		t.Fatal(err)
+	}
+	return dsn, replayed
+}
+
 // waitHealthy waits (bounded) until the balancer sees n healthy replicas.
 func waitHealthy(tb testing.TB, b *dlb.Balancer, n int) {
 	tb.Helper()

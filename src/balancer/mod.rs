@@ -284,6 +284,26 @@ impl Balancer {
         })
     }
 
+    /// One pick for a read that must see both the writes recorded for `key` and the write a
+    /// causal `token` stands for: a replica that has replayed the newer of the two (same rules
+    /// as [`Balancer::pick_replica`] and [`Balancer::pick_replica_token`]: a forced key or a
+    /// store failure sends the read to the primary, a token of another cluster or timeline
+    /// makes it unprovable), else the primary ([`Reason::NotCaughtUp`]). Two picks, one per
+    /// requirement, could each be satisfied by a different replica and the second one would
+    /// not see what the first required.
+    ///
+    /// # Errors
+    /// As [`Balancer::pick_replica`]; [`Error::Forked`].
+    pub fn pick_replica_key_token_with(
+        &self,
+        key: &str,
+        token: &CausalToken,
+        opts: &PickOptions,
+    ) -> Result<Route> {
+        self.same_process()?;
+        self.router.pick_key_token(key, token, opts)
+    }
+
     /// Routes one read to the primary with [`Reason::ForcedPrimary`] (a per-call override).
     pub fn pick_primary(&self) -> Route {
         self.router.primary_route(Reason::ForcedPrimary)

@@ -387,15 +387,18 @@ fn put_info(route: &Route, dsn: &OutStr, out: *mut lb_pick_info) -> Result<(), F
     Ok(())
 }
 
-/// `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`min_lsn` an `"X/Y"`
-/// causal token; `key` must then be NULL) with per-call options `opts` (NULL: the defaults;
-/// see `lb_pick_opts`), writing the DSN into `dsn_buf` and, when `info` is not NULL, the role,
-/// reason, host id and address into `*info`.
+/// `lb_pick_replica()` (`min_lsn` NULL) or `lb_pick_replica_min_lsn()` (`key` NULL, `min_lsn`
+/// a causal token) with per-call options `opts` (NULL: the defaults; see `lb_pick_opts`),
+/// writing the DSN into `dsn_buf` and, when `info` is not NULL, the role, reason, host id and
+/// address into `*info`. With both `key` and `min_lsn` (since 0.3): one pick for a read that
+/// must see both the key's recorded writes and the token's, a replica that has replayed the
+/// newer of the two (a forced key or a store failure: the primary, as for the key alone; a
+/// token of another cluster or timeline: as for the token alone).
 ///
 /// Blocking: as `lb_pick_replica()`, within `opts->budget_us` when set; never with
 /// `LB_PICK_CACHED_ONLY`.
 ///
-/// Errors: `LB_ERR_INVALID_ARGUMENT` (also: both `key` and `min_lsn`, a bad `opts`),
+/// Errors: `LB_ERR_INVALID_ARGUMENT` (also: a bad `opts`),
 /// `LB_ERR_INVALID_KEY`, `LB_ERR_INVALID_LSN`, `LB_ERR_NO_CAUGHT_UP_REPLICA`,
 /// `LB_ERR_BUFFER_TOO_SMALL`, `LB_ERR_FORKED`.
 #[unsafe(no_mangle)]
@@ -417,11 +420,8 @@ pub unsafe extern "C" fn lb_pick_replica_opts(
         let opts = unsafe { pick_options(opts) }?;
         let dsn = unsafe { OutStr::new(dsn_buf, dsn_cap, dsn_len, "dsn_buf") }?;
         let route = match (key, min_lsn) {
-            (Some(_), Some(_)) => {
-                return Err(Failure::new(
-                    LB_ERR_INVALID_ARGUMENT,
-                    "arguments `key` and `min_lsn` are both set; give one or neither",
-                ));
+            (Some(key), Some(token)) => {
+                lb.pick_replica_key_token_with(key, &token.parse::<CausalToken>()?, &opts)?
             }
             (_, Some(token)) => lb.pick_replica_token_with(&token.parse::<CausalToken>()?, &opts)?,
             (key, None) => lb.pick_replica_with(key, &opts)?,

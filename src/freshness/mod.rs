@@ -121,6 +121,38 @@ pub(crate) fn token_requirement(
     })
 }
 
+/// A sticky pick's decision `d` (from [`decide`]) for a read that also carries a causal token
+/// `t` (read against the primary's cluster `system` and current `timeline`, the one `d` was
+/// decided on): one requirement that satisfies both, the newer of the two positions. A token
+/// that proves nothing ([`token_requirement`] `None`) makes the read unprovable, as it does
+/// alone; the primary, forced or after a store error, stays where `d` sends it. Without
+/// replicas (`lb_enabled` false) `d` is kept: every read goes to the primary anyway. Pure.
+pub(crate) fn with_token(
+    d: Decision,
+    t: &CausalToken,
+    system: u64,
+    timeline: u32,
+    lb_enabled: bool,
+) -> Decision {
+    if !lb_enabled {
+        return d;
+    }
+    let token = token_requirement(t, system, timeline);
+    match (d, token) {
+        (Decision::StoreError | Decision::Forced, _) => d,
+        (Decision::NotProvable(lsn), _) => Decision::NotProvable(lsn.max(t.lsn)),
+        (Decision::AnyReplica, Some(req)) => Decision::Prove(req),
+        (Decision::AnyReplica, None) => Decision::NotProvable(t.lsn),
+        (Decision::Prove(req), Some(tr)) if tr.timeline == req.timeline => {
+            Decision::Prove(Requirement {
+                lsn: req.lsn.max(tr.lsn),
+                timeline: req.timeline,
+            })
+        }
+        (Decision::Prove(req), _) => Decision::NotProvable(req.lsn.max(t.lsn)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +333,53 @@ mod tests {
             Decision::Prove(req(5, 0))
         );
         assert_eq!(decide(at(None, false), ctx, 0), Decision::AnyReplica);
+    }
+
+    #[test]
+    fn a_key_and_a_token_need_the_newer_of_the_two() {
+        let system = 7;
+        let token = |l| CausalToken {
+            lsn: lsn(l),
+            timeline: 2,
+            system_id: system,
+        };
+        let with = |d, l| with_token(d, &token(l), system, 2, true);
+        // The token newer than the key's record, and the other way round.
+        assert_eq!(
+            with(Decision::Prove(req(10, 2)), 20),
+            Decision::Prove(req(20, 2))
+        );
+        assert_eq!(
+            with(Decision::Prove(req(30, 2)), 20),
+            Decision::Prove(req(30, 2))
+        );
+        // Nothing recorded for the key: the token alone.
+        assert_eq!(with(Decision::AnyReplica, 20), Decision::Prove(req(20, 2)));
+        // The primary stays the primary.
+        assert_eq!(with(Decision::Forced, 20), Decision::Forced);
+        assert_eq!(with(Decision::StoreError, 20), Decision::StoreError);
+        assert_eq!(
+            with(Decision::NotProvable(lsn(10)), 20),
+            Decision::NotProvable(lsn(20))
+        );
+        // A token of another cluster or timeline proves nothing, whatever the key has.
+        let other = CausalToken {
+            lsn: lsn(5),
+            timeline: 2,
+            system_id: system + 1,
+        };
+        assert_eq!(
+            with_token(Decision::Prove(req(10, 2)), &other, system, 2, true),
+            Decision::NotProvable(lsn(10))
+        );
+        assert_eq!(
+            with_token(Decision::AnyReplica, &token(5), system, 3, true),
+            Decision::NotProvable(lsn(5))
+        );
+        // Without replicas the key's decision stands (the primary either way).
+        assert_eq!(
+            with_token(Decision::AnyReplica, &other, system, 2, false),
+            Decision::AnyReplica
+        );
     }
 }

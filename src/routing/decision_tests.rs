@@ -282,3 +282,44 @@ fn live_checks_of_a_pick_run_in_the_proof_loop_counted_and_timed_once() {
     let (_, proofs, _) = counters.live_check_latency.read();
     assert_eq!(proofs, 1, "one observation for the whole proof");
 }
+
+#[test]
+fn a_key_and_a_token_take_one_pick_that_proves_both() {
+    use crate::lsn::CausalToken;
+    let f = fixture(2, 0);
+    // The key's record is old (both replicas have it); the token is newer (replica 0 only).
+    f.record("k", 400);
+    f.cached(0, 600, TIMELINE);
+    f.cached(1, 450, TIMELINE);
+    let token = |l| CausalToken {
+        lsn: lsn(l),
+        timeline: TIMELINE,
+        system_id: SYSTEM,
+    };
+    let opts = PickOptions::default();
+    let index = |r: &crate::Route| f.replicas.iter().position(|h| h.host().id == r.host_id());
+    for _ in 0..4 {
+        // Whatever the round-robin cursor says: the key alone takes either replica.
+        let r = f.router.pick_key_token("k", &token(500), &opts).unwrap();
+        assert_eq!(
+            (r.role(), r.reason(), index(&r)),
+            (Role::Replica, Reason::CaughtUpCached, Some(0))
+        );
+    }
+    // The key newer than the token: the key's record decides.
+    f.record("k", 700);
+    let r = f.router.pick_key_token("k", &token(500), &opts).unwrap();
+    assert_eq!((r.role(), r.reason()), (Role::Primary, Reason::NotCaughtUp));
+    // A forced key stays on the primary; a token of another cluster proves nothing.
+    f.store
+        .force(&f.router.store_key("k"), Duration::from_secs(60))
+        .unwrap();
+    let r = f.router.pick_key_token("k", &token(500), &opts).unwrap();
+    assert_eq!(r.reason(), Reason::ForcedPrimary);
+    let other = CausalToken {
+        system_id: SYSTEM + 1,
+        ..token(1)
+    };
+    let r = f.router.pick_key_token("fresh", &other, &opts).unwrap();
+    assert_eq!((r.role(), r.reason()), (Role::Primary, Reason::NotCaughtUp));
+}

@@ -166,7 +166,28 @@ impl Router {
         let start = Instant::now();
         let deadline = self.pick_deadline(opts, start);
         let route = self
-            .plan_from(key, opts, deadline, start)
+            .plan_from(key, None, opts, deadline, start)
+            .and_then(|plan| self.finish(plan, opts, deadline));
+        self.counters.sticky_pick_latency.observe(start.elapsed());
+        route
+    }
+
+    /// Where a read for `key` that also carries a causal `token` goes: one pick, for a replica
+    /// that has replayed both the key's recorded LSN and the token (the newer of the two; see
+    /// [`freshness::with_token`]), live checks included, bounded and timed as [`Router::pick`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`]; [`Error::NoCaughtUpReplica`] under the `"error"` policy.
+    pub(crate) fn pick_key_token(
+        &self,
+        key: &str,
+        token: &CausalToken,
+        opts: &PickOptions,
+    ) -> Result<Route> {
+        let start = Instant::now();
+        let deadline = self.pick_deadline(opts, start);
+        let route = self
+            .plan_from(Some(key), Some(token), opts, deadline, start)
             .and_then(|plan| self.finish(plan, opts, deadline));
         self.counters.sticky_pick_latency.observe(start.elapsed());
         route
@@ -198,19 +219,24 @@ impl Router {
         opts: &PickOptions,
         deadline: Option<Instant>,
     ) -> Result<Plan> {
-        self.plan_from(key, opts, deadline, Instant::now())
+        self.plan_from(key, None, opts, deadline, Instant::now())
     }
 
-    /// [`Router::plan`] from `start` (now: the store read's start).
+    /// [`Router::plan`] from `start` (now: the store read's start), for a read that also
+    /// carries `token` when given (with a key: see [`freshness::with_token`]).
     fn plan_from(
         &self,
         key: Option<&str>,
+        token: Option<&CausalToken>,
         opts: &PickOptions,
         deadline: Option<Instant>,
         start: Instant,
     ) -> Result<Plan> {
         let Some(key) = key else {
-            return Ok(Plan::Route(self.round_robin(Reason::RoundRobin)));
+            return match token {
+                Some(token) => self.plan_token(token, opts, start),
+                None => Ok(Plan::Route(self.round_robin(Reason::RoundRobin))),
+            };
         };
         validate_key(key)?;
         if opts.cached_only && !self.store.never_blocks() {
@@ -234,7 +260,17 @@ impl Router {
         // After the store read: the read that finds a key missing may be the one that notices
         // the loss.
         ctx.store_lost = self.store_lost_within_ttl(now);
-        let route = match freshness::decide(got, ctx, timeline) {
+        let mut decision = freshness::decide(got, ctx, timeline);
+        if let Some(token) = token {
+            decision = freshness::with_token(
+                decision,
+                token,
+                self.primary_system(),
+                timeline,
+                ctx.lb_enabled,
+            );
+        }
+        let route = match decision {
             Decision::StoreError => {
                 self.counters.count(&self.counters.store_errors);
                 debug!(target: "dlb", "sticky pick falls back to the primary: the LSN store failed");

@@ -246,17 +246,9 @@ func (lb *DBLoadBalancer) UpToDateReplica(ctx context.Context, key string) (DB, 
 		pickCtx, cancel = context.WithTimeout(ctx, budget)
 		defer cancel()
 	}
-	var r dlb.Route
-	var err error
-	if token != "" {
-		r, err = lb.b.PickReplicaMinLSN(pickCtx, token)
-		if err == nil && r.Role == dlb.RoleReplica && key != "" {
-			// The token is satisfied; the key's own record must be too.
-			r, err = lb.b.PickReplica(pickCtx, key)
-		}
-	} else {
-		r, err = lb.b.PickReplica(pickCtx, key)
-	}
+	// One pick for both: a replica that has replayed the newer of the key's record and the
+	// token (two picks could each be met by a different replica).
+	r, err := lb.b.PickReplicaKeyMinLSN(pickCtx, key, token, dlb.PickOptions{})
 	if err != nil {
 		if pickCtx != ctx && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			// The budget ran out, not the caller's time: no replica was shown caught up.

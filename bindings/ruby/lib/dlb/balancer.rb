@@ -338,7 +338,8 @@ module DLB
     #
     # *Blocking* as {#pick_replica}, within +budget_ms+ when given; never with +cached_only+.
     #
-    # @param key [String, nil] the sticking key (not with +min_lsn+)
+    # @param key [String, nil] the sticking key (with +min_lsn+: one pick for a replica that has
+    #   replayed the newer of the key's recorded LSN and the token)
     # @param min_lsn [String, nil] a causal token, +"X/Y"+
     # @param budget_ms [Numeric, ActiveSupport::Duration, nil] the most the pick's store read
     #   and live replica checks may take together; when it runs out, the read goes to the
@@ -348,7 +349,6 @@ module DLB
     #   configuration's +no_caught_up_replica+)
     # @return [Route]
     # @raise [ArgumentError] an unknown option (named), a bad +no_caught_up+
-    # @raise [InvalidArgumentError] both +key+ and +min_lsn+
     # @raise [InvalidKeyError, InvalidLsnError, NoCaughtUpReplicaError, StoreError, ClosedError]
     def pick(key = nil, min_lsn: nil, **options)
       key = Balancer.c_string(key, "key") unless key.nil?
