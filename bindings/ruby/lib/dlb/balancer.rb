@@ -449,8 +449,9 @@ module DLB
     # Idempotent. Later calls raise {ClosedError}.
     #
     # *Blocking*: waits for the monitor thread to exit, not for a probe or connect in progress
-    # (a vanished host costs nothing here; see +lb_balancer_free+), with the GVL released. When other threads are inside a call on this balancer, it
-    # returns at once and the last of those calls frees it as it returns.
+    # (a vanished host costs nothing here; see +lb_balancer_free+), with the GVL released.
+    # When other threads are inside a call on this balancer, it returns at once and the last
+    # of those calls frees it as it returns.
     #
     # Closing is optional: a balancer that is garbage collected is freed too.
     # @return [nil]
