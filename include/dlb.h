@@ -859,6 +859,20 @@ lb_status lb_next_event(const struct lb_balancer *lb,
  */
 lb_status lb_wake_event_waiters(const struct lb_balancer *lb);
 
+/*
+ True when `sql` (`len` bytes, in any encoding PostgreSQL accepts; no NUL needed) is one
+ plain read: a `SELECT`, `VALUES`, `TABLE`, `WITH` or `SHOW` that names none of the built-in
+ ways a statement changes its session (`set_config`, `nextval`, advisory locks, `SELECT ...
+ INTO`, a data-modifying `WITH`, `FOR UPDATE`...), with nothing after a `;` but white space.
+ Errs on the side of false: such a word anywhere in the text (a string, a comment, a quoted
+ name), or a `;` inside it, counts. What it cannot see: a function, view, rule or trigger
+ of your own that changes the session. The rule dlb's own pools use: a connection on which
+ only plain reads ran (outside a transaction) needs no reset before its next borrower.
+
+ `sql` NULL gives false. Needs no balancer. Never blocks, never fails.
+ */
+bool lb_is_plain_read(const char *sql, size_t len);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

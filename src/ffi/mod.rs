@@ -44,6 +44,7 @@ pub(crate) mod boundary;
 //   route     lb_route: picks, the primary's DSN, LB_ROLE_*/LB_REASON_* and their names
 //   logging   lb_set_log_callback, LB_LOG_*, the log queue (lb_log_queue_enable, lb_next_log)
 //   events    host lifecycle events: lb_set_event_callback, lb_next_event
+//   session   lb_is_plain_read: the statements after which a pooled connection needs no reset
 // Declaration order is the order of the header's sections (the blank lines keep rustfmt from
 // sorting them).
 mod error;
@@ -62,6 +63,8 @@ mod logging;
 
 mod events;
 
+mod session;
+
 #[cfg(test)]
 mod tests;
 
@@ -71,5 +74,6 @@ pub use self::error::*;
 pub use self::events::*;
 pub use self::logging::*;
 pub use self::route::*;
+pub use self::session::*;
 pub use self::status::*;
 pub use self::version::*;

@@ -65,7 +65,26 @@ pub(crate) use prepared_column;
 /// What it cannot see: a function of your own, a view, a rule or a trigger that changes the
 /// session when such a statement reaches it (see `Conn::mark_session_changed`).
 pub(crate) fn is_plain_read(sql: &str) -> bool {
-    let mut words = Words::new(sql.as_bytes());
+    plain_read(sql.as_bytes())
+}
+
+/// [`is_plain_read`] for the text of a simple-protocol query, which may hold several
+/// statements (PostgreSQL runs them all): a plain read that is one statement, nothing after its
+/// first `;` but white space and more `;` (a `;` in a string, a quoted name or a comment counts
+/// too). In bytes of any encoding PostgreSQL accepts: only ASCII is looked at. The rule the
+/// bindings' own pools use (`lb_is_plain_read`), which hand out the driver's connection and
+/// see the text of each statement it runs.
+pub(crate) fn is_plain_read_text(sql: &[u8]) -> bool {
+    let one_statement = sql.iter().position(|&c| c == b';').is_none_or(|i| {
+        sql[i..]
+            .iter()
+            .all(|&c| c == b';' || c.is_ascii_whitespace())
+    });
+    one_statement && plain_read(sql)
+}
+
+fn plain_read(sql: &[u8]) -> bool {
+    let mut words = Words::new(sql);
     let first_ok = words.next().is_some_and(|w| {
         [
             &b"select"[..],
@@ -77,7 +96,7 @@ pub(crate) fn is_plain_read(sql: &str) -> bool {
         .iter()
         .any(|k| w.eq_ignore_ascii_case(k))
     });
-    first_ok && Words::new(sql.as_bytes()).all(|w| !changes_session(w))
+    first_ok && Words::new(sql).all(|w| !changes_session(w))
 }
 
 /// Whether a word (any case) names a built-in way to change the session from a plain statement.
@@ -222,6 +241,7 @@ mod tests {
             "SELECT count(*) FROM t LIMIT 10",
         ] {
             assert!(is_plain_read(sql), "{sql}");
+            assert!(is_plain_read_text(sql.as_bytes()), "{sql}");
         }
         for sql in [
             "",
@@ -251,6 +271,28 @@ mod tests {
             "/* unterminated",
         ] {
             assert!(!is_plain_read(sql), "{sql}");
+            assert!(!is_plain_read_text(sql.as_bytes()), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_simple_query_text_is_a_plain_read_when_it_is_one_plain_read() {
+        for sql in [
+            &b"SELECT 1;"[..],
+            b"SELECT 1 ; ;\n",
+            b"SELECT 'caf\xe9'", // Latin-1: any bytes outside ASCII are part of words
+        ] {
+            assert!(is_plain_read_text(sql), "{}", sql.escape_ascii());
+        }
+        for sql in [
+            "SELECT 1; CREATE TEMP TABLE t (id int)",
+            "SELECT 1; LISTEN c",
+            "SHOW search_path; DISCARD ALL",
+            "SELECT ';'",
+            "SELECT 1; -- a comment",
+            "SET search_path = nowhere; SELECT 1",
+        ] {
+            assert!(!is_plain_read_text(sql.as_bytes()), "{sql}");
         }
     }
 }

@@ -64,6 +64,19 @@ module DLB
     Native.lb_version
   end
 
+  # Whether +sql+ is one plain read: a statement that leaves its session as it found it, by
+  # dlb's rule (+lb_is_plain_read()+, the one the Rust pools use): a +SELECT+, +VALUES+,
+  # +TABLE+, +WITH+ or +SHOW+ that names none of the built-in ways to change the session
+  # (+set_config+, +nextval+, advisory locks, +SELECT ... INTO+, a data-modifying +WITH+,
+  # +FOR UPDATE+...), with nothing after a +;+. Errs on the side of false (such a word in a
+  # string or a comment counts). Never blocks, about half a microsecond.
+  # @param sql [String] in any encoding (its bytes are read; no copy)
+  # @return [Boolean] false also for anything that is not a String
+  def self.plain_read?(sql)
+    sql = String.try_convert(sql)
+    !sql.nil? && Native.lb_is_plain_read(sql, sql.bytesize)
+  end
+
   # @return [String] the path (or name) of the loaded C library
   def self.library_path
     Native::LIBRARY_PATH

@@ -387,6 +387,19 @@ class ApiTest < Minitest::Test
 
   # --- loading ----------------------------------------------------------------------------
 
+  # The rule is the C library's (lb_is_plain_read, src/server/session.rs, tested there):
+  # reached with a String's own bytes, in any encoding, frozen or not.
+  def test_plain_read_rule
+    assert DLB.plain_read?("SELECT 1")
+    assert DLB.plain_read?(+"  select v FROM t WHERE id = $1;")
+    assert DLB.plain_read?("SELECT 'caf\xE9'".b)
+    assert DLB.plain_read?("SHOW search_path".encode(Encoding::UTF_16LE).encode(Encoding::UTF_8))
+    ["SET search_path = x", "BEGIN", "SELECT 1; LISTEN c", "SELECT pg_advisory_lock(1)", "", "SELECT ';'",
+     "CREATE TEMP TABLE t (x int)", "PREPARE p AS SELECT 1", "SELECT nextval('s')", 42, nil].each do |sql|
+      refute DLB.plain_read?(sql), sql.inspect
+    end
+  end
+
   def test_library_lookup
     lib = File.expand_path("../lib", __dir__)
     code = "require 'dlb'; print DLB.library_path"

@@ -94,6 +94,8 @@ module DLB
     attach_function :lb_role_str, [:uint32], :string
     attach_function :lb_last_error_message, %i[pointer size_t], :size_t
     attach_function :lb_last_error_length, [], :size_t
+    # (A String's bytes, read in place: +buffer_in+ takes frozen ones too.)
+    attach_function :lb_is_plain_read, %i[buffer_in size_t], :bool
 
     # Blocking: one health check of every host (bounded by probe_timeout_ms).
     attach_function :lb_balancer_new, %i[string pointer], :lb_status, blocking: true
