@@ -69,7 +69,9 @@ module DLB
   # +TABLE+, +WITH+ or +SHOW+ that names none of the built-in ways to change the session
   # (+set_config+, +nextval+, advisory locks, +SELECT ... INTO+, a data-modifying +WITH+,
   # +FOR UPDATE+...), with nothing after a +;+. Errs on the side of false (such a word in a
-  # string or a comment counts). Never blocks, about half a microsecond.
+  # string or a comment counts). The pools of {Balancer#with_replica} and
+  # {Balancer#with_primary} reset a connection after a block that ran anything else. Never
+  # blocks, about half a microsecond.
   # @param sql [String] in any encoding (its bytes are read; no copy)
   # @return [Boolean] false also for anything that is not a String
   def self.plain_read?(sql)

@@ -478,11 +478,12 @@ module DLB
     #   Session defaults belong in the connection's options (+PG.connect(dsn, options:
     #   "-c statement_timeout=5s")+): a reset (+RESET ALL+) restores those, not a +SET+ run here
     # @param reset [Symbol] when a connection given back is reset: +:auto+ (the default: when
-    #   it is inside a transaction, a parameter the server reports changed, or the block
-    #   raised; no round trip otherwise) or +:always+ (after every block: one more round trip
-    #   each, for blocks that +SET+ unreported settings such as +search_path+ before
-    #   PostgreSQL 18, or create temporary tables, take advisory locks, +LISTEN+, +PREPARE+,
-    #   and do not undo it). A connection is never handed out inside a transaction.
+    #   the block ran a statement that is not a plain read ({DLB.plain_read?}: a +SET+,
+    #   +BEGIN+, a temporary table, an advisory lock, +LISTEN+, +PREPARE+, a write...), it is
+    #   inside a transaction, a parameter the server reports changed, or the block raised; no
+    #   round trip after a block of plain reads) or +:always+ (after every block: one more
+    #   round trip each, for blocks whose own functions or triggers change the session where
+    #   no statement shows it). A connection is never handed out inside a transaction.
     # @return [self]
     # @raise [ArgumentError] an unknown option (named), a bad size, or pools already in use
     def configure_pools(**options)
@@ -528,15 +529,17 @@ module DLB
     #
     # The connection goes back clean: a transaction the block left open or aborted is rolled
     # back, and the session is reset (+RESET ALL+, temporary tables, advisory locks, +LISTEN+,
-    # prepared statements, cursors) when the block raised, left a transaction, or changed a
+    # prepared statements, cursors) when the block ran a statement that is not a plain read
+    # ({Pools::Tracked}, {DLB.plain_read?}), raised, left a transaction, or changed a
     # parameter the server reports; with +configure_pools(reset: :always)+ after every block.
-    # A reset that fails discards the connection.
+    # A block of plain reads costs no round trip. A reset that fails discards the connection.
     #
     # *Blocking*: the pick, the pool checkout (at most its checkout timeout) and connecting.
     # @param key [String, nil] the sticking key
     # @param options [Hash] {#pick}'s per-call options: +budget_ms+, +cached_only+,
     #   +no_caught_up+
-    # @yieldparam conn [PG::Connection] for this block only: do not keep it
+    # @yieldparam conn [PG::Connection] for this block only: do not keep it (extended with
+    #   {Pools::Tracked}: +conn.mark_session_changed+)
     # @return [Object] the block's value
     # @raise [PG::Error] from the block; a lost connection's error (after the retry) is also
     #   a {ConnectionLost}

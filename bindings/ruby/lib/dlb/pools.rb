@@ -26,9 +26,10 @@ module DLB
     DEFAULT_SIZE = 5
     # How long a checkout waits for a free connection of a host's pool, in ms.
     DEFAULT_CHECKOUT_TIMEOUT_MS = 5000
-    # When a connection given back is reset (see {Slot#check_in}): +:auto+ when it shows it
-    # may carry state (a transaction, a changed reported parameter) or its block raised;
-    # +:always+ after every block (one more round trip per block).
+    # When a connection given back is reset (see {Slot#check_in}): +:auto+ when it may carry
+    # state (a statement that is not a plain read ran on it, see {Tracked}; a transaction; a
+    # changed reported parameter) or its block raised; +:always+ after every block (one more
+    # round trip per block).
     RESETS = %i[auto always].freeze
     # The session state a borrower may leave, undone: +DISCARD ALL+ without +DISCARD PLANS+
     # (cached plans are no state a query can see; dropping them costs the next queries a
@@ -42,6 +43,65 @@ module DLB
     # +session_authorization+.
     REPORTED = %w[application_name client_encoding DateStyle IntervalStyle TimeZone standard_conforming_strings
                   session_authorization default_transaction_read_only search_path].freeze
+
+    # What a borrower ran on a pooled connection: the +PG::Connection+ a pool opens is
+    # extended with this module, whose methods look at each statement before running it
+    # (+super+). A statement that is not a plain read ({DLB.plain_read?}: +SET+, +BEGIN+,
+    # +CREATE TEMP TABLE+, +LISTEN+, +PREPARE+, +pg_advisory_lock+, a write...) marks the
+    # connection as having changed its session, as does any named prepared statement
+    # (+prepare+, +send_prepare+: they outlive the block), +exec_prepared+, +transaction+,
+    # large objects and +reset+; {Slot#check_in} then resets it. A block of plain reads
+    # costs one +lb_is_plain_read()+ call per statement, no round trip.
+    #
+    # What it cannot see: a function, view, rule or trigger of your own that changes the
+    # session when a plain read reaches it: call {#mark_session_changed} after it (or
+    # configure the pools with +reset: :always+).
+    module Tracked
+      # The methods whose first argument is the SQL text (every name pg 1.x gives them).
+      STATEMENTS = %i[exec query async_exec async_query sync_exec exec_params async_exec_params sync_exec_params
+                      send_query send_query_params copy_data].freeze
+      # The methods that leave state on the session (or may: a large object's descriptor), or
+      # run a statement whose text is not at hand.
+      CHANGES = %i[prepare async_prepare sync_prepare send_prepare exec_prepared async_exec_prepared
+                   sync_exec_prepared send_query_prepared transaction reset async_reset sync_reset
+                   lo_creat locreat lo_create locreate lo_import loimport lo_export loexport lo_open loopen
+                   lo_unlink lounlink].freeze
+
+      STATEMENTS.each do |name|
+        define_method(name) do |sql, *args, &block|
+          @dlb_session_changed = true unless @dlb_session_changed || DLB.plain_read?(sql)
+          super(sql, *args, &block)
+        end
+      end
+
+      CHANGES.each do |name|
+        define_method(name) do |*args, &block|
+          @dlb_session_changed = true
+          super(*args, &block)
+        end
+      end
+
+      # Says that the session changed in a way dlb cannot see (a function of your own that
+      # runs +set_config+, creates a temporary table...): the connection is reset when its
+      # block ends.
+      # @return [nil]
+      def mark_session_changed
+        @dlb_session_changed = true
+        nil
+      end
+
+      # @return [Boolean] whether a statement that is not a plain read ran since the
+      #   connection was opened or last reset
+      def session_changed?
+        @dlb_session_changed == true
+      end
+
+      # Forgets what ran: the session was reset.
+      # @api private
+      def session_reset
+        @dlb_session_changed = false
+      end
+    end
 
     # A pool entry: a connection opened on first use, reopened after it was discarded, and
     # handed back clean ({#check_in}).
@@ -62,13 +122,14 @@ module DLB
         @connection ||= open
       end
 
-      # Gives the connection back clean, with no round trip when the block left nothing
-      # behind that the connection shows: inside a transaction (open or aborted) it is
-      # rolled back and reset; when +reset+ (the block raised, or the pools'
-      # +reset: :always+) or a parameter the server reports changed (+SET TimeZone+,
-      # +application_name+, +SET SESSION AUTHORIZATION+...), it is reset ({RESET_SQL}).
-      # A query still running (+PQTRANS_ACTIVE+), an unknown state, or a reset that fails
-      # discards it. Never raises.
+      # Gives the connection back clean, with no round trip when the block ran only plain
+      # reads: inside a transaction (open or aborted) it is rolled back and reset; when
+      # +reset+ (the block raised, or the pools' +reset: :always+), a statement that is not a
+      # plain read ran ({Tracked}: +SET search_path+, a temporary table, +LISTEN+...) or a
+      # parameter the server reports changed (+SET TimeZone+ inside a function of yours...),
+      # it is reset ({RESET_SQL}, one round trip). A query still running
+      # (+PQTRANS_ACTIVE+), an unknown state, or a reset that fails discards it. Never
+      # raises.
       # @param reset [Boolean] reset even when the connection shows no change
       # @return [Symbol] +:clean+, +:reset+ or +:discarded+ (for the tests)
       def check_in(reset)
@@ -78,7 +139,7 @@ module DLB
 
         case conn.transaction_status
         when PG::PQTRANS_IDLE
-          return :clean unless reset || Pools.changed?(conn, @reported)
+          return :clean unless reset || conn.session_changed? || Pools.changed?(conn, @reported)
 
           conn.exec(RESET_SQL)
         when PG::PQTRANS_INTRANS, PG::PQTRANS_INERROR
@@ -88,6 +149,7 @@ module DLB
         end
         return discard unless conn.transaction_status == PG::PQTRANS_IDLE
 
+        conn.session_reset
         @reported = Pools.reported(conn)
         :reset
       rescue StandardError
@@ -117,10 +179,11 @@ module DLB
 
       private
 
-      # A new connection, and the reported parameters it starts with (after the pools'
-      # +connect+, which may set some).
+      # A new connection, {Tracked} from now on, and the reported parameters it starts with
+      # (after the pools' +connect+, which may set some).
       def open
         conn = @connect.call(@dsn)
+        conn.extend(Tracked)
         @reported = Pools.reported(conn)
         conn
       end
