@@ -1,7 +1,8 @@
 /*
  * The C API's contract: version, status codes, argument checking (NULL, invalid UTF-8,
  * malformed LSN and configuration), the output buffer rules (cap 0, 1, exact, exact + 1),
- * the last error, lb_report_failure, lb_dsn_redact and lb_balancer_free(NULL).
+ * the last error, lb_report_failure, lb_dsn_redact, lb_is_plain_read and
+ * lb_balancer_free(NULL).
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -326,6 +327,20 @@ static void test_dsn_redact(void) {
     CHECK(t_last_error_contains("UTF-8"));
 }
 
+/* lb_is_plain_read needs no balancer, reads `len` bytes (no NUL needed), never fails. */
+#define PLAIN(sql) lb_is_plain_read((sql), sizeof(sql) - 1)
+static void test_is_plain_read(void) {
+    static const char both[] = "SELECT 1; LISTEN c";
+    CHECK(PLAIN("SELECT v FROM t WHERE id = $1"));
+    CHECK(PLAIN("SHOW search_path;"));
+    CHECK(PLAIN("SELECT 'caf\xe9'")); /* not UTF-8: bytes are fine */
+    CHECK(!PLAIN("SET search_path = x"));
+    CHECK(!PLAIN(both));
+    CHECK(lb_is_plain_read(both, 8)); /* "SELECT 1" */
+    CHECK(!PLAIN(""));
+    CHECK(!lb_is_plain_read(NULL, 4));
+}
+
 int main(void) {
     lb_balancer *lb;
     test_version();
@@ -333,6 +348,7 @@ int main(void) {
     test_config_errors();
     test_null_handle();
     test_dsn_redact();
+    test_is_plain_read();
 
     lb = t_open("");
     t_wait_healthy(lb, 2, 30000);
