@@ -250,6 +250,13 @@ class CleanTest < Minitest::Test
     assert_no_leak("prepared statement", ->(conn) { conn.prepare("dlb_clean_stmt", "SELECT 1") }, count, "0")
   end
 
+  # The PG::Connection object's own settings: a block that typed its results (a basic type
+  # map) gave the next borrowers Integers where they expected Strings. Old code: all of them.
+  def test_settings_of_the_connection_object_do_not_leak
+    assert_no_leak("type map", ->(conn) { conn.type_map_for_results = PG::BasicTypeMapForResults.new(conn) },
+                   "SELECT 1", "1")
+  end
+
   # A block of plain reads costs nothing at check-in: the backend's last statement (seen from
   # another connection) is the block's own, no reset ran after it.
   def test_a_block_of_plain_reads_is_not_reset

@@ -44,6 +44,13 @@ module DLB
     REPORTED = %w[application_name client_encoding DateStyle IntervalStyle TimeZone standard_conforming_strings
                   session_authorization default_transaction_read_only search_path].freeze
 
+    # The settings a borrower may change on the +PG::Connection+ object itself (no SQL): how
+    # results are typed, how parameters are encoded, result field names as Strings or
+    # Symbols, COPY's coders. {Slot#check_in} puts back the ones a block changed (no I/O).
+    CLIENT_SETTINGS = %i[type_map_for_results type_map_for_queries field_name_type encoder_for_put_copy_data
+                         decoder_for_get_copy_data].freeze
+    CLIENT_SETTERS = CLIENT_SETTINGS.map { |name| :"#{name}=" }.freeze
+
     # What a borrower ran on a pooled connection: the +PG::Connection+ a pool opens is
     # extended with this module, whose methods look at each statement before running it
     # (+super+). A statement that is not a plain read ({DLB.plain_read?}: +SET+, +BEGIN+,
@@ -111,6 +118,7 @@ module DLB
         @connect = connect
         @connection = nil
         @reported = nil
+        @client = nil
       end
 
       # @return [PG::Connection] the open connection (connecting first if there is none). A
@@ -127,9 +135,10 @@ module DLB
       # +reset+ (the block raised, or the pools' +reset: :always+), a statement that is not a
       # plain read ran ({Tracked}: +SET search_path+, a temporary table, +LISTEN+...) or a
       # parameter the server reports changed (+SET TimeZone+ inside a function of yours...),
-      # it is reset ({RESET_SQL}, one round trip). A query still running
-      # (+PQTRANS_ACTIVE+), an unknown state, or a reset that fails discards it. Never
-      # raises.
+      # it is reset ({RESET_SQL}, one round trip). The connection object's own settings
+      # ({CLIENT_SETTINGS}: a type map...) go back to their values at connect. A query
+      # still running (+PQTRANS_ACTIVE+), an unknown state, or a reset that fails discards
+      # it. Never raises.
       # @param reset [Boolean] reset even when the connection shows no change
       # @return [Symbol] +:clean+, +:reset+ or +:discarded+ (for the tests)
       def check_in(reset)
@@ -137,6 +146,7 @@ module DLB
         return :clean if conn.nil?
         return discard if conn.finished?
 
+        Pools.restore_client_settings(conn, @client)
         case conn.transaction_status
         when PG::PQTRANS_IDLE
           return :clean unless reset || conn.session_changed? || Pools.changed?(conn, @reported)
@@ -185,6 +195,7 @@ module DLB
         conn = @connect.call(@dsn)
         conn.extend(Tracked)
         @reported = Pools.reported(conn)
+        @client = CLIENT_SETTINGS.map { |name| conn.public_send(name) }
         conn
       end
     end
@@ -265,6 +276,17 @@ module DLB
         i += 1
       end
       false
+    end
+
+    # Puts back the {CLIENT_SETTINGS} of +conn+ that differ from +saved+ (their values at
+    # connect; the same objects: compared by identity, under a microsecond when none changed).
+    # @api private
+    def self.restore_client_settings(conn, saved)
+      i = 0
+      while i < CLIENT_SETTINGS.size
+        conn.public_send(CLIENT_SETTERS[i], saved[i]) unless conn.public_send(CLIENT_SETTINGS[i]).equal?(saved[i])
+        i += 1
+      end
     end
 
     # Whether +error+ means the connection is unusable (rather than a failed statement).
