@@ -114,12 +114,15 @@ fn changes_session(word: &[u8]) -> bool {
         &heap
     };
     let contains = |needle: &[u8]| w.windows(needle.len()).any(|x| x == needle);
-    w.starts_with(b"set") // set_config, setseed, setval, set_limit
+    // set_config, set_limit (pg_trgm); not a table or column such as `settings` or `setup`.
+    w.starts_with(b"set_")
         || contains(b"advisory")
         || contains(b"replication_slot")
         || w.starts_with(b"dblink")
         || [
             &b"into"[..],
+            b"setseed",
+            b"setval",
             b"nextval",
             b"insert",
             b"update",
@@ -239,6 +242,7 @@ mod tests {
             "SHOW search_path",
             "SELECT pg_current_wal_insert_lsn()::text, now() = statement_timestamp()",
             "SELECT count(*) FROM t LIMIT 10",
+            "SELECT value FROM settings WHERE setup_id = 1",
         ] {
             assert!(is_plain_read(sql), "{sql}");
             assert!(is_plain_read_text(sql.as_bytes()), "{sql}");
@@ -258,6 +262,8 @@ mod tests {
             "SELECT pg_advisory_lock(1)",
             "SELECT pg_try_advisory_lock_shared(1)",
             "SELECT setseed(0.5)",
+            "SELECT SETVAL('s', 1)",
+            "SELECT set_limit(0.5)",
             "SELECT nextval('s')",
             "SELECT * INTO TEMP t FROM u",
             "WITH x AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM x",

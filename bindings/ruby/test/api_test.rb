@@ -391,6 +391,7 @@ class ApiTest < Minitest::Test
   # reached with a String's own bytes, in any encoding, frozen or not.
   def test_plain_read_rule
     assert DLB.plain_read?("SELECT 1")
+    assert DLB.plain_read?("SELECT value FROM settings WHERE setup_id = 1") # set_config, not "set..."
     assert DLB.plain_read?(+"  select v FROM t WHERE id = $1;")
     assert DLB.plain_read?("SELECT 'caf\xE9'".b)
     assert DLB.plain_read?("SHOW search_path".encode(Encoding::UTF_16LE).encode(Encoding::UTF_8))
