@@ -81,6 +81,21 @@ class ActiveRecordTest < Minitest::Test
     end
   end
 
+  # A read that changes its session (set_config through select_value) runs on the app's own
+  # connection, as without dlb; on a replica's pool its setting would stay with that pooled
+  # connection for later reads. Old code: it ran on a replica.
+  def test_a_read_that_changes_the_session_stays_on_the_primary
+    boot
+    conn = ApplicationRecord.connection
+    in_request do
+      assert_includes replica_ports, server_port
+      port = conn.select_value("SELECT inet_server_port() FROM (SELECT set_config('work_mem', '7MB', false)) AS s")
+      assert_equal primary_port, port.to_i
+    end
+  ensure
+    conn&.execute("RESET work_mem")
+  end
+
   # Replay paused on both replicas: every write is past them. A post is read fresh in the
   # next request (the token in the cookie, or in the header for API clients) and in the job
   # it enqueued, from the primary; the same reads without a token go to the (stale)

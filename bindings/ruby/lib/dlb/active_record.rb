@@ -16,8 +16,10 @@ module DLB
   # the host's first pick and closed when dlb drains the host or finds its address re-pointed
   # (dlb's host events: DNS discovery works as for raw +pg+). Everything else stays on the
   # app's own (primary) connection: writes, +execute+/+exec_query+, reads inside a
-  # transaction, +SELECT ... FOR UPDATE/SHARE+, +nextval()+ and advisory locks, and every
-  # read outside a unit of work (a {Context}: a request behind {RackMiddleware}, a job
+  # transaction, a read that is not a plain read by dlb's rule ({DLB.plain_read?}: +SELECT
+  # ... FOR UPDATE+, +nextval()+, advisory locks, +set_config()+..., which would leave
+  # their state on the replica's pooled connection), +FOR SHARE+, and every read outside a
+  # unit of work (a {Context}: a request behind {RackMiddleware}, a job
   # behind the Sidekiq middleware, or +DLB::Context.with+), so that consoles, migrations and
   # rake tasks never read a lagging replica.
   #
@@ -39,10 +41,11 @@ module DLB
       raise LoadError, "DLB::ActiveRecord needs ActiveRecord #{MIN_VERSION} or later (this is #{::ActiveRecord.gem_version})"
     end
 
-    # SQL that reads but must run on the primary anyway: row locks, sequences, advisory
-    # locks, large objects, functions that assign a transaction id or read the primary's WAL.
-    PRIMARY_ONLY = /\bFOR\s+(?:NO\s+KEY\s+UPDATE|UPDATE|KEY\s+SHARE|SHARE)\b|
-                    \b(?:nextval|setval|pg_(?:try_)?advisory_\w+|lo_\w+|txid_current|pg_current_\w+)\s*\(/ix.freeze
+    # Plain reads ({DLB.plain_read?}: row locks for update, sequences, advisory locks,
+    # +set_config+ are not) that must run on the primary anyway: shared row locks (a standby
+    # refuses them), large objects, functions that assign a transaction id or read the
+    # primary's WAL.
+    PRIMARY_ONLY = /\bFOR\s+(?:KEY\s+)?SHARE\b|\b(?:lo_\w+|txid_current|pg_current_\w+)\s*\(/i.freeze
     # A statement that ends a transaction with its writes.
     COMMIT = /\A\s*(?:COMMIT|END)\b/i.freeze
 
@@ -311,7 +314,7 @@ module DLB
         rescue ::RangeError
           return super
         end
-        return super if write_query?(sql) || DLB::ActiveRecord::PRIMARY_ONLY.match?(sql)
+        return super if write_query?(sql) || !DLB.plain_read?(sql) || DLB::ActiveRecord::PRIMARY_ONLY.match?(sql)
 
         fwd = options.merge(preparable: preparable)
         read = -> { router.read(sql, name, binds_out, fwd) { super(arel, name, binds, **options) } }
