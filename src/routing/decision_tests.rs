@@ -297,7 +297,7 @@ fn a_key_and_a_token_take_one_pick_that_proves_both() {
         system_id: SYSTEM,
     };
     let opts = PickOptions::default();
-    let index = |r: &crate::Route| f.replicas.iter().position(|h| h.host().id == r.host_id());
+    let index = |r: &super::Route| f.replicas.iter().position(|h| h.host().id == r.host_id());
     for _ in 0..4 {
         // Whatever the round-robin cursor says: the key alone takes either replica.
         let r = f.router.pick_key_token("k", &token(500), &opts).unwrap();
