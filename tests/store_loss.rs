@@ -110,6 +110,33 @@ fn drill(test: &str, lose: impl FnOnce()) {
         reasons.iter().all(|r| *r == Reason::NotCaughtUp),
         "{reasons:?}"
     );
+    let status = lb.status();
+    assert!(
+        status.lsn_store_loss_age_ms.is_some(),
+        "status tells of the loss: {}",
+        status.to_json()
+    );
+}
+
+/// A Redis that may evict recorded LSNs (`maxmemory-policy` other than `noeviction`) is a
+/// standing warning in status, not only a log line.
+#[test]
+fn an_evicting_redis_is_a_status_warning() {
+    let _l = lock_cluster();
+    let _restore = Restore;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut redis_conn().unwrap())
+        .unwrap();
+    let lb = balancer("policy");
+    wait_until("status warns of the eviction policy", WAIT, || {
+        lb.status()
+            .lsn_store_warning
+            .is_some_and(|w| w.contains("allkeys-lru"))
+    });
+    assert_eq!(lb.status().lsn_store_loss_age_ms, None);
 }
 
 #[test]

@@ -536,7 +536,11 @@ impl Balancer {
     pub fn status(&self) -> Status {
         observability::collect_status(
             &self.router,
-            self.store.kind(),
+            observability::StoreView {
+                kind: self.store.kind(),
+                warning: self.store.warning(),
+                last_loss: self.store.last_loss(),
+            },
             self.config.replica_check_interval_ms,
         )
     }

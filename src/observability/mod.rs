@@ -13,5 +13,5 @@ pub use self::metrics::{
     ReplicaMetrics,
 };
 pub(crate) use self::prometheus::render as render_metrics;
-pub(crate) use self::status::collect as collect_status;
 pub use self::status::{HostStatus, ReplicaStatus, STATUS_VERSION, Status};
+pub(crate) use self::status::{StoreView, collect as collect_status};

@@ -54,6 +54,13 @@ pub struct Status {
     pub healthy_replicas: usize,
     /// Kind of LSN store (`memory`, ...).
     pub lsn_store: &'static str,
+    /// A standing concern about the LSN store (a Redis `maxmemory-policy` other than
+    /// `noeviction`, which lets Redis evict recorded LSNs); `None` when there is none.
+    pub lsn_store_warning: Option<String>,
+    /// Milliseconds since dlb last noticed the LSN store lost entries (a Redis restart without
+    /// persistence, a flush, an eviction; the memory store's cap): for `sticky_ttl_s` after it,
+    /// keyed reads that find nothing go to the primary. `None` if never.
+    pub lsn_store_loss_age_ms: Option<u64>,
     /// Replicas that left the list and are being drained (`host:port`).
     pub draining: Vec<String>,
 }
@@ -169,7 +176,17 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The report of `router`'s current snapshot. Never blocks on I/O.
-pub(crate) fn collect(router: &Router, lsn_store: &'static str, check_interval_ms: u64) -> Status {
+/// What status tells of the LSN store (read by the balancer from it; none of it blocks).
+pub(crate) struct StoreView {
+    /// [`Status::lsn_store`].
+    pub(crate) kind: &'static str,
+    /// [`Status::lsn_store_warning`].
+    pub(crate) warning: Option<String>,
+    /// When the store last lost entries ([`Status::lsn_store_loss_age_ms`]).
+    pub(crate) last_loss: Option<std::time::Instant>,
+}
+
+pub(crate) fn collect(router: &Router, store: StoreView, check_interval_ms: u64) -> Status {
     router.with_snapshot(|snap| {
         let age = snap.published_at.map(|t| t.elapsed());
         let verdict = overall(
@@ -205,7 +222,11 @@ pub(crate) fn collect(router: &Router, lsn_store: &'static str, check_interval_m
             last_check_at: snap.published_wall.map(rfc3339),
             check_interval_ms,
             healthy_replicas: snap.eligible.len(),
-            lsn_store,
+            lsn_store: store.kind,
+            lsn_store_warning: store.warning,
+            lsn_store_loss_age_ms: store
+                .last_loss
+                .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
             draining: snap.draining.iter().map(|h| h.addr.clone()).collect(),
         }
     })

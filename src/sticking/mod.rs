@@ -107,6 +107,13 @@ pub trait LsnStore: Send + Sync + 'static {
         None
     }
 
+    /// A standing concern about the store, for status (`lsn_store_warning`): e.g. a Redis
+    /// `maxmemory-policy` that lets Redis evict recorded LSNs. Must not block. The default is
+    /// `None`.
+    fn warning(&self) -> Option<String> {
+        None
+    }
+
     /// Short name for logs and status (`memory`, `redis`).
     fn kind(&self) -> &'static str;
 }

@@ -93,6 +93,8 @@ pub struct RedisStore {
     loss: LossWatch,
     /// `maxmemory-policy` was looked at (by the first `maintain`).
     policy_checked: AtomicBool,
+    /// What the eviction policy check found wrong (see [`LsnStore::warning`]).
+    policy_warning: parking_lot::Mutex<Option<String>>,
 }
 
 impl fmt::Debug for RedisStore {
@@ -190,6 +192,7 @@ impl RedisStore {
             healthy: AtomicBool::new(true),
             loss: LossWatch::default(),
             policy_checked: AtomicBool::new(false),
+            policy_warning: parking_lot::Mutex::new(None),
         })
     }
 
@@ -282,14 +285,13 @@ impl RedisStore {
                 .map(String::from_utf8_lossy),
             _ => None,
         };
-        match name {
-            Some(p) if p != "noeviction" => warn!(
-                target: "dlb",
-                "redis LSN store on {}: maxmemory-policy is {}, not noeviction: an eviction makes keyed reads with nothing recorded go to the primary for sticky_ttl_s",
-                self.target,
+        if let Some(p) = name.filter(|p| p != "noeviction") {
+            let warning = format!(
+                "maxmemory-policy is {}, not noeviction: an eviction makes keyed reads with nothing recorded go to the primary for sticky_ttl_s",
                 crate::redact::bounded(&p)
-            ),
-            _ => {}
+            );
+            warn!(target: "dlb", "redis LSN store on {}: {warning}", self.target);
+            *self.policy_warning.lock() = Some(warning);
         }
     }
 
@@ -538,6 +540,10 @@ impl LsnStore for RedisStore {
 
     fn last_loss(&self) -> Option<Instant> {
         self.loss.last_loss()
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.policy_warning.lock().clone()
     }
 
     fn kind(&self) -> &'static str {
