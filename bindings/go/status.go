@@ -41,6 +41,12 @@ type StatusReport struct {
 	HealthyReplicas int `json:"healthy_replicas"`
 	// LSNStore is the kind of LSN store ("memory", ...).
 	LSNStore string `json:"lsn_store"`
+	// LSNStoreWarning is a standing concern about the LSN store (a Redis maxmemory-policy
+	// other than noeviction, which can evict recorded LSNs); nil when there is none.
+	LSNStoreWarning *string `json:"lsn_store_warning"`
+	// LSNStoreLossAgeMs is the time since dlb last noticed the LSN store lost entries (a
+	// Redis restart without persistence, a flush, an eviction); nil if never.
+	LSNStoreLossAgeMs *uint64 `json:"lsn_store_loss_age_ms"`
 	// Draining lists replicas ("host:port") that left the list and are being drained.
 	Draining []string `json:"draining"`
 }
