@@ -320,7 +320,8 @@ impl Balancer {
     pub fn read_conn(&self, key: Option<&str>) -> Result<Conn> {
         self.same_process()?;
         let opts = PickOptions::default();
-        let deadline = self.router.pick_deadline(&opts, Instant::now());
+        // Only a keyed read blocks (the store, live checks): a keyless one reads no clock.
+        let deadline = key.and_then(|_| self.router.pick_deadline(&opts, Instant::now()));
         match self.router.plan(key, &opts, deadline)? {
             Plan::Route(route) => self.read_on(route),
             Plan::Live { req, candidates } => self.read_live(req, &candidates, deadline),
